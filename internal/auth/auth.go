@@ -1,0 +1,236 @@
+// Package auth decides whether a console request may go ahead: it parses
+// the request's parameters, checks its Origin, and checks its token against
+// the container (or exec instance) it names, resolving the console target.
+package auth
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
+)
+
+// Errors of a refused request. Callers map them to answers in one place.
+var (
+	// ErrMalformed: the request's parameters cannot be understood.
+	ErrMalformed = errors.New("malformed request")
+	// ErrUnauthorized: a missing or wrong token, or an unknown container
+	// or exec. One error for all, so that neither tokens nor container
+	// names can be probed.
+	ErrUnauthorized = errors.New("invalid token or unknown container")
+	// ErrOrigin: the Origin header is not allowed.
+	ErrOrigin = errors.New("origin not allowed")
+)
+
+// Request is what a client asks for in its query string.
+type Request struct {
+	Token  string
+	UUID   string // a container uuid or name
+	ExecID string // empty for attach
+}
+
+// ParseQuery reads token, uuid and exec_id from a raw query string.
+// Repeated parameters are refused rather than guessed at.
+func ParseQuery(rawQuery string) (Request, error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return Request{}, fmt.Errorf("%w: query string does not parse", ErrMalformed)
+	}
+	one := func(name string) (string, error) {
+		switch v := q[name]; len(v) {
+		case 0:
+			return "", nil
+		case 1:
+			return v[0], nil
+		}
+		return "", fmt.Errorf("%w: parameter %s given more than once", ErrMalformed, name)
+	}
+	var r Request
+	if r.Token, err = one("token"); err != nil {
+		return Request{}, err
+	}
+	if r.UUID, err = one("uuid"); err != nil {
+		return Request{}, err
+	}
+	if r.ExecID, err = one("exec_id"); err != nil {
+		return Request{}, err
+	}
+	if r.UUID == "" {
+		return Request{}, fmt.Errorf("%w: parameter uuid is missing", ErrMalformed)
+	}
+	if r.Token == "" {
+		return Request{}, fmt.Errorf("%w: parameter token is missing", ErrUnauthorized)
+	}
+	return r, nil
+}
+
+// Containers looks containers and their exec instances up in Zun's
+// database.
+type Containers interface {
+	ContainerByUUID(ctx context.Context, uuid string) (store.Container, error)
+	ContainerByName(ctx context.Context, name string) (store.Container, error)
+	ExecInstance(ctx context.Context, containerID int64, execID string) (store.ExecInstance, error)
+}
+
+// Authorizer resolves requests to console targets, checking their tokens
+// as Zun's proxy does.
+type Authorizer struct {
+	containers Containers
+}
+
+// NewAuthorizer returns an Authorizer reading from containers.
+func NewAuthorizer(containers Containers) *Authorizer {
+	return &Authorizer{containers: containers}
+}
+
+// Resolve finds the container r names (by uuid when r.UUID looks like one,
+// else by name) and returns its console target if r's token matches: the
+// container's websocket_token for attach, the exec instance's token for
+// exec.
+func (a *Authorizer) Resolve(ctx context.Context, r Request) (console.Target, error) {
+	var c store.Container
+	var err error
+	if IsUUIDLike(r.UUID) {
+		c, err = a.containers.ContainerByUUID(ctx, r.UUID)
+	} else {
+		c, err = a.containers.ContainerByName(ctx, r.UUID)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return console.Target{}, fmt.Errorf("%w: %w", ErrUnauthorized, err)
+	}
+	if err != nil {
+		return console.Target{}, err
+	}
+	t := console.Target{ContainerUUID: c.UUID, ContainerID: c.ContainerID}
+	if r.ExecID == "" {
+		if !tokenMatches(r.Token, c.WebsocketToken) {
+			return console.Target{}, fmt.Errorf("%w: attach token does not match container %s", ErrUnauthorized, c.UUID)
+		}
+		if c.WebsocketURL == "" {
+			return console.Target{}, fmt.Errorf("%w: container %s has no websocket_url", ErrUnauthorized, c.UUID)
+		}
+		t.Kind, t.URL = console.Attach, c.WebsocketURL
+		return t, nil
+	}
+	e, err := a.containers.ExecInstance(ctx, c.ID, r.ExecID)
+	if errors.Is(err, store.ErrNotFound) {
+		return console.Target{}, fmt.Errorf("%w: %w", ErrUnauthorized, err)
+	}
+	if err != nil {
+		return console.Target{}, err
+	}
+	if !tokenMatches(r.Token, e.Token) {
+		return console.Target{}, fmt.Errorf("%w: exec token does not match exec %s of container %s", ErrUnauthorized, r.ExecID, c.UUID)
+	}
+	if e.URL == "" {
+		return console.Target{}, fmt.Errorf("%w: exec %s has no url", ErrUnauthorized, r.ExecID)
+	}
+	t.Kind, t.URL, t.ExecID = console.Exec, e.URL, e.ExecID
+	return t, nil
+}
+
+// tokenMatches compares in constant time. An empty stored token (none
+// issued, or cleared) matches nothing.
+func tokenMatches(given, stored string) bool {
+	if stored == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(given), []byte(stored)) == 1
+}
+
+// IsUUIDLike reports whether s is a UUID in any of the forms oslo's
+// uuidutils.is_uuid_like accepts: any case, with or without hyphens,
+// braces or a urn:uuid: prefix.
+func IsUUIDLike(s string) bool {
+	t := strings.ToLower(s)
+	t = strings.TrimPrefix(t, "urn:")
+	t = strings.TrimPrefix(t, "uuid:")
+	t = strings.TrimPrefix(t, "{")
+	t = strings.TrimSuffix(t, "}")
+	hex := strings.ReplaceAll(t, "-", "")
+	if len(hex) != 32 {
+		return false
+	}
+	for _, c := range hex {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	// Python's uuid.UUID accepts hyphens only where they belong, or none.
+	if strings.Contains(t, "-") {
+		return len(t) == 36 && t[8] == '-' && t[13] == '-' && t[18] == '-' && t[23] == '-'
+	}
+	return true
+}
+
+// OriginPolicy is Zun's cross-site WebSocket hijacking defence.
+type OriginPolicy struct {
+	// BaseScheme is the scheme of [websocket_proxy] base_url.
+	BaseScheme string
+	// Allowed lists hostnames accepted besides the request's own host
+	// ([websocket_proxy] allowed_origins).
+	Allowed []string
+}
+
+// Check accepts a request whose Origin is absent (not a browser), or whose
+// hostname is the Host header's or an allowed one and whose scheme (or
+// X-Forwarded-Proto, when present) matches base_url's.
+func (p OriginPolicy) Check(origin, host, forwardedProto string) error {
+	if origin == "" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Hostname() == "" || u.Scheme == "" {
+		return fmt.Errorf("%w: Origin header not valid", ErrOrigin)
+	}
+	hostname := strings.ToLower(u.Hostname())
+	if !strings.EqualFold(hostname, hostOnly(host)) && !p.allowed(hostname) {
+		return fmt.Errorf("%w: Origin %q does not match this host", ErrOrigin, hostname)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if forwardedProto != "" {
+		scheme = strings.ToLower(strings.TrimSpace(forwardedProto))
+	}
+	if !p.schemeMatches(scheme) {
+		return fmt.Errorf("%w: Origin scheme %q does not match this proxy", ErrOrigin, scheme)
+	}
+	return nil
+}
+
+func (p OriginPolicy) allowed(hostname string) bool {
+	for _, a := range p.Allowed {
+		if strings.EqualFold(strings.TrimSpace(a), hostname) {
+			return true
+		}
+	}
+	return false
+}
+
+// schemeMatches: base_url ws:// accepts ws and http origins, wss:// accepts
+// wss and https, anything else only itself.
+func (p OriginPolicy) schemeMatches(scheme string) bool {
+	base := strings.ToLower(p.BaseScheme)
+	switch {
+	case scheme == base:
+		return true
+	case base == "ws":
+		return scheme == "http"
+	case base == "wss":
+		return scheme == "https"
+	}
+	return false
+}
+
+// hostOnly strips the port (and IPv6 brackets) from a Host header.
+func hostOnly(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+}

@@ -1,0 +1,554 @@
+// Package proxy runs console sessions: it pumps a client's WebSocket to a
+// container's console stream and back, with bounded buffers and no
+// allocation per message, and closes both sides with a close code that says
+// why the session ended.
+package proxy
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+)
+
+// Encoding is how the proxy frames container output for the client, chosen
+// by the subprotocol the client offered.
+type Encoding int
+
+const (
+	// Binary sends container output as binary messages (subprotocol
+	// "binary", or none).
+	Binary Encoding = iota
+	// Base64 sends container output as text messages carrying base64, and
+	// decodes the client's text messages from base64 (subprotocol "base64"
+	// of old websockify clients).
+	Base64
+)
+
+// Options tune a session.
+type Options struct {
+	Encoding Encoding
+	// CloseTimeout bounds each step of closing: writing a close frame and
+	// waiting for the peer's reply. Default 1s.
+	CloseTimeout time.Duration
+	// MaxMessage bounds a client frame's payload (0: unbounded); a longer
+	// one closes the session with 1009.
+	MaxMessage int64
+}
+
+// Result tells how a session went.
+type Result struct {
+	Reason      string // why it ended, for logs
+	ClientCode  int    // close code sent to the client; 0 if none was sent
+	ToContainer int64  // payload bytes forwarded from the client
+	ToClient    int64  // payload bytes forwarded from the container
+}
+
+const (
+	// room is the space kept in front of every payload: a frame header
+	// (up to 14 bytes) and up to 3 held-back bytes of a UTF-8 character.
+	room = websocket.MaxHeaderLen + 3
+	// chunk is the most payload read and forwarded at once in bulk.
+	chunk = 32 << 10
+	// smallChunk is read into an inline array while traffic is
+	// interactive, so idle and keystroke-sized sessions hold no pooled
+	// buffer.
+	smallChunk = 512
+)
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, room+chunk); return &b }}
+
+// b64Pool holds buffers for base64-encoded (or -decoded) chunks.
+var b64Pool = sync.Pool{New: func() any {
+	b := make([]byte, room+base64.StdEncoding.EncodedLen(chunk+3))
+	return &b
+}}
+
+// Session is one console connection: a client WebSocket and a container
+// stream. It owns both connections and closes them when Run returns.
+type Session struct {
+	client   net.Conn
+	clientR  *websocket.Reader
+	clientW  *websocket.Writer
+	backend  net.Conn
+	backendR *websocket.Reader // attach only
+	backendW *websocket.Writer // attach only
+	pending  []byte            // exec only: stream bytes read during the handshake
+	opts     Options
+
+	toContainer, toClient atomic.Int64
+
+	// Owned by containerToClient until it returns, then by Run.
+	held  [3]byte // start of a UTF-8 character awaiting its next bytes
+	nheld int
+	small [room + smallChunk]byte
+
+	// Owned by clientToContainer.
+	carry  [3]byte // base64 characters awaiting a full quantum
+	ncarry int
+}
+
+// New makes a session from a client connection that completed its
+// WebSocket handshake (with clientBuffered read past it) and an open
+// container stream. The session owns both connections from now on.
+func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Options) *Session {
+	if opts.CloseTimeout <= 0 {
+		opts.CloseTimeout = time.Second
+	}
+	s := &Session{
+		client:  client,
+		clientR: websocket.NewReader(client, websocket.ReaderOptions{FromClient: true, Buffered: clientBuffered, MaxPayload: opts.MaxMessage}),
+		clientW: websocket.NewWriter(client, false),
+		backend: backend.Conn,
+		opts:    opts,
+	}
+	if backend.Framed {
+		s.backendR = websocket.NewReader(backend.Conn, websocket.ReaderOptions{Buffered: backend.Buffered})
+		s.backendW = websocket.NewWriter(backend.Conn, true)
+	} else {
+		s.pending = backend.Buffered
+	}
+	return s
+}
+
+// side names who ended a pump.
+type side int
+
+const (
+	clientSide side = iota
+	containerSide
+	proxySide
+)
+
+// end is how one direction of the pump stopped.
+type end struct {
+	side side
+	// closed: the peer ended the stream in an orderly way (a close frame,
+	// or the end of an exec stream); code is its close code.
+	closed bool
+	code   int
+	err    error
+}
+
+// Run pumps until either side ends or ctx is cancelled, then closes both
+// connections and returns once every goroutine of the session has ended.
+func (s *Session) Run(ctx context.Context) Result {
+	ends := make(chan end, 2)
+	go s.clientToContainer(ends)
+	go s.containerToClient(ends)
+	running := 2
+
+	var first end
+	select {
+	case first = <-ends:
+		running--
+	case <-ctx.Done():
+		first = end{side: proxySide}
+	}
+	res := s.closeBoth(first)
+	for ; running > 0; running-- {
+		<-ends
+	}
+	s.client.Close()
+	s.backend.Close()
+	res.ToContainer, res.ToClient = s.toContainer.Load(), s.toClient.Load()
+	return res
+}
+
+// closeBoth sends each side the close it should see after first, and
+// unblocks the pump goroutines still running. Connections stay open until
+// Run closes them.
+func (s *Session) closeBoth(first end) Result {
+	var res Result
+	clientCode, clientReason := 0, ""
+	backendCode := websocket.CloseNormal
+	waitForClient := false
+	switch first.side {
+	case containerSide:
+		switch {
+		case first.closed && s.backendR == nil:
+			res.Reason, clientCode, clientReason = "exec process ended", websocket.CloseNormal, "exec session ended"
+		case first.closed && first.code == websocket.CloseNormal:
+			res.Reason, clientCode, clientReason = "container exited", websocket.CloseNormal, "container exited"
+		case first.closed:
+			res.Reason = fmt.Sprintf("container closed the console with code %d", first.code)
+			clientCode, clientReason = first.code, "container closed the console"
+			if !websocket.CloseCodeSendable(first.code) {
+				clientCode = websocket.CloseNormal
+			}
+			backendCode = clientCode
+		default:
+			res.Reason = "container connection lost: " + first.err.Error()
+			clientCode, clientReason = websocket.CloseInternalError, "lost connection to the container"
+		}
+		if first.closed {
+			// Deliver the last bytes even if they end inside a character.
+			s.flushHeld()
+		}
+		waitForClient = true
+	case clientSide:
+		var pe *websocket.ProtocolError
+		switch {
+		case first.closed:
+			res.Reason = fmt.Sprintf("client closed (code %d)", first.code)
+			// Echo the client's code, as RFC 6455 section 5.5.1 suggests.
+			clientCode = first.code
+			if !websocket.CloseCodeSendable(clientCode) {
+				clientCode = websocket.CloseNormal
+			}
+		case errors.As(first.err, &pe):
+			res.Reason = "client protocol error: " + pe.Reason
+			clientCode, clientReason = pe.Code, pe.Reason
+		default:
+			res.Reason = "client disconnected: " + first.err.Error()
+		}
+		backendCode = websocket.CloseGoingAway
+	case proxySide:
+		res.Reason = "proxy shutting down"
+		clientCode, clientReason = websocket.CloseGoingAway, "proxy shutting down"
+		backendCode = websocket.CloseGoingAway
+		waitForClient = true
+	}
+
+	// Tell Docker's attach endpoint we are leaving, unless it is gone.
+	if s.backendW != nil && !(first.side == containerSide && !first.closed) {
+		s.backend.SetWriteDeadline(time.Now().Add(s.opts.CloseTimeout))
+		s.backendW.WriteClose(backendCode, "")
+	}
+	// Unblock the container side now: nothing more is wanted from it.
+	s.backend.SetDeadline(time.Now())
+
+	if clientCode != 0 {
+		// The deadline also frees a pump goroutine stuck writing to a
+		// client that stopped reading, so the close can take the lock.
+		s.client.SetWriteDeadline(time.Now().Add(s.opts.CloseTimeout))
+		if s.clientW.WriteClose(clientCode, clientReason) == nil {
+			res.ClientCode = clientCode
+		}
+	}
+	if waitForClient {
+		// Give the client a moment to answer our close frame; its reader
+		// goroutine returns when the answer (or anything fatal) arrives.
+		s.client.SetReadDeadline(time.Now().Add(s.opts.CloseTimeout))
+	} else {
+		s.client.SetDeadline(time.Now())
+	}
+	return res
+}
+
+// clientToContainer forwards client messages to the container until the
+// client closes or fails, or the container side fails.
+func (s *Session) clientToContainer(ends chan<- end) {
+	ends <- s.pumpClient()
+}
+
+func (s *Session) pumpClient() end {
+	var ctrl [125]byte
+	inMessage, decode := false, false
+	for {
+		h, err := s.clientR.NextFrame()
+		if err != nil {
+			return end{side: clientSide, err: err}
+		}
+		switch h.Op {
+		case websocket.OpPing:
+			p, err := s.clientR.ReadControl(ctrl[:])
+			if err != nil {
+				return end{side: clientSide, err: err}
+			}
+			if err := s.clientW.WriteControl(websocket.OpPong, p); err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+				return end{side: clientSide, err: err}
+			}
+			continue
+		case websocket.OpPong:
+			continue
+		case websocket.OpClose:
+			p, err := s.clientR.ReadControl(ctrl[:])
+			if err != nil {
+				return end{side: clientSide, err: err}
+			}
+			code, _, err := websocket.ParseClosePayload(p)
+			if err != nil {
+				return end{side: clientSide, err: err}
+			}
+			return end{side: clientSide, closed: true, code: code}
+		case websocket.OpContinuation:
+			if !inMessage {
+				return end{side: clientSide, err: &websocket.ProtocolError{Code: websocket.CloseProtocolError, Reason: "continuation frame outside a message"}}
+			}
+		default: // text or binary
+			if inMessage {
+				return end{side: clientSide, err: &websocket.ProtocolError{Code: websocket.CloseProtocolError, Reason: "new message inside a fragmented message"}}
+			}
+			decode = s.opts.Encoding == Base64 && h.Op == websocket.OpText
+		}
+		inMessage = !h.Fin
+		if e, ok := s.forwardClientFrame(h, decode); !ok {
+			return e
+		}
+	}
+}
+
+// forwardClientFrame forwards one client frame's payload in chunks: to an
+// attach WebSocket as fragments of the same message, to an exec stream as
+// raw bytes.
+func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var decoded []byte
+	op := h.Op
+	if decode {
+		dp := b64Pool.Get().(*[]byte)
+		defer b64Pool.Put(dp)
+		decoded, op = *dp, websocket.OpBinary
+	}
+	for first, remaining := true, h.Length; first || remaining > 0; first = false {
+		n, err := s.clientR.Read(buf[room:])
+		if err != nil && err != io.EOF {
+			return end{side: clientSide, err: err}, false
+		}
+		remaining -= int64(n)
+		fin := h.Fin && remaining == 0
+		out, off, stop := buf, room, room+n
+		if decode {
+			m, err := s.decodeBase64(buf[room:room+n], decoded[room:], fin)
+			if err != nil {
+				return end{side: clientSide, err: err}, false
+			}
+			out, stop = decoded, room+m
+		}
+		if s.backendW != nil {
+			if err := s.backendW.WriteFrame(fin, op, out, off, stop); err != nil {
+				return end{side: containerSide, err: fmt.Errorf("write to container: %w", err)}, false
+			}
+			op = websocket.OpContinuation
+		} else if stop > off {
+			if _, err := s.backend.Write(out[off:stop]); err != nil {
+				return end{side: containerSide, err: fmt.Errorf("write to container: %w", err)}, false
+			}
+		}
+		s.toContainer.Add(int64(stop - off))
+	}
+	return end{}, true
+}
+
+// decodeBase64 decodes the carried characters and src into dst and returns
+// the decoded length. An incomplete quantum at the end of src is carried to
+// the message's next chunk; at the end of the message none may be left.
+func (s *Session) decodeBase64(src, dst []byte, fin bool) (int, error) {
+	n := 0
+	if s.ncarry > 0 {
+		var q [4]byte
+		copy(q[:], s.carry[:s.ncarry])
+		take := copy(q[s.ncarry:], src)
+		src = src[take:]
+		if s.ncarry+take < 4 {
+			s.ncarry += take
+			copy(s.carry[:], q[:s.ncarry])
+		} else {
+			m, err := base64.StdEncoding.Decode(dst, q[:])
+			if err != nil {
+				return 0, invalidBase64()
+			}
+			n, s.ncarry = m, 0
+		}
+	}
+	whole := len(src) - len(src)%4
+	m, err := base64.StdEncoding.Decode(dst[n:], src[:whole])
+	if err != nil {
+		return 0, invalidBase64()
+	}
+	n += m
+	if rest := src[whole:]; len(rest) > 0 {
+		s.ncarry = copy(s.carry[:], rest)
+	}
+	if fin && s.ncarry > 0 {
+		s.ncarry = 0
+		return 0, invalidBase64()
+	}
+	return n, nil
+}
+
+func invalidBase64() error {
+	return &websocket.ProtocolError{Code: websocket.CloseInvalidPayload, Reason: "text message is not valid base64"}
+}
+
+// containerToClient forwards container output to the client until the
+// container ends or fails, or the client side fails.
+func (s *Session) containerToClient(ends chan<- end) {
+	if s.backendR != nil {
+		ends <- s.pumpAttach()
+	} else {
+		ends <- s.pumpExec()
+	}
+}
+
+// pumpAttach relays the frames of Docker's attach WebSocket.
+func (s *Session) pumpAttach() end {
+	var ctrl [125]byte
+	msgOp := websocket.OpBinary
+	for {
+		h, err := s.backendR.NextFrame()
+		if err != nil {
+			return end{side: containerSide, err: err}
+		}
+		switch h.Op {
+		case websocket.OpPing:
+			p, err := s.backendR.ReadControl(ctrl[:])
+			if err != nil {
+				return end{side: containerSide, err: err}
+			}
+			if err := s.backendW.WriteControl(websocket.OpPong, p); err != nil {
+				return end{side: containerSide, err: err}
+			}
+			continue
+		case websocket.OpPong:
+			continue
+		case websocket.OpClose:
+			p, err := s.backendR.ReadControl(ctrl[:])
+			if err != nil {
+				return end{side: containerSide, err: err}
+			}
+			code, _, err := websocket.ParseClosePayload(p)
+			if err != nil {
+				return end{side: containerSide, err: err}
+			}
+			return end{side: containerSide, closed: true, code: code}
+		case websocket.OpText, websocket.OpBinary:
+			msgOp = h.Op
+		}
+		for remaining := h.Length; remaining > 0; {
+			// Short payloads go through the inline array; only bulk output
+			// takes a pooled buffer, and only while it is being forwarded.
+			var n int
+			if remaining <= smallChunk {
+				n, err = s.backendR.Read(s.small[room:])
+				if n > 0 {
+					if e, ok := s.sendToClient(s.small[:], n, msgOp); !ok {
+						return e
+					}
+				}
+			} else {
+				bp := bufPool.Get().(*[]byte)
+				n, err = s.backendR.Read((*bp)[room:])
+				if n > 0 {
+					if e, ok := s.sendToClient(*bp, n, msgOp); !ok {
+						bufPool.Put(bp)
+						return e
+					}
+				}
+				bufPool.Put(bp)
+			}
+			remaining -= int64(n)
+			if err != nil && err != io.EOF {
+				return end{side: containerSide, err: err}
+			}
+		}
+	}
+}
+
+// pumpExec relays the raw byte stream of a hijacked exec connection.
+func (s *Session) pumpExec() end {
+	if len(s.pending) > 0 {
+		for p := s.pending; len(p) > 0; {
+			n := copy(s.small[room:], p)
+			p = p[n:]
+			if e, ok := s.sendToClient(s.small[:], n, websocket.OpBinary); !ok {
+				return e
+			}
+		}
+		s.pending = nil
+	}
+	bulk := false
+	for {
+		var n int
+		var err error
+		if bulk {
+			// A full small read means output is streaming: use a chunk
+			// until a read comes back short.
+			bp := bufPool.Get().(*[]byte)
+			n, err = s.backend.Read((*bp)[room:])
+			if n > 0 {
+				if e, ok := s.sendToClient(*bp, n, websocket.OpBinary); !ok {
+					bufPool.Put(bp)
+					return e
+				}
+			}
+			bufPool.Put(bp)
+			bulk = n > smallChunk
+		} else {
+			n, err = s.backend.Read(s.small[room:])
+			if n > 0 {
+				if e, ok := s.sendToClient(s.small[:], n, websocket.OpBinary); !ok {
+					return e
+				}
+			}
+			bulk = n == smallChunk
+		}
+		if err == io.EOF {
+			return end{side: containerSide, closed: true, code: websocket.CloseNormal}
+		}
+		if err != nil {
+			return end{side: containerSide, err: err}
+		}
+	}
+}
+
+// sendToClient sends buf[room:room+n], preceded by any held-back bytes, as
+// one client message, holding back an incomplete trailing UTF-8 character
+// for the next message.
+func (s *Session) sendToClient(buf []byte, n int, op websocket.Opcode) (end, bool) {
+	start := room - s.nheld
+	copy(buf[start:room], s.held[:s.nheld])
+	stop := room + n
+	keep := incompleteTail(buf[start:stop])
+	s.nheld = copy(s.held[:], buf[stop-keep:stop])
+	stop -= keep
+	if stop == start {
+		return end{}, true
+	}
+	if err := s.writeClient(op, buf, start, stop); err != nil {
+		return end{side: clientSide, err: fmt.Errorf("write to client: %w", err)}, false
+	}
+	return end{}, true
+}
+
+// writeClient writes buf[off:stop] as one message, base64-encoded under
+// the base64 subprotocol.
+func (s *Session) writeClient(op websocket.Opcode, buf []byte, off, stop int) error {
+	n := stop - off
+	if s.opts.Encoding == Base64 {
+		bp := b64Pool.Get().(*[]byte)
+		defer b64Pool.Put(bp)
+		enc := *bp
+		m := base64.StdEncoding.EncodedLen(n)
+		base64.StdEncoding.Encode(enc[room:], buf[off:stop])
+		buf, off, stop, op = enc, room, room+m, websocket.OpText
+	}
+	if err := s.clientW.WriteFrame(true, op, buf, off, stop); err != nil {
+		return err
+	}
+	s.toClient.Add(int64(n))
+	return nil
+}
+
+// flushHeld sends held-back bytes as they are when the stream has ended.
+func (s *Session) flushHeld() {
+	if s.nheld == 0 {
+		return
+	}
+	copy(s.small[room:], s.held[:s.nheld])
+	n := s.nheld
+	s.nheld = 0
+	s.client.SetWriteDeadline(time.Now().Add(s.opts.CloseTimeout))
+	s.writeClient(websocket.OpBinary, s.small[:], room, room+n)
+}

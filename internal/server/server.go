@@ -1,0 +1,251 @@
+// Package server accepts console connections: it takes each HTTP request
+// through handshake checks, Origin and token authorization and the dial to
+// the container runtime, then upgrades it and runs the proxied session. It
+// is the one place where errors become HTTP answers.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+)
+
+// Resolver turns an authorized request into the console it may open.
+type Resolver interface {
+	Resolve(ctx context.Context, r auth.Request) (console.Target, error)
+}
+
+// Dialer opens the container side of a console.
+type Dialer interface {
+	Dial(ctx context.Context, t console.Target) (console.Stream, error)
+}
+
+// Options configure a Server.
+type Options struct {
+	Resolver Resolver
+	Dialer   Dialer
+	Origin   auth.OriginPolicy
+	Logger   *slog.Logger
+	// Path is the proxy's path besides "/" (base_url's path); every other
+	// path is 404.
+	Path string
+	// Session tunes each proxied session (its Encoding is set per client).
+	Session proxy.Options
+	// ReadHeaderTimeout bounds reading a request's headers (default 10s).
+	ReadHeaderTimeout time.Duration
+}
+
+// Server serves console connections. It owns the sessions it starts and
+// ends them on Shutdown.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	http     *http.Server
+	mu       sync.Mutex
+	closing  bool // set by Shutdown: no session may start after it
+	sessions sync.WaitGroup
+	// stop ends every running session (proxy shutting down).
+	stopCtx context.Context
+	stop    context.CancelFunc
+}
+
+// New returns a Server.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 10 * time.Second
+	}
+	s := &Server{opts: opts, log: opts.Logger}
+	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	s.http = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+	}
+	return s
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.http.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, closes every session with 1001 "going away" and
+// waits for them (or ctx) to end.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.stop()
+	err := s.http.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() {
+		s.sessions.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return err
+}
+
+// errBackend marks failures to reach the container runtime.
+var errBackend = errors.New("container runtime unreachable")
+
+// ServeHTTP takes one request down the data path: handshake checks, Origin,
+// token, dial, upgrade, session.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" && r.URL.Path != s.opts.Path {
+		http.Error(w, "404 not found", http.StatusNotFound)
+		return
+	}
+	key, err := websocket.CheckRequest(r)
+	if err != nil {
+		s.reject(w, r, err)
+		return
+	}
+	if err := s.opts.Origin.Check(r.Header.Get("Origin"), r.Host, r.Header.Get("X-Forwarded-Proto")); err != nil {
+		s.reject(w, r, err)
+		return
+	}
+	req, err := auth.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		s.reject(w, r, err)
+		return
+	}
+	target, err := s.opts.Resolver.Resolve(r.Context(), req)
+	if err != nil {
+		s.reject(w, r, err)
+		return
+	}
+	stream, err := s.opts.Dialer.Dial(r.Context(), target)
+	if err != nil {
+		s.reject(w, r, fmt.Errorf("%w: %w", errBackend, err))
+		return
+	}
+	subprotocol, encoding := chooseSubprotocol(websocket.Subprotocols(r))
+	conn, buffered, err := websocket.Upgrade(w, key, subprotocol)
+	if err != nil {
+		stream.Conn.Close()
+		s.log.Info("session not started", "container", target.ContainerUUID, "kind", target.Kind.String(), "client", r.RemoteAddr, "error", err)
+		return
+	}
+	opts := s.opts.Session
+	opts.Encoding = encoding
+	s.run(proxy.New(conn, buffered, stream, opts), target, r.RemoteAddr, subprotocol)
+}
+
+// run runs a session in the request's goroutine, counted for Shutdown.
+func (s *Server) run(sess *proxy.Session, t console.Target, client, subprotocol string) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		sess.Run(s.stopCtx) // closes both sides with 1001 at once
+		return
+	}
+	s.sessions.Add(1)
+	s.mu.Unlock()
+	defer s.sessions.Done()
+	attrs := []any{"container", t.ContainerUUID, "kind", t.Kind.String(), "client", client}
+	if t.Kind == console.Exec {
+		attrs = append(attrs, "exec_id", t.ExecID)
+	}
+	log := s.log.With(attrs...)
+	log.Info("session started", "subprotocol", subprotocol)
+	start := time.Now()
+	res := sess.Run(s.stopCtx)
+	log.Info("session ended",
+		"duration", time.Since(start).Round(time.Millisecond).String(),
+		"bytes_to_container", res.ToContainer,
+		"bytes_to_client", res.ToClient,
+		"close_code", res.ClientCode,
+		"reason", res.Reason)
+}
+
+// chooseSubprotocol selects "binary" when offered, as websockify does; else
+// "base64" for old clients that offer only that; else none.
+func chooseSubprotocol(offered []string) (string, proxy.Encoding) {
+	b64 := false
+	for _, p := range offered {
+		switch p {
+		case "binary":
+			return "binary", proxy.Binary
+		case "base64":
+			b64 = true
+		}
+	}
+	if b64 {
+		return "base64", proxy.Base64
+	}
+	return "", proxy.Binary
+}
+
+// answer maps an error to the HTTP status and the short text a client gets.
+// Texts never carry tokens, addresses or database details.
+func answer(err error) (int, string) {
+	var he *websocket.HandshakeError
+	switch {
+	case errors.As(err, &he):
+		return he.Status, he.Reason
+	case errors.Is(err, auth.ErrOrigin):
+		return http.StatusForbidden, "origin not allowed"
+	case errors.Is(err, auth.ErrMalformed):
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, auth.ErrUnauthorized):
+		return http.StatusUnauthorized, "invalid token or unknown container"
+	case errors.Is(err, store.ErrAmbiguous):
+		return http.StatusConflict, "more than one container has this name; use its uuid"
+	case errors.Is(err, store.ErrUnavailable):
+		return http.StatusServiceUnavailable, "container database unavailable"
+	case errors.Is(err, errBackend) && isTimeout(err):
+		return http.StatusGatewayTimeout, "container runtime did not answer in time"
+	case errors.Is(err, errBackend):
+		return http.StatusBadGateway, "container runtime unreachable"
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// reject answers a refused request and logs why, without its query string.
+func (s *Server) reject(w http.ResponseWriter, r *http.Request, err error) {
+	status, text := answer(err)
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelWarn
+	}
+	s.log.Log(r.Context(), level, "request refused", "status", status, "client", r.RemoteAddr, "error", err.Error())
+	if status == http.StatusUpgradeRequired {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "%d %s: %s\n", status, http.StatusText(status), text)
+}

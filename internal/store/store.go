@@ -1,0 +1,38 @@
+// Package store defines what the proxy looks up before it opens a console:
+// containers and their exec instances, and the errors a lookup can end in.
+// Its subpackages read them from a database.
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// Container is what the proxy needs of a Zun container row.
+type Container struct {
+	ID             int64  // primary key, referenced by exec instances
+	UUID           string // Zun's uuid
+	Name           string
+	ContainerID    string // the container runtime's id
+	Host           string // the compute host running it
+	WebsocketURL   string // Docker's attach WebSocket URL, set at attach time
+	WebsocketToken string // the attach token, set at attach time; "" if none
+	UpdatedAt      time.Time
+}
+
+// ExecInstance is an interactive exec session created through Zun's API.
+type ExecInstance struct {
+	ExecID string // Docker's exec id
+	Token  string
+	URL    string // Docker API URL of the container's host
+}
+
+// Lookup errors. Callers map them to answers in one place.
+var (
+	// ErrNotFound: no such container or exec instance.
+	ErrNotFound = errors.New("not found")
+	// ErrAmbiguous: a name matches more than one container.
+	ErrAmbiguous = errors.New("more than one container has this name")
+	// ErrUnavailable: the database could not answer.
+	ErrUnavailable = errors.New("database unavailable")
+)

@@ -1,0 +1,159 @@
+// Package zunsql reads console targets from Zun's own database: the
+// container and exec_instance tables, on MySQL or MariaDB, exactly as Zun's
+// models lay them out.
+package zunsql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
+)
+
+// Options bound the connection pool and each query.
+type Options struct {
+	MaxOpen      int           // most open connections (0: 55, oslo.db's 5+50)
+	MaxIdle      int           // most idle connections (0: 5)
+	QueryTimeout time.Duration // per lookup (0: 5s)
+}
+
+// DB looks up containers and exec instances in Zun's database.
+type DB struct {
+	db      *sql.DB
+	timeout time.Duration
+}
+
+// Open prepares a pool for dsn (a go-sql-driver/mysql DSN). It does not
+// connect: a database that is down at start-up makes lookups fail with
+// store.ErrUnavailable until it is back.
+func Open(dsn string, opts Options) (*DB, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database dsn: %w", err)
+	}
+	if opts.QueryTimeout <= 0 {
+		opts.QueryTimeout = 5 * time.Second
+	}
+	if cfg.Timeout == 0 || cfg.Timeout > opts.QueryTimeout {
+		cfg.Timeout = opts.QueryTimeout // dial timeout
+	}
+	cfg.ParseTime = true
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database dsn: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	if opts.MaxOpen <= 0 {
+		opts.MaxOpen = 55
+	}
+	if opts.MaxIdle <= 0 {
+		opts.MaxIdle = 5
+	}
+	db.SetMaxOpenConns(opts.MaxOpen)
+	db.SetMaxIdleConns(opts.MaxIdle)
+	// Servers drop idle connections (wait_timeout); recycle before they do.
+	db.SetConnMaxLifetime(time.Hour)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	return &DB{db: db, timeout: opts.QueryTimeout}, nil
+}
+
+// Close closes the pool.
+func (d *DB) Close() error { return d.db.Close() }
+
+// Ping checks that the database answers.
+func (d *DB) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	if err := d.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Plain containers only (container_type 0), across all projects, as Zun's
+// proxy looks them up with an admin context.
+const containerColumns = `SELECT id, uuid, name, container_id, host, websocket_url, websocket_token, updated_at FROM container `
+
+// ContainerByUUID returns the container with this uuid.
+func (d *DB) ContainerByUUID(ctx context.Context, uuid string) (store.Container, error) {
+	cs, err := d.containers(ctx, containerColumns+`WHERE uuid = ? AND container_type = 0 LIMIT 2`, uuid)
+	if err != nil {
+		return store.Container{}, fmt.Errorf("look up container by uuid: %w", err)
+	}
+	if len(cs) == 0 {
+		return store.Container{}, fmt.Errorf("container %s: %w", uuid, store.ErrNotFound)
+	}
+	return cs[0], nil
+}
+
+// ContainerByName returns the one container with this name; two or more
+// are store.ErrAmbiguous.
+func (d *DB) ContainerByName(ctx context.Context, name string) (store.Container, error) {
+	cs, err := d.containers(ctx, containerColumns+`WHERE name = ? AND container_type = 0 LIMIT 2`, name)
+	if err != nil {
+		return store.Container{}, fmt.Errorf("look up container by name: %w", err)
+	}
+	switch len(cs) {
+	case 0:
+		return store.Container{}, fmt.Errorf("container named %q: %w", name, store.ErrNotFound)
+	case 1:
+		return cs[0], nil
+	}
+	return store.Container{}, fmt.Errorf("container named %q: %w", name, store.ErrAmbiguous)
+}
+
+func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.Container, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	rows, err := d.db.QueryContext(ctx, query, arg)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	var out []store.Container
+	for rows.Next() {
+		var c store.Container
+		var uuid, name, cid, host, url, token sql.NullString
+		var updated sql.NullTime
+		if err := rows.Scan(&c.ID, &uuid, &name, &cid, &host, &url, &token, &updated); err != nil {
+			return nil, unavailable(err)
+		}
+		c.UUID, c.Name, c.ContainerID, c.Host = uuid.String, name.String, cid.String, host.String
+		c.WebsocketURL, c.WebsocketToken, c.UpdatedAt = url.String, token.String, updated.Time
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable(err)
+	}
+	return out, nil
+}
+
+// ExecInstance returns the exec instance execID of the container with
+// primary key containerID.
+func (d *DB) ExecInstance(ctx context.Context, containerID int64, execID string) (store.ExecInstance, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	var e store.ExecInstance
+	var token, url sql.NullString
+	err := d.db.QueryRowContext(ctx,
+		`SELECT exec_id, token, url FROM exec_instance WHERE container_id = ? AND exec_id = ?`,
+		containerID, execID).Scan(&e.ExecID, &token, &url)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ExecInstance{}, fmt.Errorf("exec %s: %w", execID, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.ExecInstance{}, fmt.Errorf("look up exec instance: %w", unavailable(err))
+	}
+	e.Token, e.URL = token.String, url.String
+	return e, nil
+}
+
+// unavailable marks a database failure as store.ErrUnavailable.
+func unavailable(err error) error {
+	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+}

@@ -1,0 +1,223 @@
+package websocket
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// smallBufLen is the read-ahead a Reader keeps inline. While a connection is
+// idle the Reader waits in a read into this array, so an idle session holds
+// no pooled buffer; a keystroke frame arrives whole in one read.
+const smallBufLen = 256
+
+// Reader reads frames from one side of a connection. NextFrame parses a
+// header; Read then returns that frame's payload, unmasked, ending with
+// io.EOF. It never reads past the current frame except into its small
+// inline buffer, so payloads go straight from the socket into the caller's
+// buffer.
+type Reader struct {
+	src io.Reader
+	// fromClient: frames must be masked (server side); else they must not be.
+	fromClient bool
+	// maxPayload bounds a single frame's length; 0 means no bound.
+	maxPayload int64
+
+	small      [smallBufLen]byte
+	start, end int // unread bytes are small[start:end]
+
+	remaining int64 // payload bytes of the current frame not yet read
+	masked    bool
+	key       [4]byte
+	keyPos    int
+}
+
+// ReaderOptions configures a Reader.
+type ReaderOptions struct {
+	// FromClient is true on the server side: RFC 6455 requires client frames
+	// to be masked and server frames not to be.
+	FromClient bool
+	// MaxPayload is the largest frame payload accepted (0: unbounded);
+	// longer frames fail with a ProtocolError carrying CloseTooBig.
+	MaxPayload int64
+	// Buffered holds bytes already read from src (past the handshake).
+	Buffered []byte
+}
+
+// NewReader returns a Reader of frames from src.
+func NewReader(src io.Reader, opts ReaderOptions) *Reader {
+	r := &Reader{src: src, fromClient: opts.FromClient, maxPayload: opts.MaxPayload}
+	if len(opts.Buffered) > 0 {
+		if len(opts.Buffered) <= len(r.small) {
+			r.end = copy(r.small[:], opts.Buffered)
+		} else {
+			// Only a peer that pipelines a lot of data behind its handshake
+			// gets here; keep its bytes rather than drop them.
+			r.src = io.MultiReader(bytes.NewReader(opts.Buffered), src)
+		}
+	}
+	return r
+}
+
+// Buffered reports how many bytes the Reader holds that were read from the
+// connection but not yet returned.
+func (r *Reader) Buffered() int { return r.end - r.start }
+
+// fill makes at least n (<= smallBufLen) bytes available in r.small.
+func (r *Reader) fill(n int) error {
+	if r.end-r.start >= n {
+		return nil
+	}
+	if r.start > 0 {
+		r.end = copy(r.small[:], r.small[r.start:r.end])
+		r.start = 0
+	}
+	for r.end < n {
+		m, err := r.src.Read(r.small[r.end:])
+		r.end += m
+		if r.end >= n {
+			return nil
+		}
+		if err != nil {
+			if err == io.EOF && r.end > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// NextFrame discards what is left of the current frame's payload and reads
+// the next frame header. It enforces the framing rules of RFC 6455 section
+// 5: reserved bits clear, known opcodes, masking by role, control frames
+// unfragmented and at most 125 bytes.
+func (r *Reader) NextFrame() (Header, error) {
+	if r.remaining > 0 {
+		if err := r.discard(); err != nil {
+			return Header{}, err
+		}
+	}
+	if err := r.fill(2); err != nil {
+		return Header{}, err
+	}
+	b0, b1 := r.small[r.start], r.small[r.start+1]
+	h := Header{Fin: b0&0x80 != 0, Op: Opcode(b0 & 0x0f), Masked: b1&0x80 != 0}
+	if b0&0x70 != 0 {
+		return Header{}, protocolError("reserved bits set without an extension")
+	}
+	switch h.Op {
+	case OpContinuation, OpText, OpBinary, OpClose, OpPing, OpPong:
+	default:
+		return Header{}, protocolError(fmt.Sprintf("unknown opcode %#x", byte(h.Op)))
+	}
+	if h.Masked != r.fromClient {
+		if r.fromClient {
+			return Header{}, protocolError("unmasked frame from a client")
+		}
+		return Header{}, protocolError("masked frame from a server")
+	}
+	need := 2
+	switch b1 & 0x7f {
+	case 126:
+		need += 2
+	case 127:
+		need += 8
+	}
+	if h.Masked {
+		need += 4
+	}
+	if err := r.fill(need); err != nil {
+		return Header{}, err
+	}
+	p := r.small[r.start+2 : r.start+need]
+	switch l := b1 & 0x7f; l {
+	case 126:
+		h.Length = int64(binary.BigEndian.Uint16(p))
+		if h.Length < 126 {
+			return Header{}, protocolError("frame length not in minimal form")
+		}
+		p = p[2:]
+	case 127:
+		u := binary.BigEndian.Uint64(p)
+		if u>>63 != 0 {
+			return Header{}, protocolError("frame length has the most significant bit set")
+		}
+		if u < 1<<16 {
+			return Header{}, protocolError("frame length not in minimal form")
+		}
+		h.Length = int64(u)
+		p = p[8:]
+	default:
+		h.Length = int64(l)
+	}
+	if h.Masked {
+		copy(h.Mask[:], p)
+	}
+	r.start += need
+	if h.Op.IsControl() {
+		if !h.Fin {
+			return Header{}, protocolError("fragmented control frame")
+		}
+		if h.Length > maxControlPayload {
+			return Header{}, protocolError("control frame longer than 125 bytes")
+		}
+	} else if r.maxPayload > 0 && h.Length > r.maxPayload {
+		return Header{}, &ProtocolError{Code: CloseTooBig, Reason: fmt.Sprintf("frame of %d bytes exceeds the limit of %d", h.Length, r.maxPayload)}
+	}
+	r.remaining = h.Length
+	r.masked, r.key, r.keyPos = h.Masked, h.Mask, 0
+	return h, nil
+}
+
+// Read reads the current frame's payload into p, unmasked. It returns io.EOF
+// once the payload is exhausted.
+func (r *Reader) Read(p []byte) (int, error) {
+	if r.remaining == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.remaining {
+		p = p[:r.remaining]
+	}
+	var n int
+	var err error
+	if r.start < r.end {
+		n = copy(p, r.small[r.start:r.end])
+		r.start += n
+	} else {
+		n, err = r.src.Read(p)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if r.masked {
+		r.keyPos = mask(r.key, r.keyPos, p[:n])
+	}
+	r.remaining -= int64(n)
+	if err == nil && r.remaining == 0 {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// ReadControl reads the whole payload of a control frame into buf (which
+// must hold 125 bytes) and returns it.
+func (r *Reader) ReadControl(buf []byte) ([]byte, error) {
+	n := int(r.remaining)
+	if _, err := io.ReadFull(r, buf[:n]); err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+// discard skips the rest of the current frame's payload.
+func (r *Reader) discard() error {
+	var scratch [512]byte
+	for r.remaining > 0 {
+		if _, err := r.Read(scratch[:]); err != nil && err != io.EOF {
+			return err
+		}
+	}
+	return nil
+}

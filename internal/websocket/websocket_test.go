@@ -1,0 +1,246 @@
+package websocket
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestMaskMatchesBytewise(t *testing.T) {
+	key := [4]byte{0x12, 0x34, 0x56, 0x78}
+	for _, n := range []int{0, 1, 3, 7, 8, 9, 15, 16, 17, 100} {
+		for pos := 0; pos < 4; pos++ {
+			p := make([]byte, n)
+			for i := range p {
+				p[i] = byte(i * 7)
+			}
+			want := append([]byte(nil), p...)
+			for i := range want {
+				want[i] ^= key[(pos+i)&3]
+			}
+			next := mask(key, pos, p)
+			if !bytes.Equal(p, want) {
+				t.Fatalf("n=%d pos=%d: got %x want %x", n, pos, p, want)
+			}
+			if next != (pos+n)&3 {
+				t.Fatalf("n=%d pos=%d: next %d", n, pos, next)
+			}
+		}
+	}
+}
+
+// frameBuf returns a buffer with header room in front of payload.
+func frameBuf(payload []byte) ([]byte, int, int) {
+	buf := make([]byte, MaxHeaderLen+len(payload))
+	copy(buf[MaxHeaderLen:], payload)
+	return buf, MaxHeaderLen, len(buf)
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, clientRole := range []bool{false, true} {
+		for _, n := range []int{0, 1, 125, 126, 65535, 65536, 200000} {
+			var wire bytes.Buffer
+			w := NewWriter(&wire, clientRole)
+			payload := bytes.Repeat([]byte("αβγ"), n/6+1)[:n]
+			buf, off, end := frameBuf(payload)
+			if err := w.WriteFrame(true, OpBinary, buf, off, end); err != nil {
+				t.Fatal(err)
+			}
+			r := NewReader(&wire, ReaderOptions{FromClient: clientRole})
+			h, err := r.NextFrame()
+			if err != nil {
+				t.Fatalf("client=%v n=%d: %v", clientRole, n, err)
+			}
+			if h.Op != OpBinary || !h.Fin || h.Length != int64(n) || h.Masked != clientRole {
+				t.Fatalf("client=%v n=%d: header %+v", clientRole, n, h)
+			}
+			got, err := io.ReadAll(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, payload) {
+				t.Fatalf("client=%v n=%d: payload differs", clientRole, n)
+			}
+		}
+	}
+}
+
+func TestReaderRejects(t *testing.T) {
+	// masked builds a masked frame header with extended length bytes ext
+	// and a one-byte payload.
+	masked := func(b0, b1 byte, ext ...byte) []byte {
+		h := append([]byte{b0, b1 | 0x80}, ext...)
+		return append(h, 1, 2, 3, 4, 'a')
+	}
+	cases := []struct {
+		name string
+		wire []byte
+		code int
+	}{
+		{"unmasked from client", []byte{0x82, 0x01, 'a'}, CloseProtocolError},
+		{"reserved bit", masked(0xC2, 0x01), CloseProtocolError},
+		{"unknown opcode", masked(0x83, 0x00), CloseProtocolError},
+		{"fragmented ping", masked(0x09, 0x00), CloseProtocolError},
+		{"long ping", masked(0x89, 126, 0, 200), CloseProtocolError},
+		{"non-minimal 16-bit length", masked(0x82, 126, 0, 10), CloseProtocolError},
+		{"64-bit length with top bit", masked(0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0), CloseProtocolError},
+		{"too big", masked(0x82, 127, 0, 0, 0, 0, 0x10, 0, 0, 0), CloseTooBig},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := NewReader(bytes.NewReader(c.wire), ReaderOptions{FromClient: true, MaxPayload: 1 << 20})
+			_, err := r.NextFrame()
+			var pe *ProtocolError
+			if !errors.As(err, &pe) || pe.Code != c.code {
+				t.Fatalf("got %v, want ProtocolError %d", err, c.code)
+			}
+		})
+	}
+}
+
+func TestReaderBufferedPrefixAndSplitReads(t *testing.T) {
+	var wire bytes.Buffer
+	w := NewWriter(&wire, true)
+	for _, s := range []string{"one", strings.Repeat("x", 300), "three"} {
+		buf, off, end := frameBuf([]byte(s))
+		w.WriteFrame(true, OpText, buf, off, end)
+	}
+	all := wire.Bytes()
+	// The first 5 bytes were read during the handshake; the rest arrives a
+	// byte at a time.
+	r := NewReader(&oneByteReader{all[5:]}, ReaderOptions{FromClient: true, Buffered: all[:5]})
+	for _, want := range []string{"one", strings.Repeat("x", 300), "three"} {
+		if _, err := r.NextFrame(); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(r)
+		if string(got) != want {
+			t.Fatalf("got %q want %q", got, want)
+		}
+	}
+	if _, err := r.NextFrame(); err != io.EOF {
+		t.Fatalf("after last frame: %v, want EOF", err)
+	}
+}
+
+type oneByteReader struct{ b []byte }
+
+func (o *oneByteReader) Read(p []byte) (int, error) {
+	if len(o.b) == 0 {
+		return 0, io.EOF
+	}
+	p[0] = o.b[0]
+	o.b = o.b[1:]
+	return 1, nil
+}
+
+func TestCloseFrames(t *testing.T) {
+	var wire bytes.Buffer
+	w := NewWriter(&wire, false)
+	long := strings.Repeat("€", 60) // 180 bytes: must be cut at a character
+	if err := w.WriteClose(CloseNormal, long); err != nil {
+		t.Fatal(err)
+	}
+	buf, off, end := frameBuf([]byte("late"))
+	if err := w.WriteFrame(true, OpBinary, buf, off, end); !errors.Is(err, ErrCloseSent) {
+		t.Fatalf("write after close: %v", err)
+	}
+	r := NewReader(&wire, ReaderOptions{})
+	h, err := r.NextFrame()
+	if err != nil || h.Op != OpClose {
+		t.Fatalf("%v %+v", err, h)
+	}
+	var ctrl [125]byte
+	p, err := r.ReadControl(ctrl[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, reason, err := ParseClosePayload(p)
+	if err != nil || code != CloseNormal || !strings.HasPrefix(long, reason) || len(reason) != 123 {
+		t.Fatalf("code %d reason %d bytes err %v", code, len(reason), err)
+	}
+	for _, bad := range [][]byte{{0x03}, {0x03, 0xed}, {0x03, 0xe8, 0xff}} {
+		if _, _, err := ParseClosePayload(bad); err == nil {
+			t.Errorf("ParseClosePayload(%x) accepted", bad)
+		}
+	}
+}
+
+func TestCheckRequest(t *testing.T) {
+	good := func() *http.Request {
+		r := httptest.NewRequest("GET", "/?token=x", nil)
+		r.Header.Set("Upgrade", "websocket")
+		r.Header.Set("Connection", "keep-alive, Upgrade")
+		r.Header.Set("Sec-WebSocket-Version", "13")
+		r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		return r
+	}
+	cases := []struct {
+		name   string
+		mutate func(*http.Request)
+		status int
+	}{
+		{"valid", func(*http.Request) {}, 0},
+		{"POST", func(r *http.Request) { r.Method = "POST" }, 405},
+		{"no upgrade", func(r *http.Request) { r.Header.Del("Upgrade") }, 400},
+		{"no connection upgrade", func(r *http.Request) { r.Header.Set("Connection", "keep-alive") }, 400},
+		{"version 8", func(r *http.Request) { r.Header.Set("Sec-WebSocket-Version", "8") }, 426},
+		{"no key", func(r *http.Request) { r.Header.Del("Sec-WebSocket-Key") }, 400},
+		{"short key", func(r *http.Request) { r.Header.Set("Sec-WebSocket-Key", "c2hvcnQ=") }, 400},
+		{"garbage key", func(r *http.Request) { r.Header.Set("Sec-WebSocket-Key", "!!!!") }, 400},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := good()
+			c.mutate(r)
+			key, err := CheckRequest(r)
+			if c.status == 0 {
+				if err != nil || key != "dGhlIHNhbXBsZSBub25jZQ==" {
+					t.Fatalf("key %q err %v", key, err)
+				}
+				return
+			}
+			var he *HandshakeError
+			if !errors.As(err, &he) || he.Status != c.status {
+				t.Fatalf("got %v, want status %d", err, c.status)
+			}
+		})
+	}
+	// RFC 6455 section 1.3's example.
+	if got := AcceptKey("dGhlIHNhbXBsZSBub25jZQ=="); got != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("AcceptKey = %s", got)
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	f.Add([]byte{0x81, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1}, true)
+	f.Add([]byte{0x82, 0x7e, 0x01, 0x00}, false)
+	f.Add([]byte{0x88, 0x02, 0x03, 0xe8}, false)
+	f.Fuzz(func(t *testing.T, wire []byte, fromClient bool) {
+		r := NewReader(bytes.NewReader(wire), ReaderOptions{FromClient: fromClient, MaxPayload: 1 << 16})
+		var ctrl [125]byte
+		for i := 0; i < 100; i++ {
+			h, err := r.NextFrame()
+			if err != nil {
+				return
+			}
+			if h.Op.IsControl() {
+				if h.Length > 125 {
+					t.Fatalf("control frame of %d bytes accepted", h.Length)
+				}
+				if _, err := r.ReadControl(ctrl[:]); err != nil {
+					return
+				}
+				continue
+			}
+			n, _ := io.Copy(io.Discard, r)
+			if n > h.Length {
+				t.Fatalf("read %d bytes of a %d-byte frame", n, h.Length)
+			}
+		}
+	})
+}

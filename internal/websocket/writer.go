@@ -1,0 +1,152 @@
+package websocket
+
+import (
+	"encoding/binary"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"unicode/utf8"
+)
+
+// Writer writes frames to one side of a connection. It is safe for
+// concurrent use: each frame goes out in one Write under a lock, so control
+// frames from one goroutine interleave cleanly with data from another.
+type Writer struct {
+	mu        sync.Mutex
+	dst       io.Writer
+	toServer  bool // client role: frames must be masked
+	closeSent bool
+	ctrl      [MaxHeaderLen + maxControlPayload]byte
+}
+
+// NewWriter returns a Writer to dst. toServer is true when this side is the
+// client of the connection (the proxy towards Docker), whose frames must be
+// masked.
+func NewWriter(dst io.Writer, toServer bool) *Writer {
+	return &Writer{dst: dst, toServer: toServer}
+}
+
+// headerLen is the length of the header for a payload of n bytes.
+func (w *Writer) headerLen(n int) int {
+	l := 2
+	switch {
+	case n > 0xffff:
+		l += 8
+	case n > 125:
+		l += 2
+	}
+	if w.toServer {
+		l += 4
+	}
+	return l
+}
+
+// putHeader writes a header into b, which must be exactly headerLen long,
+// and returns the masking key (zero when unmasked).
+func (w *Writer) putHeader(b []byte, fin bool, op Opcode, n int) (key [4]byte) {
+	b[0] = byte(op)
+	if fin {
+		b[0] |= 0x80
+	}
+	var i int
+	switch {
+	case n > 0xffff:
+		b[1] = 127
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+		i = 10
+	case n > 125:
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+		i = 4
+	default:
+		b[1] = byte(n)
+		i = 2
+	}
+	if w.toServer {
+		b[1] |= 0x80
+		binary.LittleEndian.PutUint32(key[:], rand.Uint32())
+		copy(b[i:], key[:])
+	}
+	return key
+}
+
+// WriteFrame writes one frame whose payload is buf[off:end]. The header is
+// built in buf[off-headerLen:off], so off must be at least MaxHeaderLen; in
+// client role the payload is masked in place. Header and payload leave in a
+// single Write, without copying or allocating.
+func (w *Writer) WriteFrame(fin bool, op Opcode, buf []byte, off, end int) error {
+	n := end - off
+	hl := w.headerLen(n)
+	frame := buf[off-hl : end]
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closeSent {
+		return ErrCloseSent
+	}
+	key := w.putHeader(frame[:hl], fin, op, n)
+	if w.toServer {
+		mask(key, 0, frame[hl:])
+	}
+	_, err := w.dst.Write(frame)
+	return err
+}
+
+// WriteControl writes a ping or pong frame with payload p (at most 125
+// bytes, truncated beyond).
+func (w *Writer) WriteControl(op Opcode, p []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closeSent {
+		return ErrCloseSent
+	}
+	return w.writeControlLocked(op, p)
+}
+
+// WriteClose writes a close frame with code and reason (cut to fit 125
+// bytes without splitting a character); later writes fail with
+// ErrCloseSent. Codes that may not be sent (1005, 1006) produce an empty
+// close payload.
+func (w *Writer) WriteClose(code int, reason string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closeSent {
+		return ErrCloseSent
+	}
+	w.closeSent = true
+	var p [maxControlPayload]byte
+	n := 0
+	if CloseCodeSendable(code) {
+		const maxReason = maxControlPayload - 2
+		if len(reason) > maxReason {
+			reason = reason[:maxReason]
+			for !utf8.ValidString(reason) {
+				reason = reason[:len(reason)-1]
+			}
+		}
+		binary.BigEndian.PutUint16(p[:], uint16(code))
+		n = 2 + copy(p[2:], reason)
+	}
+	return w.writeControlLocked(OpClose, p[:n])
+}
+
+func (w *Writer) writeControlLocked(op Opcode, p []byte) error {
+	if len(p) > maxControlPayload {
+		p = p[:maxControlPayload]
+	}
+	hl := w.headerLen(len(p))
+	frame := w.ctrl[:hl+len(p)]
+	copy(frame[hl:], p)
+	key := w.putHeader(frame[:hl], true, op, len(p))
+	if w.toServer {
+		mask(key, 0, frame[hl:])
+	}
+	_, err := w.dst.Write(frame)
+	return err
+}
+
+// CloseSent reports whether a close frame has been written.
+func (w *Writer) CloseSent() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closeSent
+}
