@@ -1,0 +1,385 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"go.uber.org/goleak"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+)
+
+// These tests drive a Session between a test client and a test peer that
+// speaks Docker's attach protocol (a WebSocket server) or exec protocol (a
+// raw stream), over loopback TCP. The real Docker engine is exercised by the
+// end-to-end tests; here the peers inject exact byte splits and faults.
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-accepted
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// peer is one end talking WebSocket frames.
+type peer struct {
+	conn net.Conn
+	r    *websocket.Reader
+	w    *websocket.Writer
+}
+
+func (p *peer) send(t *testing.T, op websocket.Opcode, payload []byte) {
+	t.Helper()
+	buf := make([]byte, websocket.MaxHeaderLen+len(payload))
+	copy(buf[websocket.MaxHeaderLen:], payload)
+	if err := p.w.WriteFrame(true, op, buf, websocket.MaxHeaderLen, len(buf)); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+// message is a received data message, or a close frame.
+type message struct {
+	op      websocket.Opcode
+	payload []byte
+	code    int
+	reason  string
+}
+
+func (p *peer) recv(t *testing.T) message {
+	t.Helper()
+	p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		h, err := p.r.NextFrame()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		switch h.Op {
+		case websocket.OpPing, websocket.OpPong:
+			continue
+		case websocket.OpClose:
+			var ctrl [125]byte
+			pl, _ := p.r.ReadControl(ctrl[:])
+			code, reason, err := websocket.ParseClosePayload(pl)
+			if err != nil {
+				t.Fatalf("close payload: %v", err)
+			}
+			return message{op: websocket.OpClose, code: code, reason: reason}
+		}
+		data, err := io.ReadAll(p.r)
+		if err != nil {
+			t.Fatalf("recv payload: %v", err)
+		}
+		return message{op: h.Op, payload: data}
+	}
+}
+
+type harness struct {
+	client  *peer
+	docker  *peer    // attach
+	exec    net.Conn // exec
+	results chan Result
+	cancel  context.CancelFunc
+}
+
+func start(t *testing.T, framed bool, opts Options) *harness {
+	t.Helper()
+	clientEnd, proxyClientEnd := tcpPair(t)
+	proxyBackendEnd, backendEnd := tcpPair(t)
+	h := &harness{
+		client:  &peer{conn: clientEnd, r: websocket.NewReader(clientEnd, websocket.ReaderOptions{}), w: websocket.NewWriter(clientEnd, true)},
+		results: make(chan Result, 1),
+	}
+	if framed {
+		h.docker = &peer{conn: backendEnd, r: websocket.NewReader(backendEnd, websocket.ReaderOptions{FromClient: true}), w: websocket.NewWriter(backendEnd, false)}
+	} else {
+		h.exec = backendEnd
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	s := New(proxyClientEnd, nil, console.Stream{Conn: proxyBackendEnd, Framed: framed}, opts)
+	go func() { h.results <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.results:
+		case <-time.After(5 * time.Second):
+			t.Error("session did not end")
+		}
+	})
+	return h
+}
+
+func (h *harness) result(t *testing.T) Result {
+	t.Helper()
+	select {
+	case r := <-h.results:
+		h.results <- r // for Cleanup
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("session did not end")
+	}
+	return Result{}
+}
+
+func TestAttachBothWays(t *testing.T) {
+	h := start(t, true, Options{})
+	h.client.send(t, websocket.OpBinary, []byte("ls\n"))
+	if m := h.docker.recv(t); string(m.payload) != "ls\n" || m.op != websocket.OpBinary {
+		t.Fatalf("docker got %v %q", m.op, m.payload)
+	}
+	h.client.send(t, websocket.OpText, []byte("text keys"))
+	if m := h.docker.recv(t); string(m.payload) != "text keys" || m.op != websocket.OpText {
+		t.Fatalf("docker got %v %q", m.op, m.payload)
+	}
+	h.docker.send(t, websocket.OpBinary, []byte("bin\nboot\n"))
+	if m := h.client.recv(t); string(m.payload) != "bin\nboot\n" || m.op != websocket.OpBinary {
+		t.Fatalf("client got %v %q", m.op, m.payload)
+	}
+	// A big message crosses in several chunks and arrives intact.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 20000)
+	go h.client.send(t, websocket.OpBinary, big)
+	var got []byte
+	for len(got) < len(big) {
+		got = append(got, h.docker.recv(t).payload...)
+	}
+	if !bytes.Equal(got, big) {
+		t.Fatal("big message changed on its way")
+	}
+}
+
+func TestAttachNeverSplitsCharacters(t *testing.T) {
+	h := start(t, true, Options{})
+	text := []byte(strings.Repeat("€uro 😀 ", 500))
+	// Docker splits output anywhere: send it in 7-byte frames.
+	go func() {
+		for i := 0; i < len(text); i += 7 {
+			h.docker.send(t, websocket.OpBinary, text[i:min(i+7, len(text))])
+		}
+	}()
+	var got []byte
+	for len(got) < len(text) {
+		m := h.client.recv(t)
+		if !utf8.Valid(m.payload) {
+			t.Fatalf("message %x is not UTF-8 by itself", m.payload)
+		}
+		got = append(got, m.payload...)
+	}
+	if !bytes.Equal(got, text) {
+		t.Fatal("bytes changed")
+	}
+}
+
+func TestAttachContainerExit(t *testing.T) {
+	h := start(t, true, Options{})
+	// The output ends inside a character: it is flushed as is at the end.
+	h.docker.send(t, websocket.OpBinary, []byte{'b', 'y', 'e', 0xE2, 0x82})
+	h.docker.w.WriteClose(websocket.CloseNormal, "")
+	if m := h.client.recv(t); string(m.payload) != "bye" {
+		t.Fatalf("client got %q", m.payload)
+	}
+	if m := h.client.recv(t); !bytes.Equal(m.payload, []byte{0xE2, 0x82}) {
+		t.Fatalf("client got %x, want the held-back bytes", m.payload)
+	}
+	m := h.client.recv(t)
+	if m.op != websocket.OpClose || m.code != websocket.CloseNormal || m.reason != "container exited" {
+		t.Fatalf("client got %+v", m)
+	}
+	h.client.w.WriteClose(websocket.CloseNormal, "")
+	r := h.result(t)
+	if r.Reason != "container exited" || r.ClientCode != 1000 || r.ToClient != 5 {
+		t.Fatalf("result %+v", r)
+	}
+	assertClosed(t, h.client.conn)
+}
+
+func TestAttachClientCloses(t *testing.T) {
+	h := start(t, true, Options{})
+	h.client.w.WriteClose(websocket.CloseNormal, "bye")
+	start := time.Now()
+	if m := h.docker.recv(t); m.op != websocket.OpClose {
+		t.Fatalf("docker got %+v", m)
+	}
+	assertClosed(t, h.docker.conn)
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("backend closed after %v", d)
+	}
+	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseNormal {
+		t.Fatalf("client got %+v", m)
+	}
+	if r := h.result(t); !strings.HasPrefix(r.Reason, "client closed") {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+func TestClientVanishes(t *testing.T) {
+	h := start(t, true, Options{})
+	h.client.conn.Close()
+	start := time.Now()
+	assertClosed(t, h.docker.conn)
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("backend closed after %v", d)
+	}
+	if r := h.result(t); !strings.HasPrefix(r.Reason, "client disconnected") {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+func TestClientProtocolError(t *testing.T) {
+	h := start(t, true, Options{})
+	// An unmasked frame from a client breaks RFC 6455.
+	h.client.conn.Write([]byte{0x82, 0x01, 'x'})
+	m := h.client.recv(t)
+	if m.op != websocket.OpClose || m.code != websocket.CloseProtocolError {
+		t.Fatalf("client got %+v", m)
+	}
+	if r := h.result(t); !strings.HasPrefix(r.Reason, "client protocol error") {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+func TestMessageTooBig(t *testing.T) {
+	h := start(t, true, Options{MaxMessage: 1024})
+	go h.client.send(t, websocket.OpBinary, make([]byte, 4096))
+	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseTooBig {
+		t.Fatalf("client got %+v", m)
+	}
+}
+
+func TestPingAnswered(t *testing.T) {
+	h := start(t, true, Options{})
+	h.client.w.WriteControl(websocket.OpPing, []byte("p1"))
+	h.client.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hd, err := h.client.r.NextFrame()
+	if err != nil || hd.Op != websocket.OpPong {
+		t.Fatalf("got %+v %v", hd, err)
+	}
+	var ctrl [125]byte
+	if p, _ := h.client.r.ReadControl(ctrl[:]); string(p) != "p1" {
+		t.Fatalf("pong payload %q", p)
+	}
+}
+
+func TestShutdownClosesWith1001(t *testing.T) {
+	h := start(t, true, Options{})
+	h.cancel()
+	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseGoingAway {
+		t.Fatalf("client got %+v", m)
+	}
+	if m := h.docker.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseGoingAway {
+		t.Fatalf("docker got %+v", m)
+	}
+}
+
+func TestExecStream(t *testing.T) {
+	h := start(t, false, Options{})
+	h.client.send(t, websocket.OpBinary, []byte("echo hi\n"))
+	buf := make([]byte, 64)
+	h.exec.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.ReadAtLeast(h.exec, buf, 8)
+	if err != nil || string(buf[:n]) != "echo hi\n" {
+		t.Fatalf("exec got %q %v", buf[:n], err)
+	}
+	h.exec.Write([]byte("hi\r\n"))
+	if m := h.client.recv(t); string(m.payload) != "hi\r\n" || m.op != websocket.OpBinary {
+		t.Fatalf("client got %+v", m)
+	}
+	h.exec.Close() // the exec process ended
+	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != 1000 || m.reason != "exec session ended" {
+		t.Fatalf("client got %+v", m)
+	}
+}
+
+func TestBase64Subprotocol(t *testing.T) {
+	h := start(t, false, Options{Encoding: Base64})
+	// A base64 message split across two frames at an awkward place.
+	enc := base64.StdEncoding.EncodeToString([]byte("echo €\n"))
+	h.client.w.WriteFrame(false, websocket.OpText, append(make([]byte, 14), enc[:5]...), 14, 19)
+	rest := []byte(enc[5:])
+	h.client.w.WriteFrame(true, websocket.OpContinuation, append(make([]byte, 14), rest...), 14, 14+len(rest))
+	buf := make([]byte, 64)
+	h.exec.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.ReadAtLeast(h.exec, buf, len("echo €\n"))
+	if err != nil || string(buf[:n]) != "echo €\n" {
+		t.Fatalf("exec got %q %v", buf[:n], err)
+	}
+	h.exec.Write([]byte("€\n"))
+	m := h.client.recv(t)
+	dec, err := base64.StdEncoding.DecodeString(string(m.payload))
+	if m.op != websocket.OpText || err != nil || string(dec) != "€\n" {
+		t.Fatalf("client got %v %q (%v)", m.op, m.payload, err)
+	}
+	h.client.send(t, websocket.OpText, []byte("not base64!"))
+	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseInvalidPayload {
+		t.Fatalf("client got %+v", m)
+	}
+}
+
+// A client that stops reading must stop the proxy reading from the
+// container, not make it buffer.
+func TestBackpressure(t *testing.T) {
+	h := start(t, false, Options{})
+	var written int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		chunk := make([]byte, 64<<10)
+		for written < 256<<20 {
+			h.exec.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			n, err := h.exec.Write(chunk)
+			written += int64(n)
+			if err != nil {
+				return
+			}
+		}
+	}()
+	<-done
+	// Only socket buffers (a few MiB each on loopback) and one chunk may
+	// hold what the client did not read.
+	if written > 64<<20 {
+		t.Fatalf("container wrote %d MiB to a client that reads nothing", written>>20)
+	}
+	t.Logf("container could write %d KiB before backpressure stopped it", written>>10)
+}
+
+func assertClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 1024)
+	for {
+		_, err := c.Read(buf)
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("connection still open")
+		}
+		return
+	}
+}

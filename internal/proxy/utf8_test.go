@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"bytes"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestIncompleteTail(t *testing.T) {
+	euro := []byte("€") // e2 82 ac
+	emoji := []byte("😀") // f0 9f 98 80
+	cases := []struct {
+		name string
+		in   []byte
+		want int
+	}{
+		{"empty", nil, 0},
+		{"ascii", []byte("abc"), 0},
+		{"complete euro", euro, 0},
+		{"euro lead only", euro[:1], 1},
+		{"euro two of three", euro[:2], 2},
+		{"text then partial euro", append([]byte("ab"), euro[:2]...), 2},
+		{"emoji three of four", emoji[:3], 3},
+		{"complete emoji", emoji, 0},
+		{"stray continuation", []byte{'a', 0x80}, 0},
+		{"four continuations", []byte{0x80, 0x80, 0x80, 0x80}, 0},
+		{"invalid lead C0", []byte{0xC0}, 0},
+		{"invalid lead F5", []byte{0xF5, 0x80}, 0},
+		{"overlong E0 80", []byte{0xE0, 0x80}, 0},
+		{"surrogate ED A0", []byte{0xED, 0xA0}, 0},
+		{"beyond U+10FFFF F4 90", []byte{0xF4, 0x90}, 0},
+		{"lead then ascii", []byte{0xE2, 'a'}, 0},
+		{"two-byte lead", []byte{'x', 0xC3}, 1},
+	}
+	for _, c := range cases {
+		if got := incompleteTail(c.in); got != c.want {
+			t.Errorf("%s: incompleteTail(%x) = %d, want %d", c.name, c.in, got, c.want)
+		}
+	}
+}
+
+// FuzzRegroup checks the holdback rule on arbitrary splits: the bytes are
+// never changed, and when the input is valid UTF-8 every message is too.
+func FuzzRegroup(f *testing.F) {
+	f.Add([]byte("€€€€ héllo 😀"), uint8(3))
+	f.Add([]byte{0xE2, 0x82, 0xAC, 0xFF, 0xE2}, uint8(1))
+	f.Fuzz(func(t *testing.T, in []byte, step uint8) {
+		size := int(step%7) + 1
+		var held, out []byte
+		var msgs [][]byte
+		for i := 0; i < len(in); i += size {
+			p := append(held, in[i:min(i+size, len(in))]...)
+			k := incompleteTail(p)
+			if len(p)-k > 0 {
+				msgs = append(msgs, p[:len(p)-k])
+			}
+			held = append([]byte(nil), p[len(p)-k:]...)
+		}
+		if len(held) > 0 {
+			msgs = append(msgs, held)
+		}
+		for _, m := range msgs {
+			out = append(out, m...)
+			if utf8.Valid(in) && !utf8.Valid(m) {
+				t.Fatalf("message %x of valid input %x is not UTF-8", m, in)
+			}
+		}
+		if !bytes.Equal(out, in) {
+			t.Fatalf("bytes changed: %x -> %x", in, out)
+		}
+	})
+}
