@@ -1,0 +1,188 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
+)
+
+func TestParseQuery(t *testing.T) {
+	cases := []struct {
+		query string
+		want  Request
+		err   error
+	}{
+		{"token=t&uuid=u", Request{Token: "t", UUID: "u"}, nil},
+		{"token=t&uuid=u&exec_id=e", Request{Token: "t", UUID: "u", ExecID: "e"}, nil},
+		{"uuid=u", Request{}, ErrUnauthorized},
+		{"token=&uuid=u", Request{}, ErrUnauthorized},
+		{"token=t", Request{}, ErrMalformed},
+		{"token=t&token=t2&uuid=u", Request{}, ErrMalformed},
+		{"token=t&uuid=u&uuid=v", Request{}, ErrMalformed},
+		{"token=%zz&uuid=u", Request{}, ErrMalformed},
+	}
+	for _, c := range cases {
+		got, err := ParseQuery(c.query)
+		if !errors.Is(err, c.err) || got != c.want {
+			t.Errorf("ParseQuery(%q) = %+v, %v; want %+v, %v", c.query, got, err, c.want, c.err)
+		}
+	}
+}
+
+func TestIsUUIDLike(t *testing.T) {
+	cases := map[string]bool{
+		"6f1e2c9a-3b4d-4e5f-8a9b-0c1d2e3f4a5b":          true,
+		"6F1E2C9A-3B4D-4E5F-8A9B-0C1D2E3F4A5B":          true,
+		"6f1e2c9a3b4d4e5f8a9b0c1d2e3f4a5b":              true,
+		"{6f1e2c9a-3b4d-4e5f-8a9b-0c1d2e3f4a5b}":        true,
+		"urn:uuid:6f1e2c9a-3b4d-4e5f-8a9b-0c1d2e3f4a5b": true,
+		"my-container":                         false,
+		"6f1e2c9a-3b4d-4e5f-8a9b-0c1d2e3f4a5":  false,
+		"6f1e2c9a-3b4d-4e5f-8a9b-0c1d2e3f4a5g": false,
+		"6f1e2c9a3-b4d-4e5f-8a9b-0c1d2e3f4a5b": false,
+		"":                                     false,
+	}
+	for in, want := range cases {
+		if got := IsUUIDLike(in); got != want {
+			t.Errorf("IsUUIDLike(%q) = %v", in, got)
+		}
+	}
+}
+
+func TestOriginPolicy(t *testing.T) {
+	ws := OriginPolicy{BaseScheme: "ws", Allowed: []string{"dashboard.example.org"}}
+	wss := OriginPolicy{BaseScheme: "wss"}
+	cases := []struct {
+		name    string
+		policy  OriginPolicy
+		origin  string
+		host    string
+		xfp     string
+		allowed bool
+	}{
+		{"no origin (CLI)", ws, "", "proxy:6784", "", true},
+		{"same host http", ws, "http://proxy:6784", "proxy:6784", "", true},
+		{"same host other port", ws, "http://proxy", "proxy:6784", "", true},
+		{"same host case differs", ws, "http://PROXY", "proxy:6784", "", true},
+		{"allowed origin", ws, "http://dashboard.example.org", "proxy:6784", "", true},
+		{"evil origin", ws, "http://evil.example", "proxy:6784", "", false},
+		{"evil userinfo trick", ws, "http://proxy@evil.example", "proxy:6784", "", false},
+		{"https origin on ws proxy", ws, "https://proxy", "proxy:6784", "", false},
+		{"ws origin scheme", ws, "ws://proxy", "proxy:6784", "", true},
+		{"wss proxy https origin", wss, "https://proxy", "proxy", "", true},
+		{"wss proxy http origin", wss, "http://proxy", "proxy", "", false},
+		{"forwarded proto https behind TLS terminator", wss, "http://proxy", "proxy", "https", true},
+		{"forwarded proto overrides", ws, "http://proxy", "proxy", "https", false},
+		{"ipv6 host", ws, "http://[::1]:8080", "[::1]:6784", "", true},
+		{"null origin", ws, "null", "proxy", "", false},
+		{"no scheme", ws, "proxy", "proxy", "", false},
+		{"garbage", ws, "http://%zz", "proxy", "", false},
+	}
+	for _, c := range cases {
+		err := c.policy.Check(c.origin, c.host, c.xfp)
+		if (err == nil) != c.allowed {
+			t.Errorf("%s: Check(%q, %q, %q) = %v", c.name, c.origin, c.host, c.xfp, err)
+		}
+		if err != nil && !errors.Is(err, ErrOrigin) {
+			t.Errorf("%s: error %v is not ErrOrigin", c.name, err)
+		}
+	}
+}
+
+// containers is an in-memory Containers for the token rules; the MariaDB
+// lookups themselves are tested in package zunsql.
+type containers struct {
+	byUUID map[string]store.Container
+	byName map[string][]store.Container
+	execs  map[string]store.ExecInstance
+	err    error
+}
+
+func (c containers) ContainerByUUID(_ context.Context, uuid string) (store.Container, error) {
+	if c.err != nil {
+		return store.Container{}, c.err
+	}
+	if v, ok := c.byUUID[uuid]; ok {
+		return v, nil
+	}
+	return store.Container{}, store.ErrNotFound
+}
+
+func (c containers) ContainerByName(_ context.Context, name string) (store.Container, error) {
+	switch v := c.byName[name]; len(v) {
+	case 0:
+		return store.Container{}, store.ErrNotFound
+	case 1:
+		return v[0], nil
+	}
+	return store.Container{}, store.ErrAmbiguous
+}
+
+func (c containers) ExecInstance(_ context.Context, id int64, execID string) (store.ExecInstance, error) {
+	if v, ok := c.execs[execID]; ok && id == 1 {
+		return v, nil
+	}
+	return store.ExecInstance{}, store.ErrNotFound
+}
+
+func TestResolve(t *testing.T) {
+	const uuid = "6f1e2c9a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
+	web := store.Container{ID: 1, UUID: uuid, Name: "web", ContainerID: "abc", WebsocketURL: "ws://docker/attach", WebsocketToken: "tok"}
+	noToken := store.Container{ID: 2, UUID: "00000000-0000-0000-0000-000000000002", Name: "fresh"}
+	db := containers{
+		byUUID: map[string]store.Container{uuid: web, noToken.UUID: noToken},
+		byName: map[string][]store.Container{"web": {web}, "twin": {web, web}, "fresh": {noToken}},
+		execs:  map[string]store.ExecInstance{"e1": {ExecID: "e1", Token: "etok", URL: "tcp://docker:2375"}},
+	}
+	cases := []struct {
+		name string
+		req  Request
+		want console.Target
+		err  error
+	}{
+		{"attach by uuid", Request{Token: "tok", UUID: uuid}, console.Target{Kind: console.Attach, ContainerUUID: uuid, ContainerID: "abc", URL: "ws://docker/attach"}, nil},
+		{"attach by name", Request{Token: "tok", UUID: "web"}, console.Target{Kind: console.Attach, ContainerUUID: uuid, ContainerID: "abc", URL: "ws://docker/attach"}, nil},
+		{"wrong token", Request{Token: "nope", UUID: uuid}, console.Target{}, ErrUnauthorized},
+		{"unknown container", Request{Token: "tok", UUID: "ghost"}, console.Target{}, ErrUnauthorized},
+		{"ambiguous name", Request{Token: "tok", UUID: "twin"}, console.Target{}, store.ErrAmbiguous},
+		{"container never attached", Request{Token: "x", UUID: "fresh"}, console.Target{}, ErrUnauthorized},
+		{"exec", Request{Token: "etok", UUID: uuid, ExecID: "e1"}, console.Target{Kind: console.Exec, ContainerUUID: uuid, ContainerID: "abc", URL: "tcp://docker:2375", ExecID: "e1"}, nil},
+		{"exec with attach token", Request{Token: "tok", UUID: uuid, ExecID: "e1"}, console.Target{}, ErrUnauthorized},
+		{"unknown exec", Request{Token: "etok", UUID: uuid, ExecID: "e2"}, console.Target{}, ErrUnauthorized},
+	}
+	a := NewAuthorizer(db)
+	for _, c := range cases {
+		got, err := a.Resolve(context.Background(), c.req)
+		if !errors.Is(err, c.err) || got != c.want {
+			t.Errorf("%s: got %+v, %v; want %+v, %v", c.name, got, err, c.want, c.err)
+		}
+	}
+	down := NewAuthorizer(containers{err: store.ErrUnavailable})
+	if _, err := down.Resolve(context.Background(), Request{Token: "t", UUID: uuid}); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("database down: %v", err)
+	}
+}
+
+func FuzzOriginCheck(f *testing.F) {
+	f.Add("http://proxy:6784", "proxy:6784", "")
+	f.Add("https://[::1]", "[::1]", "https")
+	f.Fuzz(func(t *testing.T, origin, host, xfp string) {
+		p := OriginPolicy{BaseScheme: "ws", Allowed: []string{"dash"}}
+		if err := p.Check(origin, host, xfp); err != nil && !errors.Is(err, ErrOrigin) {
+			t.Fatalf("unexpected error kind %v", err)
+		}
+	})
+}
+
+func FuzzParseQuery(f *testing.F) {
+	f.Add("token=t&uuid=u&exec_id=e")
+	f.Fuzz(func(t *testing.T, q string) {
+		r, err := ParseQuery(q)
+		if err == nil && (r.Token == "" || r.UUID == "") {
+			t.Fatalf("accepted %q without token or uuid", q)
+		}
+	})
+}
