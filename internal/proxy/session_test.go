@@ -56,11 +56,16 @@ type peer struct {
 
 func (p *peer) send(t *testing.T, op websocket.Opcode, payload []byte) {
 	t.Helper()
-	buf := make([]byte, websocket.MaxHeaderLen+len(payload))
-	copy(buf[websocket.MaxHeaderLen:], payload)
-	if err := p.w.WriteFrame(true, op, buf, websocket.MaxHeaderLen, len(buf)); err != nil {
+	if err := p.trySend(op, payload); err != nil {
 		t.Fatalf("send: %v", err)
 	}
+}
+
+// trySend is send for goroutines other than the test's.
+func (p *peer) trySend(op websocket.Opcode, payload []byte) error {
+	buf := make([]byte, websocket.MaxHeaderLen+len(payload))
+	copy(buf[websocket.MaxHeaderLen:], payload)
+	return p.w.WriteFrame(true, op, buf, websocket.MaxHeaderLen, len(buf))
 }
 
 // message is a received data message, or a close frame.
@@ -163,7 +168,7 @@ func TestAttachBothWays(t *testing.T) {
 	}
 	// A big message crosses in several chunks and arrives intact.
 	big := bytes.Repeat([]byte("0123456789abcdef"), 20000)
-	go h.client.send(t, websocket.OpBinary, big)
+	go h.client.trySend(websocket.OpBinary, big)
 	var got []byte
 	for len(got) < len(big) {
 		got = append(got, h.docker.recv(t).payload...)
@@ -179,7 +184,9 @@ func TestAttachNeverSplitsCharacters(t *testing.T) {
 	// Docker splits output anywhere: send it in 7-byte frames.
 	go func() {
 		for i := 0; i < len(text); i += 7 {
-			h.docker.send(t, websocket.OpBinary, text[i:min(i+7, len(text))])
+			if h.docker.trySend(websocket.OpBinary, text[i:min(i+7, len(text))]) != nil {
+				return
+			}
 		}
 	}()
 	var got []byte
@@ -265,7 +272,7 @@ func TestClientProtocolError(t *testing.T) {
 
 func TestMessageTooBig(t *testing.T) {
 	h := start(t, true, Options{MaxMessage: 1024})
-	go h.client.send(t, websocket.OpBinary, make([]byte, 4096))
+	go h.client.trySend(websocket.OpBinary, make([]byte, 4096))
 	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseTooBig {
 		t.Fatalf("client got %+v", m)
 	}

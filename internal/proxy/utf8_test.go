@@ -7,7 +7,7 @@ import (
 )
 
 func TestIncompleteTail(t *testing.T) {
-	euro := []byte("€") // e2 82 ac
+	euro := []byte("€")  // e2 82 ac
 	emoji := []byte("😀") // f0 9f 98 80
 	cases := []struct {
 		name string

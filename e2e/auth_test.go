@@ -1,0 +1,189 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+)
+
+// handshake sends a WebSocket opening handshake and returns the answer's
+// status, body and headers; a 101 is closed at once.
+func handshake(t *testing.T, addr, target string, header http.Header) (int, string, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+addr+target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key [16]byte
+	rand.Read(key[:])
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(key[:]))
+	req.Header.Set("Sec-WebSocket-Protocol", "binary, base64")
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	client := &http.Client{
+		Timeout:       15 * time.Second,
+		Transport:     &http.Transport{DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", target, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return resp.StatusCode, "", resp.Header
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), resp.Header
+}
+
+// blackhole accepts TCP connections and never answers: a container
+// runtime that hangs.
+func blackhole(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+func TestAuthorizationAnswers(t *testing.T) {
+	s := newSession(t)
+	good := s.attachable(t, "sh")
+	named := s.attachable(t, "sh")
+	s.db.Exec("UPDATE container SET name = 'my-console' WHERE id = ?", named.ID)
+	s.db.InsertContainer(t, testenv.Container{Name: "twin", DockerID: good.DockerID, Token: "t1"})
+	s.db.InsertContainer(t, testenv.Container{Name: "twin", DockerID: good.DockerID, Token: "t2"})
+	never := s.db.InsertContainer(t, testenv.Container{DockerID: good.DockerID}) // never attached: no token
+	// Nothing listens on port 1: the runtime is down.
+	down := s.db.InsertContainer(t, testenv.Container{Token: "tok-down", WebsocketURL: "ws://127.0.0.1:1/v1.26/containers/x/attach/ws?stream=1"})
+	hung := s.db.InsertContainer(t, testenv.Container{Token: "tok-hung", WebsocketURL: "ws://" + blackhole(t) + "/v1.26/containers/x/attach/ws?stream=1"})
+	execID := s.docker.Exec(good.DockerID, "sh")
+	s.db.InsertExec(t, good.ID, execID, "exec-token", "tcp://"+testenv.DockerAddr)
+
+	q := func(token, uuid string) string { return "/?token=" + token + "&uuid=" + uuid }
+	self := "http://" + s.proxy.addr()
+	cases := []struct {
+		name   string
+		target string
+		header http.Header
+		status int
+	}{
+		{"attach by uuid", q(good.Token, good.UUID), nil, 101},
+		{"attach by upper-case uuid", q(good.Token, strings.ToUpper(good.UUID)), nil, 101},
+		{"attach by name", q(named.Token, "my-console"), nil, 101},
+		{"exec", q("exec-token", good.UUID) + "&exec_id=" + execID, nil, 101},
+		{"wrong token", q("wrong", good.UUID), nil, 401},
+		{"other container's token", q(named.Token, good.UUID), nil, 401},
+		{"missing token", "/?uuid=" + good.UUID, nil, 401},
+		{"unknown container uuid", q(good.Token, testenv.NewUUID()), nil, 401},
+		{"unknown container name", q(good.Token, "no-such-console"), nil, 401},
+		{"container never attached", q("", never.UUID), nil, 401},
+		{"empty token vs no token", q("%20", never.UUID), nil, 401},
+		{"ambiguous name", q("t1", "twin"), nil, 409},
+		{"exec with attach token", q(good.Token, good.UUID) + "&exec_id=" + execID, nil, 401},
+		{"unknown exec", q("exec-token", good.UUID) + "&exec_id=nope", nil, 401},
+		{"missing uuid", "/?token=" + good.Token, nil, 400},
+		{"repeated token", q(good.Token, good.UUID) + "&token=x", nil, 400},
+		{"no origin (CLI)", q(good.Token, good.UUID), nil, 101},
+		{"same-host origin", q(good.Token, good.UUID), http.Header{"Origin": {self}}, 101},
+		{"allowed origin", q(good.Token, good.UUID), http.Header{"Origin": {"http://dashboard.example.org"}}, 101},
+		{"evil origin", q(good.Token, good.UUID), http.Header{"Origin": {"http://evil.example"}}, 403},
+		{"evil origin, bad token too", q("wrong", good.UUID), http.Header{"Origin": {"http://evil.example"}}, 403},
+		{"null origin", q(good.Token, good.UUID), http.Header{"Origin": {"null"}}, 403},
+		{"https origin on a ws:// proxy", q(good.Token, good.UUID), http.Header{"Origin": {"https://127.0.0.1"}}, 403},
+		{"X-Forwarded-Proto https on a ws:// proxy", q(good.Token, good.UUID), http.Header{"Origin": {self}, "X-Forwarded-Proto": {"https"}}, 403},
+		{"X-Forwarded-Proto http replaces the origin's scheme", q(good.Token, good.UUID), http.Header{"Origin": {"https://127.0.0.1"}, "X-Forwarded-Proto": {"http"}}, 101},
+		{"runtime unreachable", q("tok-down", down.UUID), nil, 502},
+		{"runtime timeout", q("tok-hung", hung.UUID), nil, 504},
+		{"other path", "/console" + q(good.Token, good.UUID), nil, 404},
+		{"open redirect path", "//evil.example/%2F..", nil, 404},
+		{"websocket version 8", q(good.Token, good.UUID), http.Header{"Sec-Websocket-Version": {"8"}}, 426},
+	}
+	var unauthorizedBody string
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, body, header := handshake(t, s.proxy.addr(), c.target, c.header)
+			if status != c.status {
+				t.Fatalf("status %d (%q), want %d", status, body, c.status)
+			}
+			if loc := header.Get("Location"); loc != "" {
+				t.Errorf("answer redirects to %q", loc)
+			}
+			if status == 401 {
+				// One answer for wrong tokens and unknown containers alike.
+				if unauthorizedBody == "" {
+					unauthorizedBody = body
+				} else if body != unauthorizedBody {
+					t.Errorf("401 body %q differs from %q", body, unauthorizedBody)
+				}
+			}
+			if status != 101 && (strings.Contains(body, good.Token) || strings.Contains(body, "127.0.0.1:1")) {
+				t.Errorf("answer leaks a secret or an address: %q", body)
+			}
+		})
+	}
+	// A plain HTTP GET (no upgrade) is refused, not redirected.
+	resp, err := http.Get("http://" + s.proxy.addr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Errorf("plain GET /: %d, want 400", resp.StatusCode)
+	}
+	// The log names why, and never a token.
+	s.proxy.logs.waitLine(t, `request refused.*status=409`, time.Second)
+	for _, secret := range []string{good.Token, named.Token, "exec-token", "tok-down", "tok-hung"} {
+		if strings.Contains(s.proxy.logs.String(), secret) {
+			t.Errorf("the log contains token %s", secret)
+		}
+	}
+}
+
+// With the database down, requests get 503 quickly; the process stays up.
+func TestDatabaseDown(t *testing.T) {
+	port := freePort(t)
+	p := startProxy(t, port, baseConf(nil, port), "")
+	start := time.Now()
+	status, body, _ := handshake(t, p.addr(), "/?token=t&uuid="+testenv.NewUUID(), nil)
+	if status != 503 {
+		t.Fatalf("status %d %q, want 503", status, body)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("503 took %v", d)
+	}
+	if status, _, _ := handshake(t, p.addr(), "/?token=t&uuid=name", nil); status != 503 {
+		t.Errorf("second request: %d", status)
+	}
+}

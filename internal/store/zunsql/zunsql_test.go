@@ -1,0 +1,91 @@
+package zunsql
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+)
+
+// These tests run against a real MariaDB holding Zun's real schema.
+
+func TestLookups(t *testing.T) {
+	z := testenv.NewZunDB(t, "zunsql")
+	dockerID := strings.Repeat("ab", 32) // Docker ids are 64 characters
+	web := z.InsertContainer(t, testenv.Container{Name: "web", DockerID: dockerID, Token: testenv.NewUUID()})
+	z.InsertContainer(t, testenv.Container{Name: "twin", DockerID: "1"})
+	z.InsertContainer(t, testenv.Container{Name: "twin", DockerID: "2"})
+	z.InsertExec(t, web.ID, "exec1", "etok", "tcp://127.0.0.1:2375")
+	// A capsule (container_type 1) is never a console target.
+	capsule := testenv.NewUUID()
+	if _, err := z.Exec(`INSERT INTO container (uuid, name, container_type, websocket_token) VALUES (?, 'pod', 1, 'x')`, capsule); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err := Open(z.DSN(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+
+	c, err := db.ContainerByUUID(ctx, web.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ID != web.ID || c.ContainerID != dockerID || c.WebsocketToken != web.Token || c.WebsocketURL != testenv.AttachURL(dockerID) || c.Name != "web" || c.Host != "compute-1" {
+		t.Fatalf("by uuid: %+v", c)
+	}
+	if c.UpdatedAt.IsZero() {
+		t.Error("updated_at not read")
+	}
+	if c, err := db.ContainerByUUID(ctx, strings.ToUpper(web.UUID)); err != nil || c.ID != web.ID {
+		t.Errorf("upper-case uuid: %+v %v", c, err)
+	}
+	if c, err := db.ContainerByName(ctx, "web"); err != nil || c.ID != web.ID {
+		t.Errorf("by name: %+v %v", c, err)
+	}
+	if _, err := db.ContainerByName(ctx, "twin"); !errors.Is(err, store.ErrAmbiguous) {
+		t.Errorf("twin: %v", err)
+	}
+	if _, err := db.ContainerByName(ctx, "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("nobody: %v", err)
+	}
+	if _, err := db.ContainerByUUID(ctx, capsule); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("capsule: %v", err)
+	}
+	if _, err := db.ContainerByName(ctx, "pod"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("capsule by name: %v", err)
+	}
+	e, err := db.ExecInstance(ctx, web.ID, "exec1")
+	if err != nil || e.Token != "etok" || e.URL != "tcp://127.0.0.1:2375" || e.ExecID != "exec1" {
+		t.Errorf("exec: %+v %v", e, err)
+	}
+	if _, err := db.ExecInstance(ctx, web.ID+1, "exec1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("exec of another container: %v", err)
+	}
+}
+
+func TestDatabaseDown(t *testing.T) {
+	// Nothing listens on port 1 of loopback.
+	db, err := Open("zun:x@tcp(127.0.0.1:1)/zun", Options{QueryTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	start := time.Now()
+	_, err = db.ContainerByName(context.Background(), "web")
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("got %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("took %v", d)
+	}
+	if err := db.Ping(context.Background()); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("ping: %v", err)
+	}
+}
