@@ -1,0 +1,233 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/docker"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/store/zunsql"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// newServer wires a Server as main does, against the real MariaDB and
+// Docker engine, and serves it on loopback.
+func newServer(t *testing.T, db *testenv.ZunDB) (*Server, string) {
+	t.Helper()
+	zdb, err := zunsql.Open(db.DSN(), zunsql.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { zdb.Close() })
+	srv := New(Options{
+		Resolver: auth.NewAuthorizer(zdb),
+		Dialer:   docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second}),
+		Origin:   auth.OriginPolicy{BaseScheme: "ws"},
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	ln, err := Listen("127.0.0.1:0", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-served
+	})
+	return srv, ln.Addr().String()
+}
+
+// countGoroutines settles and counts goroutines.
+func countGoroutines(want int) int {
+	var n int
+	testenv.WaitFor(3*time.Second, func() bool {
+		runtime.GC()
+		n = runtime.NumGoroutine()
+		return n <= want
+	})
+	return n
+}
+
+// countFDs counts this process's open file descriptors.
+func countFDs(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// Every session, however it ends, gives back its goroutines and file
+// descriptors.
+func TestSessionsReleaseEverything(t *testing.T) {
+	db := testenv.NewZunDB(t, "server")
+	d := testenv.NewDocker(t)
+	_, addr := newServer(t, db)
+	c := db.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
+	url := fmt.Sprintf("ws://%s/?token=%s&uuid=%s", addr, c.Token, c.UUID)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	session := func(end func(*websocket.Conn)) {
+		t.Helper()
+		conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"binary"}})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		conn.Write(ctx, websocket.MessageBinary, []byte("echo ok-$((40+2))\n"))
+		var got strings.Builder
+		for !strings.Contains(got.String(), "ok-42") {
+			_, data, err := conn.Read(ctx)
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			got.Write(data)
+		}
+		end(conn)
+	}
+	// Warm up pools (database connections, HTTP client) before the baseline.
+	session(func(c *websocket.Conn) { c.Close(websocket.StatusNormalClosure, "") })
+	baseG, baseFD := countGoroutines(0), countFDs(t)
+	ends := map[string]func(*websocket.Conn){
+		"close frame": func(c *websocket.Conn) { c.Close(websocket.StatusNormalClosure, "") },
+		"vanish":      func(c *websocket.Conn) { c.CloseNow() },
+		"going away":  func(c *websocket.Conn) { c.Close(websocket.StatusGoingAway, "tab closed") },
+	}
+	for name, end := range ends {
+		for i := 0; i < 3; i++ {
+			session(end)
+			if g := countGoroutines(baseG); g > baseG {
+				t.Fatalf("%s #%d: %d goroutines, baseline %d", name, i, g, baseG)
+			}
+			var fds int
+			if !testenv.WaitFor(2*time.Second, func() bool { fds = countFDs(t); return fds <= baseFD }) {
+				t.Fatalf("%s #%d: %d file descriptors, baseline %d", name, i, fds, baseFD)
+			}
+		}
+	}
+}
+
+// stub resolvers and dialers inject faults the real components cannot
+// produce on demand.
+type resolverFunc func(context.Context, auth.Request) (console.Target, error)
+
+func (f resolverFunc) Resolve(ctx context.Context, r auth.Request) (console.Target, error) {
+	return f(ctx, r)
+}
+
+type dialerFunc func(context.Context, console.Target) (console.Stream, error)
+
+func (f dialerFunc) Dial(ctx context.Context, t console.Target) (console.Stream, error) {
+	return f(ctx, t)
+}
+
+func TestErrorAnswers(t *testing.T) {
+	cases := []struct {
+		name    string
+		resolve error
+		dial    error
+		status  int
+	}{
+		{"unauthorized", fmt.Errorf("%w: wrong", auth.ErrUnauthorized), nil, 401},
+		{"ambiguous", store.ErrAmbiguous, nil, 409},
+		{"database down", fmt.Errorf("%w: connection refused", store.ErrUnavailable), nil, 503},
+		{"runtime down", nil, errors.New("dial tcp 10.0.0.1:2375: connection refused"), 502},
+		{"runtime slow", nil, fmt.Errorf("dial: %w", context.DeadlineExceeded), 504},
+		{"unexpected", errors.New("boom"), nil, 500},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			srv := New(Options{
+				Resolver: resolverFunc(func(context.Context, auth.Request) (console.Target, error) {
+					return console.Target{}, c.resolve
+				}),
+				Dialer: dialerFunc(func(context.Context, console.Target) (console.Stream, error) {
+					return console.Stream{}, c.dial
+				}),
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			})
+			r := httptest.NewRequest("GET", "/?token=secret-token&uuid=u", nil)
+			r.Header.Set("Upgrade", "websocket")
+			r.Header.Set("Connection", "Upgrade")
+			r.Header.Set("Sec-WebSocket-Version", "13")
+			r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+			w := httptest.NewRecorder()
+			srv.ServeHTTP(w, r)
+			if w.Code != c.status {
+				t.Fatalf("status %d, want %d", w.Code, c.status)
+			}
+			body := w.Body.String()
+			if strings.Contains(body, "secret-token") || strings.Contains(body, "10.0.0.1") {
+				t.Errorf("body leaks: %q", body)
+			}
+			if !strings.HasPrefix(body, fmt.Sprint(c.status)) {
+				t.Errorf("body %q", body)
+			}
+		})
+	}
+}
+
+func TestSniffListener(t *testing.T) {
+	certFile, keyFile, _ := testenv.SelfSignedCert(t)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sslOnly := range []bool{false, true} {
+		ln, err := Listen("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}}, sslOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "tls=%v", r.TLS != nil)
+		})}
+		go hs.Serve(ln)
+		// A client that never sends a byte must not block others.
+		idle, _ := net.Dial("tcp", ln.Addr().String())
+		get := func(scheme string) (string, error) {
+			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+			resp, err := client.Get(scheme + "://" + ln.Addr().String() + "/")
+			if err != nil {
+				return "", err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return fmt.Sprintf("%d %s", resp.StatusCode, b), nil
+		}
+		if got, err := get("https"); err != nil || got != "200 tls=true" {
+			t.Errorf("ssl_only=%v https: %q %v", sslOnly, got, err)
+		}
+		got, err := get("http")
+		switch {
+		case sslOnly && (err != nil || !strings.HasPrefix(got, "400 ")):
+			t.Errorf("ssl_only plain http: %q %v", got, err)
+		case !sslOnly && (err != nil || got != "200 tls=false"):
+			t.Errorf("plain http: %q %v", got, err)
+		}
+		idle.Close()
+		hs.Close()
+		ln.Close()
+	}
+}
