@@ -1,0 +1,507 @@
+// Package config reads zun.conf (oslo.config INI files) into the proxy's
+// settings, with Zun's defaults, and validates them once at start.
+package config
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// Config is everything the proxy reads from zun.conf.
+type Config struct {
+	Files    []string // the files that were read, in order
+	Debug    bool     // [DEFAULT] debug
+	LogFile  string   // [DEFAULT] log_file (under log_dir when relative); "" = stderr
+	MyIP     string   // [DEFAULT] my_ip
+	Proxy    Proxy
+	Docker   Docker
+	Database Database
+}
+
+// Proxy is [websocket_proxy].
+type Proxy struct {
+	Host           string        // wsproxy_host
+	Port           int           // wsproxy_port
+	BaseURL        string        // base_url: the URL clients are given
+	AllowedOrigins []string      // allowed_origins
+	SSLOnly        bool          // ssl_only
+	Cert           string        // cert; "" when TLS is off
+	Key            string        // key; "" when the key is in Cert
+	BackendTimeout time.Duration // backend_timeout (extension): connect + handshake with Docker
+}
+
+// Docker is [docker].
+type Docker struct {
+	APIVersion  string // docker_remote_api_version
+	APIHost     string // docker_remote_api_host
+	APIPort     int    // docker_remote_api_port
+	APIURL      string // docker_remote_api_url
+	APIInsecure bool   // api_insecure
+	CAFile      string // ca_file
+	CertFile    string // cert_file
+	KeyFile     string // key_file
+}
+
+// TLS reports whether Zun talks TLS to Docker's API: api_insecure is false
+// and ca_file, cert_file and key_file are all set.
+func (d Docker) TLS() bool {
+	return !d.APIInsecure && d.CAFile != "" && d.CertFile != "" && d.KeyFile != ""
+}
+
+// Database is [database].
+type Database struct {
+	Connection   string        // connection: SQLAlchemy URL; "" = not configured
+	DSN          string        // Connection as a go-sql-driver/mysql DSN
+	MaxOpen      int           // max_pool_size + max_overflow
+	MaxIdle      int           // max_pool_size
+	QueryTimeout time.Duration // query_timeout (extension)
+}
+
+// defaults are Zun's option defaults (zun/conf), as oslo.config templates:
+// they are interpolated like values from files.
+var defaults = map[string]map[string]string{
+	"DEFAULT": {"debug": "false", "log_file": "", "log_dir": ""},
+	"websocket_proxy": {
+		"wsproxy_host":    "$my_ip",
+		"wsproxy_port":    "6784",
+		"base_url":        "ws://$wsproxy_host:$wsproxy_port/",
+		"allowed_origins": "",
+		"ssl_only":        "false",
+		"cert":            "self.pem",
+		"key":             "",
+		"backend_timeout": "10",
+	},
+	"docker": {
+		"docker_remote_api_version": "1.26",
+		"docker_remote_api_host":    "$my_ip",
+		"docker_remote_api_port":    "2375",
+		"docker_remote_api_url":     "tcp://$docker_remote_api_host:$docker_remote_api_port",
+		"api_insecure":              "false",
+		"ca_file":                   "",
+		"cert_file":                 "",
+		"key_file":                  "",
+	},
+	"database": {"connection": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5"},
+}
+
+// Load reads files, then every *.conf file of each dir in name order, later
+// values winning, as oslo.config's --config-file and --config-dir do; then
+// applies defaults, interpolates and validates.
+func Load(files, dirs []string) (*Config, error) {
+	r := &reader{ini: ini{}}
+	for _, f := range files {
+		if err := r.read(f); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range dirs {
+		matches, err := filepath.Glob(filepath.Join(d, "*.conf"))
+		if err != nil {
+			return nil, fmt.Errorf("--config-dir %s: %w", d, err)
+		}
+		if _, err := os.Stat(d); err != nil {
+			return nil, fmt.Errorf("--config-dir %s: %w", d, err)
+		}
+		sort.Strings(matches)
+		for _, f := range matches {
+			if err := r.read(f); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return r.config()
+}
+
+type reader struct {
+	ini   ini
+	files []string
+	err   error // first error met while building the Config
+}
+
+func (r *reader) read(file string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	r.files = append(r.files, file)
+	return r.ini.parse(string(data), file)
+}
+
+// lookup finds an option's raw (uninterpolated) value: from the files, else
+// its default. my_ip's default is this host's address.
+func (r *reader) lookup(section, name string) (entry, bool) {
+	if e, ok := r.ini[section][name]; ok {
+		return e, true
+	}
+	if v, ok := defaults[section][name]; ok {
+		return entry{value: v}, true
+	}
+	if section == "DEFAULT" && name == "my_ip" {
+		return entry{value: hostIP()}, true
+	}
+	return entry{}, false
+}
+
+// where names an option for error messages: "file: [section] option".
+func where(e entry, section, name string) string {
+	if e.file != "" {
+		return fmt.Sprintf("%s: [%s] %s", e.file, section, name)
+	}
+	return fmt.Sprintf("[%s] %s", section, name)
+}
+
+// get returns an option's interpolated value. Errors are kept for
+// config() to report; the first one wins.
+func (r *reader) get(section, name string) (string, entry) {
+	e, _ := r.lookup(section, name)
+	v, err := r.interpolate(section, e.value, map[string]bool{section + "." + name: true})
+	if err != nil && r.err == nil {
+		r.err = fmt.Errorf("%s: %w", where(e, section, name), err)
+	}
+	return v, e
+}
+
+// interpolate expands $name and ${name} (an option of the same section, or
+// of DEFAULT) and $$, as oslo.config does.
+func (r *reader) interpolate(section, s string, seen map[string]bool) (string, error) {
+	if !strings.Contains(s, "$") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '$' {
+			b.WriteByte(c)
+			continue
+		}
+		if i+1 < len(s) && s[i+1] == '$' {
+			b.WriteByte('$')
+			i++
+			continue
+		}
+		var name string
+		if i+1 < len(s) && s[i+1] == '{' {
+			end := strings.IndexByte(s[i+2:], '}')
+			if end < 0 {
+				return "", fmt.Errorf("unterminated ${ in %q", s)
+			}
+			name = s[i+2 : i+2+end]
+			i += 2 + end
+		} else {
+			j := i + 1
+			for j < len(s) && (s[j] == '_' || s[j] >= 'a' && s[j] <= 'z' || s[j] >= 'A' && s[j] <= 'Z' || s[j] >= '0' && s[j] <= '9') {
+				j++
+			}
+			if j == i+1 {
+				return "", fmt.Errorf("'$' not followed by an option name in %q (write $$ for a literal $)", s)
+			}
+			name = s[i+1 : j]
+			i = j - 1
+		}
+		sec := section
+		e, ok := r.lookup(sec, name)
+		if !ok {
+			sec = "DEFAULT"
+			e, ok = r.lookup(sec, name)
+		}
+		if !ok {
+			return "", fmt.Errorf("unknown option $%s in %q", name, s)
+		}
+		key := sec + "." + name
+		if seen[key] {
+			return "", fmt.Errorf("interpolation loop through $%s", name)
+		}
+		seen[key] = true
+		v, err := r.interpolate(sec, e.value, seen)
+		delete(seen, key)
+		if err != nil {
+			return "", err
+		}
+		b.WriteString(v)
+	}
+	return b.String(), nil
+}
+
+func (r *reader) bool(section, name string) bool {
+	v, e := r.get(section, name)
+	switch strings.ToLower(v) {
+	case "true", "1", "yes", "on":
+		return true
+	case "false", "0", "no", "off":
+		return false
+	}
+	r.fail(e, section, name, fmt.Errorf("invalid boolean %q (want true or false)", v))
+	return false
+}
+
+func (r *reader) int(section, name string, lo, hi int) int {
+	v, e := r.get(section, name)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		r.fail(e, section, name, fmt.Errorf("invalid integer %q (want %d-%d)", v, lo, hi))
+	}
+	return n
+}
+
+func (r *reader) port(section, name string) int {
+	v, e := r.get(section, name)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 65535 {
+		r.fail(e, section, name, fmt.Errorf("invalid port %q (want 0-65535)", v))
+	}
+	return n
+}
+
+func (r *reader) seconds(section, name string) time.Duration {
+	v, e := r.get(section, name)
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 || math.IsInf(f, 0) || f > 86400*365 {
+		r.fail(e, section, name, fmt.Errorf("invalid number of seconds %q (want a positive number)", v))
+		return 0
+	}
+	return time.Duration(f * float64(time.Second))
+}
+
+func (r *reader) fail(e entry, section, name string, err error) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%s: %w", where(e, section, name), err)
+	}
+}
+
+func (r *reader) config() (*Config, error) {
+	c := &Config{Files: r.files}
+	c.MyIP, _ = r.get("DEFAULT", "my_ip")
+	c.Debug = r.bool("DEFAULT", "debug")
+	c.LogFile, _ = r.get("DEFAULT", "log_file")
+	if logDir, _ := r.get("DEFAULT", "log_dir"); logDir != "" && c.LogFile != "" && !filepath.IsAbs(c.LogFile) {
+		c.LogFile = filepath.Join(logDir, c.LogFile)
+	}
+
+	const wp = "websocket_proxy"
+	p := &c.Proxy
+	p.Host, _ = r.get(wp, "wsproxy_host")
+	p.Port = r.port(wp, "wsproxy_port")
+	var baseEntry entry
+	p.BaseURL, baseEntry = r.get(wp, "base_url")
+	if u, err := url.Parse(p.BaseURL); err != nil || u.Host == "" ||
+		(u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "http" && u.Scheme != "https") {
+		r.fail(baseEntry, wp, "base_url", fmt.Errorf("invalid URL %q (want ws://, wss://, http:// or https://host/)", p.BaseURL))
+	}
+	origins, _ := r.get(wp, "allowed_origins")
+	for _, o := range strings.Split(origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			p.AllowedOrigins = append(p.AllowedOrigins, o)
+		}
+	}
+	p.SSLOnly = r.bool(wp, "ssl_only")
+	p.BackendTimeout = r.seconds(wp, "backend_timeout")
+	r.listenerTLS(p)
+
+	const dk = "docker"
+	d := &c.Docker
+	d.APIVersion, _ = r.get(dk, "docker_remote_api_version")
+	d.APIHost, _ = r.get(dk, "docker_remote_api_host")
+	d.APIPort = r.port(dk, "docker_remote_api_port")
+	d.APIURL, _ = r.get(dk, "docker_remote_api_url")
+	d.APIInsecure = r.bool(dk, "api_insecure")
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"ca_file", &d.CAFile}, {"cert_file", &d.CertFile}, {"key_file", &d.KeyFile}} {
+		var e entry
+		*f.dst, e = r.get(dk, f.name)
+		if *f.dst != "" {
+			if _, err := os.ReadFile(*f.dst); err != nil {
+				r.fail(e, dk, f.name, fmt.Errorf("unreadable: %w", unwrapPath(err)))
+			}
+		}
+	}
+
+	const db = "database"
+	var connEntry entry
+	c.Database.Connection, connEntry = r.get(db, "connection")
+	if c.Database.Connection != "" {
+		dsn, err := MySQLDSN(c.Database.Connection)
+		if err != nil {
+			r.fail(connEntry, db, "connection", err)
+		}
+		c.Database.DSN = dsn
+	}
+	pool := r.int(db, "max_pool_size", 1, 10000)
+	overflow := r.int(db, "max_overflow", 0, 100000)
+	c.Database.MaxOpen, c.Database.MaxIdle = pool+overflow, pool
+	c.Database.QueryTimeout = r.seconds(db, "query_timeout")
+
+	if r.err != nil {
+		return nil, r.err
+	}
+	return c, nil
+}
+
+// listenerTLS applies websockify's rule: an explicitly set cert must load;
+// the default self.pem is used only if it exists.
+func (r *reader) listenerTLS(p *Proxy) {
+	const wp = "websocket_proxy"
+	cert, certEntry := r.get(wp, "cert")
+	key, keyEntry := r.get(wp, "key")
+	_, explicit := r.ini[wp]["cert"]
+	if !explicit {
+		if _, err := os.Stat(cert); err != nil {
+			cert = ""
+		}
+	}
+	if cert != "" {
+		keyFile := key
+		if keyFile == "" {
+			keyFile = cert
+		}
+		if _, err := os.ReadFile(cert); err != nil {
+			r.fail(certEntry, wp, "cert", fmt.Errorf("unreadable: %w", unwrapPath(err)))
+		} else if key != "" {
+			if _, err := os.ReadFile(key); err != nil {
+				r.fail(keyEntry, wp, "key", fmt.Errorf("unreadable: %w", unwrapPath(err)))
+			}
+		}
+		if r.err == nil {
+			if _, err := tls.LoadX509KeyPair(cert, keyFile); err != nil {
+				r.fail(certEntry, wp, "cert", fmt.Errorf("cannot load certificate and key: %w", err))
+			}
+		}
+	}
+	p.Cert, p.Key = cert, key
+	if cert == "" {
+		p.Key = ""
+	}
+	if p.SSLOnly && cert == "" {
+		e, _ := r.lookup(wp, "ssl_only")
+		r.fail(e, wp, "ssl_only", errors.New("true, but no certificate is configured (cert)"))
+	}
+}
+
+// unwrapPath drops the *PathError wrapper: the message already names it.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
+// hostIP is my_ip's default: the first non-loopback IPv4 address of this
+// host's interfaces (found without opening any connection), else loopback.
+func hostIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
+
+// DefaultFiles returns the existing files oslo.config's find_config_files
+// would read for project "zun" and program "zun-wsproxy": zun.conf then
+// zun-wsproxy.conf, each from the first of ~/.zun, ~, /etc/zun, /etc that
+// has it.
+func DefaultFiles() []string {
+	var out []string
+	for _, name := range []string{"zun.conf", "zun-wsproxy.conf"} {
+		for _, dir := range searchDirs() {
+			p := filepath.Join(dir, name)
+			if st, err := os.Stat(p); err == nil && !st.IsDir() {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// DefaultDirs returns the existing zun.conf.d and zun-wsproxy.conf.d
+// directories, found the same way as DefaultFiles.
+func DefaultDirs() []string {
+	var out []string
+	for _, name := range []string{"zun.conf.d", "zun-wsproxy.conf.d"} {
+		for _, dir := range searchDirs() {
+			p := filepath.Join(dir, name)
+			if st, err := os.Stat(p); err == nil && st.IsDir() {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func searchDirs() []string {
+	home, _ := os.UserHomeDir()
+	var dirs []string
+	if home != "" {
+		dirs = append(dirs, filepath.Join(home, ".zun"), home)
+	}
+	return append(dirs, "/etc/zun", "/etc")
+}
+
+// MySQLDSN converts an SQLAlchemy MySQL/MariaDB URL
+// (mysql+pymysql://user:pass@host:port/db?charset=utf8) to a
+// go-sql-driver/mysql DSN.
+func MySQLDSN(sqlalchemyURL string) (string, error) {
+	u, err := url.Parse(sqlalchemyURL)
+	if err != nil {
+		return "", fmt.Errorf("invalid URL: %w", redactURLError(err))
+	}
+	switch u.Scheme {
+	case "mysql", "mysql+pymysql", "mysql+mysqldb", "mysql+mysqlconnector", "mariadb", "mariadb+pymysql", "mariadb+mysqldb":
+	default:
+		return "", fmt.Errorf("unsupported database %q (supported: mysql://, mysql+pymysql://, mysql+mysqldb://, mysql+mysqlconnector://, mariadb://)", u.Scheme)
+	}
+	// The driver's own formatter escapes what needs it (a password may
+	// hold '@', ':' or '/').
+	c := mysql.NewConfig()
+	if u.User != nil {
+		c.User = u.User.Username()
+		c.Passwd, _ = u.User.Password()
+	}
+	q := u.Query()
+	if sock := q.Get("unix_socket"); sock != "" {
+		c.Net, c.Addr = "unix", sock
+	} else {
+		host, port := u.Hostname(), u.Port()
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		if port == "" {
+			port = "3306"
+		}
+		c.Net, c.Addr = "tcp", net.JoinHostPort(host, port)
+	}
+	c.DBName = strings.TrimPrefix(u.Path, "/")
+	c.ParseTime = true
+	if cs := q.Get("charset"); cs != "" {
+		c.Params = map[string]string{"charset": cs}
+	}
+	return c.FormatDSN(), nil
+}
+
+// redactURLError keeps a password out of url.Parse's error text.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Installs and starts, idempotently, what the integration tests need:
+#   - MariaDB on 127.0.0.1:3306 with a `zuntest` user (tests make their own
+#     databases and load Zun's schema into them);
+#   - Docker's engine on unix:///var/run/docker.sock and tcp://127.0.0.1:2375;
+#   - the image zun-wsproxy-test/busybox:latest, built offline from Debian's
+#     busybox-static (no registry is needed);
+#   - python3-zunclient and python3-websocket for /usr/bin/python3.
+# Everything listens on loopback only. Safe to run again: it only starts
+# what is not running and builds what is missing.
+set -euo pipefail
+
+log() { printf 'test-env: %s\n' "$*"; }
+die() { printf 'test-env: ERROR: %s\n' "$*" >&2; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null || die "must run as root (or with sudo available)"
+	SUDO="sudo"
+fi
+
+MYSQL_USER=zuntest
+MYSQL_PASS=zuntest
+DOCKER_TCP=127.0.0.1:2375
+IMAGE=zun-wsproxy-test/busybox:latest
+STATE_DIR=/var/lib/zun-wsproxy-test
+DOCKERD_LOG=/var/log/zun-wsproxy-test-dockerd.log
+MARIADB_LOG=/var/log/zun-wsproxy-test-mariadb.log
+
+# 1. Packages from Debian's archive.
+packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates iproute2)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	# Package scripts must not start services (no init system here); this
+	# script starts them itself, bound to loopback.
+	policy_added=""
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+		$SUDO chmod +x /usr/sbin/policy-rc.d
+		policy_added=1
+	fi
+	$SUDO apt-get update -qq
+	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	[ -n "$policy_added" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+# 2. MariaDB, loopback only.
+$SUDO mkdir -p /etc/mysql/mariadb.conf.d "$STATE_DIR"
+cnf=/etc/mysql/mariadb.conf.d/99-zun-wsproxy-test.cnf
+if [ ! -f "$cnf" ]; then
+	printf '[mysqld]\nbind-address = 127.0.0.1\nport = 3306\nskip-name-resolve\n' | $SUDO tee "$cnf" >/dev/null
+fi
+mysql_up() { mysqladmin --protocol=socket -uroot ping >/dev/null 2>&1; }
+if ! mysql_up; then
+	log "starting MariaDB"
+	$SUDO mkdir -p /run/mysqld
+	$SUDO chown mysql:mysql /run/mysqld
+	if [ ! -d /var/lib/mysql/mysql ]; then
+		$SUDO mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+	fi
+	$SUDO setsid nohup mariadbd-safe --user=mysql >"$MARIADB_LOG" 2>&1 </dev/null &
+	for _ in $(seq 1 60); do mysql_up && break; sleep 1; done
+	mysql_up || { tail -20 "$MARIADB_LOG" /var/log/mysql/error.log 2>/dev/null || true; die "MariaDB did not start"; }
+fi
+$SUDO mariadb --protocol=socket -uroot <<SQL
+CREATE USER IF NOT EXISTS '$MYSQL_USER'@'127.0.0.1' IDENTIFIED BY '$MYSQL_PASS';
+CREATE USER IF NOT EXISTS '$MYSQL_USER'@'localhost' IDENTIFIED BY '$MYSQL_PASS';
+GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'localhost';
+FLUSH PRIVILEGES;
+SQL
+mariadb -h 127.0.0.1 -P 3306 -u"$MYSQL_USER" -p"$MYSQL_PASS" -e 'SELECT 1' >/dev/null ||
+	die "cannot log in to MariaDB at 127.0.0.1:3306 as $MYSQL_USER"
+log "MariaDB ready on 127.0.0.1:3306"
+
+# 3. Docker's engine with a loopback TCP socket.
+docker_tcp_up() { curl -sf --max-time 2 "http://$DOCKER_TCP/_ping" >/dev/null 2>&1; }
+if ! docker_tcp_up; then
+	if pgrep -x dockerd >/dev/null; then
+		die "a dockerd is running without -H tcp://$DOCKER_TCP; the tests need that loopback socket (restart it with -H unix:///var/run/docker.sock -H tcp://$DOCKER_TCP)"
+	fi
+	log "starting dockerd"
+	# Containers in tests run with --network none: no bridge, no iptables.
+	$SUDO setsid nohup dockerd -H unix:///var/run/docker.sock -H "tcp://$DOCKER_TCP" \
+		--bridge=none --iptables=false --ip6tables=false \
+		>"$DOCKERD_LOG" 2>&1 </dev/null &
+	for _ in $(seq 1 60); do docker_tcp_up && break; sleep 1; done
+	docker_tcp_up || { tail -30 "$DOCKERD_LOG"; die "dockerd did not start"; }
+fi
+log "Docker engine ready on tcp://$DOCKER_TCP"
+
+# 4. The offline test image.
+if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+	log "building $IMAGE from busybox-static"
+	rootfs=$(mktemp -d)
+	trap 'rm -rf "$rootfs"' EXIT
+	mkdir -p "$rootfs"/{bin,etc,tmp,root,dev,proc,sys}
+	chmod 1777 "$rootfs/tmp"
+	cp /bin/busybox "$rootfs/bin/busybox"
+	for applet in $(/bin/busybox --list); do
+		[ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
+	done
+	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
+	printf 'root:x:0:\n' >"$rootfs/etc/group"
+	tar -C "$rootfs" -c . | docker import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' - "$IMAGE" >/dev/null
+fi
+out=$(docker run --rm --network none "$IMAGE" sh -c 'echo hello-$((6*7))')
+[ "$out" = hello-42 ] || die "test image does not run: got '$out'"
+log "image $IMAGE runs"
+
+# 5. The real Python client, under Debian's interpreter.
+/usr/bin/python3 -c 'import zunclient.common.websocketclient.websocketclient, websocket' ||
+	die "python3-zunclient is not importable by /usr/bin/python3"
+log "python3-zunclient ready"
