@@ -113,9 +113,8 @@ func TestClientDisappears(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			c := s.attachable(t, "sh")
 			url := s.proxy.url(c.Token, c.UUID, "")
-			var execID string
 			if kind == "exec" {
-				execID = s.docker.Exec(c.DockerID, "sh")
+				execID := s.docker.Exec(c.DockerID, "sh")
 				token := testenv.NewUUID()
 				s.db.InsertExec(t, c.ID, execID, token, "tcp://"+testenv.DockerAddr)
 				url = s.proxy.url(token, c.UUID, execID)
@@ -135,11 +134,9 @@ func TestClientDisappears(t *testing.T) {
 			s.proxy.waitNoSessions(t, time.Second)
 			t.Logf("Docker side closed %v after the client vanished", time.Since(start).Round(time.Millisecond))
 			s.proxy.logs.waitLine(t, `session ended.*kind=`+kind+`.*reason="client disconnected`, 2*time.Second)
-			if kind == "exec" {
-				if !testenv.WaitFor(5*time.Second, func() bool { return !s.docker.ExecRunning(execID) }) {
-					t.Error("the exec's shell still runs after its console was closed")
-				}
-			}
+			// Docker keeps an exec's process running when its stream
+			// closes (as with the Python proxy); what the proxy owns, the
+			// connection, is gone.
 			if !s.docker.Running(c.DockerID) {
 				t.Error("the container stopped when its console client left")
 			}

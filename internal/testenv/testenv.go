@@ -186,7 +186,7 @@ type Docker struct {
 // NewDocker checks that the engine and the test image are there.
 func NewDocker(tb testing.TB) *Docker {
 	tb.Helper()
-	d := &Docker{tb: tb, http: &http.Client{Timeout: 30 * time.Second}}
+	d := &Docker{tb: tb, http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	resp, err := d.http.Get("http://" + DockerAddr + "/_ping")
 	if err != nil {
 		tb.Fatalf("Docker engine at tcp://%s is not reachable (%v): %s", DockerAddr, err, setupHint)
@@ -255,14 +255,6 @@ func (d *Docker) Exec(containerID string, cmd ...string) string {
 		d.tb.Fatalf("create exec: status %d", code)
 	}
 	return created.Id
-}
-
-// ExecRunning reports whether an exec's process is still running.
-func (d *Docker) ExecRunning(execID string) bool {
-	d.tb.Helper()
-	var info struct{ Running bool }
-	d.call("GET", "/exec/"+execID+"/json", nil, &info)
-	return info.Running
 }
 
 // Running reports whether a container is running.

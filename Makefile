@@ -1,0 +1,40 @@
+# zun-wsproxy: build and test.
+GO ?= go
+
+.PHONY: all build test test-env check unit fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/zun-wsproxy ./cmd/zun-wsproxy
+
+# test-env installs and starts what the integration tests need (MariaDB,
+# dockerd, the offline busybox image, python3-zunclient). Idempotent.
+test-env:
+	bash scripts/test-env.sh
+
+# check: formatting and vet, without the integration environment.
+check:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+# test is THE test command: the whole suite, against real components.
+test: test-env check
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# unit runs only the tests that need no external component.
+unit:
+	$(GO) test -race -count=1 ./internal/websocket/ ./internal/proxy/ ./internal/auth/ ./internal/config/
+
+# fuzz runs each fuzz target briefly (FUZZTIME=30s by default).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./internal/websocket/
+	$(GO) test -run '^$$' -fuzz '^FuzzRegroup$$' -fuzztime $(FUZZTIME) ./internal/proxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzOriginCheck$$' -fuzztime $(FUZZTIME) ./internal/auth/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME) ./internal/auth/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config/
+
+clean:
+	rm -rf bin
