@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+)
+
+// zunclient runs python-zunclient's own attach/exec code (the CLI's
+// do_attach/do_exec) through the proxy, via e2e/testdata/zunclient_driver.py,
+// and returns its output and exit code.
+func zunclient(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	testenv.RequirePythonClient(t)
+	cmd := exec.Command(testenv.Python, append([]string{filepath.Join("testdata", "zunclient_driver.py")}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run zunclient driver: %v", err)
+	}
+	return out.String(), code
+}
+
+func TestZunclientAttach(t *testing.T) {
+	s := newSession(t)
+	c := s.attachable(t, "sh")
+	out, code := zunclient(t, "attach", "--url", s.proxy.url(c.Token, c.UUID, ""),
+		"--send", `echo hello-$((6*7))\n`, "--expect", "hello-42")
+	if code != 0 {
+		t.Fatalf("zunclient attach: exit %d\n%s", code, out)
+	}
+	// The client was ended (its terminal closed): the proxy's session ends
+	// and the Docker side is closed.
+	line := s.proxy.logs.waitLine(t, `session ended.*container=`+c.UUID, 5*time.Second)
+	if !strings.Contains(line, `reason="client disconnected`) {
+		t.Errorf("session end: %s", line)
+	}
+	s.proxy.waitNoSessions(t, 2*time.Second)
+	if !strings.Contains(s.proxy.logs.String(), "subprotocol=binary") {
+		t.Error("the client's binary subprotocol was not selected")
+	}
+}
+
+func TestZunclientExec(t *testing.T) {
+	s := newSession(t)
+	c := s.attachable(t, "sleep 600")
+	execID := s.docker.Exec(c.DockerID, "sh")
+	token := testenv.NewUUID()
+	s.db.InsertExec(t, c.ID, execID, token, "tcp://"+testenv.DockerAddr)
+	out, code := zunclient(t, "exec", "--url", s.proxy.url(token, c.UUID, execID), "--exec-id", execID,
+		"--send", `echo hello-$((6*7))\n`, "--expect", "hello-42")
+	if code != 0 {
+		t.Fatalf("zunclient exec: exit %d\n%s", code, out)
+	}
+	s.proxy.logs.waitLine(t, `session ended.*kind=exec.*reason="client disconnected`, 5*time.Second)
+	s.proxy.waitNoSessions(t, 2*time.Second)
+}
+
+// The container prints a megabyte of multi-byte text. Docker splits it
+// anywhere, and the CLI decodes every message by itself: through the proxy
+// each message is whole characters, and the bytes are exactly the
+// container's.
+func TestZunclientMultibyteOutput(t *testing.T) {
+	s := newSession(t)
+	// 999,999 bytes: `head -c` of a whole number of "€€€€\n" lines (13
+	// bytes), so the output itself ends on a character. -opost keeps the
+	// terminal from turning \n into \r\n; -echo keeps "go" out of it.
+	const lines = 76923
+	c := s.attachable(t, `stty -opost -echo; read x; yes '€€€€' | head -c 999999`)
+	dir := t.TempDir()
+	outFile := filepath.Join(dir, "out")
+	out, code := zunclient(t, "attach", "--url", s.proxy.url(c.Token, c.UUID, ""),
+		"--send", `go\n`, "--collect-out", outFile, "--timeout", "60")
+	if code != 0 {
+		t.Fatalf("zunclient: exit %d\n%s", code, out)
+	}
+	got, err := os.ReadFile(outFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte("€€€€\n"), lines)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the client printed %d bytes, want %d identical to the container's output", len(got), len(want))
+	}
+	line := s.proxy.logs.waitLine(t, `session ended.*container=`+c.UUID, 5*time.Second)
+	if !strings.Contains(line, `reason="container exited"`) || !strings.Contains(line, "bytes_to_client=999999") {
+		t.Errorf("session end: %s", line)
+	}
+}
