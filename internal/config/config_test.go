@@ -1,0 +1,316 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+)
+
+// write puts a config file in dir and returns its path.
+func write(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func load(t *testing.T, body string) (*Config, error) {
+	t.Helper()
+	return Load([]string{write(t, t.TempDir(), "zun.conf", body)}, nil)
+}
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		name string
+		in   string
+		want map[string]map[string]string
+	}{
+		{"equals and colon", "[a]\nx = 1\ny: 2\nz = a:b\nw: a=b\n", map[string]map[string]string{"a": {"x": "1", "y": "2", "z": "a:b", "w": "a=b"}}},
+		{"comments and blanks", "# c\n; c\n[a]\n\n# x = 9\nx = 1\n", map[string]map[string]string{"a": {"x": "1"}}},
+		{"quotes stripped", "[a]\nx = \"q v\"\ny = 'q'\nz = \"half\n", map[string]map[string]string{"a": {"x": "q v", "y": "q", "z": "\"half"}}},
+		{"continuation", "[a]\nx = one\n  two\n\tthree\ny = 2\n", map[string]map[string]string{"a": {"x": "one\ntwo\nthree", "y": "2"}}},
+		{"section case", "[WebSocket_Proxy]\nx = 1\n[DEFAULT]\ny = 2\n", map[string]map[string]string{"websocket_proxy": {"x": "1"}, "DEFAULT": {"y": "2"}}},
+		{"dashes", "[a]\nwsproxy-port = 1\n", map[string]map[string]string{"a": {"wsproxy_port": "1"}}},
+		{"last wins", "[a]\nx = 1\nx = 2\n[a]\nx = 3\n", map[string]map[string]string{"a": {"x": "3"}}},
+		{"crlf", "[a]\r\nx = 1\r\n", map[string]map[string]string{"a": {"x": "1"}}},
+		{"empty value", "[a]\nx =\n", map[string]map[string]string{"a": {"x": ""}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := ini{}
+			if err := got.parse(c.in, "f"); err != nil {
+				t.Fatal(err)
+			}
+			flat := map[string]map[string]string{}
+			for s, opts := range got {
+				flat[s] = map[string]string{}
+				for k, e := range opts {
+					flat[s][k] = e.value
+				}
+			}
+			if !reflect.DeepEqual(flat, c.want) {
+				t.Fatalf("got %v, want %v", flat, c.want)
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := map[string]string{
+		"x = 1\n":           "f:1: option \"x\" before any [section]",
+		"[a]\n  cont\n":     "f:2: continuation line without an option before it",
+		"[a\n":              "f:1: invalid section header \"[a\"",
+		"[a]\njust words\n": "f:2: expected \"option = value\", got \"just words\"",
+		"[a]\n= novalue\n":  "f:2: empty option name",
+		"[]\n":              "f:1: invalid section header \"[]\"",
+		"[a]\nx=1\n\n  y\n": "f:4: continuation line without an option before it",
+	}
+	for in, want := range cases {
+		err := ini{}.parse(in, "f")
+		if err == nil || err.Error() != want {
+			t.Errorf("parse(%q) = %v, want %q", in, err, want)
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := load(t, "[DEFAULT]\nmy_ip = 192.0.2.7\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Proxy{Host: "192.0.2.7", Port: 6784, BaseURL: "ws://192.0.2.7:6784/", BackendTimeout: 10 * time.Second}
+	if !reflect.DeepEqual(c.Proxy, want) {
+		t.Errorf("proxy %+v, want %+v", c.Proxy, want)
+	}
+	wantDocker := Docker{APIVersion: "1.26", APIHost: "192.0.2.7", APIPort: 2375, APIURL: "tcp://192.0.2.7:2375"}
+	if c.Docker != wantDocker {
+		t.Errorf("docker %+v, want %+v", c.Docker, wantDocker)
+	}
+	if c.Database.MaxOpen != 55 || c.Database.MaxIdle != 5 || c.Database.QueryTimeout != 5*time.Second || c.Database.Connection != "" {
+		t.Errorf("database %+v", c.Database)
+	}
+	if c.Debug || c.LogFile != "" {
+		t.Errorf("debug %v log_file %q", c.Debug, c.LogFile)
+	}
+	// Without my_ip, the host's own address; never empty.
+	c, err = load(t, "")
+	if err != nil || c.MyIP == "" || c.Proxy.Host != c.MyIP {
+		t.Errorf("default my_ip %q host %q err %v", c.MyIP, c.Proxy.Host, err)
+	}
+}
+
+func TestZunConf(t *testing.T) {
+	c, err := load(t, `[DEFAULT]
+debug = True
+my_ip = 10.0.0.5
+log_dir = /var/log/zun
+log_file = wsproxy.log
+
+[websocket_proxy]
+wsproxy_host = 0.0.0.0
+wsproxy_port = 6785
+base_url = ws://${my_ip}:$wsproxy_port/
+allowed_origins = horizon.example.org, 10.0.0.9 ,
+backend_timeout = 0.5
+
+[docker]
+docker_remote_api_host = 10.0.0.6
+api_insecure = yes
+
+[database]
+connection = mysql+pymysql://zun:s3cr%40t@db.example.org/zun?charset=utf8
+max_pool_size = 10
+max_overflow = 20
+query_timeout = 2.5
+
+[unknown_section]
+anything = goes
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Debug || c.LogFile != "/var/log/zun/wsproxy.log" {
+		t.Errorf("debug %v log_file %q", c.Debug, c.LogFile)
+	}
+	p := c.Proxy
+	if p.Host != "0.0.0.0" || p.Port != 6785 || p.BaseURL != "ws://10.0.0.5:6785/" || p.BackendTimeout != 500*time.Millisecond {
+		t.Errorf("proxy %+v", p)
+	}
+	if !reflect.DeepEqual(p.AllowedOrigins, []string{"horizon.example.org", "10.0.0.9"}) {
+		t.Errorf("allowed_origins %q", p.AllowedOrigins)
+	}
+	if c.Docker.APIURL != "tcp://10.0.0.6:2375" || !c.Docker.APIInsecure || c.Docker.TLS() {
+		t.Errorf("docker %+v", c.Docker)
+	}
+	d := c.Database
+	if d.DSN != "zun:s3cr@t@tcp(db.example.org:3306)/zun?parseTime=true&charset=utf8" || d.MaxOpen != 30 || d.MaxIdle != 10 || d.QueryTimeout != 2500*time.Millisecond {
+		t.Errorf("database %+v", d)
+	}
+}
+
+func TestInterpolation(t *testing.T) {
+	cases := []struct {
+		in, want, err string
+	}{
+		{"ws://$my_ip:1/", "ws://192.0.2.1:1/", ""},
+		{"ws://${my_ip}x/", "ws://192.0.2.1x/", ""},
+		{"cost $$5", "cost $5", ""},
+		{"$nosuch", "", "unknown option $nosuch"},
+		{"a $ b", "", "'$' not followed by an option name"},
+		{"${open", "", "unterminated ${"},
+	}
+	for _, c := range cases {
+		cfg, err := load(t, "[DEFAULT]\nmy_ip = 192.0.2.1\n[websocket_proxy]\nallowed_origins = "+c.in+"\n")
+		switch {
+		case c.err != "":
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%q: error %v, want %q", c.in, err, c.err)
+			}
+		case err != nil:
+			t.Errorf("%q: %v", c.in, err)
+		case strings.Join(cfg.Proxy.AllowedOrigins, ",") != c.want:
+			t.Errorf("%q -> %q, want %q", c.in, cfg.Proxy.AllowedOrigins, c.want)
+		}
+	}
+	_, err := load(t, "[websocket_proxy]\nwsproxy_host = $base_url\n")
+	if err == nil || !strings.Contains(err.Error(), "interpolation loop") {
+		t.Errorf("loop: %v", err)
+	}
+}
+
+func TestFilesAndDirs(t *testing.T) {
+	dir := t.TempDir()
+	a := write(t, dir, "a.conf", "[websocket_proxy]\nwsproxy_port = 1000\nwsproxy_host = 127.0.0.1\n")
+	b := write(t, dir, "b.conf", "[websocket_proxy]\nwsproxy_port = 2000\n")
+	confd := filepath.Join(dir, "zun.conf.d")
+	os.Mkdir(confd, 0o755)
+	write(t, confd, "20-late.conf", "[websocket_proxy]\nwsproxy_port = 4000\n")
+	write(t, confd, "10-early.conf", "[websocket_proxy]\nwsproxy_port = 3000\nssl_only = false\n")
+	write(t, confd, "ignored.txt", "[websocket_proxy]\nwsproxy_port = 9\n")
+
+	c, err := Load([]string{a, b}, nil)
+	if err != nil || c.Proxy.Port != 2000 || c.Proxy.Host != "127.0.0.1" {
+		t.Fatalf("files: %+v %v", c, err)
+	}
+	c, err = Load([]string{a, b}, []string{confd})
+	if err != nil || c.Proxy.Port != 4000 {
+		t.Fatalf("dir: port %d %v", c.Proxy.Port, err)
+	}
+	if len(c.Files) != 4 || c.Files[2] != filepath.Join(confd, "10-early.conf") {
+		t.Errorf("files read: %q", c.Files)
+	}
+	if _, err := Load([]string{filepath.Join(dir, "missing.conf")}, nil); err == nil {
+		t.Error("missing file accepted")
+	}
+}
+
+func TestErrorMessages(t *testing.T) {
+	dir := t.TempDir()
+	f := func(body string) string { return write(t, dir, "zun.conf", body) }
+	cases := []struct {
+		body string
+		want string
+	}{
+		{"[websocket_proxy]\nwsproxy_port = abc\n", `[websocket_proxy] wsproxy_port: invalid port "abc" (want 0-65535)`},
+		{"[websocket_proxy]\nwsproxy_port = 70000\n", `[websocket_proxy] wsproxy_port: invalid port "70000" (want 0-65535)`},
+		{"[websocket_proxy]\nssl_only = maybe\n", `[websocket_proxy] ssl_only: invalid boolean "maybe" (want true or false)`},
+		{"[websocket_proxy]\nssl_only = true\n", `[websocket_proxy] ssl_only: true, but no certificate is configured (cert)`},
+		{"[websocket_proxy]\ncert = /nonexistent/cert.pem\n", `[websocket_proxy] cert: unreadable: /nonexistent/cert.pem: no such file or directory`},
+		{"[websocket_proxy]\nbase_url = ftp://x/\n", `[websocket_proxy] base_url: invalid URL "ftp://x/" (want ws://, wss://, http:// or https://host/)`},
+		{"[websocket_proxy]\nbackend_timeout = -1\n", `[websocket_proxy] backend_timeout: invalid number of seconds "-1" (want a positive number)`},
+		{"[docker]\nca_file = /nonexistent/ca.pem\n", `[docker] ca_file: unreadable: /nonexistent/ca.pem: no such file or directory`},
+		{"[docker]\ndocker_remote_api_port = x\n", `[docker] docker_remote_api_port: invalid port "x" (want 0-65535)`},
+		{"[database]\nconnection = sqlite:///zun.db\n", `[database] connection: unsupported database "sqlite" (supported: mysql://, mysql+pymysql://, mysql+mysqldb://, mysql+mysqlconnector://, mariadb://)`},
+		{"[DEFAULT]\ndebug = 2\n", `[DEFAULT] debug: invalid boolean "2" (want true or false)`},
+	}
+	for _, c := range cases {
+		path := f(c.body)
+		_, err := Load([]string{path}, nil)
+		want := path + ": " + c.want
+		if err == nil || err.Error() != want {
+			t.Errorf("got  %v\nwant %s", err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("error spans lines: %q", err)
+		}
+	}
+	// A parse error names the file and line.
+	_, err := Load([]string{f("[a]\nbroken line\n")}, nil)
+	if err == nil || !strings.Contains(err.Error(), "zun.conf:2:") {
+		t.Errorf("parse error: %v", err)
+	}
+}
+
+func TestListenerTLS(t *testing.T) {
+	certFile, keyFile, _ := testenv.SelfSignedCert(t)
+	c, err := load(t, "[websocket_proxy]\ncert = "+certFile+"\nkey = "+keyFile+"\nssl_only = true\n")
+	if err != nil || c.Proxy.Cert != certFile || c.Proxy.Key != keyFile || !c.Proxy.SSLOnly {
+		t.Fatalf("%+v %v", c.Proxy, err)
+	}
+	// The key in the certificate file, as websockify allows.
+	dir := t.TempDir()
+	both := filepath.Join(dir, "both.pem")
+	cb, _ := os.ReadFile(certFile)
+	kb, _ := os.ReadFile(keyFile)
+	os.WriteFile(both, append(cb, kb...), 0o600)
+	if c, err := load(t, "[websocket_proxy]\ncert = "+both+"\n"); err != nil || c.Proxy.Cert != both {
+		t.Fatalf("combined pem: %v", err)
+	}
+	// A key that does not match is refused at start.
+	_, otherKey, _ := testenv.SelfSignedCert(t)
+	if _, err := load(t, "[websocket_proxy]\ncert = "+certFile+"\nkey = "+otherKey+"\n"); err == nil || !strings.Contains(err.Error(), "[websocket_proxy] cert: cannot load certificate and key") {
+		t.Fatalf("mismatched key: %v", err)
+	}
+	// The default self.pem is optional.
+	if c, err := load(t, ""); err != nil || c.Proxy.Cert != "" {
+		t.Fatalf("default cert: %q %v", c.Proxy.Cert, err)
+	}
+}
+
+func TestMySQLDSN(t *testing.T) {
+	cases := []struct{ in, want, err string }{
+		{"mysql+pymysql://zun:secret@127.0.0.1/zun?charset=utf8", "zun:secret@tcp(127.0.0.1:3306)/zun?parseTime=true&charset=utf8", ""},
+		{"mysql://zun:secret@db:3307/zun", "zun:secret@tcp(db:3307)/zun?parseTime=true", ""},
+		{"mysql+mysqldb://zun@[::1]/zun", "zun@tcp([::1]:3306)/zun?parseTime=true", ""},
+		{"mariadb://u:p%2Fa%3Ab%40c@h/d", "u:p/a:b@c@tcp(h:3306)/d?parseTime=true", ""},
+		{"mysql+pymysql://zun:pw@/zun?unix_socket=/run/mysqld/mysqld.sock&read_timeout=5", "zun:pw@unix(/run/mysqld/mysqld.sock)/zun?parseTime=true", ""},
+		{"postgresql://zun@db/zun", "", "unsupported database \"postgresql\""},
+		{"sqlite:///x.db", "", "unsupported database"},
+		{"mysql://zun:pw@db:notaport/zun", "", "invalid URL"},
+	}
+	for _, c := range cases {
+		got, err := MySQLDSN(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: %v, want error %q", c.in, err, c.err)
+			}
+			if err != nil && strings.Contains(err.Error(), "pw") {
+				t.Errorf("%s: error shows the password: %v", c.in, err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s -> %q %v, want %q", c.in, got, err, c.want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("[DEFAULT]\nmy_ip = 1.2.3.4\n[websocket_proxy]\nbase_url = ws://$my_ip:1/\n  more\n")
+	f.Add("[a]\nx: 'y'\n; c\n")
+	f.Fuzz(func(t *testing.T, data string) {
+		into := ini{}
+		if err := into.parse(data, "f"); err != nil {
+			return
+		}
+		r := &reader{ini: into}
+		r.config() // must not panic, however odd the values
+	})
+}
