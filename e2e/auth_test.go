@@ -6,6 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -185,5 +188,29 @@ func TestDatabaseDown(t *testing.T) {
 	}
 	if status, _, _ := handshake(t, p.addr(), "/?token=t&uuid=name", nil); status != 503 {
 		t.Errorf("second request: %d", status)
+	}
+}
+
+// A malformed zun.conf stops start-up with one line naming the file, the
+// section and the option.
+func TestBadConfigStopsStartup(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct{ conf, want string }{
+		{"[websocket_proxy]\nwsproxy_port = abc\n", `[websocket_proxy] wsproxy_port: invalid port "abc" (want 0-65535)`},
+		{"[websocket_proxy]\ncert = /nonexistent.pem\n", `[websocket_proxy] cert: unreadable: /nonexistent.pem: no such file or directory`},
+		{"[database]\nconnection = postgresql://zun@db/zun\n", `[database] connection: unsupported database "postgresql"`},
+	}
+	for _, c := range cases {
+		path := filepath.Join(dir, "zun.conf")
+		os.WriteFile(path, []byte(c.conf), 0o600)
+		out, err := exec.Command(binary, "--config-file", path).CombinedOutput()
+		if err == nil {
+			t.Errorf("%q: started", c.conf)
+			continue
+		}
+		got := strings.TrimSpace(string(out))
+		if strings.Count(got, "\n") != 0 || !strings.HasPrefix(got, "zun-wsproxy: "+path+": "+c.want) {
+			t.Errorf("output %q, want one line starting with %q", got, "zun-wsproxy: "+path+": "+c.want)
+		}
 	}
 }

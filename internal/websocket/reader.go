@@ -185,8 +185,14 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if r.start < r.end {
 		n = copy(p, r.small[r.start:r.end])
 		r.start += n
-	} else {
-		n, err = r.src.Read(p)
+	}
+	if n < len(p) {
+		// The rest of this frame is on its way (its header came first):
+		// take what has arrived in the same call, so a frame that straddles
+		// the inline buffer is not cut in two.
+		var m int
+		m, err = r.src.Read(p[n:])
+		n += m
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
