@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -200,4 +201,34 @@ func TestConcurrentSessions(t *testing.T) {
 		}
 	}
 	s.proxy.waitNoSessions(t, 2*time.Second)
+}
+
+// Old websockify clients offer only "base64": text frames carrying base64
+// both ways.
+func TestBase64Client(t *testing.T) {
+	s := newSession(t)
+	c := s.attachable(t, "sh")
+	ctx := ctxTimeout(t, 30*time.Second)
+	conn, resp, err := websocket.Dial(ctx, s.proxy.url(c.Token, c.UUID, ""), &websocket.DialOptions{Subprotocols: []string{"base64"}})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer conn.CloseNow()
+	if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != "base64" {
+		t.Fatalf("subprotocol %q, want base64", got)
+	}
+	conn.Write(ctx, websocket.MessageText, []byte(base64.StdEncoding.EncodeToString([]byte("echo b64-$((6*7))\n"))))
+	var got strings.Builder
+	for !strings.Contains(got.String(), "b64-42\r\n") {
+		typ, data, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v (so far %q)", err, got.String())
+		}
+		dec, err := base64.StdEncoding.DecodeString(string(data))
+		if typ != websocket.MessageText || err != nil {
+			t.Fatalf("message %v %q is not base64 text: %v", typ, data, err)
+		}
+		got.Write(dec)
+	}
+	conn.Close(websocket.StatusNormalClosure, "")
 }
