@@ -11,23 +11,19 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
-// benchPair is tcpPair for benchmarks.
-func benchPair(b *testing.B) (net.Conn, net.Conn) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
+// benchSession runs a session between loopback connections and returns
+// the client's and the container's ends, and a function that ends it.
+func benchSession(b *testing.B, framed bool) (client, container net.Conn, stop func()) {
+	clientEnd, proxyClient := tcpPair(b)
+	proxyBackend, backendEnd := tcpPair(b)
+	s := New(proxyClient, nil, console.Stream{Conn: proxyBackend, Framed: framed}, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan Result, 1)
+	go func() { done <- s.Run(ctx) }()
+	return clientEnd, backendEnd, func() {
+		cancel()
+		<-done
 	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	return a, <-accepted
 }
 
 // BenchmarkContainerToClient measures one container message relayed to
@@ -36,12 +32,7 @@ func benchPair(b *testing.B) (net.Conn, net.Conn) {
 func BenchmarkContainerToClient(b *testing.B) {
 	for _, size := range []int{16, 1 << 10, 64 << 10} {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			clientEnd, proxyClient := benchPair(b)
-			proxyBackend, dockerEnd := benchPair(b)
-			s := New(proxyClient, nil, console.Stream{Conn: proxyBackend, Framed: true}, Options{})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan Result, 1)
-			go func() { done <- s.Run(ctx) }()
+			clientEnd, dockerEnd, stop := benchSession(b, true)
 
 			docker := websocket.NewWriter(dockerEnd, false)
 			frame := make([]byte, websocket.MaxHeaderLen+size)
@@ -76,10 +67,7 @@ func BenchmarkContainerToClient(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			cancel()
-			<-done
-			clientEnd.Close()
-			dockerEnd.Close()
+			stop()
 		})
 	}
 }
@@ -89,12 +77,7 @@ func BenchmarkContainerToClient(b *testing.B) {
 func BenchmarkClientToContainer(b *testing.B) {
 	for _, size := range []int{16, 1 << 10, 64 << 10} {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			clientEnd, proxyClient := benchPair(b)
-			proxyBackend, execEnd := benchPair(b)
-			s := New(proxyClient, nil, console.Stream{Conn: proxyBackend}, Options{})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan Result, 1)
-			go func() { done <- s.Run(ctx) }()
+			clientEnd, execEnd, stop := benchSession(b, false)
 
 			client := websocket.NewWriter(clientEnd, true)
 			frame := make([]byte, websocket.MaxHeaderLen+size)
@@ -118,10 +101,7 @@ func BenchmarkClientToContainer(b *testing.B) {
 				got += n
 			}
 			b.StopTimer()
-			cancel()
-			<-done
-			clientEnd.Close()
-			execEnd.Close()
+			stop()
 		})
 	}
 }
