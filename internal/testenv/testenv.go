@@ -78,6 +78,21 @@ func dsn(db string) string {
 // (testdata/zun-schema.sql) into it and drops it when tb ends.
 func NewZunDB(tb testing.TB, prefix string) *ZunDB {
 	tb.Helper()
+	z := NewEmptyDB(tb, prefix)
+	schema, err := os.ReadFile(filepath.Join(RepoRoot(), "testdata", "zun-schema.sql"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := z.Exec(string(schema)); err != nil {
+		tb.Fatalf("load Zun schema: %v", err)
+	}
+	return z
+}
+
+// NewEmptyDB creates an empty database on the test MariaDB and drops it
+// when tb ends.
+func NewEmptyDB(tb testing.TB, prefix string) *ZunDB {
+	tb.Helper()
 	admin, err := sql.Open("mysql", dsn(""))
 	if err != nil {
 		tb.Fatal(err)
@@ -90,16 +105,9 @@ func NewZunDB(tb testing.TB, prefix string) *ZunDB {
 	if _, err := admin.Exec("CREATE DATABASE " + name + " CHARACTER SET utf8"); err != nil {
 		tb.Fatal(err)
 	}
-	schema, err := os.ReadFile(filepath.Join(RepoRoot(), "testdata", "zun-schema.sql"))
-	if err != nil {
-		tb.Fatal(err)
-	}
 	db, err := sql.Open("mysql", dsn(name))
 	if err != nil {
 		tb.Fatal(err)
-	}
-	if _, err := db.Exec(string(schema)); err != nil {
-		tb.Fatalf("load Zun schema: %v", err)
 	}
 	tb.Cleanup(func() {
 		db.Close()
