@@ -35,8 +35,9 @@ type Request struct {
 	ExecID string // empty for attach
 }
 
-// ParseQuery reads token, uuid and exec_id from a raw query string.
-// Repeated parameters are refused rather than guessed at.
+// ParseQuery reads token, uuid and exec_id from a raw query string. A
+// token is required; repeated parameters are refused rather than guessed
+// at.
 func ParseQuery(rawQuery string) (Request, error) {
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
@@ -60,9 +61,6 @@ func ParseQuery(rawQuery string) (Request, error) {
 	}
 	if r.ExecID, err = one("exec_id"); err != nil {
 		return Request{}, err
-	}
-	if r.UUID == "" {
-		return Request{}, fmt.Errorf("%w: parameter uuid is missing", ErrMalformed)
 	}
 	if r.Token == "" {
 		return Request{}, fmt.Errorf("%w: parameter token is missing", ErrUnauthorized)
@@ -94,6 +92,9 @@ func NewAuthorizer(containers Containers) *Authorizer {
 // container's websocket_token for attach, the exec instance's token for
 // exec.
 func (a *Authorizer) Resolve(ctx context.Context, r Request) (console.Target, error) {
+	if r.UUID == "" {
+		return console.Target{}, fmt.Errorf("%w: parameter uuid is missing", ErrMalformed)
+	}
 	var c store.Container
 	var err error
 	if IsUUIDLike(r.UUID) {

@@ -3,7 +3,18 @@
 // connects the proxy to it.
 package console
 
-import "net"
+import (
+	"errors"
+	"net"
+)
+
+// Errors about the container side, mapped to answers in one place.
+var (
+	// ErrNotRunning: the container exists no more or is not running.
+	ErrNotRunning = errors.New("container is not running")
+	// ErrRuntime: the container runtime cannot be reached or refused.
+	ErrRuntime = errors.New("container runtime unreachable")
+)
 
 // Kind says how a console reaches the container.
 type Kind int
@@ -33,6 +44,9 @@ type Target struct {
 	// Docker's attach endpoint, for Exec the Docker API URL (tcp://, unix://).
 	URL    string
 	ExecID string // for Exec: Docker's exec id
+	// TokenID names the standalone token that opened the console (for
+	// logs); empty in Zun mode.
+	TokenID string
 }
 
 // Stream is an open connection to a container's console.

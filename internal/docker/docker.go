@@ -95,19 +95,25 @@ func (d *Dialer) dialAttach(ctx context.Context, t console.Target) (console.Stre
 	if err != nil {
 		return console.Stream{}, fmt.Errorf("attach url of container %s: %w", t.ContainerUUID, err)
 	}
+	network, addr, host := "tcp", u.Host, u.Hostname()
 	var useTLS bool
 	switch u.Scheme {
-	case "ws":
-	case "wss":
-		useTLS = true
+	case "ws", "wss":
+		useTLS = u.Scheme == "wss"
+		if u.Port() == "" {
+			addr = net.JoinHostPort(host, map[bool]string{false: "80", true: "443"}[useTLS])
+		}
 	default:
-		return console.Stream{}, fmt.Errorf("attach url of container %s: unsupported scheme %q", t.ContainerUUID, u.Scheme)
+		// An Engine API URL (standalone targets): Docker's attach endpoint
+		// on it.
+		if network, addr, useTLS, host, err = d.apiEndpoint(t.URL); err != nil {
+			return console.Stream{}, fmt.Errorf("docker url of container %s: %w", t.ContainerID, err)
+		}
+		u = &url.URL{Scheme: "ws", Host: host,
+			Path:     fmt.Sprintf("/v%s/containers/%s/attach/ws", d.opts.APIVersion, t.ContainerID),
+			RawQuery: "logs=0&stream=1&stdin=1&stdout=1&stderr=1"}
 	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), map[bool]string{false: "80", true: "443"}[useTLS])
-	}
-	conn, err := d.connect(ctx, "tcp", addr, useTLS, u.Hostname())
+	conn, err := d.connect(ctx, network, addr, useTLS, host)
 	if err != nil {
 		return console.Stream{}, fmt.Errorf("dial docker attach %s: %w", addr, err)
 	}

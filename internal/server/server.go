@@ -110,9 +110,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// errBackend marks failures to reach the container runtime.
-var errBackend = errors.New("container runtime unreachable")
-
 // ServeHTTP takes one request down the data path: handshake checks, Origin,
 // token, dial, upgrade, session.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -141,7 +138,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	stream, err := s.opts.Dialer.Dial(r.Context(), target)
 	if err != nil {
-		s.reject(w, r, fmt.Errorf("%w: %w", errBackend, err))
+		s.reject(w, r, fmt.Errorf("%w: %w", console.ErrRuntime, err))
 		return
 	}
 	subprotocol, encoding := chooseSubprotocol(websocket.Subprotocols(r))
@@ -170,6 +167,9 @@ func (s *Server) run(sess *proxy.Session, t console.Target, client, subprotocol 
 	attrs := []any{"container", t.ContainerUUID, "kind", t.Kind.String(), "client", client}
 	if t.Kind == console.Exec {
 		attrs = append(attrs, "exec_id", t.ExecID)
+	}
+	if t.TokenID != "" {
+		attrs = append(attrs, "token_id", t.TokenID)
 	}
 	log := s.log.With(attrs...)
 	log.Info("session started", "subprotocol", subprotocol)
@@ -218,9 +218,11 @@ func answer(err error) (int, string) {
 		return http.StatusConflict, "more than one container has this name; use its uuid"
 	case errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable, "container database unavailable"
-	case errors.Is(err, errBackend) && isTimeout(err):
+	case errors.Is(err, console.ErrNotRunning):
+		return http.StatusConflict, "container is not running"
+	case errors.Is(err, console.ErrRuntime) && isTimeout(err):
 		return http.StatusGatewayTimeout, "container runtime did not answer in time"
-	case errors.Is(err, errBackend):
+	case errors.Is(err, console.ErrRuntime):
 		return http.StatusBadGateway, "container runtime unreachable"
 	}
 	return http.StatusInternalServerError, "internal error"
