@@ -1,6 +1,12 @@
 // Command zun-wsproxy is a WebSocket proxy that gives clients console
 // access to their containers: a drop-in replacement for OpenStack Zun's
-// zun-wsproxy that reads the same zun.conf.
+// zun-wsproxy that reads the same zun.conf, and a standalone console
+// gateway for plain Docker hosts with its own tokens.
+//
+//	zun-wsproxy [--config-file F]... [--config-dir D]... [--data-dir D]
+//	zun-wsproxy token create --container NAME [--exec CMD] [--ttl 5m] [--uses 1]
+//	zun-wsproxy token list
+//	zun-wsproxy token revoke ID
 package main
 
 import (
@@ -19,16 +25,36 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/zun-wsproxy/zun-wsproxy/internal/admin"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/config"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/docker"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/server"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/standalone"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/store/tokendb"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/zunsql"
+	"github.com/zun-wsproxy/zun-wsproxy/web"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+func main() {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		err = tokenCommand(os.Args[2:], os.Stdout)
+	} else {
+		err = serve(os.Args[1:])
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "zun-wsproxy:", err)
+		os.Exit(1)
+	}
+}
 
 // multiFlag collects a repeatable flag, like oslo's --config-file.
 type multiFlag []string
@@ -36,33 +62,70 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return fmt.Sprint(*m) }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "zun-wsproxy:", err)
-		os.Exit(1)
-	}
+// common are the flags of every command.
+type common struct {
+	files, dirs multiFlag
+	dataDir     string
 }
 
-func run(args []string) error {
+func (c *common) register(fs *flag.FlagSet) {
+	fs.Var(&c.files, "config-file", "path to a zun.conf; repeatable, later files win (default: oslo.config's search for zun.conf)")
+	fs.Var(&c.dirs, "config-dir", "directory of *.conf files read after --config-file, in name order; repeatable")
+	fs.StringVar(&c.dataDir, "data-dir", "./data", "where standalone mode keeps its embedded store")
+}
+
+func (c *common) load() (*config.Config, error) {
+	files, dirs := c.files, c.dirs
+	if len(files) == 0 && len(dirs) == 0 {
+		files, dirs = config.DefaultFiles(), config.DefaultDirs()
+	}
+	return config.Load(files, dirs)
+}
+
+func newDialer(cfg *config.Config) (*docker.Dialer, error) {
+	var dockerTLS *tls.Config
+	d := cfg.Docker
+	if d.CAFile != "" || d.CertFile != "" || d.KeyFile != "" || d.APIInsecure {
+		var err error
+		if dockerTLS, err = docker.TLSConfig(d.CAFile, d.CertFile, d.KeyFile, d.APIInsecure); err != nil {
+			return nil, fmt.Errorf("[docker]: %w", err)
+		}
+	}
+	return docker.NewDialer(docker.Options{
+		APIVersion: d.APIVersion, TLS: dockerTLS, ExecTLS: d.TLS(), Timeout: cfg.Proxy.BackendTimeout,
+	}), nil
+}
+
+// openTokens opens standalone mode's store: the shared database when
+// [database] connection is set, else SQLite in the data directory.
+func openTokens(cfg *config.Config, dataDir string) (*tokendb.DB, error) {
+	if cfg.Database.Connection != "" {
+		db, err := tokendb.OpenMySQL(cfg.Database.DSN, cfg.Database.MaxOpen, cfg.Database.MaxIdle, cfg.Database.QueryTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("[database] connection: %w", err)
+		}
+		return db, nil
+	}
+	db, err := tokendb.OpenSQLite(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
+	return db, nil
+}
+
+func serve(args []string) error {
 	fs := flag.NewFlagSet("zun-wsproxy", flag.ContinueOnError)
-	var files, dirs multiFlag
-	fs.Var(&files, "config-file", "path to a zun.conf; repeatable, later files win (default: oslo.config's search for zun.conf)")
-	fs.Var(&dirs, "config-dir", "directory of *.conf files read after --config-file, in name order; repeatable")
+	var c common
+	c.register(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	if *showVersion {
 		fmt.Println("zun-wsproxy", version)
 		return nil
 	}
-	if len(files) == 0 && len(dirs) == 0 {
-		files, dirs = config.DefaultFiles(), config.DefaultDirs()
-	}
-	cfg, err := config.Load(files, dirs)
+	cfg, err := c.load()
 	if err != nil {
 		return err
 	}
@@ -71,28 +134,31 @@ func run(args []string) error {
 		return err
 	}
 	defer closeLog()
-
-	if cfg.Database.Connection == "" {
-		return errors.New("[database] connection: not set; zun-wsproxy reads consoles from Zun's database")
-	}
-	db, err := zunsql.Open(cfg.Database.DSN, zunsql.Options{
-		MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout,
-	})
+	dialer, err := newDialer(cfg)
 	if err != nil {
-		return fmt.Errorf("[database] connection: %w", err)
+		return err
 	}
-	defer db.Close()
 
-	var dockerTLS *tls.Config
-	d := cfg.Docker
-	if d.CAFile != "" || d.CertFile != "" || d.KeyFile != "" || d.APIInsecure {
-		if dockerTLS, err = docker.TLSConfig(d.CAFile, d.CertFile, d.KeyFile, d.APIInsecure); err != nil {
-			return fmt.Errorf("[docker]: %w", err)
+	var resolver server.Resolver
+	var tokens *standalone.Service
+	if cfg.Mode == "zun" {
+		db, err := zunsql.Open(cfg.Database.DSN, zunsql.Options{
+			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout,
+		})
+		if err != nil {
+			return fmt.Errorf("[database] connection: %w", err)
 		}
+		defer db.Close()
+		resolver = auth.NewAuthorizer(db)
+	} else {
+		db, err := openTokens(cfg, c.dataDir)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		tokens = standalone.New(db, dialer, cfg.Docker.Endpoint)
+		resolver = tokens
 	}
-	dialer := docker.NewDialer(docker.Options{
-		APIVersion: d.APIVersion, TLS: dockerTLS, ExecTLS: d.TLS(), Timeout: cfg.Proxy.BackendTimeout,
-	})
 
 	base, err := url.Parse(cfg.Proxy.BaseURL)
 	if err != nil {
@@ -112,26 +178,46 @@ func run(args []string) error {
 	}
 
 	srv := server.New(server.Options{
-		Resolver: auth.NewAuthorizer(db),
+		Resolver: resolver,
 		Dialer:   dialer,
+		Resizer:  dialer,
 		Origin:   auth.OriginPolicy{BaseScheme: base.Scheme, Allowed: cfg.Proxy.AllowedOrigins},
 		Logger:   log,
 		Path:     base.Path,
 		Session:  proxy.Options{},
+		Console:  web.Handler(),
 	})
 	addr := net.JoinHostPort(cfg.Proxy.Host, strconv.Itoa(cfg.Proxy.Port))
 	ln, err := server.Listen(addr, listenTLS, cfg.Proxy.SSLOnly)
 	if err != nil {
 		return fmt.Errorf("[websocket_proxy] listen on %s: %w", addr, err)
 	}
-	log.Info("zun-wsproxy listening", "address", ln.Addr().String(), "tls", listenTLS != nil,
+	log.Info("zun-wsproxy listening", "address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
 		"ssl_only", cfg.Proxy.SSLOnly, "base_url", cfg.Proxy.BaseURL, "version", version)
+
+	served := make(chan error, 2)
+	go func() { served <- srv.Serve(ln) }()
+	var adminSrv *admin.Server
+	if cfg.Admin.Listen != "" {
+		if tokens == nil {
+			return errors.New("[admin] listen: the token API exists in standalone mode only")
+		}
+		key, err := os.ReadFile(cfg.Admin.KeyFile)
+		if err != nil {
+			return fmt.Errorf("[admin] key_file: %w", err)
+		}
+		adminSrv = admin.New(tokens, key, cfg.Proxy.BaseURL, log)
+		adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			return fmt.Errorf("[admin] listen on %s: %w", cfg.Admin.Listen, err)
+		}
+		log.Info("token API listening", "address", adminLn.Addr().String())
+		go func() { served <- adminSrv.Serve(adminLn) }()
+	}
 
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
 	select {
 	case err := <-served:
 		return err
@@ -140,10 +226,12 @@ func run(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if adminSrv != nil {
+		adminSrv.Shutdown(ctx)
+	}
 	if err := srv.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	<-served
 	log.Info("stopped")
 	return nil
 }

@@ -21,13 +21,24 @@ import (
 
 // Config is everything the proxy reads from zun.conf.
 type Config struct {
-	Files    []string // the files that were read, in order
-	Debug    bool     // [DEFAULT] debug
-	LogFile  string   // [DEFAULT] log_file (under log_dir when relative); "" = stderr
-	MyIP     string   // [DEFAULT] my_ip
+	Files []string // the files that were read, in order
+	// Mode is "zun" (consoles from Zun's database) or "standalone"
+	// (the proxy's own tokens): [websocket_proxy] mode, by default zun
+	// when [database] connection is set, else standalone.
+	Mode     string
+	Debug    bool   // [DEFAULT] debug
+	LogFile  string // [DEFAULT] log_file (under log_dir when relative); "" = stderr
+	MyIP     string // [DEFAULT] my_ip
 	Proxy    Proxy
 	Docker   Docker
 	Database Database
+	Admin    Admin
+}
+
+// Admin is [admin]: the token API's listener (standalone mode).
+type Admin struct {
+	Listen  string // listen: host:port; "" = off
+	KeyFile string // key_file: holds the API key
 }
 
 // Proxy is [websocket_proxy].
@@ -52,6 +63,9 @@ type Docker struct {
 	CAFile      string // ca_file
 	CertFile    string // cert_file
 	KeyFile     string // key_file
+	// Endpoint is api_url (extension): the Docker Engine API that
+	// standalone mode mints consoles for.
+	Endpoint string
 }
 
 // TLS reports whether Zun talks TLS to Docker's API: api_insecure is false
@@ -82,6 +96,7 @@ var defaults = map[string]map[string]string{
 		"cert":            "self.pem",
 		"key":             "",
 		"backend_timeout": "10",
+		"mode":            "",
 	},
 	"docker": {
 		"docker_remote_api_version": "1.26",
@@ -92,8 +107,10 @@ var defaults = map[string]map[string]string{
 		"ca_file":                   "",
 		"cert_file":                 "",
 		"key_file":                  "",
+		"api_url":                   "unix:///var/run/docker.sock",
 	},
 	"database": {"connection": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5"},
+	"admin":    {"listen": "", "key_file": ""},
 }
 
 // Load reads files, then every *.conf file of each dir in name order, later
@@ -316,6 +333,11 @@ func (r *reader) config() (*Config, error) {
 	d.APIPort = r.port(dk, "docker_remote_api_port")
 	d.APIURL, _ = r.get(dk, "docker_remote_api_url")
 	d.APIInsecure = r.bool(dk, "api_insecure")
+	var epEntry entry
+	d.Endpoint, epEntry = r.get(dk, "api_url")
+	if u, err := url.Parse(d.Endpoint); err != nil || (u.Scheme != "unix" && u.Scheme != "tcp" && u.Scheme != "http" && u.Scheme != "https") {
+		r.fail(epEntry, dk, "api_url", fmt.Errorf("invalid Docker URL %q (want unix://, tcp://, http:// or https://)", d.Endpoint))
+	}
 	for _, f := range []struct {
 		name string
 		dst  *string
@@ -343,6 +365,38 @@ func (r *reader) config() (*Config, error) {
 	overflow := r.int(db, "max_overflow", 0, 100000)
 	c.Database.MaxOpen, c.Database.MaxIdle = pool+overflow, pool
 	c.Database.QueryTimeout = r.seconds(db, "query_timeout")
+
+	mode, modeEntry := r.get(wp, "mode")
+	switch mode {
+	case "":
+		c.Mode = "standalone"
+		if c.Database.Connection != "" {
+			c.Mode = "zun"
+		}
+	case "zun", "standalone":
+		c.Mode = mode
+	default:
+		r.fail(modeEntry, wp, "mode", fmt.Errorf("invalid mode %q (want zun or standalone)", mode))
+	}
+	if c.Mode == "zun" && c.Database.Connection == "" {
+		r.fail(modeEntry, wp, "mode", errors.New("zun needs [database] connection"))
+	}
+
+	var listenEntry, keyEntry entry
+	c.Admin.Listen, listenEntry = r.get("admin", "listen")
+	c.Admin.KeyFile, keyEntry = r.get("admin", "key_file")
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			r.fail(listenEntry, "admin", "listen", fmt.Errorf("invalid address %q (want host:port)", c.Admin.Listen))
+		}
+		if c.Admin.KeyFile == "" {
+			r.fail(entry{file: listenEntry.file}, "admin", "key_file", errors.New("required when [admin] listen is set"))
+		} else if key, err := os.ReadFile(c.Admin.KeyFile); err != nil {
+			r.fail(keyEntry, "admin", "key_file", fmt.Errorf("unreadable: %w", unwrapPath(err)))
+		} else if len(strings.TrimSpace(string(key))) < 16 {
+			r.fail(keyEntry, "admin", "key_file", errors.New("the key must be at least 16 characters"))
+		}
+	}
 
 	if r.err != nil {
 		return nil, r.err

@@ -89,12 +89,15 @@ func TestDefaults(t *testing.T) {
 	if !reflect.DeepEqual(c.Proxy, want) {
 		t.Errorf("proxy %+v, want %+v", c.Proxy, want)
 	}
-	wantDocker := Docker{APIVersion: "1.26", APIHost: "192.0.2.7", APIPort: 2375, APIURL: "tcp://192.0.2.7:2375"}
+	wantDocker := Docker{APIVersion: "1.26", APIHost: "192.0.2.7", APIPort: 2375, APIURL: "tcp://192.0.2.7:2375", Endpoint: "unix:///var/run/docker.sock"}
 	if c.Docker != wantDocker {
 		t.Errorf("docker %+v, want %+v", c.Docker, wantDocker)
 	}
 	if c.Database.MaxOpen != 55 || c.Database.MaxIdle != 5 || c.Database.QueryTimeout != 5*time.Second || c.Database.Connection != "" {
 		t.Errorf("database %+v", c.Database)
+	}
+	if c.Mode != "standalone" || c.Admin.Listen != "" {
+		t.Errorf("mode %q admin %+v", c.Mode, c.Admin)
 	}
 	if c.Debug || c.LogFile != "" {
 		t.Errorf("debug %v log_file %q", c.Debug, c.LogFile)
@@ -135,6 +138,9 @@ anything = goes
 `)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.Mode != "zun" {
+		t.Errorf("mode %q with a database connection", c.Mode)
 	}
 	if !c.Debug || c.LogFile != "/var/log/zun/wsproxy.log" {
 		t.Errorf("debug %v log_file %q", c.Debug, c.LogFile)
@@ -229,6 +235,11 @@ func TestErrorMessages(t *testing.T) {
 		{"[docker]\ndocker_remote_api_port = x\n", `[docker] docker_remote_api_port: invalid port "x" (want 0-65535)`},
 		{"[database]\nconnection = sqlite:///zun.db\n", `[database] connection: unsupported database "sqlite" (supported: mysql://, mysql+pymysql://, mysql+mysqldb://, mysql+mysqlconnector://, mariadb://)`},
 		{"[DEFAULT]\ndebug = 2\n", `[DEFAULT] debug: invalid boolean "2" (want true or false)`},
+		{"[websocket_proxy]\nmode = both\n", `[websocket_proxy] mode: invalid mode "both" (want zun or standalone)`},
+		{"[websocket_proxy]\nmode = zun\n", `[websocket_proxy] mode: zun needs [database] connection`},
+		{"[docker]\napi_url = ftp://x\n", `[docker] api_url: invalid Docker URL "ftp://x" (want unix://, tcp://, http:// or https://)`},
+		{"[admin]\nlisten = 127.0.0.1:6785\n", `[admin] key_file: required when [admin] listen is set`},
+		{"[admin]\nlisten = 6785\nkey_file = /k\n", `[admin] listen: invalid address "6785" (want host:port)`},
 	}
 	for _, c := range cases {
 		path := f(c.body)

@@ -42,6 +42,10 @@ type Options struct {
 	// MaxMessage bounds a client frame's payload (0: unbounded); a longer
 	// one closes the session with 1009.
 	MaxMessage int64
+	// Resize, when set, makes client text messages control messages (see
+	// ParseControl) instead of keystrokes: the web console's subprotocol.
+	// Keystrokes then travel in binary messages only.
+	Resize func(ctx context.Context, rows, cols int) error
 }
 
 // Result tells how a session went.
@@ -288,6 +292,12 @@ func (s *Session) pumpClient() end {
 			if inMessage {
 				return end{side: clientSide, err: &websocket.ProtocolError{Code: websocket.CloseProtocolError, Reason: "new message inside a fragmented message"}}
 			}
+			if h.Op == websocket.OpText && s.opts.Resize != nil {
+				if err := s.control(h); err != nil {
+					return end{side: clientSide, err: err}
+				}
+				continue
+			}
 			decode = s.opts.Encoding == Base64 && h.Op == websocket.OpText
 		}
 		inMessage = !h.Fin
@@ -295,6 +305,27 @@ func (s *Session) pumpClient() end {
 			return e
 		}
 	}
+}
+
+// control reads and acts on a control message of the web console.
+func (s *Session) control(h websocket.Header) error {
+	if !h.Fin || h.Length > maxControl {
+		return &websocket.ProtocolError{Code: websocket.ClosePolicyViolation, Reason: "control messages are single frames of at most 256 bytes"}
+	}
+	var buf [maxControl]byte
+	p := buf[:h.Length]
+	if _, err := io.ReadFull(s.clientR, p); err != nil {
+		return err
+	}
+	c, err := ParseControl(p)
+	if err != nil {
+		return &websocket.ProtocolError{Code: websocket.CloseInvalidPayload, Reason: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// A failed resize leaves the terminal usable: not a reason to end.
+	s.opts.Resize(ctx, c.Rows, c.Cols)
+	return nil
 }
 
 // forwardClientFrame forwards one client frame's payload in chunks: to an

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,12 +33,23 @@ type Dialer interface {
 	Dial(ctx context.Context, t console.Target) (console.Stream, error)
 }
 
+// Resizer sets a console's terminal size (for the web console).
+type Resizer interface {
+	Resize(ctx context.Context, t console.Target, rows, cols int) error
+}
+
 // Options configure a Server.
 type Options struct {
 	Resolver Resolver
 	Dialer   Dialer
-	Origin   auth.OriginPolicy
-	Logger   *slog.Logger
+	// Resizer serves the web console's resize messages; nil refuses its
+	// subprotocol.
+	Resizer Resizer
+	// Console serves the web console page and its assets under /console;
+	// nil means 404 there.
+	Console http.Handler
+	Origin  auth.OriginPolicy
+	Logger  *slog.Logger
 	// Path is the proxy's path besides "/" (base_url's path); every other
 	// path is 404.
 	Path string
@@ -113,6 +125,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // ServeHTTP takes one request down the data path: handshake checks, Origin,
 // token, dial, upgrade, session.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Console != nil && (r.URL.Path == "/console" || strings.HasPrefix(r.URL.Path, "/console/")) {
+		s.opts.Console.ServeHTTP(w, r)
+		return
+	}
 	if r.URL.Path != "/" && r.URL.Path != s.opts.Path {
 		http.Error(w, "404 not found", http.StatusNotFound)
 		return
@@ -141,7 +157,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, fmt.Errorf("%w: %w", console.ErrRuntime, err))
 		return
 	}
-	subprotocol, encoding := chooseSubprotocol(websocket.Subprotocols(r))
+	subprotocol, encoding := s.chooseSubprotocol(websocket.Subprotocols(r))
 	conn, buffered, err := websocket.Upgrade(w, key, subprotocol)
 	if err != nil {
 		stream.Conn.Close()
@@ -150,6 +166,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	opts := s.opts.Session
 	opts.Encoding = encoding
+	if subprotocol == proxy.ConsoleSubprotocol {
+		opts.Resize = func(ctx context.Context, rows, cols int) error {
+			return s.opts.Resizer.Resize(ctx, target, rows, cols)
+		}
+	}
 	s.run(proxy.New(conn, buffered, stream, opts), target, r.RemoteAddr, subprotocol)
 }
 
@@ -183,9 +204,17 @@ func (s *Server) run(sess *proxy.Session, t console.Target, client, subprotocol 
 		"reason", res.Reason)
 }
 
-// chooseSubprotocol selects "binary" when offered, as websockify does; else
-// "base64" for old clients that offer only that; else none.
-func chooseSubprotocol(offered []string) (string, proxy.Encoding) {
+// chooseSubprotocol selects the web console's protocol when offered (and
+// resizes can be served); else "binary" when offered, as websockify does;
+// else "base64" for old clients that offer only that; else none.
+func (s *Server) chooseSubprotocol(offered []string) (string, proxy.Encoding) {
+	if s.opts.Resizer != nil {
+		for _, p := range offered {
+			if p == proxy.ConsoleSubprotocol {
+				return p, proxy.Binary
+			}
+		}
+	}
 	b64 := false
 	for _, p := range offered {
 		switch p {

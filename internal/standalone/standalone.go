@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -152,4 +153,27 @@ func (s *Service) Resolve(ctx context.Context, r auth.Request) (console.Target, 
 		target.Kind, target.ExecID = console.Exec, t.ExecID
 	}
 	return target, nil
+}
+
+// URLs returns where a minted token opens its console: the WebSocket URL
+// python-zunclient-style clients use (base_url?token=…&uuid=…) and the web
+// console page.
+func URLs(baseURL, secret, container string) (websocketURL, consoleURL string) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return "", ""
+	}
+	q := url.Values{"token": {secret}, "uuid": {container}}
+	ws := *u
+	ws.RawQuery = q.Encode()
+	web := *u
+	switch web.Scheme {
+	case "ws":
+		web.Scheme = "http"
+	case "wss":
+		web.Scheme = "https"
+	}
+	web.Path = strings.TrimSuffix(web.Path, "/") + "/console"
+	web.RawQuery = url.Values{"token": {secret}}.Encode()
+	return ws.String(), web.String()
 }

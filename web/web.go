@@ -1,0 +1,50 @@
+// Package web serves the web console: a terminal page (xterm.js) that
+// opens a console WebSocket on the same origin. Its assets are built from
+// npm packages pinned in package-lock.json (make web) into dist/, which is
+// committed and embedded, so go build needs no npm.
+package web
+
+import (
+	"embed"
+	"io/fs"
+	"net/http"
+	"strings"
+)
+
+//go:embed dist
+var dist embed.FS
+
+// The page runs only its own scripts, talks only to its own origin, sends
+// no Referer (the token is in its URL) and cannot be framed.
+const csp = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// Handler serves /console (the page) and /console/<asset>.
+func Handler() http.Handler {
+	assets, _ := fs.Sub(dist, "dist")
+	files := http.FileServerFS(assets)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Security-Policy", csp)
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		name, _ := strings.CutPrefix(r.URL.Path, "/console")
+		name = strings.TrimPrefix(name, "/")
+		switch {
+		case name == "" && !strings.HasSuffix(r.URL.Path, "/"):
+			h.Set("Cache-Control", "no-store")
+			http.ServeFileFS(w, r, assets, "index.html")
+		case name == "" || name == "index.html" || strings.Contains(name, "/"):
+			http.Error(w, "404 not found", http.StatusNotFound)
+		default:
+			h.Set("Cache-Control", "public, max-age=3600")
+			r2 := r.Clone(r.Context())
+			r2.URL.Path = "/" + name
+			files.ServeHTTP(w, r2)
+		}
+	})
+}
