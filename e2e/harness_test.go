@@ -144,9 +144,16 @@ func startProxy(t *testing.T, port int, conf, override string) *proxy {
 		os.WriteFile(p, []byte(override), 0o600)
 		args = append(args, "--config-file", p)
 	}
+	return startProxyArgs(t, port, args...)
+}
+
+// startProxyArgs runs the binary with args, listening on port, until the
+// test ends.
+func startProxyArgs(t *testing.T, port int, args ...string) *proxy {
+	t.Helper()
 	p := &proxy{port: port, logs: &logBuffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary, args...)
-	p.cmd.Dir = dir
+	p.cmd.Dir = t.TempDir()
 	stderr, _ := p.cmd.StderrPipe()
 	p.cmd.Stdout = os.Stdout
 	if err := p.cmd.Start(); err != nil {

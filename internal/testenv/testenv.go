@@ -236,6 +236,12 @@ func (d *Docker) call(method, path string, body, out any) int {
 // test ends.
 func (d *Docker) Run(cmd string) string {
 	d.tb.Helper()
+	return d.RunNamed("", cmd)
+}
+
+// RunNamed is Run with a container name.
+func (d *Docker) RunNamed(name, cmd string) string {
+	d.tb.Helper()
 	var created struct{ Id string }
 	spec := map[string]any{
 		"Image": Image, "Cmd": []string{"sh", "-c", cmd},
@@ -243,7 +249,11 @@ func (d *Docker) Run(cmd string) string {
 		"HostConfig": map[string]any{"NetworkMode": "none"},
 		"Labels":     map[string]string{"zun-wsproxy-test": "1"},
 	}
-	if code := d.call("POST", "/containers/create", spec, &created); code != 201 {
+	path := "/containers/create"
+	if name != "" {
+		path += "?name=" + name
+	}
+	if code := d.call("POST", path, spec, &created); code != 201 {
 		d.tb.Fatalf("create container: status %d", code)
 	}
 	d.tb.Cleanup(func() { d.call("DELETE", "/containers/"+created.Id+"?force=1", nil, nil) })
