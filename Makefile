@@ -1,7 +1,7 @@
 # zun-wsproxy: build and test.
 GO ?= go
 
-.PHONY: all build test test-env check unit fuzz clean
+.PHONY: all build test test-env check unit fuzz clean web demo
 
 all: build
 
@@ -38,3 +38,8 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# web rebuilds the web console's assets (web/dist, embedded in the binary)
+# from the npm packages pinned in web/package-lock.json.
+web:
+	cd web && npm ci --no-audit --no-fund && node build.mjs

@@ -28,7 +28,7 @@ DOCKERD_LOG=/var/log/zun-wsproxy-test-dockerd.log
 MARIADB_LOG=/var/log/zun-wsproxy-test-mariadb.log
 
 # 1. Packages from Debian's archive.
-packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates iproute2)
+packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates iproute2 chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -113,7 +113,21 @@ out=$(docker run --rm --network none "$IMAGE" sh -c 'echo hello-$((6*7))')
 [ "$out" = hello-42 ] || die "test image does not run: got '$out'"
 log "image $IMAGE runs"
 
-# 5. The real Python client, under Debian's interpreter.
+# 5. Playwright (playwright-core only: it drives Debian's chromium and
+# downloads no browser) for the web console's browser test.
+here=$(cd "$(dirname "$0")/.." && pwd)
+command -v npm >/dev/null || die "npm is needed for the browser test (Node.js with npm)"
+browser_dir="$here/e2e/browser"
+# node_modules/.installed-lock records the lockfile it was installed from.
+if ! cmp -s "$browser_dir/package-lock.json" "$browser_dir/node_modules/.installed-lock" 2>/dev/null; then
+	log "installing playwright-core from e2e/browser/package-lock.json"
+	(cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+	cp "$browser_dir/package-lock.json" "$browser_dir/node_modules/.installed-lock"
+fi
+/usr/bin/chromium --version >/dev/null 2>&1 || die "chromium does not run"
+log "chromium and playwright-core ready"
+
+# 6. The real Python client, under Debian's interpreter.
 /usr/bin/python3 -c 'import zunclient.common.websocketclient.websocketclient, websocket' ||
 	die "python3-zunclient is not importable by /usr/bin/python3"
 log "python3-zunclient ready"

@@ -46,6 +46,11 @@ type Options struct {
 	// ParseControl) instead of keystrokes: the web console's subprotocol.
 	// Keystrokes then travel in binary messages only.
 	Resize func(ctx context.Context, rows, cols int) error
+	// BinaryOutput sends all container output in binary messages, whatever
+	// type Docker used (Docker 20.10 sends text): the web console's
+	// subprotocol reserves text for control, and browsers reject text
+	// that is not UTF-8.
+	BinaryOutput bool
 }
 
 // Result tells how a session went.
@@ -455,7 +460,9 @@ func (s *Session) pumpAttach() end {
 			}
 			return end{side: containerSide, closed: true, code: code}
 		case websocket.OpText, websocket.OpBinary:
-			msgOp = h.Op
+			if !s.opts.BinaryOutput {
+				msgOp = h.Op
+			}
 		}
 		for remaining := h.Length; remaining > 0; {
 			// Short payloads go through the inline array; only bulk output

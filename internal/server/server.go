@@ -167,6 +167,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := s.opts.Session
 	opts.Encoding = encoding
 	if subprotocol == proxy.ConsoleSubprotocol {
+		opts.BinaryOutput = true
 		opts.Resize = func(ctx context.Context, rows, cols int) error {
 			return s.opts.Resizer.Resize(ctx, target, rows, cols)
 		}
