@@ -1,7 +1,7 @@
 # zun-wsproxy: build and test.
 GO ?= go
 
-.PHONY: all build test test-env check unit fuzz clean web demo
+.PHONY: all build test test-env check unit fuzz clean web demo demo-stop
 
 all: build
 
@@ -43,3 +43,12 @@ clean:
 # from the npm packages pinned in web/package-lock.json.
 web:
 	cd web && npm ci --no-audit --no-fund && node build.mjs
+
+# demo takes a fresh Debian/Ubuntu machine to a working web console (see
+# scripts/demo.sh); demo-stop removes what it started.
+demo:
+	bash scripts/demo.sh
+
+demo-stop:
+	-@[ -f demo/zun-wsproxy.pid ] && kill $$(cat demo/zun-wsproxy.pid) 2>/dev/null; rm -f demo/zun-wsproxy.pid
+	-docker rm -f zun-wsproxy-demo

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian/Ubuntu machine to a working web console:
+#   - uses the running Docker engine, starts an installed one, or installs
+#     Debian's docker.io (saying so);
+#   - builds a small offline image from busybox-static and runs the demo
+#     container "zun-wsproxy-demo" (the only container it touches);
+#   - builds zun-wsproxy and runs it on 127.0.0.1 in standalone mode with
+#     its embedded store in ./demo/data;
+#   - mints a token and prints the console URL and the ws:// URL.
+# Stop it with: make demo-stop
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT=${DEMO_PORT:-6784}
+NAME=zun-wsproxy-demo
+IMAGE=zun-wsproxy-demo/busybox:latest
+DIR=demo
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null || die "needs root or sudo to start Docker"
+	SUDO="sudo"
+fi
+apt_install() {
+	say "installing $* from the distribution's packages"
+	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+DOCKER="$SUDO docker"
+
+# 1. A Docker engine.
+if ! $DOCKER info >/dev/null 2>&1; then
+	if ! command -v dockerd >/dev/null; then
+		apt_install docker.io
+	fi
+	if ! $DOCKER info >/dev/null 2>&1; then
+		say "starting Docker"
+		if command -v systemctl >/dev/null && systemctl list-units >/dev/null 2>&1; then
+			$SUDO systemctl start docker
+		else
+			$SUDO sh -c 'setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &'
+		fi
+		for _ in $(seq 1 60); do $DOCKER info >/dev/null 2>&1 && break; sleep 1; done
+		$DOCKER info >/dev/null 2>&1 || die "Docker did not start (see /var/log/dockerd.log)"
+	fi
+else
+	say "using the running Docker engine"
+fi
+
+# 2. The demo container, from an image built offline.
+if ! $DOCKER image inspect "$IMAGE" >/dev/null 2>&1; then
+	[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || apt_install busybox-static
+	say "building $IMAGE from busybox"
+	rootfs=$(mktemp -d)
+	trap 'rm -rf "$rootfs"' EXIT
+	mkdir -p "$rootfs"/{bin,etc,tmp,root}
+	cp /bin/busybox "$rootfs/bin/busybox"
+	for applet in $(/bin/busybox --list); do
+		[ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
+	done
+	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
+	printf 'root:x:0:\n' >"$rootfs/etc/group"
+	tar -C "$rootfs" -c . | $DOCKER import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' -c 'ENV PS1=demo\$\ ' - "$IMAGE" >/dev/null
+fi
+if [ "$($DOCKER inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" != true ]; then
+	$DOCKER rm -f "$NAME" >/dev/null 2>&1 || true
+	say "starting the demo container $NAME"
+	$DOCKER run -dit --name "$NAME" --network none --hostname demo "$IMAGE" sh >/dev/null
+fi
+
+# 3. The proxy, standalone, on loopback.
+command -v go >/dev/null || die "Go is needed to build zun-wsproxy (https://go.dev/doc/install)"
+say "building zun-wsproxy"
+go build -o bin/zun-wsproxy ./cmd/zun-wsproxy
+mkdir -p "$DIR"
+cat >"$DIR/zun.conf" <<EOF
+[DEFAULT]
+my_ip = 127.0.0.1
+
+[websocket_proxy]
+wsproxy_host = 127.0.0.1
+wsproxy_port = $PORT
+
+[docker]
+api_url = unix:///var/run/docker.sock
+EOF
+if [ -f "$DIR/zun-wsproxy.pid" ] && kill -0 "$(cat "$DIR/zun-wsproxy.pid")" 2>/dev/null; then
+	say "restarting zun-wsproxy"
+	kill "$(cat "$DIR/zun-wsproxy.pid")"
+	sleep 1
+fi
+$SUDO sh -c "setsid nohup bin/zun-wsproxy --config-file $DIR/zun.conf --data-dir $DIR/data >$DIR/zun-wsproxy.log 2>&1 </dev/null & echo \$! >$DIR/zun-wsproxy.pid"
+for _ in $(seq 1 50); do
+	(exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break
+	sleep 0.2
+done
+(exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null || { tail -5 "$DIR/zun-wsproxy.log"; die "zun-wsproxy did not start"; }
+
+# 4. A token.
+out=$($SUDO bin/zun-wsproxy token create --config-file "$DIR/zun.conf" --data-dir "$DIR/data" --container "$NAME" --ttl 30m)
+console=$(printf '%s\n' "$out" | sed -n 's/^web console: *//p')
+ws=$(printf '%s\n' "$out" | sed -n 's/^websocket: *//p')
+cat <<EOF
+
+zun-wsproxy is running on 127.0.0.1:$PORT (log: $DIR/zun-wsproxy.log).
+
+Open the console in a browser (single use, valid 30 minutes):
+  $console
+
+Or from a CLI WebSocket client (python-zunclient style):
+  $ws
+
+More tokens:  bin/zun-wsproxy token create --config-file $DIR/zun.conf --data-dir $DIR/data --container $NAME
+Stop it all:  make demo-stop
+EOF
