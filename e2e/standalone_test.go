@@ -260,3 +260,40 @@ func TestAdminAPI(t *testing.T) {
 		t.Errorf("revoke unknown: %d", code)
 	}
 }
+
+// Standalone mode keeps its store in MariaDB when [database] connection
+// is set with mode = standalone: how replicas share tokens.
+func TestStandaloneOnMariaDB(t *testing.T) {
+	d := testenv.NewDocker(t)
+	db := testenv.NewEmptyDB(t, "sa")
+	dir := t.TempDir()
+	port := freePort(t)
+	conf := filepath.Join(dir, "zun.conf")
+	os.WriteFile(conf, []byte(standaloneConf(port)+"\n[database]\nconnection = mysql+pymysql://"+testenv.MySQLUser+":"+testenv.MySQLPass+"@"+testenv.MySQLAddr+"/"+db.Name+"\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "mode.conf"), []byte("[websocket_proxy]\nmode = standalone\n"), 0o600)
+	s := &standalone{docker: d, dataDir: filepath.Join(dir, "unused"), conf: conf}
+	s.proxy = startProxyArgs(t, port, "--config-file", conf, "--config-file", filepath.Join(dir, "mode.conf"))
+	name := "sadb-" + testenv.NewUUID()[:8]
+	d.RunNamed(name, "sh")
+	out, err := exec.Command(binary, "token", "create", "--config-file", conf, "--config-file", filepath.Join(dir, "mode.conf"), "--container", name).CombinedOutput()
+	m := urlLine.FindStringSubmatch(string(out))
+	if err != nil || m == nil {
+		t.Fatalf("token create: %v\n%s", err, out)
+	}
+	ctx := ctxTimeout(t, 30*time.Second)
+	conn, _, err := dial(ctx, m[1], nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	conn.Write(ctx, websocket.MessageBinary, []byte("echo db-$((6*7))\n"))
+	readUntil(ctx, t, conn, "db-42")
+	conn.Close(websocket.StatusNormalClosure, "")
+	var n int
+	db.QueryRow("SELECT COUNT(*) FROM console_tokens").Scan(&n)
+	if n != 1 {
+		t.Errorf("%d tokens in MariaDB, want 1", n)
+	}
+	if _, err := os.Stat(s.dataDir); err == nil {
+		t.Error("a SQLite store was made although MariaDB is configured")
+	}
+}
