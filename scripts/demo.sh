@@ -19,11 +19,7 @@ DIR=demo
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 1; }
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-	command -v sudo >/dev/null || die "needs root or sudo to start Docker"
-	SUDO="sudo"
-fi
+. scripts/lib.sh
 apt_install() {
 	say "installing $* from the distribution's packages"
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -54,16 +50,7 @@ fi
 if ! $DOCKER image inspect "$IMAGE" >/dev/null 2>&1; then
 	[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || apt_install busybox-static
 	say "building $IMAGE from busybox"
-	rootfs=$(mktemp -d)
-	trap 'rm -rf "$rootfs"' EXIT
-	mkdir -p "$rootfs"/{bin,etc,tmp,root}
-	cp /bin/busybox "$rootfs/bin/busybox"
-	for applet in $(/bin/busybox --list); do
-		[ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
-	done
-	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
-	printf 'root:x:0:\n' >"$rootfs/etc/group"
-	tar -C "$rootfs" -c . | $DOCKER import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' -c 'ENV PS1=demo\$\ ' - "$IMAGE" >/dev/null
+	build_busybox_image "$IMAGE" -c 'ENV PS1=demo\$\ '
 fi
 if [ "$($DOCKER inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" != true ]; then
 	$DOCKER rm -f "$NAME" >/dev/null 2>&1 || true

@@ -13,11 +13,7 @@ set -euo pipefail
 log() { printf 'test-env: %s\n' "$*"; }
 die() { printf 'test-env: ERROR: %s\n' "$*" >&2; exit 1; }
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-	command -v sudo >/dev/null || die "must run as root (or with sudo available)"
-	SUDO="sudo"
-fi
+. "$(dirname "$0")/lib.sh"
 
 MYSQL_USER=zuntest
 MYSQL_PASS=zuntest
@@ -97,17 +93,7 @@ log "Docker engine ready on tcp://$DOCKER_TCP"
 # 4. The offline test image.
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
 	log "building $IMAGE from busybox-static"
-	rootfs=$(mktemp -d)
-	trap 'rm -rf "$rootfs"' EXIT
-	mkdir -p "$rootfs"/{bin,etc,tmp,root,dev,proc,sys}
-	chmod 1777 "$rootfs/tmp"
-	cp /bin/busybox "$rootfs/bin/busybox"
-	for applet in $(/bin/busybox --list); do
-		[ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
-	done
-	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
-	printf 'root:x:0:\n' >"$rootfs/etc/group"
-	tar -C "$rootfs" -c . | docker import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' - "$IMAGE" >/dev/null
+	build_busybox_image "$IMAGE"
 fi
 out=$(docker run --rm --network none "$IMAGE" sh -c 'echo hello-$((6*7))')
 [ "$out" = hello-42 ] || die "test image does not run: got '$out'"

@@ -1,7 +1,8 @@
 // Package web serves the web console: a terminal page (xterm.js) that
-// opens a console WebSocket on the same origin. Its assets are built from
-// npm packages pinned in package-lock.json (make web) into dist/, which is
-// committed and embedded, so go build needs no npm.
+// opens a console WebSocket on the same origin. The page's own files are
+// in src/; xterm.js comes from npm packages pinned in package-lock.json,
+// copied into dist/ by make web. Both are committed and embedded, so go
+// build needs no npm.
 package web
 
 import (
@@ -11,8 +12,8 @@ import (
 	"strings"
 )
 
-//go:embed dist
-var dist embed.FS
+//go:embed src dist
+var files embed.FS
 
 // The page runs only its own scripts, talks only to its own origin, sends
 // no Referer (the token is in its URL) and cannot be framed.
@@ -20,8 +21,8 @@ const csp = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inl
 
 // Handler serves /console (the page) and /console/<asset>.
 func Handler() http.Handler {
-	assets, _ := fs.Sub(dist, "dist")
-	files := http.FileServerFS(assets)
+	page, _ := fs.Sub(files, "src")
+	vendor, _ := fs.Sub(files, "dist")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
@@ -37,14 +38,20 @@ func Handler() http.Handler {
 		switch {
 		case name == "" && !strings.HasSuffix(r.URL.Path, "/"):
 			h.Set("Cache-Control", "no-store")
-			http.ServeFileFS(w, r, assets, "index.html")
+			http.ServeFileFS(w, r, page, "index.html")
 		case name == "" || name == "index.html" || strings.Contains(name, "/"):
 			http.Error(w, "404 not found", http.StatusNotFound)
 		default:
+			fsys := page
+			if _, err := fs.Stat(page, name); err != nil {
+				fsys = vendor
+			}
+			if _, err := fs.Stat(fsys, name); err != nil {
+				http.Error(w, "404 not found", http.StatusNotFound)
+				return
+			}
 			h.Set("Cache-Control", "public, max-age=3600")
-			r2 := r.Clone(r.Context())
-			r2.URL.Path = "/" + name
-			files.ServeHTTP(w, r2)
+			http.ServeFileFS(w, r, fsys, name)
 		}
 	})
 }

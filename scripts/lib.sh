@@ -1,0 +1,27 @@
+# Shell helpers shared by scripts/test-env.sh and scripts/demo.sh.
+
+# SUDO runs a command as root: empty when already root.
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null || { echo "needs root, or sudo" >&2; exit 1; }
+	SUDO="sudo"
+fi
+
+# build_busybox_image IMAGE [DOCKER-IMPORT-OPTIONS...] imports a small
+# image from Debian's busybox-static (/bin/busybox and a link per applet),
+# with no registry involved.
+build_busybox_image() {
+	local image=$1 rootfs
+	shift
+	rootfs=$(mktemp -d)
+	mkdir -p "$rootfs"/{bin,etc,tmp,root,dev,proc,sys}
+	chmod 1777 "$rootfs/tmp"
+	cp /bin/busybox "$rootfs/bin/busybox"
+	for applet in $(/bin/busybox --list); do
+		[ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
+	done
+	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
+	printf 'root:x:0:\n' >"$rootfs/etc/group"
+	tar -C "$rootfs" -c . | $SUDO docker import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' "$@" - "$image" >/dev/null
+	rm -rf "$rootfs"
+}
