@@ -149,7 +149,7 @@ func serve(args []string) error {
 			return fmt.Errorf("[database] connection: %w", err)
 		}
 		defer db.Close()
-		resolver = auth.NewAuthorizer(db)
+		resolver = auth.NewAuthorizer(db, auth.Options{TokenTTL: cfg.Proxy.TokenTTL, SingleUse: cfg.Proxy.SingleUseTokens})
 	} else {
 		db, err := openTokens(cfg, c.dataDir)
 		if err != nil {
@@ -184,8 +184,15 @@ func serve(args []string) error {
 		Origin:   auth.OriginPolicy{BaseScheme: base.Scheme, Allowed: cfg.Proxy.AllowedOrigins},
 		Logger:   log,
 		Path:     base.Path,
-		Session:  proxy.Options{},
+		Session:  proxy.Options{MaxMessage: cfg.Proxy.MaxMessageBytes},
 		Console:  web.Handler(),
+
+		ReadHeaderTimeout:       cfg.Proxy.HeaderTimeout,
+		MaxHeaderBytes:          cfg.Proxy.MaxHeaderBytes,
+		MaxSessions:             cfg.Proxy.MaxSessions,
+		MaxSessionsPerContainer: cfg.Proxy.MaxSessionsPerContainer,
+		AuthFailureLimit:        cfg.Proxy.AuthFailureLimit,
+		AuthFailureWindow:       cfg.Proxy.AuthFailureWindow,
 	})
 	addr := net.JoinHostPort(cfg.Proxy.Host, strconv.Itoa(cfg.Proxy.Port))
 	ln, err := server.Listen(addr, listenTLS, cfg.Proxy.SSLOnly)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
@@ -69,22 +70,46 @@ func ParseQuery(rawQuery string) (Request, error) {
 }
 
 // Containers looks containers and their exec instances up in Zun's
-// database.
+// database, and uses tokens up when they are single-use.
 type Containers interface {
 	ContainerByUUID(ctx context.Context, uuid string) (store.Container, error)
 	ContainerByName(ctx context.Context, name string) (store.Container, error)
 	ExecInstance(ctx context.Context, containerID int64, execID string) (store.ExecInstance, error)
+	ConsumeAttachToken(ctx context.Context, containerID int64, token string) (bool, error)
+	ConsumeExecToken(ctx context.Context, containerID int64, execID, token string) (bool, error)
+}
+
+// Options harden Zun's tokens beyond what Zun itself does; both are off by
+// default for strict compatibility.
+type Options struct {
+	// TokenTTL refuses a token older than this, counted from the row's
+	// updated_at (Zun writes the row when it stores the token). 0: no limit.
+	TokenTTL time.Duration
+	// SingleUse clears a token from the database when a session starts
+	// with it, atomically, so it opens one session across all replicas.
+	SingleUse bool
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
 // Authorizer resolves requests to console targets, checking their tokens
 // as Zun's proxy does.
 type Authorizer struct {
 	containers Containers
+	opts       Options
 }
 
 // NewAuthorizer returns an Authorizer reading from containers.
-func NewAuthorizer(containers Containers) *Authorizer {
-	return &Authorizer{containers: containers}
+func NewAuthorizer(containers Containers, opts Options) *Authorizer {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Authorizer{containers: containers, opts: opts}
+}
+
+// fresh applies TokenTTL to a token stored at updated.
+func (a *Authorizer) fresh(updated time.Time) bool {
+	return a.opts.TokenTTL <= 0 || (!updated.IsZero() && a.opts.Now().Sub(updated) <= a.opts.TokenTTL)
 }
 
 // Resolve finds the container r names (by uuid when r.UUID looks like one,
@@ -113,8 +138,18 @@ func (a *Authorizer) Resolve(ctx context.Context, r Request) (console.Target, er
 		if !tokenMatches(r.Token, c.WebsocketToken) {
 			return console.Target{}, fmt.Errorf("%w: attach token does not match container %s", ErrUnauthorized, c.UUID)
 		}
+		if !a.fresh(c.UpdatedAt) {
+			return console.Target{}, fmt.Errorf("%w: attach token of container %s expired (token_ttl)", ErrUnauthorized, c.UUID)
+		}
 		if c.WebsocketURL == "" {
 			return console.Target{}, fmt.Errorf("%w: container %s has no websocket_url", ErrUnauthorized, c.UUID)
+		}
+		if a.opts.SingleUse {
+			if ok, err := a.containers.ConsumeAttachToken(ctx, c.ID, r.Token); err != nil {
+				return console.Target{}, err
+			} else if !ok {
+				return console.Target{}, fmt.Errorf("%w: attach token of container %s already used", ErrUnauthorized, c.UUID)
+			}
 		}
 		t.Kind, t.URL = console.Attach, c.WebsocketURL
 		return t, nil
@@ -129,8 +164,18 @@ func (a *Authorizer) Resolve(ctx context.Context, r Request) (console.Target, er
 	if !tokenMatches(r.Token, e.Token) {
 		return console.Target{}, fmt.Errorf("%w: exec token does not match exec %s of container %s", ErrUnauthorized, r.ExecID, c.UUID)
 	}
+	if !a.fresh(e.UpdatedAt) {
+		return console.Target{}, fmt.Errorf("%w: token of exec %s expired (token_ttl)", ErrUnauthorized, r.ExecID)
+	}
 	if e.URL == "" {
 		return console.Target{}, fmt.Errorf("%w: exec %s has no url", ErrUnauthorized, r.ExecID)
+	}
+	if a.opts.SingleUse {
+		if ok, err := a.containers.ConsumeExecToken(ctx, c.ID, e.ExecID, r.Token); err != nil {
+			return console.Target{}, err
+		} else if !ok {
+			return console.Target{}, fmt.Errorf("%w: token of exec %s already used", ErrUnauthorized, r.ExecID)
+		}
 	}
 	t.Kind, t.URL, t.ExecID = console.Exec, e.URL, e.ExecID
 	return t, nil

@@ -3,7 +3,9 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
@@ -98,6 +100,7 @@ type containers struct {
 	byUUID map[string]store.Container
 	byName map[string][]store.Container
 	execs  map[string]store.ExecInstance
+	used   map[string]bool
 	err    error
 }
 
@@ -121,6 +124,24 @@ func (c containers) ContainerByName(_ context.Context, name string) (store.Conta
 	return store.Container{}, store.ErrAmbiguous
 }
 
+func (c containers) ConsumeAttachToken(_ context.Context, id int64, token string) (bool, error) {
+	return c.consume("attach", id, token), nil
+}
+
+func (c containers) ConsumeExecToken(_ context.Context, id int64, execID, token string) (bool, error) {
+	return c.consume(execID, id, token), nil
+}
+
+// consume clears a token once: the second use of one key fails.
+func (c containers) consume(kind string, id int64, token string) bool {
+	key := fmt.Sprint(kind, id, token)
+	if c.used[key] {
+		return false
+	}
+	c.used[key] = true
+	return true
+}
+
 func (c containers) ExecInstance(_ context.Context, id int64, execID string) (store.ExecInstance, error) {
 	if v, ok := c.execs[execID]; ok && id == 1 {
 		return v, nil
@@ -136,6 +157,7 @@ func TestResolve(t *testing.T) {
 		byUUID: map[string]store.Container{uuid: web, noToken.UUID: noToken},
 		byName: map[string][]store.Container{"web": {web}, "twin": {web, web}, "fresh": {noToken}},
 		execs:  map[string]store.ExecInstance{"e1": {ExecID: "e1", Token: "etok", URL: "tcp://docker:2375"}},
+		used:   map[string]bool{},
 	}
 	cases := []struct {
 		name string
@@ -154,14 +176,14 @@ func TestResolve(t *testing.T) {
 		{"unknown exec", Request{Token: "etok", UUID: uuid, ExecID: "e2"}, console.Target{}, ErrUnauthorized},
 		{"no uuid", Request{Token: "tok"}, console.Target{}, ErrMalformed},
 	}
-	a := NewAuthorizer(db)
+	a := NewAuthorizer(db, Options{})
 	for _, c := range cases {
 		got, err := a.Resolve(context.Background(), c.req)
 		if !errors.Is(err, c.err) || got != c.want {
 			t.Errorf("%s: got %+v, %v; want %+v, %v", c.name, got, err, c.want, c.err)
 		}
 	}
-	down := NewAuthorizer(containers{err: store.ErrUnavailable})
+	down := NewAuthorizer(containers{err: store.ErrUnavailable}, Options{})
 	if _, err := down.Resolve(context.Background(), Request{Token: "t", UUID: uuid}); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("database down: %v", err)
 	}
@@ -186,4 +208,32 @@ func FuzzParseQuery(f *testing.F) {
 			t.Fatalf("accepted %q without a token", q)
 		}
 	})
+}
+
+func TestTokenTTLAndSingleUse(t *testing.T) {
+	const uuid = "6f1e2c9a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	web := store.Container{ID: 1, UUID: uuid, WebsocketURL: "ws://docker/attach", WebsocketToken: "tok", UpdatedAt: now.Add(-90 * time.Second)}
+	db := containers{
+		byUUID: map[string]store.Container{uuid: web},
+		execs:  map[string]store.ExecInstance{"e1": {ExecID: "e1", Token: "etok", URL: "tcp://docker:2375", UpdatedAt: now.Add(-30 * time.Second)}},
+		used:   map[string]bool{},
+	}
+	clock := func() time.Time { return now }
+	ttl := NewAuthorizer(db, Options{TokenTTL: time.Minute, Now: clock})
+	if _, err := ttl.Resolve(context.Background(), Request{Token: "tok", UUID: uuid}); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("attach token 90s old with a 60s ttl: %v", err)
+	}
+	if _, err := ttl.Resolve(context.Background(), Request{Token: "etok", UUID: uuid, ExecID: "e1"}); err != nil {
+		t.Errorf("exec token 30s old with a 60s ttl: %v", err)
+	}
+	once := NewAuthorizer(db, Options{SingleUse: true, Now: clock})
+	for i, want := range []error{nil, ErrUnauthorized} {
+		if _, err := once.Resolve(context.Background(), Request{Token: "tok", UUID: uuid}); !errors.Is(err, want) {
+			t.Errorf("single-use attach, use %d: %v", i+1, err)
+		}
+		if _, err := once.Resolve(context.Background(), Request{Token: "etok", UUID: uuid, ExecID: "e1"}); !errors.Is(err, want) {
+			t.Errorf("single-use exec, use %d: %v", i+1, err)
+		}
+	}
 }

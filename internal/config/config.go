@@ -51,6 +51,17 @@ type Proxy struct {
 	Cert           string        // cert; "" when TLS is off
 	Key            string        // key; "" when the key is in Cert
 	BackendTimeout time.Duration // backend_timeout (extension): connect + handshake with Docker
+
+	// Hardening (extensions; see the README).
+	TokenTTL                time.Duration // token_ttl: 0 = tokens do not expire (Zun's behaviour)
+	SingleUseTokens         bool          // single_use_tokens
+	HeaderTimeout           time.Duration // header_timeout: to read a request's headers
+	MaxHeaderBytes          int           // max_header_size
+	MaxMessageBytes         int64         // max_message_size: a client message; 0 = no bound
+	MaxSessions             int           // max_sessions: 0 = no bound
+	MaxSessionsPerContainer int           // max_sessions_per_container: 0 = no bound
+	AuthFailureLimit        int           // auth_failure_limit: per address per window; 0 = off
+	AuthFailureWindow       time.Duration // auth_failure_window
 }
 
 // Docker is [docker].
@@ -97,6 +108,16 @@ var defaults = map[string]map[string]string{
 		"key":             "",
 		"backend_timeout": "10",
 		"mode":            "",
+
+		"token_ttl":                  "0",
+		"single_use_tokens":          "false",
+		"header_timeout":             "10",
+		"max_header_size":            "16384",
+		"max_message_size":           "1048576",
+		"max_sessions":               "100000",
+		"max_sessions_per_container": "100",
+		"auth_failure_limit":         "20",
+		"auth_failure_window":        "60",
 	},
 	"docker": {
 		"docker_remote_api_version": "1.26",
@@ -324,6 +345,15 @@ func (r *reader) config() (*Config, error) {
 	}
 	p.SSLOnly = r.bool(wp, "ssl_only")
 	p.BackendTimeout = r.seconds(wp, "backend_timeout")
+	p.TokenTTL = time.Duration(r.int(wp, "token_ttl", 0, 86400*365)) * time.Second
+	p.SingleUseTokens = r.bool(wp, "single_use_tokens")
+	p.HeaderTimeout = r.seconds(wp, "header_timeout")
+	p.MaxHeaderBytes = r.int(wp, "max_header_size", 1024, 1<<20)
+	p.MaxMessageBytes = int64(r.int(wp, "max_message_size", 0, 1<<30))
+	p.MaxSessions = r.int(wp, "max_sessions", 0, 10_000_000)
+	p.MaxSessionsPerContainer = r.int(wp, "max_sessions_per_container", 0, 10_000_000)
+	p.AuthFailureLimit = r.int(wp, "auth_failure_limit", 0, 1_000_000)
+	p.AuthFailureWindow = r.seconds(wp, "auth_failure_window")
 	r.listenerTLS(p)
 
 	const dk = "docker"

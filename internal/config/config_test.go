@@ -85,7 +85,9 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Proxy{Host: "192.0.2.7", Port: 6784, BaseURL: "ws://192.0.2.7:6784/", BackendTimeout: 10 * time.Second}
+	want := Proxy{Host: "192.0.2.7", Port: 6784, BaseURL: "ws://192.0.2.7:6784/", BackendTimeout: 10 * time.Second,
+		HeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16384, MaxMessageBytes: 1 << 20, MaxSessions: 100000,
+		MaxSessionsPerContainer: 100, AuthFailureLimit: 20, AuthFailureWindow: time.Minute}
 	if !reflect.DeepEqual(c.Proxy, want) {
 		t.Errorf("proxy %+v, want %+v", c.Proxy, want)
 	}
@@ -235,6 +237,8 @@ func TestErrorMessages(t *testing.T) {
 		{"[docker]\ndocker_remote_api_port = x\n", `[docker] docker_remote_api_port: invalid port "x" (want 0-65535)`},
 		{"[database]\nconnection = sqlite:///zun.db\n", `[database] connection: unsupported database "sqlite" (supported: mysql://, mysql+pymysql://, mysql+mysqldb://, mysql+mysqlconnector://, mariadb://)`},
 		{"[DEFAULT]\ndebug = 2\n", `[DEFAULT] debug: invalid boolean "2" (want true or false)`},
+		{"[websocket_proxy]\ntoken_ttl = -5\n", `[websocket_proxy] token_ttl: invalid integer "-5" (want 0-31536000)`},
+		{"[websocket_proxy]\nmax_header_size = 10\n", `[websocket_proxy] max_header_size: invalid integer "10" (want 1024-1048576)`},
 		{"[websocket_proxy]\nmode = both\n", `[websocket_proxy] mode: invalid mode "both" (want zun or standalone)`},
 		{"[websocket_proxy]\nmode = zun\n", `[websocket_proxy] mode: zun needs [database] connection`},
 		{"[docker]\napi_url = ftp://x\n", `[docker] api_url: invalid Docker URL "ftp://x" (want unix://, tcp://, http:// or https://)`},

@@ -262,6 +262,7 @@ func (s *Session) clientToContainer(ends chan<- end) {
 func (s *Session) pumpClient() end {
 	var ctrl [125]byte
 	inMessage, decode := false, false
+	var messageBytes int64
 	for {
 		h, err := s.clientR.NextFrame()
 		if err != nil {
@@ -305,7 +306,14 @@ func (s *Session) pumpClient() end {
 			}
 			decode = s.opts.Encoding == Base64 && h.Op == websocket.OpText
 		}
-		inMessage = !h.Fin
+		// Frames stream through without buffering; the bound is on what a
+		// client may send as one message.
+		if messageBytes += h.Length; s.opts.MaxMessage > 0 && messageBytes > s.opts.MaxMessage {
+			return end{side: clientSide, err: &websocket.ProtocolError{Code: websocket.CloseTooBig, Reason: fmt.Sprintf("message larger than %d bytes", s.opts.MaxMessage)}}
+		}
+		if inMessage = !h.Fin; !inMessage {
+			messageBytes = 0
+		}
 		if e, ok := s.forwardClientFrame(h, decode); !ok {
 			return e
 		}

@@ -391,3 +391,17 @@ func assertClosed(t *testing.T, c net.Conn) {
 		return
 	}
 }
+
+func TestFragmentedMessageTooBig(t *testing.T) {
+	h := start(t, true, Options{MaxMessage: 1000})
+	frag := append(make([]byte, websocket.MaxHeaderLen), make([]byte, 600)...)
+	h.client.w.WriteFrame(false, websocket.OpBinary, frag, websocket.MaxHeaderLen, len(frag))
+	if m := h.docker.recv(t); len(m.payload) != 600 {
+		t.Fatalf("first fragment: %d bytes", len(m.payload))
+	}
+	frag = append(make([]byte, websocket.MaxHeaderLen), make([]byte, 600)...)
+	h.client.w.WriteFrame(true, websocket.OpContinuation, frag, websocket.MaxHeaderLen, len(frag))
+	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseTooBig {
+		t.Fatalf("client got %+v", m)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -55,8 +57,18 @@ type Options struct {
 	Path string
 	// Session tunes each proxied session (its Encoding is set per client).
 	Session proxy.Options
-	// ReadHeaderTimeout bounds reading a request's headers (default 10s).
+	// ReadHeaderTimeout bounds reading a request's headers, against slow
+	// clients holding connections open (default 10s).
 	ReadHeaderTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (default 16 KiB).
+	MaxHeaderBytes int
+	// MaxSessions and MaxSessionsPerContainer bound concurrent sessions
+	// (0: no bound); beyond them requests get 503 with Retry-After.
+	MaxSessions, MaxSessionsPerContainer int
+	// AuthFailureLimit refuses (429) a client address after this many
+	// failed authorizations (401, 403) within AuthFailureWindow; 0: off.
+	AuthFailureLimit  int
+	AuthFailureWindow time.Duration
 }
 
 // Server serves console connections. It owns the sessions it starts and
@@ -65,6 +77,8 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	http     *http.Server
+	slots    *sessionSlots
+	failures *failureLimiter
 	mu       sync.Mutex
 	closing  bool // set by Shutdown: no session may start after it
 	sessions sync.WaitGroup
@@ -81,13 +95,26 @@ func New(opts Options) *Server {
 	if opts.ReadHeaderTimeout <= 0 {
 		opts.ReadHeaderTimeout = 10 * time.Second
 	}
-	s := &Server{opts: opts, log: opts.Logger}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 16 << 10
+	}
+	if opts.AuthFailureWindow <= 0 {
+		opts.AuthFailureWindow = time.Minute
+	}
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger,
+		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerContainer),
+		failures: newFailureLimiter(opts.AuthFailureLimit, opts.AuthFailureWindow),
+	}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+		// Nothing but a handshake is read before the upgrade.
+		ReadTimeout:    opts.ReadHeaderTimeout,
+		MaxHeaderBytes: opts.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
 	return s
 }
@@ -125,12 +152,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // ServeHTTP takes one request down the data path: handshake checks, Origin,
 // token, dial, upgrade, session.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			// Logged without the request: its query holds a token.
+			s.log.Error("panic serving a request", "client", r.RemoteAddr, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
 	if s.opts.Console != nil && (r.URL.Path == "/console" || strings.HasPrefix(r.URL.Path, "/console/")) {
 		s.opts.Console.ServeHTTP(w, r)
 		return
 	}
 	if r.URL.Path != "/" && r.URL.Path != s.opts.Path {
 		http.Error(w, "404 not found", http.StatusNotFound)
+		return
+	}
+	if err := s.failures.check(clientIP(r.RemoteAddr)); err != nil {
+		s.reject(w, r, err)
 		return
 	}
 	key, err := websocket.CheckRequest(r)
@@ -152,6 +189,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, err)
 		return
 	}
+	slot := target.ContainerID + "/" + target.ContainerUUID
+	if err := s.slots.acquire(slot); err != nil {
+		s.reject(w, r, err)
+		return
+	}
+	defer s.slots.release(slot)
 	stream, err := s.opts.Dialer.Dial(r.Context(), target)
 	if err != nil {
 		s.reject(w, r, fmt.Errorf("%w: %w", console.ErrRuntime, err))
@@ -238,6 +281,10 @@ func answer(err error) (int, string) {
 	switch {
 	case errors.As(err, &he):
 		return he.Status, he.Reason
+	case errors.Is(err, errRateLimited):
+		return http.StatusTooManyRequests, "too many failed attempts from this address; retry later"
+	case errors.Is(err, errTooManySessions):
+		return http.StatusServiceUnavailable, "too many console sessions; retry later"
 	case errors.Is(err, auth.ErrOrigin):
 		return http.StatusForbidden, "origin not allowed"
 	case errors.Is(err, auth.ErrMalformed):
@@ -267,6 +314,13 @@ func isTimeout(err error) bool {
 // reject answers a refused request and logs why, without its query string.
 func (s *Server) reject(w http.ResponseWriter, r *http.Request, err error) {
 	status, text := answer(err)
+	if status == http.StatusUnauthorized || status == http.StatusForbidden {
+		s.failures.fail(clientIP(r.RemoteAddr))
+	}
+	var re *retryError
+	if errors.As(err, &re) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(re.after.Round(time.Second)/time.Second)+1))
+	}
 	level := slog.LevelInfo
 	if status >= 500 {
 		level = slog.LevelWarn

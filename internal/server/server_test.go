@@ -39,7 +39,7 @@ func newServer(t *testing.T, db *testenv.ZunDB) (*Server, string) {
 	}
 	t.Cleanup(func() { zdb.Close() })
 	srv := New(Options{
-		Resolver: auth.NewAuthorizer(zdb),
+		Resolver: auth.NewAuthorizer(zdb, auth.Options{}),
 		Dialer:   docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second}),
 		Origin:   auth.OriginPolicy{BaseScheme: "ws"},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),

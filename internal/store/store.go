@@ -25,6 +25,8 @@ type ExecInstance struct {
 	ExecID string // Docker's exec id
 	Token  string
 	URL    string // Docker API URL of the container's host
+	// UpdatedAt is when the row (and its token) was last written.
+	UpdatedAt time.Time
 }
 
 // Lookup errors. Callers map them to answers in one place.

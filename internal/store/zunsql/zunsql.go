@@ -140,17 +140,46 @@ func (d *DB) ExecInstance(ctx context.Context, containerID int64, execID string)
 	defer cancel()
 	var e store.ExecInstance
 	var token, url sql.NullString
+	var updated sql.NullTime
 	err := d.db.QueryRowContext(ctx,
-		`SELECT exec_id, token, url FROM exec_instance WHERE container_id = ? AND exec_id = ?`,
-		containerID, execID).Scan(&e.ExecID, &token, &url)
+		`SELECT exec_id, token, url, COALESCE(updated_at, created_at) FROM exec_instance WHERE container_id = ? AND exec_id = ?`,
+		containerID, execID).Scan(&e.ExecID, &token, &url, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.ExecInstance{}, fmt.Errorf("exec %s: %w", execID, store.ErrNotFound)
 	}
 	if err != nil {
 		return store.ExecInstance{}, fmt.Errorf("look up exec instance: %w", unavailable(err))
 	}
-	e.Token, e.URL = token.String, url.String
+	e.Token, e.URL, e.UpdatedAt = token.String, url.String, updated.Time
 	return e, nil
+}
+
+// ConsumeAttachToken clears the container's websocket_token if it still is
+// token: one conditional UPDATE, so of several proxies (or connections)
+// presenting one token only one succeeds. It reports whether this call
+// cleared it.
+func (d *DB) ConsumeAttachToken(ctx context.Context, containerID int64, token string) (bool, error) {
+	// BINARY: Zun's tables use a case-insensitive collation.
+	return d.consume(ctx, `UPDATE container SET websocket_token = NULL WHERE id = ? AND BINARY websocket_token = BINARY ?`, containerID, token)
+}
+
+// ConsumeExecToken clears an exec instance's token if it still is token.
+func (d *DB) ConsumeExecToken(ctx context.Context, containerID int64, execID, token string) (bool, error) {
+	return d.consume(ctx, `UPDATE exec_instance SET token = NULL WHERE container_id = ? AND exec_id = ? AND BINARY token = BINARY ?`, containerID, execID, token)
+}
+
+func (d *DB) consume(ctx context.Context, query string, args ...any) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	res, err := d.db.ExecContext(ctx, query, args...)
+	if err != nil {
+		return false, fmt.Errorf("consume token: %w", unavailable(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("consume token: %w", unavailable(err))
+	}
+	return n == 1, nil
 }
 
 // unavailable marks a database failure as store.ErrUnavailable.

@@ -89,3 +89,35 @@ func TestDatabaseDown(t *testing.T) {
 		t.Fatalf("ping: %v", err)
 	}
 }
+
+// Single-use tokens: one conditional UPDATE, case-sensitive, wins once.
+func TestConsumeTokens(t *testing.T) {
+	z := testenv.NewZunDB(t, "consume")
+	c := z.InsertContainer(t, testenv.Container{Name: "web", DockerID: "abc", Token: "Tok-1"})
+	z.InsertExec(t, c.ID, "e1", "etok", "tcp://127.0.0.1:2375")
+	db, err := Open(z.DSN(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if ok, err := db.ConsumeAttachToken(ctx, c.ID, "tok-1"); ok || err != nil {
+		t.Fatalf("a differently cased token consumed: %v %v", ok, err)
+	}
+	for i, want := range []bool{true, false} {
+		if ok, err := db.ConsumeAttachToken(ctx, c.ID, "Tok-1"); ok != want || err != nil {
+			t.Fatalf("attach consume #%d: %v %v", i+1, ok, err)
+		}
+		if ok, err := db.ConsumeExecToken(ctx, c.ID, "e1", "etok"); ok != want || err != nil {
+			t.Fatalf("exec consume #%d: %v %v", i+1, ok, err)
+		}
+	}
+	got, _ := db.ContainerByUUID(ctx, c.UUID)
+	if got.WebsocketToken != "" {
+		t.Fatalf("token still stored: %q", got.WebsocketToken)
+	}
+	e, _ := db.ExecInstance(ctx, c.ID, "e1")
+	if e.Token != "" || e.UpdatedAt.IsZero() {
+		t.Fatalf("exec after consume: %+v", e)
+	}
+}
