@@ -165,16 +165,21 @@ func serve(args []string) error {
 		return fmt.Errorf("[websocket_proxy] base_url: %w", err)
 	}
 	var listenTLS *tls.Config
+	var cert *server.Certificate
 	if cfg.Proxy.Cert != "" {
 		key := cfg.Proxy.Key
 		if key == "" {
 			key = cfg.Proxy.Cert // the certificate file may hold the key too
 		}
-		cert, err := tls.LoadX509KeyPair(cfg.Proxy.Cert, key)
-		if err != nil {
+		if cert, err = server.LoadCertificate(cfg.Proxy.Cert, key); err != nil {
 			return fmt.Errorf("[websocket_proxy] cert: %w", err)
 		}
-		listenTLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		listenTLS = cert.TLSConfig()
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	if cert != nil {
+		go cert.Watch(watchCtx, 10*time.Second, func(err error) { logReload(log, err, "files changed") })
 	}
 
 	srv := server.New(server.Options{
@@ -223,13 +228,23 @@ func serve(args []string) error {
 	}
 
 	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(signals)
-	select {
-	case err := <-served:
-		return err
-	case sig := <-signals:
-		log.Info("shutting down", "signal", sig.String())
+wait:
+	for {
+		select {
+		case err := <-served:
+			return err
+		case sig := <-signals:
+			if sig == syscall.SIGHUP {
+				if cert != nil {
+					logReload(log, cert.Reload(), "SIGHUP")
+				}
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String())
+			break wait
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -241,6 +256,14 @@ func serve(args []string) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+func logReload(log *slog.Logger, err error, why string) {
+	if err != nil {
+		log.Error("TLS certificate not reloaded; the previous one stays in use", "trigger", why, "error", err)
+		return
+	}
+	log.Info("TLS certificate reloaded", "trigger", why)
 }
 
 // newLogger logs to [DEFAULT] log_file, or stderr, at debug level when
