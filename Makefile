@@ -19,9 +19,13 @@ check:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-# test is THE test command: the whole suite, against real components.
+# test is THE test command: the whole suite, against real components, then
+# each fuzz target briefly from its committed seed corpus.
 test: test-env check
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
+
+CI_FUZZTIME ?= 10s
 
 # unit runs only the tests that need no external component.
 unit:
