@@ -1,7 +1,7 @@
 # zun-wsproxy: build and test.
 GO ?= go
 
-.PHONY: all build test test-env check unit fuzz clean web demo demo-stop
+.PHONY: all build test test-env check unit fuzz clean web demo demo-stop security
 
 all: build
 
@@ -22,8 +22,13 @@ check:
 # test is THE test command: the whole suite, against real components, then
 # each fuzz target briefly from its committed seed corpus.
 test: test-env check
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 20m -skip '^TestSecuritySuite$$' ./...
+	$(MAKE) security
 	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
+
+# security runs the hostile-input suite and prints its table.
+security:
+	$(GO) test -race -count=1 -run '^TestSecuritySuite$$' -v ./internal/server/
 
 CI_FUZZTIME ?= 10s
 

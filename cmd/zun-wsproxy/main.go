@@ -200,7 +200,7 @@ func serve(args []string) error {
 		AuthFailureWindow:       cfg.Proxy.AuthFailureWindow,
 	})
 	addr := net.JoinHostPort(cfg.Proxy.Host, strconv.Itoa(cfg.Proxy.Port))
-	ln, err := server.Listen(addr, listenTLS, cfg.Proxy.SSLOnly)
+	ln, err := server.Listen(addr, server.ListenOptions{TLS: listenTLS, SSLOnly: cfg.Proxy.SSLOnly, FirstByteTimeout: cfg.Proxy.HeaderTimeout})
 	if err != nil {
 		return fmt.Errorf("[websocket_proxy] listen on %s: %w", addr, err)
 	}

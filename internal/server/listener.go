@@ -15,11 +15,24 @@ const tlsRecordHandshake = 0x16
 
 const tlsRequired = "400 Bad Request: this port only accepts TLS (wss://)\n"
 
-// Listen opens the proxy's socket on addr. Without tlsConfig it serves
-// plain connections. With it, as websockify does, it serves TLS and plain
-// connections on the same port, told apart by their first byte; sslOnly
-// refuses plain ones with a short HTTP 400.
-func Listen(addr string, tlsConfig *tls.Config, sslOnly bool) (net.Listener, error) {
+// ListenOptions configure Listen.
+type ListenOptions struct {
+	// TLS, when set, serves TLS and plain connections on the same port,
+	// told apart by their first byte, as websockify does.
+	TLS *tls.Config
+	// SSLOnly refuses plain connections with a short HTTP 400.
+	SSLOnly bool
+	// FirstByteTimeout bounds the wait for a new connection's first byte
+	// (default 10s), so silent clients cannot pile up.
+	FirstByteTimeout time.Duration
+}
+
+// Listen opens the proxy's socket on addr.
+func Listen(addr string, opts ListenOptions) (net.Listener, error) {
+	tlsConfig, sslOnly := opts.TLS, opts.SSLOnly
+	if opts.FirstByteTimeout <= 0 {
+		opts.FirstByteTimeout = 10 * time.Second
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -36,7 +49,7 @@ func Listen(addr string, tlsConfig *tls.Config, sslOnly bool) (net.Listener, err
 		done:     make(chan struct{}),
 		ctx:      ctx,
 		cancel:   cancel,
-		timeout:  10 * time.Second,
+		timeout:  opts.FirstByteTimeout,
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()

@@ -44,7 +44,7 @@ func newServer(t *testing.T, db *testenv.ZunDB) (*Server, string) {
 		Origin:   auth.OriginPolicy{BaseScheme: "ws"},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	ln, err := Listen("127.0.0.1:0", nil, false)
+	ln, err := Listen("127.0.0.1:0", ListenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestSniffListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, sslOnly := range []bool{false, true} {
-		ln, err := Listen("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}}, sslOnly)
+		ln, err := Listen("127.0.0.1:0", ListenOptions{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, SSLOnly: sslOnly})
 		if err != nil {
 			t.Fatal(err)
 		}

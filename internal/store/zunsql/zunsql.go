@@ -62,6 +62,9 @@ func Open(dsn string, opts Options) (*DB, error) {
 	return &DB{db: db, timeout: opts.QueryTimeout}, nil
 }
 
+// Stats reports the connection pool's state.
+func (d *DB) Stats() sql.DBStats { return d.db.Stats() }
+
 // Close closes the pool.
 func (d *DB) Close() error { return d.db.Close() }
 

@@ -1,0 +1,576 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/docker"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/store/zunsql"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+)
+
+// The security suite throws hostile inputs at a proxy wired as in
+// production (Zun mode on a real MariaDB and Docker engine, TLS sniffing,
+// token TTL, single-use tokens, limits) while a legitimate session runs
+// beside them, prints what each got, and checks that the session's bytes
+// arrived intact and that nothing leaked.
+
+// securityProxy is the proxy under attack.
+type securityProxy struct {
+	plain, sslOnly string // addresses: TLS-or-plain, and TLS-only
+	db             *testenv.ZunDB
+	victim         testenv.Container
+	legit          testenv.Container
+	other          testenv.Container
+	capsule        testenv.Container
+	execID         string
+	certPool       bool
+	logs           *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// nextIP hands each attack its own loopback source address, so the
+// failed-authorization limit of one does not change another's answer.
+var nextIP atomic.Int32
+
+func freshIP() net.IP { n := nextIP.Add(1); return net.IPv4(127, 0, byte(1+n/250), byte(1+n%250)) }
+
+func dialFrom(ip net.IP, addr string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 5 * time.Second}
+	return d.Dial("tcp", addr)
+}
+
+// freshToken gives the victim container a new attach token, as an attach
+// call to Zun's API does (single-use tokens are cleared by use).
+func (p *securityProxy) freshToken(t *testing.T) string {
+	tok := testenv.NewUUID()
+	if _, err := p.db.Exec(`UPDATE container SET websocket_token = ?, updated_at = UTC_TIMESTAMP() WHERE id = ?`, tok, p.victim.ID); err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// rawRequest sends raw bytes from ip and returns the answer's status
+// line, or what happened instead.
+func rawRequest(ip net.IP, addr, req string) string {
+	c, err := dialFrom(ip, addr)
+	if err != nil {
+		return "dial: " + err.Error()
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, req)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "closed"
+	}
+	resp.Body.Close()
+	out := fmt.Sprintf("HTTP %d", resp.StatusCode)
+	if loc := resp.Header.Get("Location"); loc != "" {
+		out += " redirect " + loc
+	}
+	if ra := resp.Header.Get("Retry-After"); ra != "" && resp.StatusCode == 429 {
+		out += " retry-after"
+	}
+	return out
+}
+
+func handshake(path string, extra ...string) string {
+	var key [16]byte
+	rand.Read(key[:])
+	h := "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+		"Sec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key[:]) + "\r\nSec-WebSocket-Protocol: binary\r\n"
+	for _, e := range extra {
+		h += e + "\r\n"
+	}
+	return h + "\r\n"
+}
+
+// afterUpgrade opens a valid session from a fresh address, sends raw
+// frame bytes, and returns the close code the proxy answers with.
+func (p *securityProxy) afterUpgrade(t *testing.T, frames []byte) string {
+	c, err := dialFrom(freshIP(), p.plain)
+	if err != nil {
+		return "dial: " + err.Error()
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, handshake("/?token="+p.freshToken(t)+"&uuid="+p.victim.UUID))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		return fmt.Sprintf("no upgrade (%v)", err)
+	}
+	c.Write(frames)
+	r := websocket.NewReader(br, websocket.ReaderOptions{})
+	for {
+		h, err := r.NextFrame()
+		if err != nil {
+			return "closed without a close frame"
+		}
+		if h.Op == websocket.OpClose {
+			var ctrl [125]byte
+			pl, _ := r.ReadControl(ctrl[:])
+			code, _, _ := websocket.ParseClosePayload(pl)
+			return fmt.Sprintf("close %d", code)
+		}
+	}
+}
+
+// frame builds one client frame: masked unless unmasked is set.
+func frame(b0 byte, payload []byte, unmasked bool) []byte {
+	out := []byte{b0}
+	maskBit := byte(0x80)
+	if unmasked {
+		maskBit = 0
+	}
+	switch n := len(payload); {
+	case n < 126:
+		out = append(out, maskBit|byte(n))
+	case n < 65536:
+		out = append(out, maskBit|126, byte(n>>8), byte(n))
+	default:
+		var l [8]byte
+		binary.BigEndian.PutUint64(l[:], uint64(n))
+		out = append(append(out, maskBit|127), l[:]...)
+	}
+	if unmasked {
+		return append(out, payload...)
+	}
+	key := []byte{0x11, 0x22, 0x33, 0x44}
+	out = append(out, key...)
+	for i, c := range payload {
+		out = append(out, c^key[i%4])
+	}
+	return out
+}
+
+// timedClose reports how long the proxy took to close a connection that
+// sent pre (and then nothing more).
+func timedClose(addr, pre string) string {
+	c, err := dialFrom(freshIP(), addr)
+	if err != nil {
+		return "dial: " + err.Error()
+	}
+	defer c.Close()
+	start := time.Now()
+	io.WriteString(c, pre)
+	c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	io.Copy(io.Discard, c)
+	if d := time.Since(start); d < 4*time.Second {
+		return "closed within header_timeout"
+	} else {
+		return fmt.Sprintf("held open %v", d.Round(time.Second))
+	}
+}
+
+func tlsHandshake(addr string, cfg *tls.Config) string {
+	c, err := dialFrom(freshIP(), addr)
+	if err != nil {
+		return "dial: " + err.Error()
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tls.Client(c, cfg).Handshake(); err != nil {
+		return "TLS refused"
+	}
+	return "TLS ok"
+}
+
+func TestSecuritySuite(t *testing.T) {
+	db := testenv.NewZunDB(t, "security")
+	d := testenv.NewDocker(t)
+	p := &securityProxy{db: db, logs: &lockedBuffer{}}
+	// Attacks target the victim; the legitimate session has a container of
+	// its own (attach output goes to every attached client), running cat on
+	// a raw terminal: what goes in comes back.
+	p.victim = db.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
+	p.legit = db.InsertContainer(t, testenv.Container{DockerID: d.Run("stty raw -echo; cat"), Token: testenv.NewUUID()})
+	p.other = db.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
+	capsuleID := testenv.NewUUID()
+	db.Exec(`INSERT INTO container (uuid, name, container_type, websocket_token, websocket_url, updated_at) VALUES (?, 'pod', 1, 'capsule-token', ?, UTC_TIMESTAMP())`, capsuleID, testenv.AttachURL(p.other.DockerID))
+	stale := db.InsertContainer(t, testenv.Container{DockerID: p.other.DockerID, Token: testenv.NewUUID()})
+	db.Exec(`UPDATE container SET updated_at = UTC_TIMESTAMP() - INTERVAL 2 HOUR WHERE id = ?`, stale.ID)
+	p.execID = d.Exec(p.other.DockerID, "sh")
+	db.InsertExec(t, p.other.ID, p.execID, "exec-token", "tcp://"+testenv.DockerAddr)
+
+	zdb, err := zunsql.Open(db.DSN(), zunsql.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zdb.Close()
+	certFile, keyFile, _ := testenv.SelfSignedCert(t)
+	cert, err := LoadCertificate(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Options{
+		Resolver:                auth.NewAuthorizer(zdb, auth.Options{TokenTTL: time.Hour, SingleUse: true}),
+		Dialer:                  docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second}),
+		Origin:                  auth.OriginPolicy{BaseScheme: "ws", Allowed: []string{"dashboard.example.org"}},
+		Logger:                  slog.New(slog.NewTextHandler(p.logs, nil)),
+		Session:                 proxy.Options{MaxMessage: 1 << 20},
+		ReadHeaderTimeout:       2 * time.Second,
+		MaxHeaderBytes:          16 << 10,
+		MaxSessions:             1000,
+		MaxSessionsPerContainer: 1000,
+		AuthFailureLimit:        20,
+		AuthFailureWindow:       time.Minute,
+	})
+	ln, err := Listen("127.0.0.1:0", ListenOptions{TLS: cert.TLSConfig(), FirstByteTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnTLS, err := Listen("127.0.0.1:0", ListenOptions{TLS: cert.TLSConfig(), SSLOnly: true, FirstByteTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.plain, p.sslOnly = ln.Addr().String(), lnTLS.Addr().String()
+	served := make(chan error, 2)
+	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.Serve(lnTLS) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-served
+		<-served
+	}()
+	// A first lookup starts the pool's housekeeping before the baseline.
+	zdb.ContainerByUUID(context.Background(), p.victim.UUID)
+	baseG, baseFD, basePool := countGoroutines(0), countFDs(t), zdb.Stats().OpenConnections
+
+	// The legitimate session: random text through cat, checked at the end.
+	legit := startLegit(t, p)
+
+	victim := p.victim.UUID
+	q := func(token, uuid string) string { return "/?token=" + token + "&uuid=" + uuid }
+	type row struct {
+		class, input, want string
+		do                 func() string
+	}
+	req := func(path string, extra ...string) func() string {
+		return func() string { return rawRequest(freshIP(), p.plain, handshake(path, extra...)) }
+	}
+	raw := func(s string) func() string { return func() string { return rawRequest(freshIP(), p.plain, s) } }
+	fresh := func(extra ...string) func() string {
+		return func() string { return req(q(p.freshToken(t), victim), extra...)() }
+	}
+	bigHeader := "X-Junk: " + strings.Repeat("a", 20<<10)
+	var manyHeaders []string
+	for i := 0; i < 200; i++ {
+		manyHeaders = append(manyHeaders, fmt.Sprintf("X-H%d: %s", i, strings.Repeat("b", 100)))
+	}
+	rows := []row{
+		{"handshake", "POST instead of GET", "HTTP 405", raw("POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n")},
+		{"handshake", "plain GET, no upgrade", "HTTP 400", raw("GET /?token=x&uuid=y HTTP/1.1\r\nHost: x\r\n\r\n")},
+		{"handshake", "Upgrade without Connection", "HTTP 400", raw("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")},
+		{"handshake", "version 8", "HTTP 426", req(q("x", victim), "Sec-WebSocket-Version: 8")},
+		{"handshake", "no Sec-WebSocket-Key", "HTTP 400", raw("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")},
+		{"handshake", "key not base64", "HTTP 400", raw("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: !!!!notbase64!!!!\r\n\r\n")},
+		{"handshake", "key of 8 bytes", "HTTP 400", raw("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnRrZXk=\r\n\r\n")},
+		{"handshake", "two keys", "HTTP 400", req(q("x", victim), "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")},
+		{"handshake", "HTTP/1.0", "HTTP 400", raw("GET / HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")},
+		{"handshake", "garbage request line", "HTTP 400", raw("HELLO THERE\r\n\r\n")},
+		{"handshake", "header without colon", "HTTP 400", raw("GET / HTTP/1.1\r\nHost: x\r\nbroken header\r\n\r\n")},
+		{"handshake", "bad query escape", "HTTP 400", req("/?token=%zz&uuid=" + victim)},
+		{"handshake", "missing uuid", "HTTP 400", req("/?token=x")},
+		{"handshake", "repeated token", "HTTP 400", req(q("x", victim) + "&token=y")},
+		{"handshake", "repeated uuid", "HTTP 400", req(q("x", victim) + "&uuid=" + victim)},
+
+		{"token", "no token", "HTTP 401", req("/?uuid=" + victim)},
+		{"token", "empty token", "HTTP 401", req(q("", victim))},
+		{"token", "wrong token", "HTTP 401", req(q("wrong", victim))},
+		{"token", "other container's token", "HTTP 401", req(q(p.other.Token, victim))},
+		{"token", "exec token for attach", "HTTP 401", req(q("exec-token", p.other.UUID))},
+		{"token", "attach token with an exec_id", "HTTP 401", req(q(p.other.Token, p.other.UUID) + "&exec_id=" + p.execID)},
+		{"token", "unknown exec_id", "HTTP 401", req(q("exec-token", p.other.UUID) + "&exec_id=nope")},
+		{"token", "unknown container uuid", "HTTP 401", req(q("x", testenv.NewUUID()))},
+		{"token", "unknown container name", "HTTP 401", req(q("x", "no-such-name"))},
+		{"token", "SQL injection in uuid", "HTTP 401", req(q("x", "x%27%20OR%20%271%27%3D%271"))},
+		{"token", "SQL injection in token", "HTTP 401", req(q("%27%20OR%20%271%27%3D%271", victim))},
+		{"token", "10 KB token", "HTTP 401", req(q(strings.Repeat("t", 10<<10), victim))},
+		{"token", "NUL in uuid", "HTTP 401", req(q("x", "a%00b"))},
+		{"token", "expired token (token_ttl)", "HTTP 401", req(q(stale.Token, stale.UUID))},
+		{"token", "replayed single-use token", "HTTP 401", func() string {
+			tok := p.freshToken(t)
+			first := req(q(tok, victim))()
+			return map[bool]string{true: req(q(tok, victim))(), false: "first use failed: " + first}[first == "HTTP 101"]
+		}},
+		{"token", "capsule with a valid token", "HTTP 401", req(q("capsule-token", capsuleID))},
+		{"token", "token in other case", "HTTP 401", func() string { return req(q(strings.ToUpper(p.freshToken(t)), victim))() }},
+		{"token", "token with a trailing space", "HTTP 401", func() string { return req(q(p.freshToken(t)+"%20", victim))() }},
+
+		{"origin", "evil origin", "HTTP 403", fresh("Origin: http://evil.example")},
+		{"origin", "origin null", "HTTP 403", fresh("Origin: null")},
+		{"origin", "file:// origin", "HTTP 403", fresh("Origin: file:///etc/passwd")},
+		{"origin", "userinfo trick", "HTTP 403", fresh("Origin: http://127.0.0.1@evil.example")},
+		{"origin", "suffix trick", "HTTP 403", fresh("Origin: http://127.0.0.1.evil.example")},
+		{"origin", "https origin on a ws:// proxy", "HTTP 403", fresh("Origin: https://127.0.0.1")},
+		{"origin", "X-Forwarded-Proto https", "HTTP 403", fresh("Origin: http://127.0.0.1", "X-Forwarded-Proto: https")},
+		{"origin", "malformed origin", "HTTP 403", fresh("Origin: http://%zz")},
+		{"origin", "two origins in one header", "HTTP 403", fresh("Origin: http://evil.example, http://127.0.0.1")},
+		{"origin", "allowed origin (control)", "HTTP 101", fresh("Origin: http://dashboard.example.org")},
+		{"origin", "same-host origin (control)", "HTTP 101", fresh("Origin: http://127.0.0.1")},
+
+		{"path", "//evil.example/%2F..", "HTTP 404", req("//evil.example/%2F..")},
+		{"path", "/%2F%2Fevil.example", "HTTP 404", req("/%2F%2Fevil.example")},
+		{"path", `/\evil.example`, "HTTP 404", req(`/\evil.example`)},
+		{"path", "/../../etc/passwd", "HTTP 404", req("/../../etc/passwd")},
+		{"path", "/console (Zun mode)", "HTTP 404", req("/console")},
+
+		{"size", "20 KB header", "HTTP 431", req(q("x", victim), bigHeader)},
+		{"size", "200 headers", "HTTP 431", req(q("x", victim), manyHeaders...)},
+		{"size", "2 MB frame", "close 1009", func() string { return p.afterUpgrade(t, frame(0x82, make([]byte, 2<<20), false)) }},
+		{"size", "fragments over 1 MB", "close 1009", func() string {
+			f := frame(0x02, make([]byte, 700<<10), false)
+			return p.afterUpgrade(t, append(f, frame(0x80, make([]byte, 700<<10), false)...))
+		}},
+		{"size", "126-byte ping", "close 1002", func() string { return p.afterUpgrade(t, frame(0x89, make([]byte, 126), false)) }},
+
+		{"protocol", "unmasked frame", "close 1002", func() string { return p.afterUpgrade(t, frame(0x82, []byte("x"), true)) }},
+		{"protocol", "RSV1 set", "close 1002", func() string { return p.afterUpgrade(t, frame(0xC2, []byte("x"), false)) }},
+		{"protocol", "unknown opcode 3", "close 1002", func() string { return p.afterUpgrade(t, frame(0x83, []byte("x"), false)) }},
+		{"protocol", "fragmented ping", "close 1002", func() string { return p.afterUpgrade(t, frame(0x09, nil, false)) }},
+		{"protocol", "continuation first", "close 1002", func() string { return p.afterUpgrade(t, frame(0x80, []byte("x"), false)) }},
+		{"protocol", "new message inside a fragmented one", "close 1002", func() string {
+			return p.afterUpgrade(t, append(frame(0x02, []byte("a"), false), frame(0x82, []byte("b"), false)...))
+		}},
+		{"protocol", "close with 1-byte payload", "close 1002", func() string { return p.afterUpgrade(t, frame(0x88, []byte{3}, false)) }},
+		{"protocol", "close code 999", "close 1002", func() string { return p.afterUpgrade(t, frame(0x88, []byte{3, 0xe7}, false)) }},
+		{"protocol", "close reason not UTF-8", "close 1007", func() string { return p.afterUpgrade(t, frame(0x88, []byte{3, 0xe8, 0xff}, false)) }},
+		{"protocol", "64-bit length with top bit", "close 1002", func() string {
+			return p.afterUpgrade(t, []byte{0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4})
+		}},
+		{"protocol", "non-minimal length", "close 1002", func() string { return p.afterUpgrade(t, []byte{0x82, 0xfe, 0, 5, 1, 2, 3, 4, 1, 2, 3, 4, 5}) }},
+
+		{"slowloris", "headers never finished", "closed within header_timeout", func() string { return timedClose(p.plain, "GET / HTTP/1.1\r\nHost: x\r\n") }},
+		{"slowloris", "no byte at all", "closed within header_timeout", func() string { return timedClose(p.plain, "") }},
+		{"slowloris", "TLS hello never sent", "closed within header_timeout", func() string { return timedClose(p.sslOnly, "\x16") }},
+
+		{"brute force", "30 wrong tokens from one address", "HTTP 401 x20, then HTTP 429 retry-after", func() string {
+			ip := freshIP()
+			var got []string
+			for i := 0; i < 30; i++ {
+				got = append(got, rawRequest(ip, p.plain, handshake(q(fmt.Sprintf("guess-%d", i), victim))))
+			}
+			n := 0
+			for n < len(got) && got[n] == "HTTP 401" {
+				n++
+			}
+			for _, g := range got[n:] {
+				if g != got[n] {
+					return strings.Join(got, ",")
+				}
+			}
+			return fmt.Sprintf("HTTP 401 x%d, then %s", n, got[n])
+		}},
+		{"brute force", "valid token from a locked-out address", "HTTP 429 retry-after", func() string {
+			ip := freshIP()
+			for i := 0; i < 20; i++ {
+				rawRequest(ip, p.plain, handshake(q("guess", victim)))
+			}
+			return rawRequest(ip, p.plain, handshake(q(p.freshToken(t), victim)))
+		}},
+
+		{"tls", "plain HTTP to an ssl_only port", "HTTP 400", func() string { return rawRequest(freshIP(), p.sslOnly, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") }},
+		{"tls", "plain WebSocket to an ssl_only port", "HTTP 400", func() string {
+			return rawRequest(freshIP(), p.sslOnly, handshake(q(p.freshToken(t), victim)))
+		}},
+		{"tls", "TLS 1.1 client", "TLS refused", func() string {
+			return tlsHandshake(p.sslOnly, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+		}},
+		{"tls", "TLS 1.2 CBC-only client", "TLS refused", func() string {
+			return tlsHandshake(p.sslOnly, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}})
+		}},
+		{"tls", "TLS 1.3 client (control)", "TLS ok", func() string {
+			return tlsHandshake(p.sslOnly, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+		}},
+	}
+
+	var table strings.Builder
+	fmt.Fprintf(&table, "%-12s %-44s %-40s %s\n", "CLASS", "INPUT", "EXPECTED", "ACTUAL")
+	failures := 0
+	for _, r := range rows {
+		got := r.do()
+		mark := ""
+		if got != r.want {
+			mark = "  <-- FAIL"
+			failures++
+		}
+		fmt.Fprintf(&table, "%-12s %-44s %-40s %s%s\n", r.class, r.input, r.want, got, mark)
+	}
+	fmt.Printf("security suite: %d inputs, %d failed\n%s", len(rows), failures, table.String())
+	if failures > 0 {
+		t.Errorf("%d of %d rows did not get the expected answer", failures, len(rows))
+	}
+	if len(rows) < 60 {
+		t.Errorf("only %d hostile inputs", len(rows))
+	}
+
+	sent, received := legit.finish(t)
+	fmt.Printf("legitimate session: %d bytes sent and received intact beside the attacks\n", sent)
+	if sent == 0 || sent != received {
+		t.Errorf("legitimate session: sent %d bytes, got back %d", sent, received)
+	}
+	// Nothing leaked: every attack's goroutines and descriptors are gone.
+	// The database pool may have grown (a connection is a descriptor and a
+	// driver goroutine); it is bounded and counted apart.
+	pool := zdb.Stats().OpenConnections - basePool
+	fmt.Printf("after the suite: database pool %+d connections\n", pool)
+	if g := countGoroutines(baseG + pool); g > baseG+pool {
+		var dump strings.Builder
+		pprof.Lookup("goroutine").WriteTo(&dump, 1)
+		t.Errorf("%d goroutines after the suite, %d before (+%d pool):\n%s", g, baseG, pool, dump.String())
+	}
+	var fds int
+	if !testenv.WaitFor(5*time.Second, func() bool { fds = countFDs(t); return fds <= baseFD+pool }) {
+		t.Errorf("%d file descriptors after the suite, %d before (+%d pool)", fds, baseFD, pool)
+	}
+	for _, secret := range []string{p.victim.Token, p.other.Token, "exec-token", "capsule-token"} {
+		if strings.Contains(p.logs.String(), secret) {
+			t.Errorf("the log holds token %s", secret)
+		}
+	}
+	if os.Getenv("ZUN_WSPROXY_SHOW_LOG") != "" {
+		t.Log(p.logs.String())
+	}
+}
+
+// legitSession streams random printable text through cat in the victim
+// container while the attacks run, and compares what came back.
+type legitSession struct {
+	conn     net.Conn
+	stop     chan struct{}
+	done     chan struct{}
+	sentHash [32]byte
+	sent     int
+	recvHash [32]byte
+	received int
+}
+
+func startLegit(t *testing.T, p *securityProxy) *legitSession {
+	t.Helper()
+	c, err := dialFrom(freshIP(), p.plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, handshake("/?token="+p.legit.Token+"&uuid="+p.legit.UUID))
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("legitimate session not upgraded: %v", err)
+	}
+	l := &legitSession{conn: c, stop: make(chan struct{}), done: make(chan struct{})}
+	received := make(chan struct{})
+	sentTotal := make(chan int, 1)
+	go func() { // reader
+		defer close(received)
+		h := sha256.New()
+		r := websocket.NewReader(br, websocket.ReaderOptions{})
+		target := -1
+		for target < 0 || l.received < target {
+			select {
+			case n := <-sentTotal:
+				target = n
+			default:
+			}
+			c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			hd, err := r.NextFrame()
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			if err != nil || hd.Op == websocket.OpClose {
+				return
+			}
+			data, err := io.ReadAll(r)
+			if err != nil {
+				return
+			}
+			h.Write(data)
+			l.received += len(data)
+		}
+		copy(l.recvHash[:], h.Sum(nil))
+	}()
+	go func() { // writer
+		defer close(l.done)
+		h := sha256.New()
+		w := websocket.NewWriter(c, true)
+		const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 "
+		for {
+			select {
+			case <-l.stop:
+				copy(l.sentHash[:], h.Sum(nil))
+				sentTotal <- l.sent
+				<-received
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			var rnd [200]byte
+			rand.Read(rnd[:])
+			buf := make([]byte, websocket.MaxHeaderLen+len(rnd))
+			for i, b := range rnd {
+				buf[websocket.MaxHeaderLen+i] = alphabet[int(b)%len(alphabet)]
+			}
+			h.Write(buf[websocket.MaxHeaderLen:])
+			l.sent += len(rnd)
+			if w.WriteFrame(true, websocket.OpBinary, buf, websocket.MaxHeaderLen, len(buf)) != nil {
+				copy(l.sentHash[:], h.Sum(nil))
+				sentTotal <- l.sent
+				<-received
+				return
+			}
+		}
+	}()
+	return l
+}
+
+func (l *legitSession) finish(t *testing.T) (int, int) {
+	close(l.stop)
+	select {
+	case <-l.done:
+	case <-time.After(20 * time.Second):
+		t.Error("the legitimate session hung")
+	}
+	l.conn.Close()
+	if l.sentHash != l.recvHash {
+		return l.sent, -1
+	}
+	return l.sent, l.received
+}
