@@ -22,9 +22,10 @@ IMAGE=zun-wsproxy-test/busybox:latest
 STATE_DIR=/var/lib/zun-wsproxy-test
 DOCKERD_LOG=/var/log/zun-wsproxy-test-dockerd.log
 MARIADB_LOG=/var/log/zun-wsproxy-test-mariadb.log
+SECONDS=0
 
 # 1. Packages from Debian's archive.
-packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates iproute2 chromium fonts-dejavu-core)
+packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,30 +49,40 @@ fi
 # 2. MariaDB, loopback only.
 $SUDO mkdir -p /etc/mysql/mariadb.conf.d "$STATE_DIR"
 cnf=/etc/mysql/mariadb.conf.d/99-zun-wsproxy-test.cnf
-if [ ! -f "$cnf" ]; then
-	printf '[mysqld]\nbind-address = 127.0.0.1\nport = 3306\nskip-name-resolve\n' | $SUDO tee "$cnf" >/dev/null
+cnf_text=$'# Written by zun-wsproxy scripts/test-env.sh: loopback only.\n[mysqld]\nbind-address = 127.0.0.1\nport = 3306\nskip-name-resolve\n'
+mysql_up() { $SUDO mysqladmin --protocol=socket -uroot ping >/dev/null 2>&1; }
+if [ "$(cat "$cnf" 2>/dev/null)"$'\n' != "$cnf_text" ]; then
+	printf '%s' "$cnf_text" | $SUDO tee "$cnf" >/dev/null
+	mysql_up && log "wrote $cnf; it applies when MariaDB restarts"
 fi
-mysql_up() { mysqladmin --protocol=socket -uroot ping >/dev/null 2>&1; }
 if ! mysql_up; then
-	log "starting MariaDB"
-	$SUDO mkdir -p /run/mysqld
-	$SUDO chown mysql:mysql /run/mysqld
-	if [ ! -d /var/lib/mysql/mysql ]; then
-		$SUDO mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+	if pgrep -x 'mariadbd|mysqld' >/dev/null; then
+		log "waiting for the running MariaDB"
+	else
+		log "starting MariaDB (mariadbd-safe, log $MARIADB_LOG)"
+		$SUDO mkdir -p /run/mysqld
+		$SUDO chown mysql:mysql /run/mysqld
+		if [ ! -d /var/lib/mysql/mysql ]; then
+			$SUDO mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+		fi
+		# Debian's 50-mysqld_safe.cnf logs to syslog, which may not exist here.
+		$SUDO setsid nohup mariadbd-safe --user=mysql --skip-syslog --log-error="$MARIADB_LOG" \
+			>/dev/null 2>&1 </dev/null &
 	fi
-	$SUDO setsid nohup mariadbd-safe --user=mysql >"$MARIADB_LOG" 2>&1 </dev/null &
 	for _ in $(seq 1 60); do mysql_up && break; sleep 1; done
-	mysql_up || { tail -20 "$MARIADB_LOG" /var/log/mysql/error.log 2>/dev/null || true; die "MariaDB did not start"; }
+	mysql_up || { tail -20 "$MARIADB_LOG" 2>/dev/null || true; die "MariaDB did not start (log: $MARIADB_LOG)"; }
 fi
 $SUDO mariadb --protocol=socket -uroot <<SQL
 CREATE USER IF NOT EXISTS '$MYSQL_USER'@'127.0.0.1' IDENTIFIED BY '$MYSQL_PASS';
 CREATE USER IF NOT EXISTS '$MYSQL_USER'@'localhost' IDENTIFIED BY '$MYSQL_PASS';
+ALTER USER '$MYSQL_USER'@'127.0.0.1' IDENTIFIED BY '$MYSQL_PASS';
+ALTER USER '$MYSQL_USER'@'localhost' IDENTIFIED BY '$MYSQL_PASS';
 GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'127.0.0.1';
 GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'localhost';
 FLUSH PRIVILEGES;
 SQL
 mariadb -h 127.0.0.1 -P 3306 -u"$MYSQL_USER" -p"$MYSQL_PASS" -e 'SELECT 1' >/dev/null ||
-	die "cannot log in to MariaDB at 127.0.0.1:3306 as $MYSQL_USER"
+	die "cannot log in to MariaDB at 127.0.0.1:3306 as $MYSQL_USER (is it listening on TCP? $cnf must apply: restart MariaDB)"
 log "MariaDB ready on 127.0.0.1:3306"
 
 # 3. Docker's engine with a loopback TCP socket.
@@ -80,23 +91,24 @@ if ! docker_tcp_up; then
 	if pgrep -x dockerd >/dev/null; then
 		die "a dockerd is running without -H tcp://$DOCKER_TCP; the tests need that loopback socket (restart it with -H unix:///var/run/docker.sock -H tcp://$DOCKER_TCP)"
 	fi
-	log "starting dockerd"
+	log "starting dockerd (log $DOCKERD_LOG)"
 	# Containers in tests run with --network none: no bridge, no iptables.
-	$SUDO setsid nohup dockerd -H unix:///var/run/docker.sock -H "tcp://$DOCKER_TCP" \
-		--bridge=none --iptables=false --ip6tables=false \
-		>"$DOCKERD_LOG" 2>&1 </dev/null &
+	# The log is opened by root (sh -c), not by the caller of sudo.
+	$SUDO setsid nohup sh -c 'exec "$@" >"$0" 2>&1 </dev/null' "$DOCKERD_LOG" \
+		dockerd -H unix:///var/run/docker.sock -H "tcp://$DOCKER_TCP" \
+		--bridge=none --iptables=false --ip6tables=false >/dev/null 2>&1 </dev/null &
 	for _ in $(seq 1 60); do docker_tcp_up && break; sleep 1; done
-	docker_tcp_up || { tail -30 "$DOCKERD_LOG"; die "dockerd did not start"; }
+	docker_tcp_up || { tail -30 "$DOCKERD_LOG"; die "dockerd did not answer on tcp://$DOCKER_TCP within 60 s (log: $DOCKERD_LOG)"; }
 fi
 log "Docker engine ready on tcp://$DOCKER_TCP"
 
 # 4. The offline test image.
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+if ! $SUDO docker image inspect "$IMAGE" >/dev/null 2>&1; then
 	log "building $IMAGE from busybox-static"
 	build_busybox_image "$IMAGE"
 fi
-out=$(docker run --rm --network none "$IMAGE" sh -c 'echo hello-$((6*7))')
-[ "$out" = hello-42 ] || die "test image does not run: got '$out'"
+out=$($SUDO docker run --rm --network none "$IMAGE" sh -c 'echo hello-$((6*7))')
+[ "$out" = hello-42 ] || die "test image does not run: got '$out' (dockerd log: $DOCKERD_LOG)"
 log "image $IMAGE runs"
 
 # 5. Playwright (playwright-core only: it drives Debian's chromium and
@@ -117,3 +129,4 @@ log "chromium and playwright-core ready"
 /usr/bin/python3 -c 'import zunclient.common.websocketclient.websocketclient, websocket' ||
 	die "python3-zunclient is not importable by /usr/bin/python3"
 log "python3-zunclient ready"
+log "all ready in ${SECONDS}s"
