@@ -159,3 +159,50 @@ func TestExecOverUnixSocket(t *testing.T) {
 	readUntil(ctx, t, conn, "unix-42")
 	conn.Close(websocket.StatusNormalClosure, "")
 }
+
+// Against a real dockerd --tlsverify with certificates made by
+// scripts/test-env.sh: attach over wss:// and exec over TLS verify the
+// daemon against ca_file and present the client certificate.
+func TestDockerTLSVerify(t *testing.T) {
+	db := testenv.NewZunDB(t, "dtls")
+	d := testenv.NewDockerTLS(t)
+	ca, cert, key := testenv.DockerTLSFiles()
+	id := d.Run("sh")
+	wssURL := fmt.Sprintf("wss://%s/v%s/containers/%s/attach/ws?logs=0&stream=1&stdin=1&stdout=1&stderr=1", testenv.DockerTLSAddr, testenv.APIVersion, id)
+	c := db.InsertContainer(t, testenv.Container{DockerID: id, Token: testenv.NewUUID(), WebsocketURL: wssURL})
+	execID := d.Exec(id, "sh")
+	execToken := testenv.NewUUID()
+	db.InsertExec(t, c.ID, execID, execToken, "tcp://"+testenv.DockerTLSAddr)
+	otherCA := testenv.NewCA(t)
+
+	port := freePort(t)
+	p := startProxy(t, port, baseConf(db, port), fmt.Sprintf("[docker]\nca_file = %s\ncert_file = %s\nkey_file = %s\n", ca, cert, key))
+	ctx := ctxTimeout(t, 30*time.Second)
+	conn, _, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil)
+	if err != nil {
+		t.Fatalf("attach over wss:// to dockerd --tlsverify: %v", err)
+	}
+	conn.Write(ctx, websocket.MessageBinary, []byte("echo tlsverify-$((6*7))\n"))
+	readUntil(ctx, t, conn, "tlsverify-42")
+	conn.Close(websocket.StatusNormalClosure, "")
+	conn, _, err = dial(ctx, p.url(execToken, c.UUID, execID), nil)
+	if err != nil {
+		t.Fatalf("exec over TLS to dockerd --tlsverify: %v", err)
+	}
+	conn.Write(ctx, websocket.MessageBinary, []byte("echo exec-tlsverify-$((6*7))\n"))
+	readUntil(ctx, t, conn, "exec-tlsverify-42")
+	conn.Close(websocket.StatusNormalClosure, "")
+
+	// A proxy that trusts another CA refuses the daemon (502); one without
+	// a client certificate is refused by the daemon (502).
+	for name, docker := range map[string]string{
+		"untrusted daemon":      fmt.Sprintf("[docker]\nca_file = %s\ncert_file = %s\nkey_file = %s\n", otherCA.File, cert, key),
+		"no client certificate": fmt.Sprintf("[docker]\nca_file = %s\n", ca),
+	} {
+		port := freePort(t)
+		p := startProxy(t, port, baseConf(db, port), docker)
+		if _, resp, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil); err == nil || resp == nil || resp.StatusCode != 502 {
+			t.Errorf("%s: %v, want 502", name, err)
+		}
+	}
+}

@@ -102,10 +102,45 @@ if ! docker_tcp_up; then
 fi
 log "Docker engine ready on tcp://$DOCKER_TCP"
 
+# 3b. A second engine that only speaks TLS with client certificates
+# (dockerd --tlsverify), on tcp://127.0.0.1:2376, with certificates made
+# here: the tests check the proxy's verified TLS to Docker against it.
+TLS_DIR=$STATE_DIR/docker-tls
+DOCKER_TLS=127.0.0.1:2376
+if [ ! -f "$TLS_DIR/cert.pem" ]; then
+	log "making the test CA and certificates in $TLS_DIR"
+	$SUDO mkdir -p "$TLS_DIR"
+	$SUDO sh -c "cd '$TLS_DIR' && umask 077 &&
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca-key.pem -out ca.pem -days 3650 -subj '/CN=zun-wsproxy test Docker CA' &&
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server-key.pem -out server.csr -subj '/CN=127.0.0.1' &&
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext &&
+		openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 3650 -extfile server.ext &&
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -out client.csr -subj '/CN=zun-wsproxy' &&
+		printf 'extendedKeyUsage=clientAuth\n' >client.ext &&
+		openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -days 3650 -extfile client.ext" >/dev/null 2>&1 ||
+		die "could not make the Docker TLS certificates"
+	$SUDO chmod 0644 "$TLS_DIR"/ca.pem "$TLS_DIR"/cert.pem "$TLS_DIR"/key.pem
+fi
+docker_tls() { $SUDO docker -H "tcp://$DOCKER_TLS" --tlsverify --tlscacert "$TLS_DIR/ca.pem" --tlscert "$TLS_DIR/cert.pem" --tlskey "$TLS_DIR/key.pem" "$@"; }
+if ! docker_tls version >/dev/null 2>&1; then
+	log "starting a dockerd with --tlsverify on tcp://$DOCKER_TLS (log /var/log/zun-wsproxy-test-dockerd-tls.log)"
+	$SUDO setsid nohup sh -c 'exec "$@" >"$0" 2>&1 </dev/null' /var/log/zun-wsproxy-test-dockerd-tls.log \
+		dockerd --data-root /var/lib/zun-wsproxy-test/docker-tls-data --exec-root /run/zun-wsproxy-test-docker-tls \
+		--pidfile /run/zun-wsproxy-test-docker-tls.pid -H "tcp://$DOCKER_TLS" \
+		--tlsverify --tlscacert "$TLS_DIR/ca.pem" --tlscert "$TLS_DIR/server.pem" --tlskey "$TLS_DIR/server-key.pem" \
+		--bridge=none --iptables=false --ip6tables=false >/dev/null 2>&1 </dev/null &
+	for _ in $(seq 1 60); do docker_tls version >/dev/null 2>&1 && break; sleep 1; done
+	docker_tls version >/dev/null 2>&1 || { tail -20 /var/log/zun-wsproxy-test-dockerd-tls.log; die "the TLS dockerd did not start"; }
+fi
+log "Docker engine with --tlsverify ready on tcp://$DOCKER_TLS"
+
 # 4. The offline test image.
 if ! $SUDO docker image inspect "$IMAGE" >/dev/null 2>&1; then
 	log "building $IMAGE from busybox-static"
 	build_busybox_image "$IMAGE"
+fi
+if ! docker_tls image inspect "$IMAGE" >/dev/null 2>&1; then
+	$SUDO docker save "$IMAGE" | docker_tls load >/dev/null
 fi
 out=$($SUDO docker run --rm --network none "$IMAGE" sh -c 'echo hello-$((6*7))')
 [ "$out" = hello-42 ] || die "test image does not run: got '$out' (dockerd log: $DOCKERD_LOG)"

@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
@@ -31,6 +33,9 @@ var (
 	MySQLUser  = getenv("ZUN_WSPROXY_TEST_MYSQL_USER", "zuntest")
 	MySQLPass  = getenv("ZUN_WSPROXY_TEST_MYSQL_PASSWORD", "zuntest")
 	DockerAddr = getenv("ZUN_WSPROXY_TEST_DOCKER_ADDR", "127.0.0.1:2375")
+	// The second engine, dockerd --tlsverify, and its certificates.
+	DockerTLSAddr = getenv("ZUN_WSPROXY_TEST_DOCKER_TLS_ADDR", "127.0.0.1:2376")
+	DockerTLSDir  = getenv("ZUN_WSPROXY_TEST_DOCKER_TLS_DIR", "/var/lib/zun-wsproxy-test/docker-tls")
 	Image      = getenv("ZUN_WSPROXY_TEST_IMAGE", "zun-wsproxy-test/busybox:latest")
 )
 
@@ -185,19 +190,51 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// Docker is a client of the test Docker engine's API.
+// Docker is a client of a test Docker engine's API.
 type Docker struct {
 	tb   testing.TB
 	http *http.Client
+	base string // http://host:port or https://host:port
 }
 
 // NewDocker checks that the engine and the test image are there.
 func NewDocker(tb testing.TB) *Docker {
 	tb.Helper()
-	d := &Docker{tb: tb, http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
-	resp, err := d.http.Get("http://" + DockerAddr + "/_ping")
+	return newDocker(tb, "http://"+DockerAddr, &http.Transport{DisableKeepAlives: true})
+}
+
+// NewDockerTLS is NewDocker for the engine that requires TLS client
+// certificates (dockerd --tlsverify).
+func NewDockerTLS(tb testing.TB) *Docker {
+	tb.Helper()
+	ca, cert, key := DockerTLSFiles()
+	pem, err := os.ReadFile(ca)
 	if err != nil {
-		tb.Fatalf("Docker engine at tcp://%s is not reachable (%v): %s", DockerAddr, err, setupHint)
+		tb.Fatalf("Docker TLS certificates missing (%v): %s", err, setupHint)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		tb.Fatalf("Docker TLS client certificate: %v: %s", err, setupHint)
+	}
+	return newDocker(tb, "https://"+DockerTLSAddr, &http.Transport{DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}})
+}
+
+// DockerTLSFiles returns the CA, client certificate and client key for
+// the --tlsverify engine, as zun.conf's [docker] ca_file, cert_file and
+// key_file.
+func DockerTLSFiles() (ca, cert, key string) {
+	return filepath.Join(DockerTLSDir, "ca.pem"), filepath.Join(DockerTLSDir, "cert.pem"), filepath.Join(DockerTLSDir, "key.pem")
+}
+
+func newDocker(tb testing.TB, base string, tr *http.Transport) *Docker {
+	tb.Helper()
+	d := &Docker{tb: tb, base: base, http: &http.Client{Timeout: 30 * time.Second, Transport: tr}}
+	resp, err := d.http.Get(base + "/_ping")
+	if err != nil {
+		tb.Fatalf("Docker engine at %s is not reachable (%v): %s", base, err, setupHint)
 	}
 	resp.Body.Close()
 	var img map[string]any
@@ -215,7 +252,7 @@ func (d *Docker) call(method, path string, body, out any) int {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, "http://"+DockerAddr+"/v"+APIVersion+path, rd)
+	req, _ := http.NewRequest(method, d.base+"/v"+APIVersion+path, rd)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := d.http.Do(req)
 	if err != nil {
