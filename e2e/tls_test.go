@@ -3,10 +3,14 @@ package e2e
 import (
 	"bufio"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,4 +76,50 @@ ssl_only = %v
 			conn2.Close(websocket.StatusNormalClosure, "")
 		})
 	}
+}
+
+// SIGHUP reloads the listener's certificate without dropping sessions.
+func TestCertificateReloadOnSIGHUP(t *testing.T) {
+	s := newSession(t)
+	certA, keyA, poolA := testenv.SelfSignedCert(t)
+	certB, keyB, poolB := testenv.SelfSignedCert(t)
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	cp := func(from, to string) {
+		b, _ := os.ReadFile(from)
+		os.WriteFile(to, b, 0o600)
+	}
+	cp(certA, cert)
+	cp(keyA, key)
+	port := freePort(t)
+	p := startProxy(t, port, baseConf(s.db, port), fmt.Sprintf("[websocket_proxy]\nbase_url = wss://127.0.0.1:%d/\ncert = %s\nkey = %s\n", port, cert, key))
+	handshakeWith := func(pool *x509.CertPool) error {
+		c, err := tls.Dial("tcp", p.addr(), &tls.Config{RootCAs: pool})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if err := handshakeWith(poolA); err != nil {
+		t.Fatalf("first certificate: %v", err)
+	}
+	// A session open across the reload keeps working.
+	c := s.attachable(t, "sh")
+	ctx := ctxTimeout(t, 30*time.Second)
+	conn, _, err := websocket.Dial(ctx, strings.Replace(p.url(c.Token, c.UUID, ""), "ws://", "wss://", 1), &websocket.DialOptions{
+		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: poolA}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	cp(certB, cert)
+	cp(keyB, key)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.logs.waitLine(t, `TLS certificate reloaded.*trigger=SIGHUP`, 5*time.Second)
+	if err := handshakeWith(poolB); err != nil {
+		t.Fatalf("after SIGHUP, the new certificate is not served: %v", err)
+	}
+	conn.Write(ctx, websocket.MessageBinary, []byte("echo still-$((6*7))\n"))
+	readUntil(ctx, t, conn, "still-42")
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/config"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/docker"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/redact"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/server"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/standalone"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/tokendb"
@@ -282,5 +283,6 @@ func newLogger(cfg *config.Config) (*slog.Logger, func(), error) {
 	if cfg.Debug {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closeFn, nil
+	// Masks token values in every line, whatever logged them.
+	return slog.New(redact.Handler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))), closeFn, nil
 }

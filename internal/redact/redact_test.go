@@ -1,0 +1,39 @@
+package redact
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestString(t *testing.T) {
+	cases := map[string]string{
+		"GET /?token=s3cr3t&uuid=web HTTP/1.1":        "GET /?token=REDACTED&uuid=web HTTP/1.1",
+		"ws://h:1/?uuid=x&token=abc-def":              "ws://h:1/?uuid=x&token=REDACTED",
+		`{"token":"abc","id":"1"}`:                    `{"token":"REDACTED","id":"1"}`,
+		"Authorization: Bearer k3y-k3y":               "Authorization: Bearer REDACTED",
+		"websocket_token=abc":                         "websocket_token=REDACTED",
+		"container web exited":                        "container web exited",
+		"token_id=5ed0d0a9fd77f101 kind=attach":       "token_id=5ed0d0a9fd77f101 kind=attach",
+		"dial tcp 127.0.0.1:2375: connection refused": "dial tcp 127.0.0.1:2375: connection refused",
+	}
+	for in, want := range cases {
+		if got := String(in); got != want {
+			t.Errorf("String(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestHandler(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(Handler(slog.NewTextHandler(&buf, nil)))
+	log.With("url", "ws://x/?token=aaa").Info("GET /?token=bbb", "err", errors.New("bad ?token=ccc"), slog.Group("g", "q", "token=ddd"))
+	out := buf.String()
+	for _, secret := range []string{"aaa", "bbb", "ccc", "ddd"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log line shows %s: %s", secret, out)
+		}
+	}
+}
