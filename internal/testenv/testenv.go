@@ -36,7 +36,7 @@ var (
 	// The second engine, dockerd --tlsverify, and its certificates.
 	DockerTLSAddr = getenv("ZUN_WSPROXY_TEST_DOCKER_TLS_ADDR", "127.0.0.1:2376")
 	DockerTLSDir  = getenv("ZUN_WSPROXY_TEST_DOCKER_TLS_DIR", "/var/lib/zun-wsproxy-test/docker-tls")
-	Image      = getenv("ZUN_WSPROXY_TEST_IMAGE", "zun-wsproxy-test/busybox:latest")
+	Image         = getenv("ZUN_WSPROXY_TEST_IMAGE", "zun-wsproxy-test/busybox:latest")
 )
 
 // APIVersion is the Docker API version Zun uses by default.
