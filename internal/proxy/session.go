@@ -46,6 +46,15 @@ type Options struct {
 	// ParseControl) instead of keystrokes: the web console's subprotocol.
 	// Keystrokes then travel in binary messages only.
 	Resize func(ctx context.Context, rows, cols int) error
+	// Heartbeat pings the client and Docker's attach socket this often; a
+	// side that answers nothing for two intervals is declared dead. 0: off.
+	Heartbeat time.Duration
+	// IdleTimeout ends a session with no data either way for this long;
+	// MaxDuration ends any session this old. 0: off.
+	IdleTimeout, MaxDuration time.Duration
+	// WriteTimeout disconnects a client that does not take output for this
+	// long (backpressure stops the container meanwhile). 0: off.
+	WriteTimeout time.Duration
 	// BinaryOutput sends all container output in binary messages, whatever
 	// type Docker used (Docker 20.10 sends text): the web console's
 	// subprotocol reserves text for control, and browsers reject text
@@ -94,6 +103,9 @@ type Session struct {
 	opts     Options
 
 	toContainer, toClient atomic.Int64
+	// Unix nanoseconds of the last frame from each side and of the last
+	// data either way, for heartbeats and idle_timeout.
+	clientSeen, backendSeen, dataSeen atomic.Int64
 
 	// Owned by containerToClient until it returns, then by Run.
 	held  [3]byte // start of a UTF-8 character awaiting its next bytes
@@ -119,9 +131,16 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 		backend: backend.Conn,
 		opts:    opts,
 	}
+	if opts.WriteTimeout > 0 {
+		s.clientW.SetTimeout(client, opts.WriteTimeout)
+	}
 	if backend.Framed {
 		s.backendR = websocket.NewReader(backend.Conn, websocket.ReaderOptions{Buffered: backend.Buffered})
 		s.backendW = websocket.NewWriter(backend.Conn, true)
+		if opts.Heartbeat > 0 {
+			// Pings must not hang on a frozen Docker connection.
+			s.backendW.SetTimeout(backend.Conn, 2*opts.Heartbeat)
+		}
 	} else {
 		s.pending = backend.Buffered
 	}
@@ -137,8 +156,12 @@ const (
 	proxySide
 )
 
+// errNoPong: a peer answered nothing for two heartbeat intervals.
+var errNoPong = errors.New("no answer to pings for two heartbeat intervals")
+
 // end is how one direction of the pump stopped.
 type end struct {
+	why  string // proxySide: why the proxy ends the session
 	side side
 	// closed: the peer ended the stream in an orderly way (a close frame,
 	// or the end of an exec stream); code is its close code.
@@ -150,17 +173,32 @@ type end struct {
 // Run pumps until either side ends or ctx is cancelled, then closes both
 // connections and returns once every goroutine of the session has ended.
 func (s *Session) Run(ctx context.Context) Result {
+	start := time.Now()
+	for _, t := range []*atomic.Int64{&s.clientSeen, &s.backendSeen, &s.dataSeen} {
+		t.Store(start.UnixNano())
+	}
 	ends := make(chan end, 2)
 	go s.clientToContainer(ends)
 	go s.containerToClient(ends)
 	running := 2
 
+	var tick <-chan time.Time
+	if every := s.checkInterval(); every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
 	var first end
-	select {
-	case first = <-ends:
-		running--
-	case <-ctx.Done():
-		first = end{side: proxySide}
+	for stop := false; !stop; {
+		select {
+		case first = <-ends:
+			running--
+			stop = true
+		case <-ctx.Done():
+			first, stop = end{side: proxySide}, true
+		case now := <-tick:
+			first, stop = s.check(now, start)
+		}
 	}
 	res := s.closeBoth(first)
 	for ; running > 0; running-- {
@@ -170,6 +208,53 @@ func (s *Session) Run(ctx context.Context) Result {
 	s.backend.Close()
 	res.ToContainer, res.ToClient = s.toContainer.Load(), s.toClient.Load()
 	return res
+}
+
+// checkInterval is how often Run looks at heartbeats and timeouts: often
+// enough to honour each within a quarter of its length, but no more than
+// once a second.
+func (s *Session) checkInterval() time.Duration {
+	var every time.Duration
+	for _, d := range []time.Duration{s.opts.Heartbeat / 2, s.opts.IdleTimeout / 4, s.opts.MaxDuration / 4} {
+		if d > 0 && (every == 0 || d < every) {
+			every = d
+		}
+	}
+	if every > 0 && every < time.Second {
+		every = time.Second
+	}
+	if s.opts.Heartbeat > 0 && s.opts.Heartbeat < 2*time.Second {
+		every = s.opts.Heartbeat / 2 // short heartbeats are for tests
+	}
+	return every
+}
+
+// check applies the timeouts and heartbeats at now; it reports an end
+// when the session must stop.
+func (s *Session) check(now, start time.Time) (end, bool) {
+	o := s.opts
+	switch {
+	case o.MaxDuration > 0 && now.Sub(start) >= o.MaxDuration:
+		return end{side: proxySide, why: "session reached max_session_duration"}, true
+	case o.IdleTimeout > 0 && now.Sub(time.Unix(0, s.dataSeen.Load())) >= o.IdleTimeout:
+		return end{side: proxySide, why: "session idle for idle_timeout"}, true
+	}
+	if o.Heartbeat <= 0 {
+		return end{}, false
+	}
+	if now.Sub(time.Unix(0, s.clientSeen.Load())) > 2*o.Heartbeat {
+		return end{side: clientSide, err: errNoPong}, true
+	}
+	if s.backendW != nil && now.Sub(time.Unix(0, s.backendSeen.Load())) > 2*o.Heartbeat {
+		return end{side: containerSide, err: fmt.Errorf("docker attach socket: %w", errNoPong)}, true
+	}
+	// A ping that would wait behind a write in progress is skipped: that
+	// write is bounded by WriteTimeout.
+	s.clientW.TryWriteControl(websocket.OpPing, nil)
+	if s.backendW != nil {
+		s.backendW.TryWriteControl(websocket.OpPing, nil)
+	}
+	return end{}, false
 }
 
 // closeBoth sends each side the close it should see after first, and
@@ -216,13 +301,20 @@ func (s *Session) closeBoth(first end) Result {
 		case errors.As(first.err, &pe):
 			res.Reason = "client protocol error: " + pe.Reason
 			clientCode, clientReason = pe.Code, pe.Reason
+		case errors.Is(first.err, errNoPong):
+			// Perhaps only half gone: tell it, in case it still listens.
+			res.Reason = "client disconnected: " + first.err.Error()
+			clientCode, clientReason = websocket.CloseGoingAway, "no answer to pings"
 		default:
 			res.Reason = "client disconnected: " + first.err.Error()
 		}
 		backendCode = websocket.CloseGoingAway
 	case proxySide:
-		res.Reason = "proxy shutting down"
-		clientCode, clientReason = websocket.CloseGoingAway, "proxy shutting down"
+		res.Reason, clientReason = "proxy shutting down", "proxy shutting down"
+		if first.why != "" {
+			res.Reason, clientReason = first.why, first.why
+		}
+		clientCode = websocket.CloseGoingAway
 		backendCode = websocket.CloseGoingAway
 		waitForClient = true
 	}
@@ -230,6 +322,7 @@ func (s *Session) closeBoth(first end) Result {
 	// Tell Docker's attach endpoint we are leaving, unless it is gone.
 	if s.backendW != nil && !(first.side == containerSide && !first.closed) {
 		s.backend.SetWriteDeadline(time.Now().Add(s.opts.CloseTimeout))
+		s.backendW.SetTimeout(s.backend, s.opts.CloseTimeout)
 		s.backendW.WriteClose(backendCode, "")
 	}
 	// Unblock the container side now: nothing more is wanted from it.
@@ -239,6 +332,7 @@ func (s *Session) closeBoth(first end) Result {
 		// The deadline also frees a pump goroutine stuck writing to a
 		// client that stopped reading, so the close can take the lock.
 		s.client.SetWriteDeadline(time.Now().Add(s.opts.CloseTimeout))
+		s.clientW.SetTimeout(s.client, s.opts.CloseTimeout)
 		if s.clientW.WriteClose(clientCode, clientReason) == nil {
 			res.ClientCode = clientCode
 		}
@@ -268,6 +362,7 @@ func (s *Session) pumpClient() end {
 		if err != nil {
 			return end{side: clientSide, err: err}
 		}
+		s.clientSeen.Store(time.Now().UnixNano())
 		switch h.Op {
 		case websocket.OpPing:
 			p, err := s.clientR.ReadControl(ctrl[:])
@@ -381,6 +476,7 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 			}
 		}
 		s.toContainer.Add(int64(stop - off))
+		s.dataSeen.Store(time.Now().UnixNano())
 	}
 	return end{}, true
 }
@@ -445,6 +541,7 @@ func (s *Session) pumpAttach() end {
 		if err != nil {
 			return end{side: containerSide, err: err}
 		}
+		s.backendSeen.Store(time.Now().UnixNano())
 		switch h.Op {
 		case websocket.OpPing:
 			p, err := s.backendR.ReadControl(ctrl[:])
@@ -540,6 +637,9 @@ func (s *Session) pumpExec() end {
 			}
 			bulk = n == smallChunk
 		}
+		if n > 0 {
+			s.backendSeen.Store(time.Now().UnixNano())
+		}
 		if err == io.EOF {
 			return end{side: containerSide, closed: true, code: websocket.CloseNormal}
 		}
@@ -584,6 +684,7 @@ func (s *Session) writeClient(op websocket.Opcode, buf []byte, off, stop int) er
 		return err
 	}
 	s.toClient.Add(int64(n))
+	s.dataSeen.Store(time.Now().UnixNano())
 	return nil
 }
 
@@ -595,6 +696,6 @@ func (s *Session) flushHeld() {
 	copy(s.small[room:], s.held[:s.nheld])
 	n := s.nheld
 	s.nheld = 0
-	s.client.SetWriteDeadline(time.Now().Add(s.opts.CloseTimeout))
+	s.clientW.SetTimeout(s.client, s.opts.CloseTimeout)
 	s.writeClient(websocket.OpBinary, s.small[:], room, room+n)
 }

@@ -77,6 +77,31 @@ type message struct {
 	reason  string
 }
 
+// recvAnswering is recv that answers pings, as real clients do.
+func (p *peer) recvAnswering(t *testing.T) message {
+	t.Helper()
+	p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var ctrl [125]byte
+	for {
+		h, err := p.r.NextFrame()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if h.Op == websocket.OpPing {
+			pl, _ := p.r.ReadControl(ctrl[:])
+			p.w.WriteControl(websocket.OpPong, pl)
+			continue
+		}
+		if h.Op == websocket.OpClose {
+			pl, _ := p.r.ReadControl(ctrl[:])
+			code, reason, _ := websocket.ParseClosePayload(pl)
+			return message{op: websocket.OpClose, code: code, reason: reason}
+		}
+		data, _ := io.ReadAll(p.r)
+		return message{op: h.Op, payload: data}
+	}
+}
+
 func (p *peer) recv(t *testing.T) message {
 	t.Helper()
 	p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -403,5 +428,96 @@ func TestFragmentedMessageTooBig(t *testing.T) {
 	h.client.w.WriteFrame(true, websocket.OpContinuation, frag, websocket.MaxHeaderLen, len(frag))
 	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseTooBig {
 		t.Fatalf("client got %+v", m)
+	}
+}
+
+// A Docker attach socket that stops answering is declared dead after two
+// heartbeat intervals; the client is told with 1011.
+func TestHeartbeatBackendDead(t *testing.T) {
+	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond})
+	// The docker peer reads nothing and answers no ping.
+	start := time.Now()
+	m := h.client.recvAnswering(t)
+	if m.op != websocket.OpClose || m.code != websocket.CloseInternalError {
+		t.Fatalf("client got %+v", m)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("declared dead after %v", d)
+	}
+	if r := h.result(t); !strings.Contains(r.Reason, "no answer to pings") {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+// A client that answers pings keeps its session; one that does not is
+// closed with 1001.
+func TestHeartbeatClient(t *testing.T) {
+	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond})
+	// Docker answers pings (as x/net/websocket does); the client too, for
+	// a while, by reading.
+	go func() {
+		var ctrl [125]byte
+		for {
+			hd, err := h.docker.r.NextFrame()
+			if err != nil {
+				return
+			}
+			if hd.Op == websocket.OpPing {
+				p, _ := h.docker.r.ReadControl(ctrl[:])
+				h.docker.w.WriteControl(websocket.OpPong, p)
+			}
+		}
+	}()
+	var ctrl [125]byte
+	deadline := time.Now().Add(time.Second)
+	pings := 0
+	for time.Now().Before(deadline) {
+		h.client.conn.SetReadDeadline(deadline)
+		hd, err := h.client.r.NextFrame()
+		if err != nil {
+			break
+		}
+		if hd.Op == websocket.OpPing {
+			pings++
+			p, _ := h.client.r.ReadControl(ctrl[:])
+			h.client.w.WriteControl(websocket.OpPong, p)
+		}
+	}
+	if pings < 3 {
+		t.Fatalf("%d pings in a second with a 200ms heartbeat", pings)
+	}
+	// Now the client goes silent: within two intervals it is let go.
+	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseGoingAway || m.reason != "no answer to pings" {
+		t.Fatalf("client got %+v", m)
+	}
+}
+
+func TestIdleAndMaxDuration(t *testing.T) {
+	h := start(t, false, Options{IdleTimeout: 1500 * time.Millisecond})
+	h.client.send(t, websocket.OpBinary, []byte("x"))
+	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseGoingAway || m.reason != "session idle for idle_timeout" {
+		t.Fatalf("idle: client got %+v", m)
+	}
+	h2 := start(t, false, Options{MaxDuration: 1500 * time.Millisecond})
+	if m := h2.client.recv(t); m.op != websocket.OpClose || m.reason != "session reached max_session_duration" {
+		t.Fatalf("max duration: client got %+v", m)
+	}
+}
+
+// A client that takes no output is disconnected after WriteTimeout.
+func TestWriteTimeout(t *testing.T) {
+	h := start(t, false, Options{WriteTimeout: time.Second})
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for {
+			h.exec.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := h.exec.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	r := h.result(t)
+	if !strings.Contains(r.Reason, "write to client") {
+		t.Fatalf("result %+v", r)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
+	"time"
 	"unicode/utf8"
 )
 
@@ -17,6 +18,28 @@ type Writer struct {
 	toServer  bool // client role: frames must be masked
 	closeSent bool
 	ctrl      [MaxHeaderLen + maxControlPayload]byte
+
+	// With a timeout, each write must finish within it (set under the
+	// lock, so concurrent writers cannot undo each other's deadline).
+	deadliner interface{ SetWriteDeadline(time.Time) error }
+	timeout   time.Duration
+}
+
+// SetTimeout bounds every later write to d, through conn's write deadline;
+// a peer that takes nothing for d makes the write fail. 0 removes it.
+func (w *Writer) SetTimeout(conn interface{ SetWriteDeadline(time.Time) error }, d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.deadliner, w.timeout = conn, d
+}
+
+// write sends b; w.mu is held.
+func (w *Writer) write(b []byte) error {
+	if w.timeout > 0 {
+		w.deadliner.SetWriteDeadline(time.Now().Add(w.timeout))
+	}
+	_, err := w.dst.Write(b)
+	return err
 }
 
 // NewWriter returns a Writer to dst. toServer is true when this side is the
@@ -87,8 +110,7 @@ func (w *Writer) WriteFrame(fin bool, op Opcode, buf []byte, off, end int) error
 	if w.toServer {
 		mask(key, 0, frame[hl:])
 	}
-	_, err := w.dst.Write(frame)
-	return err
+	return w.write(frame)
 }
 
 // WriteControl writes a ping or pong frame with payload p (at most 125
@@ -100,6 +122,20 @@ func (w *Writer) WriteControl(op Opcode, p []byte) error {
 		return ErrCloseSent
 	}
 	return w.writeControlLocked(op, p)
+}
+
+// TryWriteControl is WriteControl unless another write is in progress, in
+// which case it writes nothing and reports false: heartbeats must not
+// queue behind a write to a peer that stopped reading.
+func (w *Writer) TryWriteControl(op Opcode, p []byte) bool {
+	if !w.mu.TryLock() {
+		return false
+	}
+	defer w.mu.Unlock()
+	if w.closeSent {
+		return false
+	}
+	return w.writeControlLocked(op, p) == nil
 }
 
 // WriteClose writes a close frame with code and reason (cut to fit 125
@@ -140,8 +176,7 @@ func (w *Writer) writeControlLocked(op Opcode, p []byte) error {
 	if w.toServer {
 		mask(key, 0, frame[hl:])
 	}
-	_, err := w.dst.Write(frame)
-	return err
+	return w.write(frame)
 }
 
 // CloseSent reports whether a close frame has been written.
