@@ -118,6 +118,7 @@ wsproxy_host = 127.0.0.1
 wsproxy_port = %d
 allowed_origins = dashboard.example.org
 backend_timeout = 2
+shutdown_timeout = 2
 
 [docker]
 docker_remote_api_version = %s

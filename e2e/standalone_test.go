@@ -36,6 +36,7 @@ my_ip = 127.0.0.1
 [websocket_proxy]
 wsproxy_host = 127.0.0.1
 wsproxy_port = %d
+shutdown_timeout = 2
 
 [docker]
 api_url = tcp://%s

@@ -97,3 +97,17 @@ func TestZunclientMultibyteOutput(t *testing.T) {
 		t.Errorf("session end: %s", line)
 	}
 }
+
+// With heartbeats on, the CLI stays usable after idling past several
+// intervals (websocket-client would stall in recv() if it were pinged).
+func TestZunclientWithHeartbeat(t *testing.T) {
+	s := newSession(t)
+	port := freePort(t)
+	p := startProxy(t, port, baseConf(s.db, port), "[websocket_proxy]\nheartbeat = 1\n")
+	c := s.attachable(t, "sh")
+	out, code := zunclient(t, "attach", "--url", p.url(c.Token, c.UUID, ""), "--send-delay", "3.5",
+		"--send", `echo idle-$((6*7))\n`, "--expect", "idle-42")
+	if code != 0 {
+		t.Fatalf("zunclient after idling past the heartbeat: exit %d\n%s", code, out)
+	}
+}

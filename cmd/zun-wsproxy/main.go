@@ -142,6 +142,8 @@ func serve(args []string) error {
 
 	var resolver server.Resolver
 	var tokens *standalone.Service
+	var storePing func(context.Context) error
+	runtimeURL := cfg.Docker.Endpoint
 	if cfg.Mode == "zun" {
 		db, err := zunsql.Open(cfg.Database.DSN, zunsql.Options{
 			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout,
@@ -151,6 +153,7 @@ func serve(args []string) error {
 		}
 		defer db.Close()
 		resolver = auth.NewAuthorizer(db, auth.Options{TokenTTL: cfg.Proxy.TokenTTL, SingleUse: cfg.Proxy.SingleUseTokens})
+		storePing, runtimeURL = db.Ping, cfg.Docker.APIURL
 	} else {
 		db, err := openTokens(cfg, c.dataDir)
 		if err != nil {
@@ -159,6 +162,7 @@ func serve(args []string) error {
 		defer db.Close()
 		tokens = standalone.New(db, dialer, cfg.Docker.Endpoint)
 		resolver = tokens
+		storePing = db.Ping
 	}
 
 	base, err := url.Parse(cfg.Proxy.BaseURL)
@@ -190,8 +194,26 @@ func serve(args []string) error {
 		Origin:   auth.OriginPolicy{BaseScheme: base.Scheme, Allowed: cfg.Proxy.AllowedOrigins},
 		Logger:   log,
 		Path:     base.Path,
-		Session:  proxy.Options{MaxMessage: cfg.Proxy.MaxMessageBytes},
-		Console:  web.Handler(),
+		Session: proxy.Options{
+			MaxMessage:   cfg.Proxy.MaxMessageBytes,
+			Heartbeat:    cfg.Proxy.Heartbeat,
+			IdleTimeout:  cfg.Proxy.IdleTimeout,
+			MaxDuration:  cfg.Proxy.MaxSessionDuration,
+			WriteTimeout: cfg.Proxy.WriteTimeout,
+		},
+		Console: web.Handler(),
+		Ready: func(ctx context.Context) error {
+			// Generic reasons: the answer may reach beyond the operator.
+			if err := storePing(ctx); err != nil {
+				log.Debug("not ready", "error", err)
+				return errors.New("the store does not answer")
+			}
+			if err := dialer.Ping(ctx, runtimeURL); err != nil {
+				log.Debug("not ready", "error", err)
+				return errors.New("the container runtime does not answer")
+			}
+			return nil
+		},
 
 		ReadHeaderTimeout:       cfg.Proxy.HeaderTimeout,
 		MaxHeaderBytes:          cfg.Proxy.MaxHeaderBytes,
@@ -229,8 +251,9 @@ func serve(args []string) error {
 	}
 
 	signals := make(chan os.Signal, 1)
+	// Never stopped: a signal arriving while the process exits must not
+	// kill it with a signal status.
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(signals)
 wait:
 	for {
 		select {
@@ -243,18 +266,34 @@ wait:
 				}
 				continue
 			}
-			log.Info("shutting down", "signal", sig.String())
+			log.Info("shutting down: no new sessions; running ones may go on for shutdown_timeout",
+				"signal", sig.String(), "sessions", srv.Sessions(), "shutdown_timeout", cfg.Proxy.ShutdownTimeout.String())
 			break wait
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Drain: sessions run on until they end or shutdown_timeout passes; a
+	// second signal ends them at once.
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Proxy.ShutdownTimeout)
 	defer cancel()
+	go func() {
+		for {
+			select {
+			case sig := <-signals:
+				if sig == syscall.SIGHUP {
+					continue
+				}
+				log.Info("second signal: closing every session now", "signal", sig.String())
+				cancel()
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	if adminSrv != nil {
 		adminSrv.Shutdown(ctx)
 	}
-	if err := srv.Shutdown(ctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
+	srv.Shutdown(ctx)
 	log.Info("stopped")
 	return nil
 }

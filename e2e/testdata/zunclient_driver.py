@@ -102,6 +102,8 @@ def main():
     ap.add_argument("--out", default="")
     ap.add_argument("--collect-out", default="")
     ap.add_argument("--timeout", type=float, default=30)
+    ap.add_argument("--send-delay", type=float, default=0.2,
+                    help="seconds to wait after connecting before typing (idle time)")
     args = ap.parse_args()
     if args.collect_out:
         args.out = args.collect_out
@@ -144,8 +146,9 @@ def main():
         if banner_at < 0:
             continue
         if not sent and args.send:
-            # The client is connected; let it put the terminal in raw mode.
-            time.sleep(0.2)
+            # The client is connected; let it put the terminal in raw mode
+            # (and stay idle as long as asked).
+            time.sleep(args.send_delay)
             os.write(master, args.send.encode().decode("unicode_escape").encode("latin-1"))
             sent = True
         got = out[banner_at:]

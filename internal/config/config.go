@@ -62,6 +62,13 @@ type Proxy struct {
 	MaxSessionsPerContainer int           // max_sessions_per_container: 0 = no bound
 	AuthFailureLimit        int           // auth_failure_limit: per address per window; 0 = off
 	AuthFailureWindow       time.Duration // auth_failure_window
+
+	// Reliability (extensions; see the README).
+	Heartbeat          time.Duration // heartbeat: ping interval; 0 = off
+	IdleTimeout        time.Duration // idle_timeout: 0 = off
+	MaxSessionDuration time.Duration // max_session_duration: 0 = off
+	WriteTimeout       time.Duration // write_timeout: 0 = off
+	ShutdownTimeout    time.Duration // shutdown_timeout: drain time on SIGTERM
 }
 
 // Docker is [docker].
@@ -118,6 +125,12 @@ var defaults = map[string]map[string]string{
 		"max_sessions_per_container": "100",
 		"auth_failure_limit":         "20",
 		"auth_failure_window":        "60",
+
+		"heartbeat":            "30",
+		"idle_timeout":         "0",
+		"max_session_duration": "0",
+		"write_timeout":        "30",
+		"shutdown_timeout":     "30",
 	},
 	"docker": {
 		"docker_remote_api_version": "1.26",
@@ -312,6 +325,14 @@ func (r *reader) seconds(section, name string) time.Duration {
 	return time.Duration(f * float64(time.Second))
 }
 
+// optionalSeconds is seconds where 0 means off.
+func (r *reader) optionalSeconds(section, name string) time.Duration {
+	if v, _ := r.get(section, name); v == "0" {
+		return 0
+	}
+	return r.seconds(section, name)
+}
+
 func (r *reader) fail(e entry, section, name string, err error) {
 	if r.err == nil {
 		r.err = fmt.Errorf("%s: %w", where(e, section, name), err)
@@ -354,6 +375,11 @@ func (r *reader) config() (*Config, error) {
 	p.MaxSessionsPerContainer = r.int(wp, "max_sessions_per_container", 0, 10_000_000)
 	p.AuthFailureLimit = r.int(wp, "auth_failure_limit", 0, 1_000_000)
 	p.AuthFailureWindow = r.seconds(wp, "auth_failure_window")
+	p.Heartbeat = r.optionalSeconds(wp, "heartbeat")
+	p.IdleTimeout = r.optionalSeconds(wp, "idle_timeout")
+	p.MaxSessionDuration = r.optionalSeconds(wp, "max_session_duration")
+	p.WriteTimeout = r.optionalSeconds(wp, "write_timeout")
+	p.ShutdownTimeout = r.optionalSeconds(wp, "shutdown_timeout")
 	r.listenerTLS(p)
 
 	const dk = "docker"

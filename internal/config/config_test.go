@@ -87,7 +87,8 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Proxy{Host: "192.0.2.7", Port: 6784, BaseURL: "ws://192.0.2.7:6784/", BackendTimeout: 10 * time.Second,
 		HeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16384, MaxMessageBytes: 1 << 20, MaxSessions: 100000,
-		MaxSessionsPerContainer: 100, AuthFailureLimit: 20, AuthFailureWindow: time.Minute}
+		MaxSessionsPerContainer: 100, AuthFailureLimit: 20, AuthFailureWindow: time.Minute,
+		Heartbeat: 30 * time.Second, WriteTimeout: 30 * time.Second, ShutdownTimeout: 30 * time.Second}
 	if !reflect.DeepEqual(c.Proxy, want) {
 		t.Errorf("proxy %+v, want %+v", c.Proxy, want)
 	}

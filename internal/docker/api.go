@@ -132,3 +132,9 @@ func apiURL(t console.Target) string {
 	}
 	return t.URL
 }
+
+// Ping checks that the Engine API at endpoint answers.
+func (d *Dialer) Ping(ctx context.Context, endpoint string) error {
+	_, err := d.call(ctx, endpoint, "GET", "/_ping", nil, nil)
+	return err
+}

@@ -46,9 +46,15 @@ type Options struct {
 	// ParseControl) instead of keystrokes: the web console's subprotocol.
 	// Keystrokes then travel in binary messages only.
 	Resize func(ctx context.Context, rows, cols int) error
-	// Heartbeat pings the client and Docker's attach socket this often; a
-	// side that answers nothing for two intervals is declared dead. 0: off.
+	// Heartbeat pings Docker's attach socket (and the client, with
+	// PingClient) this often; a side that answers nothing for two intervals
+	// is declared dead. 0: off.
 	Heartbeat time.Duration
+	// PingClient includes the client in heartbeats. Off for Zun's CLI:
+	// websocket-client, after answering a ping inside recv(), blocks there
+	// until a data message arrives, so the CLI would stop sending
+	// keystrokes; such clients are watched by TCP keepalive instead.
+	PingClient bool
 	// IdleTimeout ends a session with no data either way for this long;
 	// MaxDuration ends any session this old. 0: off.
 	IdleTimeout, MaxDuration time.Duration
@@ -242,7 +248,7 @@ func (s *Session) check(now, start time.Time) (end, bool) {
 	if o.Heartbeat <= 0 {
 		return end{}, false
 	}
-	if now.Sub(time.Unix(0, s.clientSeen.Load())) > 2*o.Heartbeat {
+	if o.PingClient && now.Sub(time.Unix(0, s.clientSeen.Load())) > 2*o.Heartbeat {
 		return end{side: clientSide, err: errNoPong}, true
 	}
 	if s.backendW != nil && now.Sub(time.Unix(0, s.backendSeen.Load())) > 2*o.Heartbeat {
@@ -250,7 +256,9 @@ func (s *Session) check(now, start time.Time) (end, bool) {
 	}
 	// A ping that would wait behind a write in progress is skipped: that
 	// write is bounded by WriteTimeout.
-	s.clientW.TryWriteControl(websocket.OpPing, nil)
+	if o.PingClient {
+		s.clientW.TryWriteControl(websocket.OpPing, nil)
+	}
 	if s.backendW != nil {
 		s.backendW.TryWriteControl(websocket.OpPing, nil)
 	}

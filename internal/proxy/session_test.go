@@ -452,7 +452,7 @@ func TestHeartbeatBackendDead(t *testing.T) {
 // A client that answers pings keeps its session; one that does not is
 // closed with 1001.
 func TestHeartbeatClient(t *testing.T) {
-	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond})
+	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, PingClient: true})
 	// Docker answers pings (as x/net/websocket does); the client too, for
 	// a while, by reading.
 	go func() {
@@ -520,4 +520,27 @@ func TestWriteTimeout(t *testing.T) {
 	if !strings.Contains(r.Reason, "write to client") {
 		t.Fatalf("result %+v", r)
 	}
+}
+
+// Clients outside the web console are not pinged (Zun's CLI would stall).
+func TestHeartbeatSparesCLIClients(t *testing.T) {
+	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond})
+	go func() {
+		var ctrl [125]byte
+		for {
+			hd, err := h.docker.r.NextFrame()
+			if err != nil {
+				return
+			}
+			if hd.Op == websocket.OpPing {
+				p, _ := h.docker.r.ReadControl(ctrl[:])
+				h.docker.w.WriteControl(websocket.OpPong, p)
+			}
+		}
+	}()
+	h.client.conn.SetReadDeadline(time.Now().Add(time.Second))
+	if hd, err := h.client.r.NextFrame(); err == nil {
+		t.Fatalf("a CLI client got a %v frame while idle", hd.Op)
+	}
+	h.client.send(t, websocket.OpBinary, []byte("still here"))
 }

@@ -50,6 +50,12 @@ func (s *sessionSlots) acquire(key string) error {
 	return nil
 }
 
+func (s *sessionSlots) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
 func (s *sessionSlots) release(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -50,8 +51,11 @@ type Options struct {
 	// Console serves the web console page and its assets under /console;
 	// nil means 404 there.
 	Console http.Handler
-	Origin  auth.OriginPolicy
-	Logger  *slog.Logger
+	// Ready reports whether the proxy can serve new sessions (its store and
+	// a container runtime answer), for /readyz; nil means always ready.
+	Ready  func(context.Context) error
+	Origin auth.OriginPolicy
+	Logger *slog.Logger
 	// Path is the proxy's path besides "/" (base_url's path); every other
 	// path is 404.
 	Path string
@@ -128,14 +132,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting, closes every session with 1001 "going away" and
-// waits for them (or ctx) to end.
+// Shutdown stops accepting and lets running sessions go on until they end
+// or ctx does; then it closes each with 1001 "going away" and waits for
+// them to finish closing.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
-	s.stop()
-	err := s.http.Shutdown(ctx)
+	s.http.Shutdown(ctx)
 	done := make(chan struct{})
 	go func() {
 		s.sessions.Wait()
@@ -143,11 +147,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		s.stop()
+		return nil
 	case <-ctx.Done():
-		return ctx.Err()
 	}
-	return err
+	s.log.Info("drain time over: closing the remaining sessions")
+	s.stop()
+	<-done // each session closes within its close timeouts
+	return nil
 }
+
+// Sessions returns how many sessions are running.
+func (s *Server) Sessions() int { return s.slots.count() }
 
 // ServeHTTP takes one request down the data path: handshake checks, Origin,
 // token, dial, upgrade, session.
@@ -158,6 +169,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.log.Error("panic serving a request", "client", r.RemoteAddr, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
 	}()
+	switch r.URL.Path {
+	case "/healthz":
+		io.WriteString(w, "ok\n")
+		return
+	case "/readyz":
+		s.ready(w, r)
+		return
+	}
 	if s.opts.Console != nil && (r.URL.Path == "/console" || strings.HasPrefix(r.URL.Path, "/console/")) {
 		s.opts.Console.ServeHTTP(w, r)
 		return
@@ -210,12 +229,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := s.opts.Session
 	opts.Encoding = encoding
 	if subprotocol == proxy.ConsoleSubprotocol {
-		opts.BinaryOutput = true
+		opts.BinaryOutput, opts.PingClient = true, true
 		opts.Resize = func(ctx context.Context, rows, cols int) error {
 			return s.opts.Resizer.Resize(ctx, target, rows, cols)
 		}
 	}
 	s.run(proxy.New(conn, buffered, stream, opts), target, r.RemoteAddr, subprotocol)
+}
+
+// ready answers /readyz: 200 when the store and a runtime answer and the
+// proxy is not shutting down; 503 with a generic reason otherwise.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	var err error
+	if closing {
+		err = errors.New("shutting down")
+	} else if s.opts.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		err = s.opts.Ready(ctx)
+	}
+	if err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: %s\n", err)
+		return
+	}
+	io.WriteString(w, "ready\n")
 }
 
 // run runs a session in the request's goroutine, counted for Shutdown.

@@ -1,0 +1,136 @@
+package testenv
+
+import (
+	"net"
+	"sync"
+	"testing"
+)
+
+// Forwarder is a TCP relay under a test's control, to put faults between
+// the proxy and a real component: Freeze stops moving bytes (a network
+// that drops everything), Cut closes every connection and refuses new
+// ones (a dead server), Restore undoes both.
+type Forwarder struct {
+	Addr   string
+	target string
+	ln     net.Listener
+
+	mu     sync.Mutex
+	frozen bool
+	cut    bool
+	conns  []net.Conn
+	wake   *sync.Cond
+	wg     sync.WaitGroup
+	closed bool
+}
+
+// NewForwarder relays 127.0.0.1:random to target until tb ends.
+func NewForwarder(tb testing.TB, target string) *Forwarder {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := &Forwarder{Addr: ln.Addr().String(), target: target, ln: ln}
+	f.wake = sync.NewCond(&f.mu)
+	f.wg.Add(1)
+	go f.accept()
+	tb.Cleanup(f.close)
+	return f
+}
+
+func (f *Forwarder) accept() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.mu.Lock()
+		if f.cut || f.closed {
+			f.mu.Unlock()
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", f.target)
+		if err != nil {
+			f.mu.Unlock()
+			c.Close()
+			continue
+		}
+		f.conns = append(f.conns, c, up)
+		f.wg.Add(2)
+		f.mu.Unlock()
+		go f.pipe(up, c)
+		go f.pipe(c, up)
+	}
+}
+
+// pipe copies src to dst, pausing while frozen.
+func (f *Forwarder) pipe(dst, src net.Conn) {
+	defer f.wg.Done()
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		f.mu.Lock()
+		for f.frozen && !f.closed && !f.cut {
+			f.wake.Wait()
+		}
+		stop := f.closed || f.cut
+		f.mu.Unlock()
+		if stop {
+			return
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Freeze stops relaying bytes; connections stay open.
+func (f *Forwarder) Freeze() {
+	f.mu.Lock()
+	f.frozen = true
+	f.mu.Unlock()
+}
+
+// Cut closes every relayed connection and refuses new ones.
+func (f *Forwarder) Cut() {
+	f.mu.Lock()
+	f.cut = true
+	conns := f.conns
+	f.conns = nil
+	f.wake.Broadcast()
+	f.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// Restore relays again, new connections included.
+func (f *Forwarder) Restore() {
+	f.mu.Lock()
+	f.frozen, f.cut = false, false
+	f.wake.Broadcast()
+	f.mu.Unlock()
+}
+
+func (f *Forwarder) close() {
+	f.mu.Lock()
+	f.closed = true
+	conns := f.conns
+	f.wake.Broadcast()
+	f.mu.Unlock()
+	f.ln.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+	f.wg.Wait()
+}
