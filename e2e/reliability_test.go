@@ -204,6 +204,9 @@ func TestRuntimeFaults(t *testing.T) {
 			}
 			t.Logf("%s: client told after %v", fault, after.Round(10*time.Millisecond))
 			bystanderEcho("bystander-" + fault)
+			if d, _ := p.conns(t); d != 1 {
+				t.Errorf("%d connections to Docker, want the bystander's only", d)
+			}
 		})
 	}
 }
@@ -245,8 +248,30 @@ func TestDatabaseFaults(t *testing.T) {
 	}) {
 		t.Fatalf("after the database came back: %v", err)
 	}
-	defer c2.CloseNow()
 	echo(t, c2, "db-back")
+	c2.Close(websocket.StatusNormalClosure, "")
+	conn.Close(websocket.StatusNormalClosure, "")
+	p.waitNoSessions(t, 2*time.Second)
+}
+
+// The container is killed under a session: the client learns it ended.
+func TestContainerKilled(t *testing.T) {
+	s := newSession(t)
+	c := s.attachable(t, "sh")
+	ctx := ctxTimeout(t, 30*time.Second)
+	conn, _, err := dial(ctx, s.proxy.url(c.Token, c.UUID, ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	echo(t, conn, "alive")
+	s.docker.Kill(c.DockerID)
+	ce, after := closeOf(t, conn, 10*time.Second)
+	if ce.Code != websocket.StatusNormalClosure || ce.Reason != "container exited" {
+		t.Fatalf("after docker kill: %v", ce)
+	}
+	t.Logf("client told %v after the kill", after.Round(10*time.Millisecond))
+	s.proxy.waitNoSessions(t, 2*time.Second)
 }
 
 // A client that reads nothing while the container floods output: the
@@ -295,7 +320,40 @@ func TestSlowClient(t *testing.T) {
 	if line == "" || !strings.Contains(line, "write to client") {
 		t.Fatalf("the non-reading client was not let go: %q", line)
 	}
+	p.waitNoSessions(t, 3*time.Second)
 	if peak-before > 16<<10 {
 		t.Errorf("proxy RSS grew by %d KiB for one stuck client (bound: 16 MiB)", peak-before)
 	}
+}
+
+// SIGHUP applies a new allowed_origins without dropping sessions.
+func TestReloadOnSIGHUP(t *testing.T) {
+	s := newSession(t)
+	port := freePort(t)
+	dir := t.TempDir()
+	override := dir + "/origins.conf"
+	os.WriteFile(override, []byte("[websocket_proxy]\nallowed_origins = old.example\n"), 0o600)
+	conf := dir + "/zun.conf"
+	os.WriteFile(conf, []byte(baseConf(s.db, port)), 0o600)
+	p := startProxyArgs(t, port, "--config-file", conf, "--config-file", override)
+	c := s.attachable(t, "sh")
+	ctx := ctxTimeout(t, 30*time.Second)
+	conn, _, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	newOrigin := http.Header{"Origin": {"http://new.example"}}
+	if status, _, _ := handshake(t, p.addr(), "/?token="+c.Token+"&uuid="+c.UUID, newOrigin); status != 403 {
+		t.Fatalf("new.example before the reload: %d", status)
+	}
+	os.WriteFile(override, []byte("[websocket_proxy]\nallowed_origins = new.example\n"), 0o600)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.logs.waitLine(t, `configuration reloaded.*allowed_origins=new.example`, 5*time.Second)
+	if status, _, _ := handshake(t, p.addr(), "/?token="+c.Token+"&uuid="+c.UUID, newOrigin); status != 101 {
+		t.Fatalf("new.example after the reload: %d", status)
+	}
+	echo(t, conn, "survived-reload")
+	conn.Close(websocket.StatusNormalClosure, "")
+	p.waitNoSessions(t, 2*time.Second)
 }

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -187,21 +188,16 @@ func serve(args []string) error {
 		go cert.Watch(watchCtx, 10*time.Second, func(err error) { logReload(log, err, "files changed") })
 	}
 
+	live := reloadable(cfg, base.Scheme)
 	srv := server.New(server.Options{
 		Resolver: resolver,
 		Dialer:   dialer,
 		Resizer:  dialer,
-		Origin:   auth.OriginPolicy{BaseScheme: base.Scheme, Allowed: cfg.Proxy.AllowedOrigins},
+		Origin:   live.Origin,
 		Logger:   log,
 		Path:     base.Path,
-		Session: proxy.Options{
-			MaxMessage:   cfg.Proxy.MaxMessageBytes,
-			Heartbeat:    cfg.Proxy.Heartbeat,
-			IdleTimeout:  cfg.Proxy.IdleTimeout,
-			MaxDuration:  cfg.Proxy.MaxSessionDuration,
-			WriteTimeout: cfg.Proxy.WriteTimeout,
-		},
-		Console: web.Handler(),
+		Session:  live.Session,
+		Console:  web.Handler(),
 		Ready: func(ctx context.Context) error {
 			// Generic reasons: the answer may reach beyond the operator.
 			if err := storePing(ctx); err != nil {
@@ -217,10 +213,10 @@ func serve(args []string) error {
 
 		ReadHeaderTimeout:       cfg.Proxy.HeaderTimeout,
 		MaxHeaderBytes:          cfg.Proxy.MaxHeaderBytes,
-		MaxSessions:             cfg.Proxy.MaxSessions,
-		MaxSessionsPerContainer: cfg.Proxy.MaxSessionsPerContainer,
-		AuthFailureLimit:        cfg.Proxy.AuthFailureLimit,
-		AuthFailureWindow:       cfg.Proxy.AuthFailureWindow,
+		MaxSessions:             live.MaxSessions,
+		MaxSessionsPerContainer: live.MaxSessionsPerContainer,
+		AuthFailureLimit:        live.AuthFailureLimit,
+		AuthFailureWindow:       live.AuthFailureWindow,
 	})
 	addr := net.JoinHostPort(cfg.Proxy.Host, strconv.Itoa(cfg.Proxy.Port))
 	ln, err := server.Listen(addr, server.ListenOptions{TLS: listenTLS, SSLOnly: cfg.Proxy.SSLOnly, FirstByteTimeout: cfg.Proxy.HeaderTimeout})
@@ -264,6 +260,13 @@ wait:
 				if cert != nil {
 					logReload(log, cert.Reload(), "SIGHUP")
 				}
+				// Origins, limits and session timeouts, from the same files.
+				if newCfg, err := c.load(); err != nil {
+					log.Error("configuration not reloaded; the running one stays", "error", err)
+				} else {
+					srv.Reload(reloadable(newCfg, base.Scheme))
+					log.Info("configuration reloaded", "allowed_origins", strings.Join(newCfg.Proxy.AllowedOrigins, ","))
+				}
 				continue
 			}
 			log.Info("shutting down: no new sessions; running ones may go on for shutdown_timeout",
@@ -296,6 +299,25 @@ wait:
 	srv.Shutdown(ctx)
 	log.Info("stopped")
 	return nil
+}
+
+// reloadable is the part of the configuration SIGHUP can change.
+func reloadable(cfg *config.Config, baseScheme string) server.Reloadable {
+	p := cfg.Proxy
+	return server.Reloadable{
+		Origin: auth.OriginPolicy{BaseScheme: baseScheme, Allowed: p.AllowedOrigins},
+		Session: proxy.Options{
+			MaxMessage:   p.MaxMessageBytes,
+			Heartbeat:    p.Heartbeat,
+			IdleTimeout:  p.IdleTimeout,
+			MaxDuration:  p.MaxSessionDuration,
+			WriteTimeout: p.WriteTimeout,
+		},
+		MaxSessions:             p.MaxSessions,
+		MaxSessionsPerContainer: p.MaxSessionsPerContainer,
+		AuthFailureLimit:        p.AuthFailureLimit,
+		AuthFailureWindow:       p.AuthFailureWindow,
+	}
 }
 
 func logReload(log *slog.Logger, err error, why string) {

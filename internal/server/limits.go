@@ -50,6 +50,12 @@ func (s *sessionSlots) acquire(key string) error {
 	return nil
 }
 
+func (s *sessionSlots) setLimits(max, perKey int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.max, s.perKey = max, perKey
+}
+
 func (s *sessionSlots) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -95,13 +101,22 @@ func clientIP(remoteAddr string) string {
 	return remoteAddr
 }
 
+func (l *failureLimiter) setLimit(limit int, window time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if window <= 0 {
+		window = time.Minute
+	}
+	l.limit, l.window = limit, window
+}
+
 // check refuses an address that failed too often in its current window.
 func (l *failureLimiter) check(addr string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.limit <= 0 {
 		return nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	f := l.byAddr[addr]
 	if f == nil {
 		return nil
@@ -114,11 +129,11 @@ func (l *failureLimiter) check(addr string) error {
 
 // fail records a failed authorization.
 func (l *failureLimiter) fail(addr string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.limit <= 0 {
 		return
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	now := l.now()
 	f := l.byAddr[addr]
 	if f == nil || now.Sub(f.start) >= l.window {

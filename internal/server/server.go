@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
@@ -83,6 +84,9 @@ type Server struct {
 	http     *http.Server
 	slots    *sessionSlots
 	failures *failureLimiter
+	// What Reload may change, read at each request.
+	origin   atomic.Pointer[auth.OriginPolicy]
+	session  atomic.Pointer[proxy.Options]
 	mu       sync.Mutex
 	closing  bool // set by Shutdown: no session may start after it
 	sessions sync.WaitGroup
@@ -111,6 +115,8 @@ func New(opts Options) *Server {
 		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerContainer),
 		failures: newFailureLimiter(opts.AuthFailureLimit, opts.AuthFailureWindow),
 	}
+	s.origin.Store(&opts.Origin)
+	s.session.Store(&opts.Session)
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	s.http = &http.Server{
 		Handler:           s,
@@ -157,6 +163,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// Reloadable is what a running server takes on without a restart (SIGHUP):
+// it applies to new requests and sessions; running sessions keep theirs.
+type Reloadable struct {
+	Origin                               auth.OriginPolicy
+	Session                              proxy.Options
+	MaxSessions, MaxSessionsPerContainer int
+	AuthFailureLimit                     int
+	AuthFailureWindow                    time.Duration
+}
+
+// Reload applies r.
+func (s *Server) Reload(r Reloadable) {
+	s.origin.Store(&r.Origin)
+	s.session.Store(&r.Session)
+	s.slots.setLimits(r.MaxSessions, r.MaxSessionsPerContainer)
+	s.failures.setLimit(r.AuthFailureLimit, r.AuthFailureWindow)
+}
+
 // Sessions returns how many sessions are running.
 func (s *Server) Sessions() int { return s.slots.count() }
 
@@ -194,7 +218,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, err)
 		return
 	}
-	if err := s.opts.Origin.Check(r.Header.Get("Origin"), r.Host, r.Header.Get("X-Forwarded-Proto")); err != nil {
+	if err := s.origin.Load().Check(r.Header.Get("Origin"), r.Host, r.Header.Get("X-Forwarded-Proto")); err != nil {
 		s.reject(w, r, err)
 		return
 	}
@@ -226,7 +250,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("session not started", "container", target.ContainerUUID, "kind", target.Kind.String(), "client", r.RemoteAddr, "error", err)
 		return
 	}
-	opts := s.opts.Session
+	opts := *s.session.Load()
 	opts.Encoding = encoding
 	if subprotocol == proxy.ConsoleSubprotocol {
 		opts.BinaryOutput, opts.PingClient = true, true

@@ -300,6 +300,14 @@ func (d *Docker) RunNamed(name, cmd string) string {
 	return created.Id
 }
 
+// Kill kills a container's main process.
+func (d *Docker) Kill(containerID string) {
+	d.tb.Helper()
+	if code := d.call("POST", "/containers/"+containerID+"/kill", nil, nil); code != 204 {
+		d.tb.Fatalf("kill container: status %d", code)
+	}
+}
+
 // Exec creates (without starting) an interactive exec of cmd, as Zun's
 // execute?interactive=true does, and returns its id.
 func (d *Docker) Exec(containerID string, cmd ...string) string {
