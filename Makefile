@@ -1,7 +1,7 @@
 # zun-wsproxy: build and test.
 GO ?= go
 
-.PHONY: all build test test-env check unit fuzz clean web demo demo-stop security
+.PHONY: all build test test-env check unit fuzz clean web demo demo-stop security soak
 
 all: build
 
@@ -22,8 +22,9 @@ check:
 # test is THE test command: the whole suite, against real components, then
 # each fuzz target briefly from its committed seed corpus.
 test: test-env check
-	$(GO) test -race -count=1 -timeout 20m -skip '^TestSecuritySuite$$' ./...
+	$(GO) test -race -count=1 -timeout 20m -skip '^(TestSecuritySuite|TestSoak)$$' ./...
 	$(MAKE) security
+	$(MAKE) soak
 	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
 
 # security runs the hostile-input suite and prints its table.
@@ -31,6 +32,12 @@ security:
 	$(GO) test -race -count=1 -run '^TestSecuritySuite$$' -v ./internal/server/
 
 CI_FUZZTIME ?= 10s
+
+# soak runs 200 concurrent sessions with faults for SOAK (40s in CI; try
+# SOAK=30m) and prints a summary line.
+SOAK ?= 40s
+soak:
+	$(GO) test -race -count=1 -timeout 60m -run '^TestSoak$$' -v ./internal/server/ -soak=$(SOAK)
 
 # unit runs only the tests that need no external component.
 unit:

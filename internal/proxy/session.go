@@ -210,10 +210,35 @@ func (s *Session) Run(ctx context.Context) Result {
 	for ; running > 0; running-- {
 		<-ends
 	}
-	s.client.Close()
 	s.backend.Close()
+	if res.ClientCode != 0 {
+		lingerClose(s.client, s.opts.CloseTimeout)
+	} else {
+		s.client.Close()
+	}
 	res.ToContainer, res.ToClient = s.toContainer.Load(), s.toClient.Load()
 	return res
+}
+
+// lingerClose closes a connection after a close frame went out on it:
+// it sends FIN first and discards what the client still sends until it
+// closes too (or d passes). Closing with unread input would make the
+// kernel send a reset, which can destroy the close frame before the
+// client reads it.
+func lingerClose(c net.Conn, d time.Duration) {
+	defer c.Close()
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		if cw.CloseWrite() != nil {
+			return
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(d))
+	var discard [2048]byte
+	for {
+		if _, err := c.Read(discard[:]); err != nil {
+			return
+		}
+	}
 }
 
 // checkInterval is how often Run looks at heartbeats and timeouts: often
