@@ -1,0 +1,315 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/docker"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+)
+
+// session is one client connection, with the proxy's own codec: the same
+// client cost direct and through, and no allocation per message.
+type session struct {
+	conn net.Conn
+	r    *websocket.Reader
+	w    *websocket.Writer
+}
+
+var dialer = docker.NewDialer(docker.Options{Timeout: 10 * time.Second})
+
+// open connects to rawURL for a backend mode: "{mode}" in the URL is
+// replaced by it (a proxy URL naming a container per mode), else it is
+// added as the query parameter mode (the backend itself).
+func open(ctx context.Context, rawURL string, mode Mode) (*session, error) {
+	target := strings.ReplaceAll(rawURL, "{mode}", string(mode))
+	if target == rawURL {
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return nil, err
+		}
+		q := u.Query()
+		q.Set("mode", string(mode))
+		u.RawQuery = q.Encode()
+		target = u.String()
+	}
+	st, err := dialer.Dial(ctx, console.Target{Kind: console.Attach, URL: target})
+	if err != nil {
+		return nil, err
+	}
+	return &session{conn: st.Conn, r: websocket.NewReader(st.Conn, websocket.ReaderOptions{Buffered: st.Buffered}), w: websocket.NewWriter(st.Conn, true)}, nil
+}
+
+func (s *session) close() {
+	s.conn.SetDeadline(time.Now().Add(time.Second))
+	s.w.WriteClose(websocket.CloseNormal, "")
+	s.conn.Close()
+}
+
+// readMessage reads one data message into buf and returns its length.
+func (s *session) readMessage(buf []byte) (int, error) {
+	total := 0
+	for {
+		h, err := s.r.NextFrame()
+		if err != nil {
+			return 0, err
+		}
+		if h.Op.IsControl() {
+			if h.Op == websocket.OpClose {
+				return 0, io.EOF
+			}
+			continue
+		}
+		for {
+			n, err := s.r.Read(buf[total:])
+			total += n
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return total, err
+			}
+			if total == len(buf) {
+				total = 0 // larger than buf: count, overwrite
+			}
+		}
+		if h.Fin {
+			return total, nil
+		}
+	}
+}
+
+// Latency is round-trip time statistics.
+type Latency struct {
+	Sessions, Samples        int
+	P50, P90, P99, P999, Max time.Duration
+	Errors                   int64
+}
+
+// MeasureLatency sends small messages and waits for each echo, on sessions
+// concurrent sessions, samples round trips each.
+func MeasureLatency(ctx context.Context, rawURL string, sessions, samples int) Latency {
+	var mu sync.Mutex
+	var all []time.Duration
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < sessions; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := open(ctx, rawURL, Echo)
+			if err != nil {
+				errs.Add(1)
+				return
+			}
+			defer s.close()
+			msg := make([]byte, websocket.MaxHeaderLen+16)
+			in := make([]byte, 1024)
+			rtts := make([]time.Duration, 0, samples)
+			for j := 0; j < samples+samples/10; j++ {
+				copy(msg[websocket.MaxHeaderLen:], "keystroke-123456")
+				start := time.Now()
+				if err := s.w.WriteFrame(true, websocket.OpBinary, msg, websocket.MaxHeaderLen, len(msg)); err != nil {
+					errs.Add(1)
+					return
+				}
+				for got := 0; got < 16; {
+					n, err := s.readMessage(in)
+					if err != nil {
+						errs.Add(1)
+						return
+					}
+					got += n
+				}
+				if j >= samples/10 { // the first tenth warms up
+					rtts = append(rtts, time.Since(start))
+				}
+			}
+			mu.Lock()
+			all = append(all, rtts...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	l := Latency{Sessions: sessions, Samples: len(all), Errors: errs.Load()}
+	if len(all) == 0 {
+		return l
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	pct := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
+	l.P50, l.P90, l.P99, l.P999, l.Max = pct(0.5), pct(0.9), pct(0.99), pct(0.999), all[len(all)-1]
+	return l
+}
+
+// Throughput is bytes per second received by clients.
+type Throughput struct {
+	Sessions    int
+	BytesPerSec float64
+	Errors      int64
+}
+
+// MeasureThroughput counts 64 KiB messages received for d on sessions
+// sessions: echo (the client sends, the backend echoes) or source (the
+// backend streams, as container output does).
+func MeasureThroughput(ctx context.Context, rawURL string, mode Mode, sessions int, d time.Duration) Throughput {
+	var total, errs atomic.Int64
+	var wg sync.WaitGroup
+	stopAt := time.Now().Add(d)
+	for i := 0; i < sessions; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := open(ctx, rawURL, mode)
+			if err != nil {
+				errs.Add(1)
+				return
+			}
+			defer s.close()
+			s.conn.SetDeadline(stopAt.Add(5 * time.Second))
+			done := make(chan struct{})
+			if mode == Echo {
+				go func() {
+					defer close(done)
+					msg := make([]byte, websocket.MaxHeaderLen+64<<10)
+					for time.Now().Before(stopAt) {
+						if s.w.WriteFrame(true, websocket.OpBinary, msg, websocket.MaxHeaderLen, len(msg)) != nil {
+							return
+						}
+					}
+				}()
+			} else {
+				close(done)
+			}
+			in := make([]byte, 64<<10)
+			for time.Now().Before(stopAt) {
+				n, err := s.readMessage(in)
+				if err != nil {
+					errs.Add(1)
+					break
+				}
+				total.Add(int64(n))
+			}
+			s.conn.Close()
+			<-done
+		}()
+	}
+	wg.Wait()
+	return Throughput{Sessions: sessions, BytesPerSec: float64(total.Load()) / d.Seconds(), Errors: errs.Load()}
+}
+
+// Handshakes is sessions opened (and closed) per second.
+type Handshakes struct {
+	Workers int
+	PerSec  float64
+	Errors  int64
+}
+
+// MeasureHandshakes opens and closes sessions on workers parallel workers
+// for d. urls are used round robin (single-use tokens need one each).
+func MeasureHandshakes(ctx context.Context, urls []string, workers int, d time.Duration) Handshakes {
+	var done, errs atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	stopAt := time.Now().Add(d)
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stopAt) {
+				u := urls[int(next.Add(1)-1)%len(urls)]
+				s, err := open(ctx, u, Sink)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				s.close()
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return Handshakes{Workers: workers, PerSec: float64(done.Load()) / d.Seconds(), Errors: errs.Load()}
+}
+
+// Idle is the memory a process holds per idle session.
+type Idle struct {
+	Sessions        int
+	RSSBefore       int64 // KiB
+	RSSAfter        int64 // KiB
+	PerSessionBytes float64
+	OpenSeconds     float64
+	Errors          int64
+}
+
+// MeasureIdle opens n idle sessions and reports the RSS growth of pid
+// (the proxy) per session.
+func MeasureIdle(ctx context.Context, rawURL string, n, parallel int, pid int) (Idle, func()) {
+	before := RSS(pid)
+	start := time.Now()
+	sessions := make([]*session, n)
+	var errs atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < parallel; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				s, err := open(ctx, rawURL, Sink)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				sessions[i] = s
+			}
+		}()
+	}
+	wg.Wait()
+	opened := time.Since(start)
+	time.Sleep(2 * time.Second) // let the proxy settle (buffers back to pools)
+	after := RSS(pid)
+	open := n - int(errs.Load())
+	idle := Idle{Sessions: open, RSSBefore: before, RSSAfter: after, OpenSeconds: opened.Seconds(), Errors: errs.Load()}
+	if open > 0 {
+		idle.PerSessionBytes = float64(after-before) * 1024 / float64(open)
+	}
+	return idle, func() {
+		for _, s := range sessions {
+			if s != nil {
+				s.conn.Close()
+			}
+		}
+	}
+}
+
+// RSS returns a process's resident set size in KiB.
+func RSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			if len(f) > 1 {
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Measures zun-wsproxy against its ceiling on this machine: builds the proxy
+# and wsbench, starts wsbench's Docker-attach-compatible backend, runs the
+# proxy in Zun mode on the test MariaDB (scripts/test-env.sh) with one
+# container row pointing at the backend, and runs `wsbench run`, which
+# alternates direct and proxied rounds. Extra arguments go to wsbench run
+# (e.g. -json, -idle 20000, -rounds 5). Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/test-env.sh >/dev/null
+go build -o bin/zun-wsproxy ./cmd/zun-wsproxy
+go build -o bin/wsbench ./cmd/wsbench
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BACKEND_PORT=$(free_port)
+PROXY_PORT=$(free_port)
+
+bin/wsbench backend -listen "127.0.0.1:$BACKEND_PORT" >"$work/backend.log" 2>&1 &
+pids+=($!)
+
+DB=zun_bench
+TOKEN=$(cat /proc/sys/kernel/random/uuid)
+attach() { echo "ws://127.0.0.1:$BACKEND_PORT/v1.26/containers/$1/attach/ws?logs=0&stream=1&stdin=1&stdout=1&stderr=1"; }
+mysql="mariadb -h 127.0.0.1 -u zuntest -pzuntest"
+$mysql -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8"
+$mysql "$DB" <testdata/zun-schema.sql
+# One container row per backend mode; wsbench names them bench-{mode}.
+for mode in echo sink source; do
+	$mysql "$DB" -e "INSERT INTO container (uuid, name, container_id, websocket_url, websocket_token, container_type, updated_at) VALUES (UUID(), 'bench-$mode', '$mode', '$(attach $mode)', '$TOKEN', 0, UTC_TIMESTAMP())"
+done
+
+cat >"$work/zun.conf" <<CONF
+[DEFAULT]
+my_ip = 127.0.0.1
+[websocket_proxy]
+wsproxy_host = 127.0.0.1
+wsproxy_port = $PROXY_PORT
+max_sessions = 0
+max_sessions_per_container = 0
+[database]
+connection = mysql+pymysql://zuntest:zuntest@127.0.0.1/$DB
+CONF
+bin/zun-wsproxy --config-file "$work/zun.conf" >"$work/proxy.log" 2>&1 &
+proxy_pid=$!
+pids+=($proxy_pid)
+for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$PROXY_PORT") 2>/dev/null && break; sleep 0.1; done
+
+echo "machine: $(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{print int($2/1024/1024)}') GiB; $(go version | cut -d' ' -f3)"
+bin/wsbench run -direct "$(attach '{mode}')" -through "ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid=bench-{mode}" -pid "$proxy_pid" "$@"
+$mysql -e "DROP DATABASE IF EXISTS $DB"
