@@ -237,7 +237,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, err)
 		return
 	}
-	defer s.slots.release(slot)
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			s.slots.release(slot)
+		}
+	}()
 	stream, err := s.opts.Dialer.Dial(r.Context(), target)
 	if err != nil {
 		s.reject(w, r, fmt.Errorf("%w: %w", console.ErrRuntime, err))
@@ -258,7 +263,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return s.opts.Resizer.Resize(ctx, target, rows, cols)
 		}
 	}
-	s.run(proxy.New(conn, buffered, stream, opts), target, r.RemoteAddr, subprotocol)
+	handedOff = true
+	s.start(proxy.New(conn, buffered, stream, opts), target, slot, r.RemoteAddr, subprotocol)
 }
 
 // ready answers /readyz: 200 when the store and a runtime answer and the
@@ -285,17 +291,31 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ready\n")
 }
 
-// run runs a session in the request's goroutine, counted for Shutdown.
-func (s *Server) run(sess *proxy.Session, t console.Target, client, subprotocol string) {
+// start runs a session in a goroutine of its own, counted for Shutdown,
+// and returns: the request's goroutine and what net/http holds for the
+// connection (buffers, request) are freed, so an idle session costs only
+// its own small state.
+func (s *Server) start(sess *proxy.Session, t console.Target, slot, client, subprotocol string) {
 	s.mu.Lock()
 	if s.closing {
+		// Draining: no new sessions. A cancelled context closes both sides
+		// with 1001 at once.
 		s.mu.Unlock()
-		sess.Run(s.stopCtx) // closes both sides with 1001 at once
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		sess.Run(ctx)
+		s.slots.release(slot)
 		return
 	}
 	s.sessions.Add(1)
 	s.mu.Unlock()
+	go s.run(sess, t, slot, client, subprotocol)
+}
+
+// run is a session's goroutine.
+func (s *Server) run(sess *proxy.Session, t console.Target, slot, client, subprotocol string) {
 	defer s.sessions.Done()
+	defer s.slots.release(slot)
 	attrs := []any{"container", t.ContainerUUID, "kind", t.Kind.String(), "client", client}
 	if t.Kind == console.Exec {
 		attrs = append(attrs, "exec_id", t.ExecID)
