@@ -81,7 +81,7 @@ const (
 	// (up to 14 bytes) and up to 3 held-back bytes of a UTF-8 character.
 	room = websocket.MaxHeaderLen + 3
 	// chunk is the most payload read and forwarded at once in bulk.
-	chunk = 32 << 10
+	chunk = 64 << 10
 	// smallChunk is read into an inline array while traffic is
 	// interactive, so idle and keystroke-sized sessions hold no pooled
 	// buffer.
