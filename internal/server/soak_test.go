@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
-	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -21,27 +20,26 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/bench"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/docker"
-	ws "github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
 var soakFor = flag.Duration("soak", 40*time.Second, "how long TestSoak runs (CI: the default; longer by hand)")
 
-// echoBackend speaks Docker's attach WebSocket protocol and echoes every
-// byte back, like cat on a raw terminal, and can be restarted.
+// echoBackend is wsbench's Docker-attach-compatible backend (echo mode),
+// restartable: stop closes it and every connection, as dockerd dying does.
 type echoBackend struct {
-	addr  string
-	mu    sync.Mutex
-	ln    net.Listener
-	srv   *http.Server
-	conns map[net.Conn]bool // hijacked: http.Server.Close leaves them
+	mu   sync.Mutex
+	addr string
+	stop func()
+	done chan error
 }
 
 func startEchoBackend(t *testing.T, addr string) *echoBackend {
 	b := &echoBackend{addr: addr}
 	b.start(t)
-	t.Cleanup(b.stop)
+	t.Cleanup(b.halt)
 	return b
 }
 
@@ -57,81 +55,20 @@ func (b *echoBackend) start(t *testing.T) {
 	if err != nil {
 		t.Fatalf("echo backend: %v", err)
 	}
-	b.addr = ln.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(b.serve)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bench.Serve(ctx, ln) }()
 	b.mu.Lock()
-	b.ln, b.srv = ln, srv
+	b.addr, b.stop, b.done = ln.Addr().String(), cancel, done
 	b.mu.Unlock()
-	go srv.Serve(ln)
 }
 
-// stop closes the listener and every connection: dockerd restarting.
-func (b *echoBackend) stop() {
+func (b *echoBackend) halt() {
 	b.mu.Lock()
-	srv, conns := b.srv, b.conns
-	b.conns = nil
+	stop, done := b.stop, b.done
 	b.mu.Unlock()
-	srv.Close()
-	for c := range conns {
-		c.Close()
-	}
-}
-
-func (b *echoBackend) serve(w http.ResponseWriter, r *http.Request) {
-	key, err := ws.CheckRequest(r)
-	if err != nil {
-		http.Error(w, err.Error(), 400)
-		return
-	}
-	conn, buffered, err := ws.Upgrade(w, key, "")
-	if err != nil {
-		return
-	}
-	b.mu.Lock()
-	if b.conns == nil {
-		b.conns = map[net.Conn]bool{}
-	}
-	b.conns[conn] = true
-	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		delete(b.conns, conn)
-		b.mu.Unlock()
-		conn.Close()
-	}()
-	rd := ws.NewReader(conn, ws.ReaderOptions{FromClient: true, Buffered: buffered})
-	wr := ws.NewWriter(conn, false)
-	buf := make([]byte, ws.MaxHeaderLen+64<<10)
-	for {
-		h, err := rd.NextFrame()
-		if err != nil {
-			return
-		}
-		switch h.Op {
-		case ws.OpClose:
-			wr.WriteClose(ws.CloseNormal, "")
-			return
-		case ws.OpPing:
-			var ctrl [125]byte
-			p, _ := rd.ReadControl(ctrl[:])
-			wr.WriteControl(ws.OpPong, p)
-			continue
-		case ws.OpPong:
-			continue
-		}
-		for {
-			n, err := rd.Read(buf[ws.MaxHeaderLen:])
-			if n > 0 && wr.WriteFrame(true, ws.OpBinary, buf, ws.MaxHeaderLen, ws.MaxHeaderLen+n) != nil {
-				return
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
+	stop()
+	<-done
 }
 
 // soakResolver sends every token to the echo backend.
@@ -199,7 +136,7 @@ func TestSoak(t *testing.T) {
 				return
 			case <-time.After(*soakFor / 5):
 			}
-			backend.stop()
+			backend.halt()
 			time.Sleep(100 * time.Millisecond)
 			backendMu.Lock()
 			backend.start(t)

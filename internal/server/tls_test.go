@@ -21,6 +21,27 @@ func serial(t *testing.T, addr string, cfg *tls.Config) (string, error) {
 	return c.ConnectionState().PeerCertificates[0].SerialNumber.String(), nil
 }
 
+// handshakeServer completes TLS handshakes with c's configuration and
+// hangs up, until the test ends.
+func handshakeServer(t *testing.T, c *Certificate) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", c.TLSConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { conn.(*tls.Conn).Handshake(); conn.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 func TestCertificateReload(t *testing.T) {
 	certA, keyA, _ := testenv.SelfSignedCert(t)
 	certB, keyB, _ := testenv.SelfSignedCert(t)
@@ -36,22 +57,9 @@ func TestCertificateReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", c.TLSConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { conn.(*tls.Conn).Handshake(); conn.Close() }()
-		}
-	}()
+	addr := handshakeServer(t, c)
 	client := &tls.Config{InsecureSkipVerify: true}
-	first, err := serial(t, ln.Addr().String(), client)
+	first, err := serial(t, addr, client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +69,7 @@ func TestCertificateReload(t *testing.T) {
 	if err := c.Reload(); err == nil {
 		t.Fatal("reload of a broken certificate succeeded")
 	}
-	if s, _ := serial(t, ln.Addr().String(), client); s != first {
+	if s, _ := serial(t, addr, client); s != first {
 		t.Fatal("a failed reload changed the certificate")
 	}
 
@@ -80,7 +88,7 @@ func TestCertificateReload(t *testing.T) {
 			if err != nil {
 				continue // caught the files half-written
 			}
-			if s, _ := serial(t, ln.Addr().String(), client); s == first {
+			if s, _ := serial(t, addr, client); s == first {
 				t.Fatal("watcher reloaded but the old certificate is served")
 			}
 			return
@@ -96,20 +104,7 @@ func TestTLSVersionsAndCiphers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", c.TLSConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { conn.(*tls.Conn).Handshake(); conn.Close() }()
-		}
-	}()
+	addr := handshakeServer(t, c)
 	cases := []struct {
 		name string
 		cfg  *tls.Config
@@ -121,7 +116,7 @@ func TestTLSVersionsAndCiphers(t *testing.T) {
 		{"TLS 1.2 CBC only", &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA}}, false},
 	}
 	for _, tc := range cases {
-		_, err := serial(t, ln.Addr().String(), tc.cfg)
+		_, err := serial(t, addr, tc.cfg)
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: %v", tc.name, err)
 		}
