@@ -36,6 +36,18 @@ func closeOf(t *testing.T, conn *websocket.Conn, timeout time.Duration) (websock
 	}
 }
 
+// attachTo opens an attach console of c through p, closed when the test
+// ends.
+func attachTo(t *testing.T, p *proxy, c testenv.Container) *websocket.Conn {
+	t.Helper()
+	conn, _, err := dial(ctxTimeout(t, 60*time.Second), p.url(c.Token, c.UUID, ""), nil)
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	return conn
+}
+
 func echo(t *testing.T, conn *websocket.Conn, word string) {
 	t.Helper()
 	ctx := ctxTimeout(t, 15*time.Second)
@@ -48,12 +60,7 @@ func TestGracefulShutdown(t *testing.T) {
 	port := freePort(t)
 	p := startProxy(t, port, baseConf(s.db, port), "[websocket_proxy]\nshutdown_timeout = 3\n")
 	c := s.attachable(t, "sh")
-	ctx := ctxTimeout(t, 30*time.Second)
-	conn, _, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseNow()
+	conn := attachTo(t, p, c)
 	echo(t, conn, "before")
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	p.logs.waitLine(t, "shutting down", 5*time.Second)
@@ -84,12 +91,7 @@ func TestSecondSignalClosesAtOnce(t *testing.T) {
 	port := freePort(t)
 	p := startProxy(t, port, baseConf(s.db, port), "[websocket_proxy]\nshutdown_timeout = 120\n")
 	c := s.attachable(t, "sh")
-	ctx := ctxTimeout(t, 30*time.Second)
-	conn, _, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseNow()
+	conn := attachTo(t, p, c)
 	echo(t, conn, "up")
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	p.logs.waitLine(t, "shutting down", 5*time.Second)
@@ -337,12 +339,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	os.WriteFile(conf, []byte(baseConf(s.db, port)), 0o600)
 	p := startProxyArgs(t, port, "--config-file", conf, "--config-file", override)
 	c := s.attachable(t, "sh")
-	ctx := ctxTimeout(t, 30*time.Second)
-	conn, _, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseNow()
+	conn := attachTo(t, p, c)
 	newOrigin := http.Header{"Origin": {"http://new.example"}}
 	if status, _, _ := handshake(t, p.addr(), "/?token="+c.Token+"&uuid="+c.UUID, newOrigin); status != 403 {
 		t.Fatalf("new.example before the reload: %d", status)

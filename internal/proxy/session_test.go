@@ -77,6 +77,22 @@ type message struct {
 	reason  string
 }
 
+// answerPings reads everything and answers pings, as Docker's attach
+// endpoint does, until the connection ends.
+func (p *peer) answerPings() {
+	var ctrl [125]byte
+	for {
+		hd, err := p.r.NextFrame()
+		if err != nil {
+			return
+		}
+		if hd.Op == websocket.OpPing {
+			pl, _ := p.r.ReadControl(ctrl[:])
+			p.w.WriteControl(websocket.OpPong, pl)
+		}
+	}
+}
+
 // recvAnswering is recv that answers pings, as real clients do.
 func (p *peer) recvAnswering(t *testing.T) message {
 	t.Helper()
@@ -455,19 +471,7 @@ func TestHeartbeatClient(t *testing.T) {
 	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, PingClient: true})
 	// Docker answers pings (as x/net/websocket does); the client too, for
 	// a while, by reading.
-	go func() {
-		var ctrl [125]byte
-		for {
-			hd, err := h.docker.r.NextFrame()
-			if err != nil {
-				return
-			}
-			if hd.Op == websocket.OpPing {
-				p, _ := h.docker.r.ReadControl(ctrl[:])
-				h.docker.w.WriteControl(websocket.OpPong, p)
-			}
-		}
-	}()
+	go h.docker.answerPings()
 	var ctrl [125]byte
 	deadline := time.Now().Add(time.Second)
 	pings := 0
@@ -525,19 +529,7 @@ func TestWriteTimeout(t *testing.T) {
 // Clients outside the web console are not pinged (Zun's CLI would stall).
 func TestHeartbeatSparesCLIClients(t *testing.T) {
 	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond})
-	go func() {
-		var ctrl [125]byte
-		for {
-			hd, err := h.docker.r.NextFrame()
-			if err != nil {
-				return
-			}
-			if hd.Op == websocket.OpPing {
-				p, _ := h.docker.r.ReadControl(ctrl[:])
-				h.docker.w.WriteControl(websocket.OpPong, p)
-			}
-		}
-	}()
+	go h.docker.answerPings()
 	h.client.conn.SetReadDeadline(time.Now().Add(time.Second))
 	if hd, err := h.client.r.NextFrame(); err == nil {
 		t.Fatalf("a CLI client got a %v frame while idle", hd.Op)
