@@ -197,7 +197,9 @@ func TestRuntimeFaults(t *testing.T) {
 			if ce.Code != websocket.StatusInternalError || ce.Reason != "lost connection to the container" {
 				t.Fatalf("client got %v", ce)
 			}
-			bound := 3 * time.Second // two heartbeat intervals and a check
+			// Two heartbeat intervals and a check interval (2.5 s), plus
+			// scheduling slack on a busy machine.
+			bound := 4 * time.Second
 			if fault == "cut" {
 				bound = time.Second
 			}
