@@ -66,11 +66,15 @@ if ! mysql_up; then
 			$SUDO mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
 		fi
 		# Debian's 50-mysqld_safe.cnf logs to syslog, which may not exist here.
-		$SUDO setsid nohup mariadbd-safe --user=mysql --skip-syslog --log-error="$MARIADB_LOG" \
-			>/dev/null 2>&1 </dev/null &
+		# The log is written by the mysql user (mariadbd-safe-helper), so it
+		# must be theirs; the wrapper's own complaints go to a .out beside it.
+		$SUDO touch "$MARIADB_LOG"
+		$SUDO chown mysql:mysql "$MARIADB_LOG"
+		$SUDO setsid nohup sh -c 'exec "$@" >"$0" 2>&1 </dev/null' "$MARIADB_LOG.out" \
+			mariadbd-safe --user=mysql --skip-syslog --log-error="$MARIADB_LOG" >/dev/null 2>&1 </dev/null &
 	fi
 	for _ in $(seq 1 60); do mysql_up && break; sleep 1; done
-	mysql_up || { tail -20 "$MARIADB_LOG" 2>/dev/null || true; die "MariaDB did not start (log: $MARIADB_LOG)"; }
+	mysql_up || { tail -20 "$MARIADB_LOG" "$MARIADB_LOG.out" 2>/dev/null || true; die "MariaDB did not start (log: $MARIADB_LOG)"; }
 fi
 $SUDO mariadb --protocol=socket -uroot <<SQL
 CREATE USER IF NOT EXISTS '$MYSQL_USER'@'127.0.0.1' IDENTIFIED BY '$MYSQL_PASS';
