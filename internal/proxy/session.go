@@ -66,6 +66,20 @@ type Options struct {
 	// subprotocol reserves text for control, and browsers reject text
 	// that is not UTF-8.
 	BinaryOutput bool
+	// Tap, when set, sees the session's data as it is forwarded (session
+	// recording). Its methods run on the pump goroutines and must not
+	// block for long: they delay the session.
+	Tap Tap
+}
+
+// Tap observes a session's data. The slices are only valid during the call.
+type Tap interface {
+	// Output is container output, as sent to the client.
+	Output(p []byte)
+	// Input is what the client typed, as sent to the container.
+	Input(p []byte)
+	// Resize is a terminal size change asked by the client.
+	Resize(rows, cols int)
 }
 
 // Result tells how a session went.
@@ -464,6 +478,9 @@ func (s *Session) control(h websocket.Header) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if s.opts.Tap != nil {
+		s.opts.Tap.Resize(c.Rows, c.Cols)
+	}
 	// A failed resize leaves the terminal usable: not a reason to end.
 	s.opts.Resize(ctx, c.Rows, c.Cols)
 	return nil
@@ -497,6 +514,10 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 				return end{side: clientSide, err: err}, false
 			}
 			out, stop = decoded, room+m
+		}
+		// Before the write: writing to Docker masks the bytes in place.
+		if s.opts.Tap != nil && stop > off {
+			s.opts.Tap.Input(out[off:stop])
 		}
 		if s.backendW != nil {
 			if err := s.backendW.WriteFrame(fin, op, out, off, stop); err != nil {
@@ -705,6 +726,9 @@ func (s *Session) sendToClient(buf []byte, n int, op websocket.Opcode) (end, boo
 // the base64 subprotocol.
 func (s *Session) writeClient(op websocket.Opcode, buf []byte, off, stop int) error {
 	n := stop - off
+	if s.opts.Tap != nil {
+		s.opts.Tap.Output(buf[off:stop])
+	}
 	if s.opts.Encoding == Base64 {
 		bp := b64Pool.Get().(*[]byte)
 		defer b64Pool.Put(bp)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -535,4 +536,48 @@ func TestHeartbeatSparesCLIClients(t *testing.T) {
 		t.Fatalf("a CLI client got a %v frame while idle", hd.Op)
 	}
 	h.client.send(t, websocket.OpBinary, []byte("still here"))
+}
+
+// recordingTap keeps what a Tap sees.
+type recordingTap struct {
+	mu      sync.Mutex
+	in, out []byte
+	sizes   [][2]int
+}
+
+func (r *recordingTap) Output(p []byte) { r.mu.Lock(); r.out = append(r.out, p...); r.mu.Unlock() }
+func (r *recordingTap) Input(p []byte)  { r.mu.Lock(); r.in = append(r.in, p...); r.mu.Unlock() }
+func (r *recordingTap) Resize(rows, cols int) {
+	r.mu.Lock()
+	r.sizes = append(r.sizes, [2]int{rows, cols})
+	r.mu.Unlock()
+}
+
+func TestTapSeesWhatIsForwarded(t *testing.T) {
+	tap := &recordingTap{}
+	h := start(t, true, Options{Tap: tap, Resize: func(context.Context, int, int) error { return nil }})
+	h.client.send(t, websocket.OpBinary, []byte("ls\n"))
+	h.docker.recv(t)
+	h.client.send(t, websocket.OpText, []byte(`{"type":"resize","rows":40,"cols":120}`))
+	big := bytes.Repeat([]byte("output €"), 20000)
+	h.docker.send(t, websocket.OpBinary, big)
+	var got []byte
+	for len(got) < len(big) {
+		got = append(got, h.client.recv(t).payload...)
+	}
+	h.docker.send(t, websocket.OpBinary, []byte("$ "))
+	h.client.recv(t)
+	h.cancel()
+	h.result(t)
+	tap.mu.Lock()
+	defer tap.mu.Unlock()
+	if string(tap.in) != "ls\n" {
+		t.Errorf("tap input %q, want %q", tap.in, "ls\n")
+	}
+	if want := append(big, "$ "...); !bytes.Equal(tap.out, want) {
+		t.Errorf("tap output: %d bytes, want the %d bytes the client got", len(tap.out), len(want))
+	}
+	if len(tap.sizes) != 1 || tap.sizes[0] != [2]int{40, 120} {
+		t.Errorf("tap resizes %v, want [[40 120]]", tap.sizes)
+	}
 }
