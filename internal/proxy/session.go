@@ -13,6 +13,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
@@ -66,10 +67,22 @@ type Options struct {
 	// subprotocol reserves text for control, and browsers reject text
 	// that is not UTF-8.
 	BinaryOutput bool
+	// Poller, when set, parks a direction of the session that has had
+	// nothing to read for IdleAfter (default 2s): its goroutine ends and
+	// the Poller starts a new one when the socket becomes readable, so an
+	// idle session holds no goroutine. Only plain sockets park (not TLS).
+	Poller    Poller
+	IdleAfter time.Duration
 	// Tap, when set, sees the session's data as it is forwarded (session
 	// recording). Its methods run on the pump goroutines and must not
 	// block for long: they delay the session.
 	Tap Tap
+}
+
+// Poller calls wake, in a new goroutine, once the socket behind rc is
+// readable; cancel undoes that and reports whether wake will not be called.
+type Poller interface {
+	Wait(rc syscall.RawConn, wake func()) (cancel func() bool, err error)
 }
 
 // Tap observes a session's data. The slices are only valid during the call.
@@ -111,30 +124,42 @@ var b64Pool = sync.Pool{New: func() any {
 }}
 
 // Session is one console connection: a client WebSocket and a container
-// stream. It owns both connections and closes them when Run returns.
+// stream. It owns both connections and closes them when it ends.
 type Session struct {
-	client   net.Conn
-	clientR  *websocket.Reader
-	clientW  *websocket.Writer
-	backend  net.Conn
-	backendR *websocket.Reader // attach only
-	backendW *websocket.Writer // attach only
-	pending  []byte            // exec only: stream bytes read during the handshake
-	opts     Options
+	client    net.Conn
+	clientIn  idleConn // the client, as its reader reads it
+	clientR   *websocket.Reader
+	clientW   *websocket.Writer
+	backend   net.Conn
+	backendIn idleConn
+	backendR  *websocket.Reader // attach only
+	backendW  *websocket.Writer // attach only
+	pending   []byte            // exec only: stream bytes read during the handshake
+	opts      Options
 
 	toContainer, toClient atomic.Int64
 	// Unix nanoseconds of the last frame from each side and of the last
 	// data either way, for heartbeats and idle_timeout.
 	clientSeen, backendSeen, dataSeen atomic.Int64
 
-	// Owned by containerToClient until it returns, then by Run.
+	// The two directions: fromClient pumps client messages to the
+	// container, fromContainer container output to the client.
+	fromClient, fromContainer direction
+
+	life // start, park, wake and finish (run.go)
+
+	// Owned by the fromContainer pump until it ends, then by finish.
 	held  [3]byte // start of a UTF-8 character awaiting its next bytes
 	nheld int
+	msgOp websocket.Opcode // opcode of the container's current message
 	small [room + smallChunk]byte
 
-	// Owned by clientToContainer.
-	carry  [3]byte // base64 characters awaiting a full quantum
-	ncarry int
+	// Owned by the fromClient pump; kept here across parks.
+	carry        [3]byte // base64 characters awaiting a full quantum
+	ncarry       int
+	inMessage    bool // inside a fragmented client message
+	decode       bool // that message is base64 text
+	messageBytes int64
 }
 
 // New makes a session from a client connection that completed its
@@ -144,18 +169,24 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	if opts.CloseTimeout <= 0 {
 		opts.CloseTimeout = time.Second
 	}
+	if opts.IdleAfter <= 0 {
+		opts.IdleAfter = 2 * time.Second
+	}
 	s := &Session{
 		client:  client,
-		clientR: websocket.NewReader(client, websocket.ReaderOptions{FromClient: true, Buffered: clientBuffered, MaxPayload: opts.MaxMessage}),
 		clientW: websocket.NewWriter(client, false),
 		backend: backend.Conn,
 		opts:    opts,
+		msgOp:   websocket.OpBinary,
 	}
+	s.fromClient.init(s, clientSide, client, &s.clientIn, s.pumpClient)
+	s.fromContainer.init(s, containerSide, backend.Conn, &s.backendIn, s.pumpContainer)
+	s.clientR = websocket.NewReader(&s.clientIn, websocket.ReaderOptions{FromClient: true, Buffered: clientBuffered, MaxPayload: opts.MaxMessage})
 	if opts.WriteTimeout > 0 {
 		s.clientW.SetTimeout(client, opts.WriteTimeout)
 	}
 	if backend.Framed {
-		s.backendR = websocket.NewReader(backend.Conn, websocket.ReaderOptions{Buffered: backend.Buffered})
+		s.backendR = websocket.NewReader(&s.backendIn, websocket.ReaderOptions{Buffered: backend.Buffered})
 		s.backendW = websocket.NewWriter(backend.Conn, true)
 		if opts.Heartbeat > 0 {
 			// Pings must not hang on a frozen Docker connection.
@@ -163,6 +194,8 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 		}
 	} else {
 		s.pending = backend.Buffered
+		// An exec stream has no frames: every read waits at a boundary.
+		s.fromContainer.boundary = true
 	}
 	return s
 }
@@ -188,50 +221,9 @@ type end struct {
 	closed bool
 	code   int
 	err    error
-}
-
-// Run pumps until either side ends or ctx is cancelled, then closes both
-// connections and returns once every goroutine of the session has ended.
-func (s *Session) Run(ctx context.Context) Result {
-	start := time.Now()
-	for _, t := range []*atomic.Int64{&s.clientSeen, &s.backendSeen, &s.dataSeen} {
-		t.Store(start.UnixNano())
-	}
-	ends := make(chan end, 2)
-	go s.clientToContainer(ends)
-	go s.containerToClient(ends)
-	running := 2
-
-	var tick <-chan time.Time
-	if every := s.checkInterval(); every > 0 {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		tick = t.C
-	}
-	var first end
-	for stop := false; !stop; {
-		select {
-		case first = <-ends:
-			running--
-			stop = true
-		case <-ctx.Done():
-			first, stop = end{side: proxySide}, true
-		case now := <-tick:
-			first, stop = s.check(now, start)
-		}
-	}
-	res := s.closeBoth(first)
-	for ; running > 0; running-- {
-		<-ends
-	}
-	s.backend.Close()
-	if res.ClientCode != 0 {
-		lingerClose(s.client, s.opts.CloseTimeout)
-	} else {
-		s.client.Close()
-	}
-	res.ToContainer, res.ToClient = s.toContainer.Load(), s.toClient.Load()
-	return res
+	// park: the direction had nothing to read for IdleAfter, at a point
+	// where all its state is in the Session; it may wait on the Poller.
+	park bool
 }
 
 // lingerClose closes a connection after a close frame went out on it:
@@ -308,6 +300,7 @@ func (s *Session) check(now, start time.Time) (end, bool) {
 // unblocks the pump goroutines still running. Connections stay open until
 // Run closes them.
 func (s *Session) closeBoth(first end) Result {
+	s.beginClosing()
 	var res Result
 	clientCode, clientReason := 0, ""
 	backendCode := websocket.CloseNormal
@@ -394,20 +387,14 @@ func (s *Session) closeBoth(first end) Result {
 	return res
 }
 
-// clientToContainer forwards client messages to the container until the
-// client closes or fails, or the container side fails.
-func (s *Session) clientToContainer(ends chan<- end) {
-	ends <- s.pumpClient()
-}
-
+// pumpClient forwards client messages to the container until the client
+// closes or fails, the container side fails, or it is time to park.
 func (s *Session) pumpClient() end {
 	var ctrl [125]byte
-	inMessage, decode := false, false
-	var messageBytes int64
 	for {
-		h, err := s.clientR.NextFrame()
+		h, err := s.fromClient.nextFrame(s.clientR)
 		if err != nil {
-			return end{side: clientSide, err: err}
+			return s.fromClient.ended(err)
 		}
 		s.clientSeen.Store(time.Now().UnixNano())
 		switch h.Op {
@@ -433,11 +420,11 @@ func (s *Session) pumpClient() end {
 			}
 			return end{side: clientSide, closed: true, code: code}
 		case websocket.OpContinuation:
-			if !inMessage {
+			if !s.inMessage {
 				return end{side: clientSide, err: &websocket.ProtocolError{Code: websocket.CloseProtocolError, Reason: "continuation frame outside a message"}}
 			}
 		default: // text or binary
-			if inMessage {
+			if s.inMessage {
 				return end{side: clientSide, err: &websocket.ProtocolError{Code: websocket.CloseProtocolError, Reason: "new message inside a fragmented message"}}
 			}
 			if h.Op == websocket.OpText && s.opts.Resize != nil {
@@ -446,17 +433,17 @@ func (s *Session) pumpClient() end {
 				}
 				continue
 			}
-			decode = s.opts.Encoding == Base64 && h.Op == websocket.OpText
+			s.decode = s.opts.Encoding == Base64 && h.Op == websocket.OpText
 		}
 		// Frames stream through without buffering; the bound is on what a
 		// client may send as one message.
-		if messageBytes += h.Length; s.opts.MaxMessage > 0 && messageBytes > s.opts.MaxMessage {
+		if s.messageBytes += h.Length; s.opts.MaxMessage > 0 && s.messageBytes > s.opts.MaxMessage {
 			return end{side: clientSide, err: &websocket.ProtocolError{Code: websocket.CloseTooBig, Reason: fmt.Sprintf("message larger than %d bytes", s.opts.MaxMessage)}}
 		}
-		if inMessage = !h.Fin; !inMessage {
-			messageBytes = 0
+		if s.inMessage = !h.Fin; !s.inMessage {
+			s.messageBytes = 0
 		}
-		if e, ok := s.forwardClientFrame(h, decode); !ok {
+		if e, ok := s.forwardClientFrame(h, s.decode); !ok {
 			return e
 		}
 	}
@@ -576,24 +563,22 @@ func invalidBase64() error {
 	return &websocket.ProtocolError{Code: websocket.CloseInvalidPayload, Reason: "text message is not valid base64"}
 }
 
-// containerToClient forwards container output to the client until the
-// container ends or fails, or the client side fails.
-func (s *Session) containerToClient(ends chan<- end) {
+// pumpContainer forwards container output to the client until the
+// container ends or fails, the client side fails, or it is time to park.
+func (s *Session) pumpContainer() end {
 	if s.backendR != nil {
-		ends <- s.pumpAttach()
-	} else {
-		ends <- s.pumpExec()
+		return s.pumpAttach()
 	}
+	return s.pumpExec()
 }
 
 // pumpAttach relays the frames of Docker's attach WebSocket.
 func (s *Session) pumpAttach() end {
 	var ctrl [125]byte
-	msgOp := websocket.OpBinary
 	for {
-		h, err := s.backendR.NextFrame()
+		h, err := s.fromContainer.nextFrame(s.backendR)
 		if err != nil {
-			return end{side: containerSide, err: err}
+			return s.fromContainer.ended(err)
 		}
 		s.backendSeen.Store(time.Now().UnixNano())
 		switch h.Op {
@@ -620,7 +605,7 @@ func (s *Session) pumpAttach() end {
 			return end{side: containerSide, closed: true, code: code}
 		case websocket.OpText, websocket.OpBinary:
 			if !s.opts.BinaryOutput {
-				msgOp = h.Op
+				s.msgOp = h.Op
 			}
 		}
 		for remaining := h.Length; remaining > 0; {
@@ -630,7 +615,7 @@ func (s *Session) pumpAttach() end {
 			if remaining <= smallChunk {
 				n, err = s.backendR.Read(s.small[room:])
 				if n > 0 {
-					if e, ok := s.sendToClient(s.small[:], n, msgOp); !ok {
+					if e, ok := s.sendToClient(s.small[:], n, s.msgOp); !ok {
 						return e
 					}
 				}
@@ -638,7 +623,7 @@ func (s *Session) pumpAttach() end {
 				bp := bufPool.Get().(*[]byte)
 				n, err = s.backendR.Read((*bp)[room:])
 				if n > 0 {
-					if e, ok := s.sendToClient(*bp, n, msgOp); !ok {
+					if e, ok := s.sendToClient(*bp, n, s.msgOp); !ok {
 						bufPool.Put(bp)
 						return e
 					}
@@ -673,7 +658,7 @@ func (s *Session) pumpExec() end {
 			// A full small read means output is streaming: use a chunk
 			// until a read comes back short.
 			bp := bufPool.Get().(*[]byte)
-			n, err = s.backend.Read((*bp)[room:])
+			n, err = s.backendIn.Read((*bp)[room:])
 			if n > 0 {
 				if e, ok := s.sendToClient(*bp, n, websocket.OpBinary); !ok {
 					bufPool.Put(bp)
@@ -683,7 +668,7 @@ func (s *Session) pumpExec() end {
 			bufPool.Put(bp)
 			bulk = n > smallChunk
 		} else {
-			n, err = s.backend.Read(s.small[room:])
+			n, err = s.backendIn.Read(s.small[room:])
 			if n > 0 {
 				if e, ok := s.sendToClient(s.small[:], n, websocket.OpBinary); !ok {
 					return e
@@ -698,7 +683,7 @@ func (s *Session) pumpExec() end {
 			return end{side: containerSide, closed: true, code: websocket.CloseNormal}
 		}
 		if err != nil {
-			return end{side: containerSide, err: err}
+			return s.fromContainer.ended(err)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"flag"
 	"io"
 	"net"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
@@ -24,7 +26,13 @@ import (
 // raw stream), over loopback TCP. The real Docker engine is exercised by the
 // end-to-end tests; here the peers inject exact byte splits and faults.
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	flag.BoolVar(&parkAll, "park-all", false, "run every session test with a Poller that parks after 20ms")
+	flag.Parse()
+	goleak.VerifyTestMain(m)
+}
+
+var parkAll bool
 
 // tcpPair returns two ends of a loopback TCP connection, closed when the
 // test ends.
@@ -157,6 +165,11 @@ type harness struct {
 
 func start(t *testing.T, framed bool, opts Options) *harness {
 	t.Helper()
+	if opts.Poller == nil && parkAll {
+		p := idle.New()
+		t.Cleanup(func() { p.Close() })
+		opts.Poller, opts.IdleAfter = p, 20*time.Millisecond
+	}
 	clientEnd, proxyClientEnd := tcpPair(t)
 	proxyBackendEnd, backendEnd := tcpPair(t)
 	h := &harness{

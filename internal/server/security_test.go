@@ -273,8 +273,17 @@ func TestSecuritySuite(t *testing.T) {
 		<-served
 		<-served
 	}()
-	// A first lookup starts the pool's housekeeping before the baseline.
+	// A first lookup starts the pool's housekeeping before the baseline,
+	// and an answer from each listener shows Serve has started (and with
+	// it the poller of idle sessions).
 	zdb.ContainerByUUID(context.Background(), p.victim.UUID)
+	for _, addr := range []string{p.plain, p.sslOnly} {
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
 	baseG, baseFD, basePool := countGoroutines(0), countFDs(t), zdb.Stats().OpenConnections
 
 	// The legitimate session: random text through cat, checked at the end.

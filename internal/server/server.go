@@ -22,6 +22,7 @@ import (
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
@@ -93,6 +94,8 @@ type Server struct {
 	// stop ends every running session (proxy shutting down).
 	stopCtx context.Context
 	stop    context.CancelFunc
+	// poller holds idle sessions' sockets, so they hold no goroutines.
+	poller *idle.Poller
 }
 
 // New returns a Server.
@@ -118,6 +121,7 @@ func New(opts Options) *Server {
 	s.origin.Store(&opts.Origin)
 	s.session.Store(&opts.Session)
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	s.poller = idle.New()
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
@@ -131,6 +135,10 @@ func New(opts Options) *Server {
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	if err := s.poller.Start(); err != nil && !errors.Is(err, idle.ErrClosed) {
+		// Sessions still work; idle ones keep their goroutines.
+		s.log.Warn("idle sessions will not be parked", "error", err)
+	}
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -154,13 +162,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		s.stop()
-		return nil
+		return s.poller.Close()
 	case <-ctx.Done():
 	}
 	s.log.Info("drain time over: closing the remaining sessions")
 	s.stop()
 	<-done // each session closes within its close timeouts
-	return nil
+	return s.poller.Close()
 }
 
 // Reloadable is what a running server takes on without a restart (SIGHUP):
@@ -257,6 +265,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	opts := *s.session.Load()
 	opts.Encoding = encoding
+	opts.Poller = s.poller
 	if subprotocol == proxy.ConsoleSubprotocol {
 		opts.BinaryOutput, opts.PingClient = true, true
 		opts.Resize = func(ctx context.Context, rows, cols int) error {
@@ -309,13 +318,12 @@ func (s *Server) start(sess *proxy.Session, t console.Target, slot, client, subp
 	}
 	s.sessions.Add(1)
 	s.mu.Unlock()
-	go s.run(sess, t, slot, client, subprotocol)
+	s.run(sess, t, slot, client, subprotocol)
 }
 
-// run is a session's goroutine.
+// run starts a session; it ends in the callback, on whichever goroutine
+// sees it end, since an idle session has no goroutine of its own.
 func (s *Server) run(sess *proxy.Session, t console.Target, slot, client, subprotocol string) {
-	defer s.sessions.Done()
-	defer s.slots.release(slot)
 	attrs := []any{"container", t.ContainerUUID, "kind", t.Kind.String(), "client", client}
 	if t.Kind == console.Exec {
 		attrs = append(attrs, "exec_id", t.ExecID)
@@ -326,13 +334,16 @@ func (s *Server) run(sess *proxy.Session, t console.Target, slot, client, subpro
 	log := s.log.With(attrs...)
 	log.Info("session started", "subprotocol", subprotocol)
 	start := time.Now()
-	res := sess.Run(s.stopCtx)
-	log.Info("session ended",
-		"duration", time.Since(start).Round(time.Millisecond).String(),
-		"bytes_to_container", res.ToContainer,
-		"bytes_to_client", res.ToClient,
-		"close_code", res.ClientCode,
-		"reason", res.Reason)
+	sess.Start(s.stopCtx, func(res proxy.Result) {
+		defer s.sessions.Done()
+		defer s.slots.release(slot)
+		log.Info("session ended",
+			"duration", time.Since(start).Round(time.Millisecond).String(),
+			"bytes_to_container", res.ToContainer,
+			"bytes_to_client", res.ToClient,
+			"close_code", res.ClientCode,
+			"reason", res.Reason)
+	})
 }
 
 // chooseSubprotocol selects the web console's protocol when offered (and

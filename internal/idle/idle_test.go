@@ -1,0 +1,140 @@
+package idle
+
+import (
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func pair(t *testing.T) (*net.TCPConn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a.(*net.TCPConn), b
+}
+
+func rawConn(t *testing.T, c syscall.Conn) syscall.RawConn {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
+func woken(ch chan struct{}, d time.Duration) bool {
+	select {
+	case <-ch:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+func TestWakesOnDataAndHangup(t *testing.T) {
+	p := New()
+	defer p.Close()
+	for _, tc := range []struct {
+		name  string
+		event func(peer net.Conn)
+	}{
+		{"data", func(peer net.Conn) { peer.Write([]byte("x")) }},
+		{"hangup", func(peer net.Conn) { peer.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, peer := pair(t)
+			ch := make(chan struct{}, 1)
+			if _, err := p.Wait(rawConn(t, c), func() { ch <- struct{}{} }); err != nil {
+				t.Fatal(err)
+			}
+			if woken(ch, 50*time.Millisecond) {
+				t.Fatal("woken before anything happened")
+			}
+			tc.event(peer)
+			if !woken(ch, 5*time.Second) {
+				t.Fatal("not woken")
+			}
+			if n := p.Parked(); n != 0 {
+				t.Fatalf("%d still parked after the wake", n)
+			}
+			// The socket can be parked again once woken.
+			c.Read(make([]byte, 1))
+			cancel, err := p.Wait(rawConn(t, c), func() {})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+		})
+	}
+}
+
+func TestReadableAlreadyWakesAtOnce(t *testing.T) {
+	p := New()
+	defer p.Close()
+	c, peer := pair(t)
+	peer.Write([]byte("waiting already"))
+	time.Sleep(20 * time.Millisecond)
+	ch := make(chan struct{}, 1)
+	if _, err := p.Wait(rawConn(t, c), func() { ch <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if !woken(ch, 5*time.Second) {
+		t.Fatal("bytes that arrived before Wait did not wake it")
+	}
+}
+
+func TestCancel(t *testing.T) {
+	p := New()
+	defer p.Close()
+	c, peer := pair(t)
+	ch := make(chan struct{}, 1)
+	cancel, err := p.Wait(rawConn(t, c), func() { ch <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cancel() {
+		t.Fatal("cancel of a parked socket reported false")
+	}
+	peer.Write([]byte("x"))
+	if woken(ch, 100*time.Millisecond) {
+		t.Fatal("woken after cancel")
+	}
+	if cancel() {
+		t.Fatal("second cancel reported true")
+	}
+}
+
+func TestClose(t *testing.T) {
+	p := New()
+	c, _ := pair(t)
+	cancel, err := p.Wait(rawConn(t, c), func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(rawConn(t, c), func() {}); err != ErrClosed {
+		t.Fatalf("Wait after Close: %v, want ErrClosed", err)
+	}
+	if err := New().Close(); err != nil {
+		t.Fatalf("closing an unused poller: %v", err)
+	}
+}

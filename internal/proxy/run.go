@@ -1,0 +1,300 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+)
+
+// A session has no goroutine of its own. Each direction runs a pump
+// goroutine while there is something to read; a direction that has read
+// nothing for IdleAfter parks on the Poller and its goroutine ends, so an
+// idle session is only its memory and two sockets. Whoever sees the
+// session end first (a pump, the context, the heartbeat timer) finishes
+// it: sends the close frames, waits for the running pumps, closes both
+// connections and calls done.
+
+// life is the part of a Session that starts, parks, wakes and finishes it.
+type life struct {
+	mu        sync.Mutex
+	finishing bool // someone is finishing the session
+	closing   bool // closeBoth has begun: deadlines are no longer idle ones
+	running   int  // pump goroutines alive
+	stopped   chan struct{}
+	started   time.Time
+	timer     *time.Timer
+	every     time.Duration
+	stopCtx   func() bool
+	done      func(Result)
+}
+
+// Start runs the session: done is called once, from some goroutine, after
+// both connections are closed and every goroutine of the session ended.
+// Cancelling ctx ends the session with 1001.
+func (s *Session) Start(ctx context.Context, done func(Result)) {
+	s.started = time.Now()
+	for _, t := range []*atomic.Int64{&s.clientSeen, &s.backendSeen, &s.dataSeen} {
+		t.Store(s.started.UnixNano())
+	}
+	s.done = done
+	s.stopped = make(chan struct{})
+	s.mu.Lock()
+	s.running = 2
+	if s.every = s.checkInterval(); s.every > 0 {
+		s.timer = time.AfterFunc(s.every, s.tick)
+	}
+	s.mu.Unlock()
+	go s.fromClient.run()
+	go s.fromContainer.run()
+	stopCtx := context.AfterFunc(ctx, func() { s.stop(end{side: proxySide}) })
+	s.mu.Lock()
+	s.stopCtx = stopCtx
+	s.mu.Unlock()
+}
+
+// Run is Start that waits for the result.
+func (s *Session) Run(ctx context.Context) Result {
+	res := make(chan Result, 1)
+	s.Start(ctx, func(r Result) { res <- r })
+	return <-res
+}
+
+// tick applies heartbeats and timeouts.
+func (s *Session) tick() {
+	if e, stop := s.check(time.Now(), s.started); stop {
+		s.stop(e)
+		return
+	}
+	s.mu.Lock()
+	if !s.finishing {
+		s.timer.Reset(s.every)
+	}
+	s.mu.Unlock()
+}
+
+// stop finishes the session for a reason found outside the pumps.
+func (s *Session) stop(e end) {
+	s.mu.Lock()
+	if s.finishing {
+		s.mu.Unlock()
+		return
+	}
+	s.finishing = true
+	s.mu.Unlock()
+	s.finish(e)
+}
+
+// pumpEnded is called by a pump goroutine that is about to return.
+func (s *Session) pumpEnded(e end) {
+	s.mu.Lock()
+	s.running--
+	if s.finishing {
+		if s.running == 0 {
+			close(s.stopped)
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.finishing = true
+	s.mu.Unlock()
+	s.finish(e)
+}
+
+// finish ends the session after first: close frames out, pumps stopped,
+// connections closed, done called.
+func (s *Session) finish(first end) {
+	res := s.closeBoth(first)
+	s.mu.Lock()
+	wait := s.running > 0
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	stopCtx := s.stopCtx
+	s.mu.Unlock()
+	if stopCtx != nil {
+		stopCtx()
+	}
+	if wait {
+		<-s.stopped
+	}
+	s.backend.Close()
+	if res.ClientCode != 0 {
+		lingerClose(s.client, s.opts.CloseTimeout)
+	} else {
+		s.client.Close()
+	}
+	res.ToContainer, res.ToClient = s.toContainer.Load(), s.toClient.Load()
+	s.done(res)
+}
+
+// beginClosing marks the session closing and takes parked directions off
+// the Poller; from now on read deadlines are the closing ones.
+func (s *Session) beginClosing() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for _, d := range []*direction{&s.fromClient, &s.fromContainer} {
+		if d.parked {
+			// If the wake is already on its way it sees finishing and
+			// returns; either way the direction is stopped.
+			d.cancel()
+			d.parked, d.cancel = false, nil
+		}
+	}
+}
+
+// direction is one half of a session: a pump reading one connection.
+type direction struct {
+	s    *Session
+	side side
+	pump func() end
+	// rc reaches the socket for the Poller; nil if it cannot park.
+	rc     syscall.RawConn
+	conn   net.Conn
+	parked bool        // guarded by s.mu
+	cancel func() bool // guarded by s.mu, while parked
+	// boundary: the pump waits for a new frame, with all its state in the
+	// Session, so a timeout there may park it. Owned by the pump.
+	boundary bool
+}
+
+func (d *direction) init(s *Session, sd side, c net.Conn, in *idleConn, pump func() end) {
+	d.s, d.side, d.conn, d.pump = s, sd, c, pump
+	in.conn, in.d = c, d
+	if s.opts.Poller != nil {
+		d.rc = rawConn(c)
+	}
+}
+
+// rawConn returns c's socket if c is a plain one that can be waited on
+// from outside (not TLS, whose records may hold read-ahead).
+func rawConn(c net.Conn) syscall.RawConn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// run is a pump goroutine: it pumps until the direction ends or parks.
+func (d *direction) run() {
+	for {
+		d.arm()
+		e := d.pump()
+		if !e.park {
+			d.s.pumpEnded(e)
+			return
+		}
+		if d.park() {
+			return
+		}
+		// Could not park: carry on with the goroutine.
+	}
+}
+
+// arm sets the idle read deadline, unless the session is closing (its
+// deadlines must stand).
+func (d *direction) arm() {
+	if d.rc == nil {
+		return
+	}
+	s := d.s
+	s.mu.Lock()
+	if !s.closing {
+		d.conn.SetReadDeadline(time.Now().Add(s.opts.IdleAfter))
+	}
+	s.mu.Unlock()
+}
+
+// park waits on the Poller for the socket to become readable; it reports
+// false if the direction must keep its goroutine.
+func (d *direction) park() bool {
+	s := d.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finishing {
+		// Keep running: the closing deadlines end the pump.
+		return false
+	}
+	cancel, err := s.opts.Poller.Wait(d.rc, d.wake)
+	if err != nil {
+		d.rc = nil // never try again; block in reads as without a Poller
+		d.conn.SetReadDeadline(time.Time{})
+		return false
+	}
+	d.parked, d.cancel = true, cancel
+	s.running--
+	return true
+}
+
+// wake runs in a new goroutine when the parked socket is readable.
+func (d *direction) wake() {
+	s := d.s
+	s.mu.Lock()
+	if !d.parked || s.finishing {
+		s.mu.Unlock()
+		return
+	}
+	d.parked, d.cancel = false, nil
+	s.running++
+	s.mu.Unlock()
+	d.run()
+}
+
+// nextFrame reads the next frame header; a timeout while waiting for it
+// may park the direction.
+func (d *direction) nextFrame(r *websocket.Reader) (websocket.Header, error) {
+	d.boundary = true
+	h, err := r.NextFrame()
+	d.boundary = false
+	return h, err
+}
+
+// ended turns a read error into the direction's end: an idle timeout at a
+// frame boundary parks it.
+func (d *direction) ended(err error) end {
+	if d.rc != nil && errors.Is(err, os.ErrDeadlineExceeded) && !d.s.isClosing() {
+		return end{park: true}
+	}
+	return end{side: d.side, err: err}
+}
+
+func (s *Session) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// idleConn is a connection as a pump reads it. The idle deadline is set
+// lazily, once per IdleAfter, not per message, so it can expire in the
+// middle of a frame: there it is renewed and the read goes on. Only at a
+// frame boundary (or on an exec stream, where every read is one) does it
+// reach the pump, which may then park.
+type idleConn struct {
+	conn net.Conn
+	d    *direction
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	for {
+		n, err := c.conn.Read(p)
+		if err == nil || c.d.rc == nil || c.d.boundary || !errors.Is(err, os.ErrDeadlineExceeded) || c.d.s.isClosing() {
+			return n, err
+		}
+		c.d.arm()
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
