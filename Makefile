@@ -23,6 +23,7 @@ check:
 # each fuzz target briefly from its committed seed corpus.
 test: test-env check
 	$(GO) test -race -count=1 -timeout 20m -skip '^(TestSecuritySuite|TestSoak)$$' ./...
+	$(GO) test -race -count=1 ./internal/proxy/ -park-all
 	$(MAKE) security
 	$(MAKE) soak
 	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
