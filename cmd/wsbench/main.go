@@ -46,18 +46,32 @@ func main() {
 
 func backend(args []string) error {
 	fs := flag.NewFlagSet("wsbench backend", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:7000", "address to serve on (loopback)")
+	listen := fs.String("listen", "127.0.0.1:7000", "addresses to serve on, comma-separated (loopback)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return err
-	}
-	fmt.Println("wsbench backend on", ln.Addr())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return bench.Serve(ctx, ln)
+	var lns []net.Listener
+	for _, a := range strings.Split(*listen, ",") {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return err
+		}
+		fmt.Println("wsbench backend on", ln.Addr())
+		lns = append(lns, ln)
+	}
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errs <- bench.Serve(ctx, ln) }()
+	}
+	var first error
+	for range lns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // row is one figure, direct and through.
@@ -83,6 +97,10 @@ func run(args []string) error {
 	dur := fs.Duration("duration", 3*time.Second, "length of each throughput and handshake round")
 	idle := fs.Int("idle", 2000, "idle sessions for the memory figure (0: skip)")
 	asJSON := fs.Bool("json", false, "print one JSON line per result")
+	only := fs.String("only", "latency,throughput,handshakes,idle", "figures to measure, comma-separated")
+	idleURLs := fs.String("idle-urls", "", "proxy URLs for idle sessions, comma-separated, used in turn (default: -through)")
+	sources := fs.String("source-ips", "", "client source addresses for idle sessions, comma-separated, used in turn (more ephemeral ports)")
+	settle := fs.Duration("idle-settle", 6*time.Second, "wait after opening idle sessions before reading the RSS")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -118,7 +136,14 @@ func run(args []string) error {
 		}
 		return median(d), median(t), errs
 	}
+	want := map[string]bool{}
+	for _, f := range strings.Split(*only, ",") {
+		want[strings.TrimSpace(f)] = true
+	}
 	for _, n := range []int{1, 100} {
+		if !want["latency"] {
+			break
+		}
 		var d50, t50, d99, t99, d999, t999 []float64
 		var errs int64
 		for i := 0; i < *rounds; i++ {
@@ -143,20 +168,32 @@ func run(args []string) error {
 		sessions int
 		name     string
 	}{{bench.Source, 1, "output throughput, 64 KiB messages, 1 session"}, {bench.Source, 10, "output throughput, 64 KiB messages, 10 sessions"}, {bench.Echo, 1, "echo throughput, 64 KiB messages, 1 session"}} {
+		if !want["throughput"] {
+			break
+		}
 		d, t, errs := alternate(func(u string, _ []string) (float64, int64) {
 			r := bench.MeasureThroughput(ctx, u, c.mode, c.sessions, *dur)
 			return r.BytesPerSec / (1 << 20), r.Errors
 		})
 		rows = append(rows, row{Name: c.name, Unit: "MiB/s", Direct: d, Through: t, Ratio: t / d, Errors: errs})
 	}
-	d, t, errs := alternate(func(_ string, urls []string) (float64, int64) {
-		r := bench.MeasureHandshakes(ctx, urls, 8, *dur)
-		return r.PerSec, r.Errors
-	})
-	rows = append(rows, row{Name: "sessions opened per second (8 workers)", Unit: "1/s", Direct: d, Through: t, Ratio: t / d, Errors: errs,
-		Note: "through: WebSocket handshake + token check in the store + backend dial"})
-	if *idle > 0 && *pid > 0 {
-		res, closeAll := bench.MeasureIdle(ctx, *through, *idle, 16, *pid)
+	if want["handshakes"] {
+		d, t, errs := alternate(func(_ string, urls []string) (float64, int64) {
+			r := bench.MeasureHandshakes(ctx, urls, 8, *dur)
+			return r.PerSec, r.Errors
+		})
+		rows = append(rows, row{Name: "sessions opened per second (8 workers)", Unit: "1/s", Direct: d, Through: t, Ratio: t / d, Errors: errs,
+			Note: "through: WebSocket handshake + token check in the store + backend dial"})
+	}
+	if want["idle"] && *idle > 0 && *pid > 0 {
+		o := bench.IdleOptions{URLs: []string{*through}, Parallel: 16, Settle: *settle}
+		if *idleURLs != "" {
+			o.URLs = strings.Split(*idleURLs, ",")
+		}
+		if *sources != "" {
+			o.Sources = strings.Split(*sources, ",")
+		}
+		res, closeAll := bench.MeasureIdle(ctx, *idle, *pid, o)
 		closeAll()
 		rows = append(rows, row{Name: fmt.Sprintf("proxy memory per idle session (%d sessions)", res.Sessions), Unit: "KiB",
 			Through: res.PerSessionBytes / 1024, Errors: res.Errors,

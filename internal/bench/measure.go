@@ -32,6 +32,10 @@ var dialer = docker.NewDialer(docker.Options{Timeout: 10 * time.Second})
 // replaced by it (a proxy URL naming a container per mode), else it is
 // added as the query parameter mode (the backend itself).
 func open(ctx context.Context, rawURL string, mode Mode) (*session, error) {
+	return openWith(ctx, dialer, rawURL, mode)
+}
+
+func openWith(ctx context.Context, dialer *docker.Dialer, rawURL string, mode Mode) (*session, error) {
 	target := strings.ReplaceAll(rawURL, "{mode}", string(mode))
 	if target == rawURL {
 		u, err := url.Parse(rawURL)
@@ -251,9 +255,30 @@ type Idle struct {
 	Errors          int64
 }
 
+// IdleOptions shape MeasureIdle.
+type IdleOptions struct {
+	// URLs are used in turn (several backends, for more ports).
+	URLs []string
+	// Sources are the client's source addresses, used in turn; empty: the
+	// system's choice. Each loopback address has its own ephemeral ports.
+	Sources []string
+	// Parallel handshakes; Settle is the wait after the last one before
+	// the RSS is read, for idle sessions to park.
+	Parallel int
+	Settle   time.Duration
+}
+
 // MeasureIdle opens n idle sessions and reports the RSS growth of pid
 // (the proxy) per session.
-func MeasureIdle(ctx context.Context, rawURL string, n, parallel int, pid int) (Idle, func()) {
+func MeasureIdle(ctx context.Context, n, pid int, o IdleOptions) (Idle, func()) {
+	dialers := []*docker.Dialer{dialer}
+	if len(o.Sources) > 0 {
+		dialers = nil
+		for _, s := range o.Sources {
+			dialers = append(dialers, docker.NewDialer(docker.Options{Timeout: 30 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(s)}}))
+		}
+	}
+	parallel := max(o.Parallel, 1)
 	before := RSS(pid)
 	start := time.Now()
 	sessions := make([]*session, n)
@@ -269,7 +294,7 @@ func MeasureIdle(ctx context.Context, rawURL string, n, parallel int, pid int) (
 				if i >= n {
 					return
 				}
-				s, err := open(ctx, rawURL, Sink)
+				s, err := openWith(ctx, dialers[i%len(dialers)], o.URLs[i%len(o.URLs)], Sink)
 				if err != nil {
 					errs.Add(1)
 					continue
@@ -280,7 +305,7 @@ func MeasureIdle(ctx context.Context, rawURL string, n, parallel int, pid int) (
 	}
 	wg.Wait()
 	opened := time.Since(start)
-	time.Sleep(2 * time.Second) // let the proxy settle (buffers back to pools)
+	time.Sleep(o.Settle) // let the proxy settle: sessions park, buffers go back to pools
 	after := RSS(pid)
 	open := n - int(errs.Load())
 	idle := Idle{Sessions: open, RSSBefore: before, RSSAfter: after, OpenSeconds: opened.Seconds(), Errors: errs.Load()}

@@ -34,6 +34,10 @@ type Options struct {
 	ExecTLS bool
 	// Timeout bounds connecting and the handshake; 0 means 10s.
 	Timeout time.Duration
+	// LocalAddr, when set, is the source address of TCP connections (a
+	// load tool spreads its connections over several loopback addresses
+	// to have more ephemeral ports).
+	LocalAddr net.Addr
 }
 
 // Dialer opens console streams to Docker.
@@ -50,7 +54,7 @@ func NewDialer(opts Options) *Dialer {
 	if opts.APIVersion == "" {
 		opts.APIVersion = "1.26"
 	}
-	return &Dialer{opts: opts}
+	return &Dialer{opts: opts, net: net.Dialer{LocalAddr: opts.LocalAddr}}
 }
 
 // TLSConfig builds the client TLS configuration for Docker's API from
