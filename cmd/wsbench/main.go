@@ -197,7 +197,8 @@ func run(args []string) error {
 		closeAll()
 		rows = append(rows, row{Name: fmt.Sprintf("proxy memory per idle session (%d sessions)", res.Sessions), Unit: "KiB",
 			Through: res.PerSessionBytes / 1024, Errors: res.Errors,
-			Note: fmt.Sprintf("RSS %d -> %d KiB; opened in %.1fs", res.RSSBefore, res.RSSAfter, res.OpenSeconds)})
+			Note: fmt.Sprintf("RSS %d -> %d -> %d KiB; opened in %.1fs", res.RSSBefore, res.RSSMid, res.RSSAfter, res.OpenSeconds)},
+			row{Name: "proxy memory per added idle session (2nd half)", Unit: "KiB", Through: res.MarginalBytes / 1024, Errors: res.Errors})
 	}
 
 	if *asJSON {

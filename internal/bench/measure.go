@@ -248,9 +248,11 @@ func MeasureHandshakes(ctx context.Context, urls []string, workers int, d time.D
 // Idle is the memory a process holds per idle session.
 type Idle struct {
 	Sessions        int
-	RSSBefore       int64 // KiB
-	RSSAfter        int64 // KiB
-	PerSessionBytes float64
+	RSSBefore       int64   // KiB
+	RSSMid          int64   // KiB, after the first half
+	RSSAfter        int64   // KiB
+	PerSessionBytes float64 // (after - before) / sessions
+	MarginalBytes   float64 // (after - mid) / sessions of the second half
 	OpenSeconds     float64
 	Errors          int64
 }
@@ -279,38 +281,53 @@ func MeasureIdle(ctx context.Context, n, pid int, o IdleOptions) (Idle, func()) 
 		}
 	}
 	parallel := max(o.Parallel, 1)
-	before := RSS(pid)
-	start := time.Now()
 	sessions := make([]*session, n)
 	var errs atomic.Int64
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < parallel; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
+	// openRange opens sessions [from, to) and returns the time it took.
+	openRange := func(from, to int) time.Duration {
+		start := time.Now()
+		next := atomic.Int64{}
+		next.Store(int64(from))
+		var wg sync.WaitGroup
+		for w := 0; w < parallel; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= to {
+						return
+					}
+					s, err := openWith(ctx, dialers[i%len(dialers)], o.URLs[i%len(o.URLs)], Sink)
+					if err != nil {
+						errs.Add(1)
+						continue
+					}
+					sessions[i] = s
 				}
-				s, err := openWith(ctx, dialers[i%len(dialers)], o.URLs[i%len(o.URLs)], Sink)
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				sessions[i] = s
-			}
-		}()
+			}()
+		}
+		wg.Wait()
+		return time.Since(start)
 	}
-	wg.Wait()
-	opened := time.Since(start)
-	time.Sleep(o.Settle) // let the proxy settle: sessions park, buffers go back to pools
+	// Half, then the other half: the second half's growth is the cost of
+	// one more idle session, free of what the first sessions' burst left
+	// behind (goroutines and buffers the runtime keeps for reuse).
+	before := RSS(pid)
+	opened := openRange(0, n/2)
+	time.Sleep(o.Settle) // sessions park, buffers go back to pools
+	mid := RSS(pid)
+	firstErrs := errs.Load()
+	opened += openRange(n/2, n)
+	time.Sleep(o.Settle)
 	after := RSS(pid)
 	open := n - int(errs.Load())
-	idle := Idle{Sessions: open, RSSBefore: before, RSSAfter: after, OpenSeconds: opened.Seconds(), Errors: errs.Load()}
+	idle := Idle{Sessions: open, RSSBefore: before, RSSMid: mid, RSSAfter: after, OpenSeconds: opened.Seconds(), Errors: errs.Load()}
 	if open > 0 {
 		idle.PerSessionBytes = float64(after-before) * 1024 / float64(open)
+	}
+	if second := n - n/2 - int(errs.Load()-firstErrs); second > 0 {
+		idle.MarginalBytes = float64(after-mid) * 1024 / float64(second)
 	}
 	return idle, func() {
 		for _, s := range sessions {

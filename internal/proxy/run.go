@@ -124,6 +124,8 @@ func (s *Session) finish(first end) {
 	if wait {
 		<-s.stopped
 	}
+	s.fromClient.release()
+	s.fromContainer.release()
 	s.backend.Close()
 	if res.ClientCode != 0 {
 		lingerClose(s.client, s.opts.CloseTimeout)
@@ -196,10 +198,28 @@ func (d *direction) run() {
 			d.s.pumpEnded(e)
 			return
 		}
+		d.release()
 		if d.park() {
 			return
 		}
 		// Could not park: carry on with the goroutine.
+	}
+}
+
+// release gives back the buffers the direction holds while it runs; it
+// takes them again when it next needs them.
+func (d *direction) release() {
+	s := d.s
+	if d.side == clientSide {
+		s.clientR.Release()
+		return
+	}
+	if s.backendR != nil {
+		s.backendR.Release()
+	}
+	if s.small != nil {
+		smallPool.Put(s.small)
+		s.small = nil
 	}
 }
 

@@ -115,6 +115,8 @@ const (
 	smallChunk = 512
 )
 
+var smallPool = sync.Pool{New: func() any { return new([room + smallChunk]byte) }}
+
 var bufPool = sync.Pool{New: func() any { b := make([]byte, room+chunk); return &b }}
 
 // b64Pool holds buffers for base64-encoded (or -decoded) chunks.
@@ -152,7 +154,9 @@ type Session struct {
 	held  [3]byte // start of a UTF-8 character awaiting its next bytes
 	nheld int
 	msgOp websocket.Opcode // opcode of the container's current message
-	small [room + smallChunk]byte
+	// small carries interactive output; pooled while the pump runs, so a
+	// parked session holds none.
+	small *[room + smallChunk]byte
 
 	// Owned by the fromClient pump; kept here across parks.
 	carry        [3]byte // base64 characters awaiting a full quantum
@@ -566,6 +570,9 @@ func invalidBase64() error {
 // pumpContainer forwards container output to the client until the
 // container ends or fails, the client side fails, or it is time to park.
 func (s *Session) pumpContainer() end {
+	if s.small == nil {
+		s.small = smallPool.Get().(*[room + smallChunk]byte)
+	}
 	if s.backendR != nil {
 		return s.pumpAttach()
 	}
@@ -734,6 +741,9 @@ func (s *Session) writeClient(op websocket.Opcode, buf []byte, off, stop int) er
 func (s *Session) flushHeld() {
 	if s.nheld == 0 {
 		return
+	}
+	if s.small == nil {
+		s.small = smallPool.Get().(*[room + smallChunk]byte)
 	}
 	copy(s.small[room:], s.held[:s.nheld])
 	n := s.nheld

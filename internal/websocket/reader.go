@@ -5,12 +5,15 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sync"
 )
 
-// smallBufLen is the read-ahead a Reader keeps inline. While a connection is
-// idle the Reader waits in a read into this array, so an idle session holds
-// no pooled buffer; a keystroke frame arrives whole in one read.
+// smallBufLen is a Reader's read-ahead: a keystroke frame arrives whole in
+// one read. The buffer comes from a pool and goes back with Release, so a
+// connection that waits (parked) holds none.
 const smallBufLen = 256
+
+var smallPool = sync.Pool{New: func() any { return new([smallBufLen]byte) }}
 
 // Reader reads frames from one side of a connection. NextFrame parses a
 // header; Read then returns that frame's payload, unmasked, ending with
@@ -24,8 +27,8 @@ type Reader struct {
 	// maxPayload bounds a single frame's length; 0 means no bound.
 	maxPayload int64
 
-	small      [smallBufLen]byte
-	start, end int // unread bytes are small[start:end]
+	small      *[smallBufLen]byte // nil until needed, and after Release
+	start, end int                // unread bytes are small[start:end]
 
 	remaining int64 // payload bytes of the current frame not yet read
 	masked    bool
@@ -49,7 +52,8 @@ type ReaderOptions struct {
 func NewReader(src io.Reader, opts ReaderOptions) *Reader {
 	r := &Reader{src: src, fromClient: opts.FromClient, maxPayload: opts.MaxPayload}
 	if len(opts.Buffered) > 0 {
-		if len(opts.Buffered) <= len(r.small) {
+		if len(opts.Buffered) <= smallBufLen {
+			r.small = smallPool.Get().(*[smallBufLen]byte)
 			r.end = copy(r.small[:], opts.Buffered)
 		} else {
 			// Only a peer that pipelines a lot of data behind its handshake
@@ -64,10 +68,22 @@ func NewReader(src io.Reader, opts ReaderOptions) *Reader {
 // connection but not yet returned.
 func (r *Reader) Buffered() int { return r.end - r.start }
 
+// Release gives the read-ahead buffer back to its pool if it holds no
+// unread bytes. The Reader takes one again when it next needs it.
+func (r *Reader) Release() {
+	if r.small != nil && r.start == r.end {
+		smallPool.Put(r.small)
+		r.small, r.start, r.end = nil, 0, 0
+	}
+}
+
 // fill makes at least n (<= smallBufLen) bytes available in r.small.
 func (r *Reader) fill(n int) error {
 	if r.end-r.start >= n {
 		return nil
+	}
+	if r.small == nil {
+		r.small = smallPool.Get().(*[smallBufLen]byte)
 	}
 	if r.start > 0 {
 		r.end = copy(r.small[:], r.small[r.start:r.end])

@@ -17,7 +17,6 @@ type Writer struct {
 	dst       io.Writer
 	toServer  bool // client role: frames must be masked
 	closeSent bool
-	ctrl      [MaxHeaderLen + maxControlPayload]byte
 
 	// With a timeout, each write must finish within it (set under the
 	// lock, so concurrent writers cannot undo each other's deadline).
@@ -170,7 +169,10 @@ func (w *Writer) writeControlLocked(op Opcode, p []byte) error {
 		p = p[:maxControlPayload]
 	}
 	hl := w.headerLen(len(p))
-	frame := w.ctrl[:hl+len(p)]
+	// Control frames are rare: their buffer is pooled, not kept per Writer.
+	ctrl := ctrlPool.Get().(*[MaxHeaderLen + maxControlPayload]byte)
+	defer ctrlPool.Put(ctrl)
+	frame := ctrl[:hl+len(p)]
 	copy(frame[hl:], p)
 	key := w.putHeader(frame[:hl], true, op, len(p))
 	if w.toServer {
@@ -178,6 +180,8 @@ func (w *Writer) writeControlLocked(op Opcode, p []byte) error {
 	}
 	return w.write(frame)
 }
+
+var ctrlPool = sync.Pool{New: func() any { return new([MaxHeaderLen + maxControlPayload]byte) }}
 
 // CloseSent reports whether a close frame has been written.
 func (w *Writer) CloseSent() bool {
