@@ -1,7 +1,7 @@
 # zun-wsproxy: build and test.
 GO ?= go
 
-.PHONY: all build test test-env check unit fuzz clean web demo demo-stop security soak
+.PHONY: bench bench-100k all build test test-env check unit fuzz clean web demo demo-stop security soak
 
 all: build
 
@@ -52,6 +52,19 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzOriginCheck$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config/
+
+# bench prints the performance figures (docs/PERFORMANCE.md); bench-100k
+# holds 100,000 idle sessions through the proxy and prints their memory.
+bench:
+	bash scripts/bench.sh
+# Each session is two descriptors in the proxy: where the hard limit on open
+# files cannot be raised to 200,000+ (it takes CAP_SYS_RESOURCE), it runs as
+# many sessions as the limit allows and says so.
+bench-100k:
+	@limit=$$(bash -c 'ulimit -n 1048576 2>/dev/null; ulimit -n'); \
+	n=100000; max=$$(( (limit - 500) / 2 )); \
+	if [ $$max -lt $$n ]; then echo "open-file limit $$limit (hard limit, not raisable here): $$max sessions at most, not $$n"; n=$$max; fi; \
+	BENCH_BACKENDS=8 bash scripts/bench.sh -only idle -idle $$n -idle-settle 10s
 
 clean:
 	rm -rf bin

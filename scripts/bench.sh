@@ -5,6 +5,11 @@
 # container row pointing at the backend, and runs `wsbench run`, which
 # alternates direct and proxied rounds. Extra arguments go to wsbench run
 # (e.g. -json, -idle 20000, -rounds 5). Loopback only.
+#
+# BENCH_BACKENDS=N (default 1) adds N more backend addresses (127.0.1.1..N)
+# and container rows, and has idle sessions come from N client addresses
+# (127.0.0.2..N+1): each address pair has its own ~28,000 ephemeral ports,
+# which 100,000 sessions need (make bench-100k).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/test-env.sh >/dev/null
@@ -20,7 +25,12 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 BACKEND_PORT=$(free_port)
 PROXY_PORT=$(free_port)
 
-bin/wsbench backend -listen "127.0.0.1:$BACKEND_PORT" >"$work/backend.log" 2>&1 &
+BACKENDS=${BENCH_BACKENDS:-1}
+# Every session holds descriptors in the proxy and in wsbench.
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+listen="127.0.0.1:$BACKEND_PORT"
+for i in $(seq 1 "$BACKENDS"); do listen="$listen,127.0.1.$i:$BACKEND_PORT"; done
+bin/wsbench backend -listen "$listen" >"$work/backend.log" 2>&1 &
 pids+=($!)
 
 DB=zun_bench
@@ -33,6 +43,15 @@ $mysql "$DB" <testdata/zun-schema.sql
 for mode in echo sink source; do
 	$mysql "$DB" -e "INSERT INTO container (uuid, name, container_id, websocket_url, websocket_token, container_type, updated_at) VALUES (UUID(), 'bench-$mode', '$mode', '$(attach $mode)', '$TOKEN', 0, UTC_TIMESTAMP())"
 done
+idle_urls="" sources=""
+if [ "$BACKENDS" -gt 1 ]; then
+	for i in $(seq 1 "$BACKENDS"); do
+		url=$(attach sink | sed "s/127.0.0.1/127.0.1.$i/")
+		$mysql "$DB" -e "INSERT INTO container (uuid, name, container_id, websocket_url, websocket_token, container_type, updated_at) VALUES (UUID(), 'bench-sink-$i', 'sink', '$url', '$TOKEN', 0, UTC_TIMESTAMP())"
+		idle_urls="$idle_urls${idle_urls:+,}ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid=bench-sink-$i"
+		sources="$sources${sources:+,}127.0.0.$((i + 1))"
+	done
+fi
 
 cat >"$work/zun.conf" <<CONF
 [DEFAULT]
@@ -51,5 +70,11 @@ pids+=($proxy_pid)
 for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$PROXY_PORT") 2>/dev/null && break; sleep 0.1; done
 
 echo "machine: $(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{print int($2/1024/1024)}') GiB; $(go version | cut -d' ' -f3)"
-bin/wsbench run -direct "$(attach '{mode}')" -through "ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid=bench-{mode}" -pid "$proxy_pid" "$@"
+extra=()
+[ -n "$idle_urls" ] && extra+=(-idle-urls "$idle_urls" -source-ips "$sources")
+bin/wsbench run -direct "$(attach '{mode}')" -through "ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid=bench-{mode}" -pid "$proxy_pid" "${extra[@]}" "$@"
+if grep -qE 'level=(WARN|ERROR)' "$work/proxy.log"; then
+	echo "proxy warnings and errors: $(grep -cE 'level=(WARN|ERROR)' "$work/proxy.log") (first 5):"
+	grep -E 'level=(WARN|ERROR)' "$work/proxy.log" | head -5
+fi
 $mysql -e "DROP DATABASE IF EXISTS $DB"
