@@ -64,7 +64,7 @@ bench-100k:
 	@limit=$$(bash -c 'ulimit -n 1048576 2>/dev/null; ulimit -n'); \
 	n=100000; max=$$(( (limit - 500) / 2 )); \
 	if [ $$max -lt $$n ]; then echo "open-file limit $$limit (hard limit, not raisable here): $$max sessions at most, not $$n"; n=$$max; fi; \
-	BENCH_BACKENDS=8 bash scripts/bench.sh -only idle -idle $$n -idle-settle 10s
+	BENCH_NGINX=0 BENCH_BACKENDS=8 bash scripts/bench.sh -only idle -idle $$n -idle-settle 10s
 
 clean:
 	rm -rf bin

@@ -10,9 +10,16 @@
 # and container rows, and has idle sessions come from N client addresses
 # (127.0.0.2..N+1): each address pair has its own ~28,000 ephemeral ports,
 # which 100,000 sessions need (make bench-100k).
+#
+# nginx (Debian's package, installed if missing) runs in the same rounds as
+# a plain WebSocket reverse proxy in front of the same backend, as the
+# reference to beat; BENCH_NGINX=0 leaves it out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 bash scripts/test-env.sh >/dev/null
+NGINX=${BENCH_NGINX:-1}
+[ "$NGINX" = 0 ] || apt_install nginx
 go build -o bin/zun-wsproxy ./cmd/zun-wsproxy
 go build -o bin/wsbench ./cmd/wsbench
 
@@ -72,6 +79,44 @@ for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$PROXY_PORT") 2>/dev/null 
 echo "machine: $(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{print int($2/1024/1024)}') GiB; $(go version | cut -d' ' -f3)"
 extra=()
 [ -n "$idle_urls" ] && extra+=(-idle-urls "$idle_urls" -source-ips "$sources")
+if [ "$NGINX" != 0 ]; then
+	NGINX_PORT=$(free_port)
+	mkdir -p "$work/nginx"
+	cat >"$work/nginx.conf" <<NGINXCONF
+# A plain WebSocket reverse proxy, as commonly deployed.
+worker_processes auto;
+worker_rlimit_nofile 65536;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 32768; }
+http {
+	access_log off;
+	client_body_temp_path $work/nginx/body;
+	proxy_temp_path $work/nginx/proxy;
+	fastcgi_temp_path $work/nginx/fastcgi;
+	uwsgi_temp_path $work/nginx/uwsgi;
+	scgi_temp_path $work/nginx/scgi;
+	server {
+		listen 127.0.0.1:$NGINX_PORT;
+		location / {
+			proxy_pass http://127.0.0.1:$BACKEND_PORT;
+			proxy_http_version 1.1;
+			proxy_set_header Upgrade \$http_upgrade;
+			proxy_set_header Connection "upgrade";
+			proxy_read_timeout 1h;
+			proxy_buffering off;
+		}
+	}
+}
+NGINXCONF
+	nginx -c "$work/nginx.conf" -p "$work/nginx" -g 'daemon off;' >"$work/nginx/stdout.log" 2>&1 &
+	nginx_pid=$!
+	pids+=($nginx_pid)
+	for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$NGINX_PORT") 2>/dev/null && break; sleep 0.1; done
+	workers=$(pgrep -P "$nginx_pid" | paste -sd, -)
+	extra+=(-ref "$(attach '{mode}' | sed "s/:$BACKEND_PORT/:$NGINX_PORT/")" -ref-name nginx -ref-pids "$workers")
+	echo "reference: $(nginx -v 2>&1 | sed 's/.*: //'), $(echo "$workers" | tr ',' '\n' | wc -l) workers"
+fi
 bin/wsbench run -direct "$(attach '{mode}')" -through "ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid=bench-{mode}" -pid "$proxy_pid" "${extra[@]}" "$@"
 if grep -qE 'level=(WARN|ERROR)' "$work/proxy.log"; then
 	echo "proxy warnings and errors: $(grep -cE 'level=(WARN|ERROR)' "$work/proxy.log") (first 5):"

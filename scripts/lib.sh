@@ -25,3 +25,24 @@ build_busybox_image() {
 	tar -C "$rootfs" -c . | $SUDO docker import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' "$@" - "$image" >/dev/null
 	rm -rf "$rootfs"
 }
+
+# apt_install PACKAGE... installs from Debian's archive what is not
+# installed yet. Package scripts must not start services (there may be no
+# init system, and what runs must listen on loopback only): the callers
+# start what they need themselves.
+apt_install() {
+	local p missing=() policy_added=""
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+	done
+	[ ${#missing[@]} -gt 0 ] || return 0
+	echo "installing ${missing[*]} (Debian packages)"
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+		$SUDO chmod +x /usr/sbin/policy-rc.d
+		policy_added=1
+	fi
+	$SUDO apt-get update -qq
+	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	[ -z "$policy_added" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+}

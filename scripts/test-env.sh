@@ -26,25 +26,7 @@ SECONDS=0
 
 # 1. Packages from Debian's archive.
 packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core)
-missing=()
-for p in "${packages[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	log "installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	# Package scripts must not start services (no init system here); this
-	# script starts them itself, bound to loopback.
-	policy_added=""
-	if [ ! -e /usr/sbin/policy-rc.d ]; then
-		printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-		$SUDO chmod +x /usr/sbin/policy-rc.d
-		policy_added=1
-	fi
-	$SUDO apt-get update -qq
-	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-	[ -n "$policy_added" ] && $SUDO rm -f /usr/sbin/policy-rc.d
-fi
+apt_install "${packages[@]}"
 
 # 2. MariaDB, loopback only.
 $SUDO mkdir -p /etc/mysql/mariadb.conf.d "$STATE_DIR"

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -74,7 +75,7 @@ func backend(args []string) error {
 	return first
 }
 
-// row is one figure, direct and through.
+// row is one figure, direct and through (and through the reference proxy).
 type row struct {
 	Name    string  `json:"name"`
 	Unit    string  `json:"unit"`
@@ -82,16 +83,24 @@ type row struct {
 	Through float64 `json:"through"`
 	Ratio   float64 `json:"ratio"` // through / direct
 	Added   float64 `json:"added,omitempty"`
-	Errors  int64   `json:"errors"`
-	Note    string  `json:"note,omitempty"`
+	Ref     float64 `json:"ref,omitempty"`      // through the reference proxy
+	RefName string  `json:"ref_name,omitempty"` // e.g. nginx
+	// VsRef is through / ref for rates, ref / through for times: above 1,
+	// the proxy does better than the reference.
+	VsRef  float64 `json:"vs_ref,omitempty"`
+	Errors int64   `json:"errors"`
+	Note   string  `json:"note,omitempty"`
 }
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("wsbench run", flag.ContinueOnError)
 	direct := fs.String("direct", "", "WebSocket URL of the backend itself (the ceiling)")
 	through := fs.String("through", "", "WebSocket URL of the same backend through the proxy")
+	ref := fs.String("ref", "", "WebSocket URL of the same backend through a reference proxy (e.g. nginx), measured in the same rounds")
+	refName := fs.String("ref-name", "reference", "name of the reference proxy")
 	tokensFile := fs.String("through-urls", "", "file of proxy URLs, one per line, for handshakes (single-use tokens)")
 	pid := fs.Int("pid", 0, "the proxy's process id, for memory per idle session")
+	refPIDs := fs.String("ref-pids", "", "process ids of the reference proxy, comma-separated (nginx: its workers), for its memory per idle session")
 	rounds := fs.Int("rounds", 3, "alternating rounds per figure (the median is kept)")
 	samples := fs.Int("samples", 2000, "round trips per session for latency")
 	dur := fs.Duration("duration", 3*time.Second, "length of each throughput and handshake round")
@@ -124,17 +133,52 @@ func run(args []string) error {
 	}
 	ctx := context.Background()
 	var rows []row
-	// alternate runs f on both URLs, rounds times each, and keeps medians.
-	alternate := func(f func(url string, urls []string) (float64, int64)) (float64, float64, int64) {
-		var d, t []float64
-		var errs int64
+	// targets are measured in turn in every round: noise falls on all.
+	type target struct {
+		url  string
+		urls []string // for handshakes
+	}
+	targets := []target{{*direct, []string{*direct}}, {*through, throughURLs}}
+	if *ref != "" {
+		targets = append(targets, target{*ref, []string{*ref}})
+	}
+	// alternate runs f on every target, rounds times, and keeps medians
+	// (direct, through, ref).
+	alternate := func(f func(t target) []float64) (med [][]float64) {
+		vals := make([][][]float64, len(targets))
 		for i := 0; i < *rounds; i++ {
-			v, e := f(*direct, []string{*direct})
-			d, errs = append(d, v), errs+e
-			v, e = f(*through, throughURLs)
-			t, errs = append(t, v), errs+e
+			for k, t := range targets {
+				for j, v := range f(t) {
+					for len(vals[k]) <= j {
+						vals[k] = append(vals[k], nil)
+					}
+					vals[k][j] = append(vals[k][j], v)
+				}
+			}
 		}
-		return median(d), median(t), errs
+		med = make([][]float64, len(targets))
+		for k := range vals {
+			for _, v := range vals[k] {
+				med[k] = append(med[k], median(v))
+			}
+		}
+		return med
+	}
+	// figure makes a row from medians; lowerIsBetter for times.
+	figure := func(name, unit string, med [][]float64, j int, errs int64, lowerIsBetter bool) row {
+		r := row{Name: name, Unit: unit, Direct: med[0][j], Through: med[1][j], Errors: errs}
+		r.Ratio = r.Through / r.Direct
+		if lowerIsBetter {
+			r.Added = r.Through - r.Direct
+		}
+		if len(med) > 2 {
+			r.Ref, r.RefName = med[2][j], *refName
+			r.VsRef = r.Through / r.Ref
+			if lowerIsBetter {
+				r.VsRef = r.Ref / r.Through
+			}
+		}
+		return r
 	}
 	want := map[string]bool{}
 	for _, f := range strings.Split(*only, ",") {
@@ -144,23 +188,14 @@ func run(args []string) error {
 		if !want["latency"] {
 			break
 		}
-		var d50, t50, d99, t99, d999, t999 []float64
 		var errs int64
-		for i := 0; i < *rounds; i++ {
-			l := bench.MeasureLatency(ctx, *direct, n, *samples/n+100)
-			d50, d99, d999 = append(d50, us(l.P50)), append(d99, us(l.P99)), append(d999, us(l.P999))
+		med := alternate(func(t target) []float64 {
+			l := bench.MeasureLatency(ctx, t.url, n, *samples/n+100)
 			errs += l.Errors
-			l = bench.MeasureLatency(ctx, *through, n, *samples/n+100)
-			t50, t99, t999 = append(t50, us(l.P50)), append(t99, us(l.P99)), append(t999, us(l.P999))
-			errs += l.Errors
-		}
-		for _, r := range []struct {
-			name string
-			d, t []float64
-		}{{"p50", d50, t50}, {"p99", d99, t99}, {"p99.9", d999, t999}} {
-			dm, tm := median(r.d), median(r.t)
-			rows = append(rows, row{Name: fmt.Sprintf("keystroke RTT %s, %d session(s)", r.name, n), Unit: "µs",
-				Direct: dm, Through: tm, Ratio: tm / dm, Added: tm - dm, Errors: errs})
+			return []float64{us(l.P50), us(l.P99), us(l.P999)}
+		})
+		for j, p := range []string{"p50", "p99", "p99.9"} {
+			rows = append(rows, figure(fmt.Sprintf("keystroke RTT %s, %d session(s)", p, n), "µs", med, j, errs, true))
 		}
 	}
 	for _, c := range []struct {
@@ -171,19 +206,24 @@ func run(args []string) error {
 		if !want["throughput"] {
 			break
 		}
-		d, t, errs := alternate(func(u string, _ []string) (float64, int64) {
-			r := bench.MeasureThroughput(ctx, u, c.mode, c.sessions, *dur)
-			return r.BytesPerSec / (1 << 20), r.Errors
+		var errs int64
+		med := alternate(func(t target) []float64 {
+			r := bench.MeasureThroughput(ctx, t.url, c.mode, c.sessions, *dur)
+			errs += r.Errors
+			return []float64{r.BytesPerSec / (1 << 20)}
 		})
-		rows = append(rows, row{Name: c.name, Unit: "MiB/s", Direct: d, Through: t, Ratio: t / d, Errors: errs})
+		rows = append(rows, figure(c.name, "MiB/s", med, 0, errs, false))
 	}
 	if want["handshakes"] {
-		d, t, errs := alternate(func(_ string, urls []string) (float64, int64) {
-			r := bench.MeasureHandshakes(ctx, urls, 8, *dur)
-			return r.PerSec, r.Errors
+		var errs int64
+		med := alternate(func(t target) []float64 {
+			r := bench.MeasureHandshakes(ctx, t.urls, 8, *dur)
+			errs += r.Errors
+			return []float64{r.PerSec}
 		})
-		rows = append(rows, row{Name: "sessions opened per second (8 workers)", Unit: "1/s", Direct: d, Through: t, Ratio: t / d, Errors: errs,
-			Note: "through: WebSocket handshake + token check in the store + backend dial"})
+		r := figure("sessions opened per second (8 workers)", "1/s", med, 0, errs, false)
+		r.Note = "through: WebSocket handshake + token check in the store + backend dial"
+		rows = append(rows, r)
 	}
 	if want["idle"] && *idle > 0 && *pid > 0 {
 		o := bench.IdleOptions{URLs: []string{*through}, Parallel: 16, Settle: *settle}
@@ -193,12 +233,30 @@ func run(args []string) error {
 		if *sources != "" {
 			o.Sources = strings.Split(*sources, ",")
 		}
-		res, closeAll := bench.MeasureIdle(ctx, *idle, *pid, o)
+		res, closeAll := bench.MeasureIdle(ctx, *idle, []int{*pid}, o)
 		closeAll()
-		rows = append(rows, row{Name: fmt.Sprintf("proxy memory per idle session (%d sessions)", res.Sessions), Unit: "KiB",
+		r := row{Name: fmt.Sprintf("proxy memory per idle session (%d sessions)", res.Sessions), Unit: "KiB",
 			Through: res.PerSessionBytes / 1024, Errors: res.Errors,
-			Note: fmt.Sprintf("RSS %d -> %d -> %d KiB; opened in %.1fs", res.RSSBefore, res.RSSMid, res.RSSAfter, res.OpenSeconds)},
-			row{Name: "proxy memory per added idle session (2nd half)", Unit: "KiB", Through: res.MarginalBytes / 1024, Errors: res.Errors})
+			Note: fmt.Sprintf("RSS %d -> %d -> %d KiB; opened in %.1fs", res.RSSBefore, res.RSSMid, res.RSSAfter, res.OpenSeconds)}
+		m := row{Name: "proxy memory per added idle session (2nd half)", Unit: "KiB", Through: res.MarginalBytes / 1024, Errors: res.Errors}
+		if *ref != "" && *refPIDs != "" && len(o.Sources) == 0 {
+			var pids []int
+			for _, f := range strings.Split(*refPIDs, ",") {
+				p, err := strconv.Atoi(strings.TrimSpace(f))
+				if err != nil {
+					return fmt.Errorf("-ref-pids: %w", err)
+				}
+				pids = append(pids, p)
+			}
+			time.Sleep(time.Second)
+			o.URLs = []string{*ref}
+			rr, closeRef := bench.MeasureIdle(ctx, *idle, pids, o)
+			closeRef()
+			r.Ref, r.RefName, m.Ref, m.RefName = rr.PerSessionBytes/1024, *refName, rr.MarginalBytes/1024, *refName
+			r.VsRef, m.VsRef = r.Ref/r.Through, m.Ref/m.Through
+			r.Errors += rr.Errors
+		}
+		rows = append(rows, r, m)
 	}
 
 	if *asJSON {
@@ -208,18 +266,33 @@ func run(args []string) error {
 		}
 		return nil
 	}
-	fmt.Printf("%-52s %12s %12s %8s %10s %6s\n", "measurement", "direct", "through", "ratio", "added", "errors")
+	refCols := *ref != ""
+	fmt.Printf("%-50s %10s %10s %6s %9s", "measurement", "direct", "through", "ratio", "added")
+	if refCols {
+		fmt.Printf(" %10s %7s", *refName, "vs "+*refName)
+	}
+	fmt.Printf(" %6s\n", "errors")
 	for _, r := range rows {
 		added := ""
 		if r.Added != 0 {
 			added = fmt.Sprintf("%+.1f", r.Added)
 		}
-		direct := fmt.Sprintf("%.1f", r.Direct)
-		ratio := fmt.Sprintf("%.2f", r.Ratio)
+		direct, ratio := fmt.Sprintf("%.1f", r.Direct), fmt.Sprintf("%.2f", r.Ratio)
 		if r.Direct == 0 {
 			direct, ratio = "-", "-"
 		}
-		fmt.Printf("%-52s %12s %12.1f %8s %10s %6d  %s %s\n", r.Name, direct, r.Through, ratio, added, r.Errors, r.Unit, r.Note)
+		fmt.Printf("%-50s %10s %10.1f %6s %9s", r.Name, direct, r.Through, ratio, added)
+		if refCols {
+			refv, vs := "-", "-"
+			if r.Ref != 0 {
+				refv, vs = fmt.Sprintf("%.1f", r.Ref), fmt.Sprintf("%.2fx", r.VsRef)
+			}
+			fmt.Printf(" %10s %7s", refv, vs)
+		}
+		fmt.Printf(" %6d  %s %s\n", r.Errors, r.Unit, r.Note)
+	}
+	if refCols {
+		fmt.Printf("vs %s: above 1.00x the proxy does better (higher rate, lower time or memory)\n", *refName)
 	}
 	return nil
 }

@@ -270,9 +270,15 @@ type IdleOptions struct {
 	Settle   time.Duration
 }
 
-// MeasureIdle opens n idle sessions and reports the RSS growth of pid
-// (the proxy) per session.
-func MeasureIdle(ctx context.Context, n, pid int, o IdleOptions) (Idle, func()) {
+// MeasureIdle opens n idle sessions and reports the RSS growth of the
+// processes pids (the proxy; nginx's workers) per session.
+func MeasureIdle(ctx context.Context, n int, pids []int, o IdleOptions) (Idle, func()) {
+	rss := func() (kib int64) {
+		for _, p := range pids {
+			kib += RSS(p)
+		}
+		return kib
+	}
 	dialers := []*docker.Dialer{dialer}
 	if len(o.Sources) > 0 {
 		dialers = nil
@@ -313,14 +319,14 @@ func MeasureIdle(ctx context.Context, n, pid int, o IdleOptions) (Idle, func()) 
 	// Half, then the other half: the second half's growth is the cost of
 	// one more idle session, free of what the first sessions' burst left
 	// behind (goroutines and buffers the runtime keeps for reuse).
-	before := RSS(pid)
+	before := rss()
 	opened := openRange(0, n/2)
 	time.Sleep(o.Settle) // sessions park, buffers go back to pools
-	mid := RSS(pid)
+	mid := rss()
 	firstErrs := errs.Load()
 	opened += openRange(n/2, n)
 	time.Sleep(o.Settle)
-	after := RSS(pid)
+	after := rss()
 	open := n - int(errs.Load())
 	idle := Idle{Sessions: open, RSSBefore: before, RSSMid: mid, RSSAfter: after, OpenSeconds: opened.Seconds(), Errors: errs.Load()}
 	if open > 0 {
