@@ -118,6 +118,33 @@ NGINXCONF
 	echo "reference: $(nginx -v 2>&1 | sed 's/.*: //'), $(echo "$workers" | tr ',' '\n' | wc -l) workers"
 fi
 bin/wsbench run -direct "$(attach '{mode}')" -through "ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid=bench-{mode}" -pid "$proxy_pid" "${extra[@]}" "$@"
+# Session setup against the embedded store (standalone mode: SQLite, a
+# token use consumed atomically and the container inspected per session),
+# with the backend standing in for Docker's Engine API.
+if [ "${BENCH_EMBEDDED:-1}" != 0 ] && [[ " $* " != *" -only "* ]]; then
+	SA_PORT=$(free_port)
+	cat >"$work/standalone.conf" <<CONF
+[websocket_proxy]
+wsproxy_host = 127.0.0.1
+wsproxy_port = $SA_PORT
+max_sessions = 0
+max_sessions_per_container = 0
+[docker]
+api_url = tcp://127.0.0.1:$BACKEND_PORT
+CONF
+	sa=(--config-file "$work/standalone.conf" --data-dir "$work/data")
+	# Tokens of 1000 uses each, enough for every round.
+	: >"$work/tokens"
+	for _ in $(seq 1 60); do
+		bin/zun-wsproxy token create --container sink --uses 1000 --ttl 1h "${sa[@]}" | awk '/^websocket:/ {print $2}' >>"$work/tokens"
+	done
+	bin/zun-wsproxy "${sa[@]}" >"$work/standalone.log" 2>&1 &
+	pids+=($!)
+	for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$SA_PORT") 2>/dev/null && break; sleep 0.1; done
+	echo
+	echo "embedded store (standalone mode, SQLite in $work/data):"
+	bin/wsbench run -direct "$(attach '{mode}')" -through "$(head -1 "$work/tokens")" -through-urls "$work/tokens" -only handshakes "$@"
+fi
 if grep -qE 'level=(WARN|ERROR)' "$work/proxy.log"; then
 	echo "proxy warnings and errors: $(grep -cE 'level=(WARN|ERROR)' "$work/proxy.log") (first 5):"
 	grep -E 'level=(WARN|ERROR)' "$work/proxy.log" | head -5

@@ -305,6 +305,7 @@ wait:
 		adminSrv.Shutdown(ctx)
 	}
 	srv.Shutdown(ctx)
+	dialer.CloseIdle()
 	log.Info("stopped")
 	return nil
 }

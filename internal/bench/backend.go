@@ -6,6 +6,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -36,6 +37,15 @@ type Backend struct {
 	conns map[net.Conn]struct{}
 }
 
+// inspectPath recognizes Docker's GET /v1.xx/containers/{id}/json.
+func inspectPath(r *http.Request) (string, bool) {
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if r.Method != http.MethodGet || len(parts) != 4 || parts[1] != "containers" || parts[3] != "json" {
+		return "", false
+	}
+	return parts[2], true
+}
+
 // Serve serves on ln until ctx ends.
 func Serve(ctx context.Context, ln net.Listener) error {
 	b := &Backend{conns: map[net.Conn]struct{}{}}
@@ -56,6 +66,13 @@ func Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if id, ok := inspectPath(r); ok {
+		// Standalone mode inspects a container before each session: the
+		// backend is a running container with a terminal, whatever its id.
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"Id": id, "Name": "/" + id, "State": map[string]bool{"Running": true}, "Config": map[string]bool{"Tty": true}})
+		return
+	}
 	key, err := websocket.CheckRequest(r)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)

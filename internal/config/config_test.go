@@ -159,7 +159,7 @@ anything = goes
 		t.Errorf("docker %+v", c.Docker)
 	}
 	d := c.Database
-	if d.DSN != "zun:s3cr@t@tcp(db.example.org:3306)/zun?parseTime=true&charset=utf8" || d.MaxOpen != 30 || d.MaxIdle != 10 || d.QueryTimeout != 2500*time.Millisecond {
+	if d.DSN != "zun:s3cr@t@tcp(db.example.org:3306)/zun?interpolateParams=true&parseTime=true&charset=utf8" || d.MaxOpen != 30 || d.MaxIdle != 10 || d.QueryTimeout != 2500*time.Millisecond {
 		t.Errorf("database %+v", d)
 	}
 }
@@ -292,11 +292,12 @@ func TestListenerTLS(t *testing.T) {
 
 func TestMySQLDSN(t *testing.T) {
 	cases := []struct{ in, want, err string }{
-		{"mysql+pymysql://zun:secret@127.0.0.1/zun?charset=utf8", "zun:secret@tcp(127.0.0.1:3306)/zun?parseTime=true&charset=utf8", ""},
-		{"mysql://zun:secret@db:3307/zun", "zun:secret@tcp(db:3307)/zun?parseTime=true", ""},
-		{"mysql+mysqldb://zun@[::1]/zun", "zun@tcp([::1]:3306)/zun?parseTime=true", ""},
-		{"mariadb://u:p%2Fa%3Ab%40c@h/d", "u:p/a:b@c@tcp(h:3306)/d?parseTime=true", ""},
-		{"mysql+pymysql://zun:pw@/zun?unix_socket=/run/mysqld/mysqld.sock&read_timeout=5", "zun:pw@unix(/run/mysqld/mysqld.sock)/zun?parseTime=true", ""},
+		{"mysql+pymysql://zun:secret@127.0.0.1/zun?charset=utf8", "zun:secret@tcp(127.0.0.1:3306)/zun?interpolateParams=true&parseTime=true&charset=utf8", ""},
+		{"mysql://zun:secret@db:3307/zun", "zun:secret@tcp(db:3307)/zun?interpolateParams=true&parseTime=true", ""},
+		{"mysql+mysqldb://zun@[::1]/zun", "zun@tcp([::1]:3306)/zun?interpolateParams=true&parseTime=true", ""},
+		{"mariadb://u:p%2Fa%3Ab%40c@h/d", "u:p/a:b@c@tcp(h:3306)/d?interpolateParams=true&parseTime=true", ""},
+		{"mysql+pymysql://zun:pw@/zun?unix_socket=/run/mysqld/mysqld.sock&read_timeout=5", "zun:pw@unix(/run/mysqld/mysqld.sock)/zun?interpolateParams=true&parseTime=true", ""},
+		{"mysql://zun:pw@db/zun?charset=sjis", "zun:pw@tcp(db:3306)/zun?parseTime=true&charset=sjis", ""},
 		{"postgresql://zun@db/zun", "", "unsupported database \"postgresql\""},
 		{"sqlite:///x.db", "", "unsupported database"},
 		{"mysql://zun:pw@db:notaport/zun", "", "invalid URL"},

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 )
@@ -35,12 +36,7 @@ func (d *Dialer) call(ctx context.Context, endpoint, method, path string, body, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
 	defer cancel()
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.connect(ctx, network, addr, useTLS, host)
-		},
-		DisableKeepAlives: true,
-	}}
+	client := d.apiClient(endpoint, network, addr, useTLS, host)
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -74,6 +70,38 @@ func (d *Dialer) call(ctx context.Context, endpoint, method, path string, body, 
 		}
 	}
 	return resp.StatusCode, nil
+}
+
+// apiClient returns the HTTP client of an Engine API endpoint. It keeps a
+// few connections open between calls (Docker keeps them alive too), so a
+// session's inspect does not pay for a new connection, or a TLS handshake.
+func (d *Dialer) apiClient(endpoint, network, addr string, useTLS bool, host string) *http.Client {
+	d.apiMu.Lock()
+	defer d.apiMu.Unlock()
+	if c, ok := d.api[endpoint]; ok {
+		return c
+	}
+	if d.api == nil {
+		d.api = make(map[string]*http.Client)
+	}
+	c := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.connect(ctx, network, addr, useTLS, host)
+		},
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     30 * time.Second,
+	}}
+	d.api[endpoint] = c
+	return c
+}
+
+// CloseIdle closes the Engine API connections kept open between calls.
+func (d *Dialer) CloseIdle() {
+	d.apiMu.Lock()
+	defer d.apiMu.Unlock()
+	for _, c := range d.api {
+		c.CloseIdleConnections()
+	}
 }
 
 // Inspect looks a container up by name or id.

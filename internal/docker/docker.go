@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
@@ -44,6 +45,9 @@ type Options struct {
 type Dialer struct {
 	opts Options
 	net  net.Dialer
+	// Engine API clients by endpoint, created on first use.
+	apiMu sync.Mutex
+	api   map[string]*http.Client
 }
 
 // NewDialer returns a Dialer.
