@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -43,6 +44,10 @@ type DB struct {
 	db      *sql.DB
 	dialect dialect
 	timeout time.Duration
+
+	// The statements of Consume, prepared once (every session runs them).
+	stmtMu           sync.Mutex
+	consume, readOne *sql.Stmt
 }
 
 type dialect struct {
@@ -112,7 +117,36 @@ func OpenMySQL(dsn string, maxOpen, maxIdle int, timeout time.Duration) (*DB, er
 }
 
 // Close closes the store.
-func (d *DB) Close() error { return d.db.Close() }
+func (d *DB) Close() error {
+	d.stmtMu.Lock()
+	for _, st := range []*sql.Stmt{d.consume, d.readOne} {
+		if st != nil {
+			st.Close()
+		}
+	}
+	d.stmtMu.Unlock()
+	return d.db.Close()
+}
+
+// consumeStatements prepares Consume's statements on first use.
+func (d *DB) consumeStatements(ctx context.Context) (consume, readOne *sql.Stmt, err error) {
+	d.stmtMu.Lock()
+	defer d.stmtMu.Unlock()
+	if d.consume == nil {
+		c, err := d.db.PrepareContext(ctx, `UPDATE console_tokens SET uses_left = uses_left - 1
+		WHERE token_hash = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?`)
+		if err != nil {
+			return nil, nil, err
+		}
+		r, err := d.db.PrepareContext(ctx, `SELECT `+columns+` FROM console_tokens WHERE token_hash = ?`)
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		d.consume, d.readOne = c, r
+	}
+	return d.consume, d.readOne, nil
+}
 
 // Ping checks that the store answers.
 func (d *DB) Ping(ctx context.Context) error {
@@ -216,8 +250,11 @@ func (d *DB) Consume(ctx context.Context, secret string, now time.Time) (Token, 
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	h := hashSecret(secret)
-	res, err := d.db.ExecContext(ctx, `UPDATE console_tokens SET uses_left = uses_left - 1
-		WHERE token_hash = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?`, h, now.UnixMilli())
+	consume, readOne, err := d.consumeStatements(ctx)
+	if err != nil {
+		return Token{}, fmt.Errorf("consume token: %w", unavailable(err))
+	}
+	res, err := consume.ExecContext(ctx, h, now.UnixMilli())
 	if err != nil {
 		return Token{}, fmt.Errorf("consume token: %w", unavailable(err))
 	}
@@ -226,7 +263,7 @@ func (d *DB) Consume(ctx context.Context, secret string, now time.Time) (Token, 
 	} else if n != 1 {
 		return Token{}, fmt.Errorf("token: %w", store.ErrNotFound)
 	}
-	t, err := scan(d.db.QueryRowContext(ctx, `SELECT `+columns+` FROM console_tokens WHERE token_hash = ?`, h))
+	t, err := scan(readOne.QueryRowContext(ctx, h))
 	if err != nil {
 		return Token{}, fmt.Errorf("read token: %w", unavailable(err))
 	}
