@@ -105,6 +105,11 @@ http {
 			proxy_set_header Connection "upgrade";
 			proxy_read_timeout 1h;
 			proxy_buffering off;
+			# Upgraded connections are relayed through buffers of this
+			# size (default 4 KiB): as large as our chunks, for fairness.
+			proxy_buffer_size 64k;
+			proxy_buffers 4 64k;
+			proxy_busy_buffers_size 64k;
 		}
 	}
 }
@@ -113,7 +118,7 @@ NGINXCONF
 	nginx_pid=$!
 	pids+=($nginx_pid)
 	for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$NGINX_PORT") 2>/dev/null && break; sleep 0.1; done
-	workers=$(pgrep -P "$nginx_pid" | paste -sd, -)
+	workers=$(pgrep -P "$nginx_pid" | paste -sd, -) || { cat "$work/nginx/stdout.log" "$work/nginx/error.log" >&2; exit 1; }
 	extra+=(-ref "$(attach '{mode}' | sed "s/:$BACKEND_PORT/:$NGINX_PORT/")" -ref-name nginx -ref-pids "$workers")
 	echo "reference: $(nginx -v 2>&1 | sed 's/.*: //'), $(echo "$workers" | tr ',' '\n' | wc -l) workers"
 fi

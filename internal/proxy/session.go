@@ -492,7 +492,8 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 		decoded, op = *dp, websocket.OpBinary
 	}
 	for first, remaining := true, h.Length; first || remaining > 0; first = false {
-		n, err := s.clientR.Read(buf[room:])
+		// A whole chunk of the frame (it is on its way) per write.
+		n, err := io.ReadFull(s.clientR, buf[room:room+int(min(remaining, chunk))])
 		if err != nil && err != io.EOF {
 			return end{side: clientSide, err: err}, false
 		}
@@ -627,8 +628,11 @@ func (s *Session) pumpAttach() end {
 					}
 				}
 			} else {
+				// The frame's bytes are on their way (its header says how
+				// many): wait for a whole chunk, so that bulk output leaves
+				// in as few frames and writes as it came in.
 				bp := bufPool.Get().(*[]byte)
-				n, err = s.backendR.Read((*bp)[room:])
+				n, err = io.ReadFull(s.backendR, (*bp)[room:room+int(min(remaining, chunk))])
 				if n > 0 {
 					if e, ok := s.sendToClient(*bp, n, s.msgOp); !ok {
 						bufPool.Put(bp)
