@@ -15,9 +15,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/audit"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -47,6 +50,8 @@ func main() {
 	var err error
 	if len(os.Args) > 1 && os.Args[1] == "token" {
 		err = tokenCommand(os.Args[2:], os.Stdout)
+	} else if len(os.Args) > 1 && os.Args[1] == "replay" {
+		err = replayCommand(os.Args[2:], os.Stdout)
 	} else {
 		err = serve(os.Args[1:])
 	}
@@ -197,15 +202,30 @@ func serve(args []string) error {
 	}
 
 	live := reloadable(cfg, base.Scheme)
+	var m *metrics.Metrics
+	if cfg.MetricsListen != "" {
+		m = metrics.New()
+	}
+	var auditLog *audit.Log
+	if cfg.AuditFile != "" {
+		if auditLog, err = audit.Open(cfg.AuditFile); err != nil {
+			return fmt.Errorf("[audit] file: %w", err)
+		}
+		defer auditLog.Close()
+	}
 	srv := server.New(server.Options{
-		Resolver: resolver,
-		Dialer:   dialer,
-		Resizer:  dialer,
-		Origin:   live.Origin,
-		Logger:   log,
-		Path:     base.Path,
-		Session:  live.Session,
-		Console:  web.Handler(),
+		Metrics:      m,
+		Audit:        auditLog,
+		RecordingDir: cfg.RecordingDir,
+		RecordInput:  cfg.RecordInput,
+		Resolver:     resolver,
+		Dialer:       dialer,
+		Resizer:      dialer,
+		Origin:       live.Origin,
+		Logger:       log,
+		Path:         base.Path,
+		Session:      live.Session,
+		Console:      web.Handler(),
 		Ready: func(ctx context.Context) error {
 			// Generic reasons: the answer may reach beyond the operator.
 			if err := storePing(ctx); err != nil {
@@ -234,7 +254,7 @@ func serve(args []string) error {
 	log.Info("zun-wsproxy listening", "address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
 		"ssl_only", cfg.Proxy.SSLOnly, "base_url", cfg.Proxy.BaseURL, "version", version)
 
-	served := make(chan error, 2)
+	served := make(chan error, 3)
 	go func() { served <- srv.Serve(ln) }()
 	var adminSrv *admin.Server
 	if cfg.Admin.Listen != "" {
@@ -252,6 +272,19 @@ func serve(args []string) error {
 		}
 		log.Info("token API listening", "address", adminLn.Addr().String())
 		go func() { served <- adminSrv.Serve(adminLn) }()
+	}
+
+	var metricsSrv *http.Server
+	if m != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", m.Handler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		metricsLn, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("[metrics] listen on %s: %w", cfg.MetricsListen, err)
+		}
+		log.Info("metrics listening", "address", metricsLn.Addr().String())
+		go func() { served <- metricsSrv.Serve(metricsLn) }()
 	}
 
 	signals := make(chan os.Signal, 1)
@@ -304,6 +337,9 @@ wait:
 	if adminSrv != nil {
 		adminSrv.Shutdown(ctx)
 	}
+	if metricsSrv != nil {
+		defer metricsSrv.Close() // scraped until the sessions are gone
+	}
 	srv.Shutdown(ctx)
 	dialer.CloseIdle()
 	log.Info("stopped")
@@ -353,6 +389,11 @@ func newLogger(cfg *config.Config) (*slog.Logger, func(), error) {
 	if cfg.Debug {
 		level = slog.LevelDebug
 	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if cfg.LogFormat == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
 	// Masks token values in every line, whatever logged them.
-	return slog.New(redact.Handler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))), closeFn, nil
+	return slog.New(redact.Handler(h)), closeFn, nil
 }

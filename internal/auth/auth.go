@@ -133,7 +133,7 @@ func (a *Authorizer) Resolve(ctx context.Context, r Request) (console.Target, er
 	if err != nil {
 		return console.Target{}, err
 	}
-	t := console.Target{ContainerUUID: c.UUID, ContainerID: c.ContainerID}
+	t := console.Target{ContainerUUID: c.UUID, ContainerID: c.ContainerID, Name: c.Name, Host: c.Host, ProjectID: c.ProjectID, UserID: c.UserID}
 	if r.ExecID == "" {
 		if !tokenMatches(r.Token, c.WebsocketToken) {
 			return console.Target{}, fmt.Errorf("%w: attach token does not match container %s", ErrUnauthorized, c.UUID)

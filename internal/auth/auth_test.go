@@ -165,13 +165,13 @@ func TestResolve(t *testing.T) {
 		want console.Target
 		err  error
 	}{
-		{"attach by uuid", Request{Token: "tok", UUID: uuid}, console.Target{Kind: console.Attach, ContainerUUID: uuid, ContainerID: "abc", URL: "ws://docker/attach"}, nil},
-		{"attach by name", Request{Token: "tok", UUID: "web"}, console.Target{Kind: console.Attach, ContainerUUID: uuid, ContainerID: "abc", URL: "ws://docker/attach"}, nil},
+		{"attach by uuid", Request{Token: "tok", UUID: uuid}, console.Target{Kind: console.Attach, ContainerUUID: uuid, ContainerID: "abc", Name: "web", URL: "ws://docker/attach"}, nil},
+		{"attach by name", Request{Token: "tok", UUID: "web"}, console.Target{Kind: console.Attach, ContainerUUID: uuid, ContainerID: "abc", Name: "web", URL: "ws://docker/attach"}, nil},
 		{"wrong token", Request{Token: "nope", UUID: uuid}, console.Target{}, ErrUnauthorized},
 		{"unknown container", Request{Token: "tok", UUID: "ghost"}, console.Target{}, ErrUnauthorized},
 		{"ambiguous name", Request{Token: "tok", UUID: "twin"}, console.Target{}, store.ErrAmbiguous},
 		{"container never attached", Request{Token: "x", UUID: "fresh"}, console.Target{}, ErrUnauthorized},
-		{"exec", Request{Token: "etok", UUID: uuid, ExecID: "e1"}, console.Target{Kind: console.Exec, ContainerUUID: uuid, ContainerID: "abc", URL: "tcp://docker:2375", ExecID: "e1"}, nil},
+		{"exec", Request{Token: "etok", UUID: uuid, ExecID: "e1"}, console.Target{Kind: console.Exec, ContainerUUID: uuid, ContainerID: "abc", Name: "web", URL: "tcp://docker:2375", ExecID: "e1"}, nil},
 		{"exec with attach token", Request{Token: "tok", UUID: uuid, ExecID: "e1"}, console.Target{}, ErrUnauthorized},
 		{"unknown exec", Request{Token: "etok", UUID: uuid, ExecID: "e2"}, console.Target{}, ErrUnauthorized},
 		{"no uuid", Request{Token: "tok"}, console.Target{}, ErrMalformed},

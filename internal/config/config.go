@@ -33,6 +33,17 @@ type Config struct {
 	Docker   Docker
 	Database Database
 	Admin    Admin
+	// LogFormat is [DEFAULT] log_format: text or json.
+	LogFormat string
+	// MetricsListen is [metrics] listen: host:port of /metrics; "" = off.
+	MetricsListen string
+	// AuditFile is [audit] file: one JSON record per session, "-" for
+	// standard output; "" = off.
+	AuditFile string
+	// RecordingDir is [recording] dir: one asciicast file per session;
+	// "" = off. RecordInput records keystrokes too ([recording] input).
+	RecordingDir string
+	RecordInput  bool
 }
 
 // Admin is [admin]: the token API's listener (standalone mode).
@@ -104,7 +115,7 @@ type Database struct {
 // defaults are Zun's option defaults (zun/conf), as oslo.config templates:
 // they are interpolated like values from files.
 var defaults = map[string]map[string]string{
-	"DEFAULT": {"debug": "false", "log_file": "", "log_dir": ""},
+	"DEFAULT": {"debug": "false", "log_file": "", "log_dir": "", "log_format": "text"},
 	"websocket_proxy": {
 		"wsproxy_host":    "$my_ip",
 		"wsproxy_port":    "6784",
@@ -143,8 +154,11 @@ var defaults = map[string]map[string]string{
 		"key_file":                  "",
 		"api_url":                   "unix:///var/run/docker.sock",
 	},
-	"database": {"connection": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5"},
-	"admin":    {"listen": "", "key_file": ""},
+	"database":  {"connection": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5"},
+	"admin":     {"listen": "", "key_file": ""},
+	"metrics":   {"listen": ""},
+	"audit":     {"file": ""},
+	"recording": {"dir": "", "input": "false"},
 }
 
 // Load reads files, then every *.conf file of each dir in name order, later
@@ -343,6 +357,21 @@ func (r *reader) config() (*Config, error) {
 	c := &Config{Files: r.files}
 	c.MyIP, _ = r.get("DEFAULT", "my_ip")
 	c.Debug = r.bool("DEFAULT", "debug")
+	var formatEntry entry
+	c.LogFormat, formatEntry = r.get("DEFAULT", "log_format")
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		r.fail(formatEntry, "DEFAULT", "log_format", fmt.Errorf("invalid format %q (want text or json)", c.LogFormat))
+	}
+	var metricsEntry entry
+	c.MetricsListen, metricsEntry = r.get("metrics", "listen")
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			r.fail(metricsEntry, "metrics", "listen", fmt.Errorf("invalid address %q (want host:port)", c.MetricsListen))
+		}
+	}
+	c.AuditFile, _ = r.get("audit", "file")
+	c.RecordingDir, _ = r.get("recording", "dir")
+	c.RecordInput = r.bool("recording", "input")
 	c.LogFile, _ = r.get("DEFAULT", "log_file")
 	if logDir, _ := r.get("DEFAULT", "log_dir"); logDir != "" && c.LogFile != "" && !filepath.IsAbs(c.LogFile) {
 		c.LogFile = filepath.Join(logDir, c.LogFile)

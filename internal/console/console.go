@@ -47,6 +47,10 @@ type Target struct {
 	// TokenID names the standalone token that opened the console (for
 	// logs); empty in Zun mode.
 	TokenID string
+	// For the audit log: the container's name and compute host, and in
+	// Zun mode the project and user owning it.
+	Name, Host        string
+	ProjectID, UserID string
 }
 
 // Stream is an open connection to a container's console.

@@ -73,6 +73,9 @@ type Options struct {
 	// idle session holds no goroutine. Only plain sockets park (not TLS).
 	Poller    Poller
 	IdleAfter time.Duration
+	// FirstOutput, when set, is called once, when the first container
+	// output has been written to the client.
+	FirstOutput func()
 	// Tap, when set, sees the session's data as it is forwarded (session
 	// recording). Its methods run on the pump goroutines and must not
 	// block for long: they delay the session.
@@ -84,6 +87,21 @@ type Options struct {
 type Poller interface {
 	Wait(rc syscall.RawConn, wake func()) (cancel func() bool, err error)
 }
+
+// Why a session ended, as a small fixed set (for metrics labels).
+const (
+	EndContainerExited = "container_exited" // attach: Docker closed with 1000
+	EndExecEnded       = "exec_ended"       // exec: the stream ended
+	EndContainerClosed = "container_closed" // Docker closed with another code
+	EndContainerLost   = "container_lost"   // the container side failed
+	EndClientClosed    = "client_closed"    // the client sent a close frame
+	EndClientProtocol  = "client_protocol"  // the client broke the protocol
+	EndClientGone      = "client_gone"      // the client vanished or stopped reading
+	EndClientNoPong    = "client_no_pong"   // the client missed heartbeats
+	EndIdleTimeout     = "idle_timeout"     // idle_timeout
+	EndMaxDuration     = "max_duration"     // max_session_duration
+	EndShutdown        = "shutdown"         // the proxy is stopping
+)
 
 // Tap observes a session's data. The slices are only valid during the call.
 type Tap interface {
@@ -98,6 +116,7 @@ type Tap interface {
 // Result tells how a session went.
 type Result struct {
 	Reason      string // why it ended, for logs
+	End         string // why it ended, one of the End* values (metrics)
 	ClientCode  int    // close code sent to the client; 0 if none was sent
 	ToContainer int64  // payload bytes forwarded from the client
 	ToClient    int64  // payload bytes forwarded from the container
@@ -219,6 +238,7 @@ var errNoPong = errors.New("no answer to pings for two heartbeat intervals")
 // end is how one direction of the pump stopped.
 type end struct {
 	why  string // proxySide: why the proxy ends the session
+	end  string // proxySide with why: its End* value
 	side side
 	// closed: the peer ended the stream in an orderly way (a close frame,
 	// or the end of an exec stream); code is its close code.
@@ -276,9 +296,9 @@ func (s *Session) check(now, start time.Time) (end, bool) {
 	o := s.opts
 	switch {
 	case o.MaxDuration > 0 && now.Sub(start) >= o.MaxDuration:
-		return end{side: proxySide, why: "session reached max_session_duration"}, true
+		return end{side: proxySide, why: "session reached max_session_duration", end: EndMaxDuration}, true
 	case o.IdleTimeout > 0 && now.Sub(time.Unix(0, s.dataSeen.Load())) >= o.IdleTimeout:
-		return end{side: proxySide, why: "session idle for idle_timeout"}, true
+		return end{side: proxySide, why: "session idle for idle_timeout", end: EndIdleTimeout}, true
 	}
 	if o.Heartbeat <= 0 {
 		return end{}, false
@@ -314,10 +334,13 @@ func (s *Session) closeBoth(first end) Result {
 		switch {
 		case first.closed && s.backendR == nil:
 			res.Reason, clientCode, clientReason = "exec process ended", websocket.CloseNormal, "exec session ended"
+			res.End = EndExecEnded
 		case first.closed && first.code == websocket.CloseNormal:
 			res.Reason, clientCode, clientReason = "container exited", websocket.CloseNormal, "container exited"
+			res.End = EndContainerExited
 		case first.closed:
 			res.Reason = fmt.Sprintf("container closed the console with code %d", first.code)
+			res.End = EndContainerClosed
 			clientCode, clientReason = first.code, "container closed the console"
 			if !websocket.CloseCodeSendable(first.code) {
 				clientCode = websocket.CloseNormal
@@ -325,6 +348,7 @@ func (s *Session) closeBoth(first end) Result {
 			backendCode = clientCode
 		default:
 			res.Reason = "container connection lost: " + first.err.Error()
+			res.End = EndContainerLost
 			clientCode, clientReason = websocket.CloseInternalError, "lost connection to the container"
 		}
 		if first.closed {
@@ -337,6 +361,7 @@ func (s *Session) closeBoth(first end) Result {
 		switch {
 		case first.closed:
 			res.Reason = fmt.Sprintf("client closed (code %d)", first.code)
+			res.End = EndClientClosed
 			// Echo the client's code, as RFC 6455 section 5.5.1 suggests.
 			clientCode = first.code
 			if !websocket.CloseCodeSendable(clientCode) {
@@ -344,19 +369,22 @@ func (s *Session) closeBoth(first end) Result {
 			}
 		case errors.As(first.err, &pe):
 			res.Reason = "client protocol error: " + pe.Reason
+			res.End = EndClientProtocol
 			clientCode, clientReason = pe.Code, pe.Reason
 		case errors.Is(first.err, errNoPong):
 			// Perhaps only half gone: tell it, in case it still listens.
 			res.Reason = "client disconnected: " + first.err.Error()
+			res.End = EndClientNoPong
 			clientCode, clientReason = websocket.CloseGoingAway, "no answer to pings"
 		default:
 			res.Reason = "client disconnected: " + first.err.Error()
+			res.End = EndClientGone
 		}
 		backendCode = websocket.CloseGoingAway
 	case proxySide:
-		res.Reason, clientReason = "proxy shutting down", "proxy shutting down"
+		res.Reason, clientReason, res.End = "proxy shutting down", "proxy shutting down", EndShutdown
 		if first.why != "" {
-			res.Reason, clientReason = first.why, first.why
+			res.Reason, clientReason, res.End = first.why, first.why, first.end
 		}
 		clientCode = websocket.CloseGoingAway
 		backendCode = websocket.CloseGoingAway
@@ -735,6 +763,10 @@ func (s *Session) writeClient(op websocket.Opcode, buf []byte, off, stop int) er
 	}
 	if err := s.clientW.WriteFrame(true, op, buf, off, stop); err != nil {
 		return err
+	}
+	if f := s.opts.FirstOutput; f != nil {
+		s.opts.FirstOutput = nil
+		f()
 	}
 	s.toClient.Add(int64(n))
 	s.dataSeen.Store(time.Now().UnixNano())

@@ -6,8 +6,13 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/audit"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/recording"
 	"io"
 	"log/slog"
 	"net"
@@ -75,6 +80,14 @@ type Options struct {
 	// failed authorizations (401, 403) within AuthFailureWindow; 0: off.
 	AuthFailureLimit  int
 	AuthFailureWindow time.Duration
+	// Metrics, Audit: nil when off.
+	Metrics *metrics.Metrics
+	Audit   *audit.Log
+	// RecordingDir, when set, records every session there (asciicast v2);
+	// RecordInput records keystrokes too. A session whose recording
+	// cannot be created is refused (503): recording is for audit.
+	RecordingDir string
+	RecordInput  bool
 }
 
 // Server serves console connections. It owns the sessions it starts and
@@ -217,32 +230,38 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 not found", http.StatusNotFound)
 		return
 	}
+	// One id per console request, in every log line about it, in its
+	// audit record and in the X-Session-Id header of a refusal.
+	info := &sessionInfo{id: newSessionID(), requested: time.Now(), client: r.RemoteAddr}
+	info.log = s.log.With("session", info.id)
 	if err := s.failures.check(clientIP(r.RemoteAddr)); err != nil {
-		s.reject(w, r, err)
+		s.reject(w, r, info, err)
 		return
 	}
 	key, err := websocket.CheckRequest(r)
 	if err != nil {
-		s.reject(w, r, err)
+		s.reject(w, r, info, err)
 		return
 	}
 	if err := s.origin.Load().Check(r.Header.Get("Origin"), r.Host, r.Header.Get("X-Forwarded-Proto")); err != nil {
-		s.reject(w, r, err)
+		s.reject(w, r, info, err)
 		return
 	}
 	req, err := auth.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		s.reject(w, r, err)
+		s.reject(w, r, info, err)
 		return
 	}
+	lookup := time.Now()
 	target, err := s.opts.Resolver.Resolve(r.Context(), req)
+	s.opts.Metrics.StoreLookup(time.Since(lookup))
 	if err != nil {
-		s.reject(w, r, err)
+		s.reject(w, r, info, err)
 		return
 	}
 	slot := target.ContainerID + "/" + target.ContainerUUID
 	if err := s.slots.acquire(slot); err != nil {
-		s.reject(w, r, err)
+		s.reject(w, r, info, err)
 		return
 	}
 	handedOff := false
@@ -251,21 +270,46 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.slots.release(slot)
 		}
 	}()
+	dial := time.Now()
 	stream, err := s.opts.Dialer.Dial(r.Context(), target)
+	s.opts.Metrics.BackendDial(target.Kind.String(), time.Since(dial))
 	if err != nil {
-		s.reject(w, r, fmt.Errorf("%w: %w", console.ErrRuntime, err))
+		s.reject(w, r, info, fmt.Errorf("%w: %w", console.ErrRuntime, err))
 		return
+	}
+	if s.opts.RecordingDir != "" {
+		name := target.Name
+		if name == "" {
+			name = target.ContainerUUID
+		}
+		info.rec, err = recording.Create(s.opts.RecordingDir, name, info.id, recording.Options{Input: s.opts.RecordInput, Title: name})
+		if err != nil {
+			stream.Conn.Close()
+			info.log.Error("session refused: cannot record it", "error", err)
+			s.reject(w, r, info, errRecording)
+			return
+		}
 	}
 	subprotocol, encoding := s.chooseSubprotocol(websocket.Subprotocols(r))
 	conn, buffered, err := websocket.Upgrade(w, key, subprotocol)
 	if err != nil {
 		stream.Conn.Close()
-		s.log.Info("session not started", "container", target.ContainerUUID, "kind", target.Kind.String(), "client", r.RemoteAddr, "error", err)
+		if info.rec != nil {
+			info.rec.Close()
+			os.Remove(info.rec.Path())
+		}
+		info.log.Info("session not started", "container", target.ContainerUUID, "kind", target.Kind.String(), "client", r.RemoteAddr, "error", err)
 		return
 	}
 	opts := *s.session.Load()
 	opts.Encoding = encoding
 	opts.Poller = s.poller
+	if info.rec != nil {
+		opts.Tap = info.rec
+	}
+	if s.opts.Metrics != nil {
+		opts.FirstOutput = func() { s.opts.Metrics.FirstOutput(time.Since(info.requested)) }
+	}
 	if subprotocol == proxy.ConsoleSubprotocol {
 		opts.BinaryOutput, opts.PingClient = true, true
 		opts.Resize = func(ctx context.Context, rows, cols int) error {
@@ -273,7 +317,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	handedOff = true
-	s.start(proxy.New(conn, buffered, stream, opts), target, slot, r.RemoteAddr, subprotocol)
+	info.target, info.slot, info.subprotocol = target, slot, subprotocol
+	s.start(proxy.New(conn, buffered, stream, opts), info)
 }
 
 // ready answers /readyz: 200 when the store and a runtime answer and the
@@ -300,11 +345,30 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ready\n")
 }
 
-// start runs a session in a goroutine of its own, counted for Shutdown,
-// and returns: the request's goroutine and what net/http holds for the
-// connection (buffers, request) are freed, so an idle session costs only
-// its own small state.
-func (s *Server) start(sess *proxy.Session, t console.Target, slot, client, subprotocol string) {
+// sessionInfo is what the server knows of a console request and its
+// session, for logs, metrics and the audit log.
+type sessionInfo struct {
+	id          string
+	log         *slog.Logger
+	requested   time.Time
+	client      string
+	target      console.Target
+	slot        string
+	subprotocol string
+	rec         *recording.Recorder // nil unless recording
+}
+
+// newSessionID returns a short random id for logs and records.
+func newSessionID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// start runs a session, counted for Shutdown. It does not block: the
+// session has no goroutine of its own while idle, and the request's
+// goroutine and what net/http holds for the connection are freed.
+func (s *Server) start(sess *proxy.Session, info *sessionInfo) {
 	s.mu.Lock()
 	if s.closing {
 		// Draining: no new sessions. A cancelled context closes both sides
@@ -313,36 +377,61 @@ func (s *Server) start(sess *proxy.Session, t console.Target, slot, client, subp
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		sess.Run(ctx)
-		s.slots.release(slot)
+		s.slots.release(info.slot)
+		if info.rec != nil {
+			info.rec.Close()
+		}
 		return
 	}
 	s.sessions.Add(1)
 	s.mu.Unlock()
-	s.run(sess, t, slot, client, subprotocol)
+	s.run(sess, info)
 }
 
 // run starts a session; it ends in the callback, on whichever goroutine
-// sees it end, since an idle session has no goroutine of its own.
-func (s *Server) run(sess *proxy.Session, t console.Target, slot, client, subprotocol string) {
-	attrs := []any{"container", t.ContainerUUID, "kind", t.Kind.String(), "client", client}
+// sees it end.
+func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
+	t := info.target
+	attrs := []any{"container", t.ContainerUUID, "kind", t.Kind.String(), "client", info.client}
 	if t.Kind == console.Exec {
 		attrs = append(attrs, "exec_id", t.ExecID)
 	}
 	if t.TokenID != "" {
 		attrs = append(attrs, "token_id", t.TokenID)
 	}
-	log := s.log.With(attrs...)
-	log.Info("session started", "subprotocol", subprotocol)
-	start := time.Now()
+	log := info.log.With(attrs...)
+	started := time.Now()
+	s.opts.Metrics.SessionStarted(t.Kind.String(), started.Sub(info.requested))
+	log.Info("session started", "subprotocol", info.subprotocol)
 	sess.Start(s.stopCtx, func(res proxy.Result) {
 		defer s.sessions.Done()
-		defer s.slots.release(slot)
+		defer s.slots.release(info.slot)
+		ended := time.Now()
+		var recPath string
+		if info.rec != nil {
+			recPath = info.rec.Path()
+			if err := info.rec.Close(); err != nil {
+				log.Error("session recording incomplete", "file", recPath, "error", err)
+			}
+		}
 		log.Info("session ended",
-			"duration", time.Since(start).Round(time.Millisecond).String(),
+			"duration", ended.Sub(started).Round(time.Millisecond).String(),
 			"bytes_to_container", res.ToContainer,
 			"bytes_to_client", res.ToClient,
 			"close_code", res.ClientCode,
 			"reason", res.Reason)
+		s.opts.Metrics.SessionEnded(t.Kind.String(), res.End, ended.Sub(started), res.ToClient, res.ToContainer)
+		err := s.opts.Audit.Write(audit.Record{
+			Session: info.id, Kind: t.Kind.String(), ExecID: t.ExecID,
+			Container: t.ContainerUUID, Name: t.Name, RuntimeID: t.ContainerID, Host: t.Host,
+			TokenID: t.TokenID, ProjectID: t.ProjectID, UserID: t.UserID,
+			Client: info.client, Subprotocol: info.subprotocol, Start: started, End: ended,
+			ToClient: res.ToClient, ToContainer: res.ToContainer, CloseCode: res.ClientCode,
+			EndReason: res.End, Detail: res.Reason, Recording: recPath,
+		})
+		if err != nil {
+			log.Error("audit record not written", "error", err)
+		}
 	})
 }
 
@@ -395,12 +484,50 @@ func answer(err error) (int, string) {
 		return http.StatusServiceUnavailable, "container database unavailable"
 	case errors.Is(err, console.ErrNotRunning):
 		return http.StatusConflict, "container is not running"
+	case errors.Is(err, errRecording):
+		return http.StatusServiceUnavailable, "session recording unavailable; retry later"
 	case errors.Is(err, console.ErrRuntime) && isTimeout(err):
 		return http.StatusGatewayTimeout, "container runtime did not answer in time"
 	case errors.Is(err, console.ErrRuntime):
 		return http.StatusBadGateway, "container runtime unreachable"
 	}
 	return http.StatusInternalServerError, "internal error"
+}
+
+// errRecording: the session's recording could not be created.
+var errRecording = errors.New("session recording unavailable")
+
+// refusal names why a request was refused, from a fixed set (metrics).
+func refusal(status int, err error) string {
+	switch {
+	case errors.Is(err, errRecording):
+		return "recording_unavailable"
+	case errors.Is(err, errTooManySessions):
+		return "too_many_sessions"
+	case errors.Is(err, store.ErrUnavailable):
+		return "store_unavailable"
+	case errors.Is(err, console.ErrNotRunning):
+		return "not_running"
+	}
+	switch status {
+	case http.StatusBadRequest:
+		return "bad_request"
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden_origin"
+	case http.StatusConflict:
+		return "ambiguous_name"
+	case http.StatusUpgradeRequired:
+		return "bad_version"
+	case http.StatusTooManyRequests:
+		return "rate_limited"
+	case http.StatusBadGateway:
+		return "runtime_unreachable"
+	case http.StatusGatewayTimeout:
+		return "runtime_timeout"
+	}
+	return "other"
 }
 
 func isTimeout(err error) bool {
@@ -410,8 +537,10 @@ func isTimeout(err error) bool {
 }
 
 // reject answers a refused request and logs why, without its query string.
-func (s *Server) reject(w http.ResponseWriter, r *http.Request, err error) {
+func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *sessionInfo, err error) {
 	status, text := answer(err)
+	s.opts.Metrics.Refused(refusal(status, err))
+	w.Header().Set("X-Session-Id", info.id)
 	if status == http.StatusUnauthorized || status == http.StatusForbidden {
 		s.failures.fail(clientIP(r.RemoteAddr))
 	}
@@ -423,7 +552,7 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, err error) {
 	if status >= 500 {
 		level = slog.LevelWarn
 	}
-	s.log.Log(r.Context(), level, "request refused", "status", status, "client", r.RemoteAddr, "error", err.Error())
+	info.log.Log(r.Context(), level, "request refused", "status", status, "client", r.RemoteAddr, "error", err.Error())
 	if status == http.StatusUpgradeRequired {
 		w.Header().Set("Sec-WebSocket-Version", "13")
 	}

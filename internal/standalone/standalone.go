@@ -148,7 +148,7 @@ func (s *Service) Resolve(ctx context.Context, r auth.Request) (console.Target, 
 	if !info.Running {
 		return console.Target{}, fmt.Errorf("%w: %s", console.ErrNotRunning, t.Name)
 	}
-	target := console.Target{Kind: console.Attach, ContainerUUID: t.Name, ContainerID: t.Container, URL: t.Endpoint, TokenID: t.ID}
+	target := console.Target{Kind: console.Attach, ContainerUUID: t.Name, ContainerID: t.Container, URL: t.Endpoint, TokenID: t.ID, Name: t.Name, Host: t.Endpoint}
 	if t.ExecID != "" {
 		target.Kind, target.ExecID = console.Exec, t.ExecID
 	}

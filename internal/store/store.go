@@ -18,6 +18,8 @@ type Container struct {
 	WebsocketURL   string // Docker's attach WebSocket URL, set at attach time
 	WebsocketToken string // the attach token, set at attach time; "" if none
 	UpdatedAt      time.Time
+	ProjectID      string // the OpenStack project and user owning it
+	UserID         string
 }
 
 // ExecInstance is an interactive exec session created through Zun's API.

@@ -80,7 +80,7 @@ func (d *DB) Ping(ctx context.Context) error {
 
 // Plain containers only (container_type 0), across all projects, as Zun's
 // proxy looks them up with an admin context.
-const containerColumns = `SELECT id, uuid, name, container_id, host, websocket_url, websocket_token, updated_at FROM container `
+const containerColumns = `SELECT id, uuid, name, container_id, host, websocket_url, websocket_token, updated_at, project_id, user_id FROM container `
 
 // ContainerByUUID returns the container with this uuid.
 func (d *DB) ContainerByUUID(ctx context.Context, uuid string) (store.Container, error) {
@@ -121,11 +121,12 @@ func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.
 	var out []store.Container
 	for rows.Next() {
 		var c store.Container
-		var uuid, name, cid, host, url, token sql.NullString
+		var uuid, name, cid, host, url, token, project, user sql.NullString
 		var updated sql.NullTime
-		if err := rows.Scan(&c.ID, &uuid, &name, &cid, &host, &url, &token, &updated); err != nil {
+		if err := rows.Scan(&c.ID, &uuid, &name, &cid, &host, &url, &token, &updated, &project, &user); err != nil {
 			return nil, unavailable(err)
 		}
+		c.ProjectID, c.UserID = project.String, user.String
 		c.UUID, c.Name, c.ContainerID, c.Host = uuid.String, name.String, cid.String, host.String
 		c.WebsocketURL, c.WebsocketToken, c.UpdatedAt = url.String, token.String, updated.Time
 		out = append(out, c)

@@ -1,0 +1,145 @@
+package recording
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"strings"
+	"testing"
+)
+
+// record runs steps against a Recorder and returns the file's events.
+func record(t *testing.T, opts Options, steps func(r *Recorder)) (Header, []Event, string) {
+	t.Helper()
+	dir := t.TempDir() + "/rec"
+	r, err := Create(dir, "my/container", "s1", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps(r)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{dir: 0o700, r.Path(): 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v", path, fi.Mode().Perm(), err, want)
+		}
+	}
+	if strings.Contains(r.Path()[len(dir):], "/my/") {
+		t.Errorf("container name not made safe: %s", r.Path())
+	}
+	f, _ := os.Open(r.Path())
+	defer f.Close()
+	rd, err := NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []Event
+	var out strings.Builder
+	last := 0.0
+	for {
+		e, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Time < last {
+			t.Errorf("time goes back: %v after %v", e.Time, last)
+		}
+		last = e.Time
+		evs = append(evs, e)
+		if e.Kind == "o" {
+			out.WriteString(e.Data)
+		}
+	}
+	return rd.Header, evs, out.String()
+}
+
+func TestRecorder(t *testing.T) {
+	euro := []byte("€") // 3 bytes
+	cases := []struct {
+		name       string
+		opts       Options
+		steps      func(r *Recorder)
+		w, h       int
+		kinds      string // the events' kinds in order
+		wantOutput string
+	}{
+		{"output only, default size", Options{}, func(r *Recorder) { r.Output([]byte("hello\r\n")) }, 80, 24, "o", "hello\r\n"},
+		{"resize before output sets the size", Options{}, func(r *Recorder) {
+			r.Resize(40, 120)
+			r.Output([]byte("$ "))
+			r.Resize(50, 132)
+		}, 120, 40, "or", "$ "},
+		{"a character split across messages", Options{}, func(r *Recorder) {
+			r.Output(append([]byte("price "), euro[:1]...))
+			r.Output(euro[1:2])
+			r.Output(append(euro[2:], " ok"...))
+		}, 80, 24, "oo", "price € ok"},
+		{"input off", Options{}, func(r *Recorder) { r.Input([]byte("ls\r")); r.Output([]byte("bin")) }, 80, 24, "o", "bin"},
+		{"input on", Options{Input: true}, func(r *Recorder) { r.Input([]byte("ls\r")); r.Output([]byte("bin")) }, 80, 24, "io", "bin"},
+		{"bytes that never complete", Options{}, func(r *Recorder) { r.Output([]byte{'a', 0xE2, 0x82}) }, 80, 24, "oo", "a\uFFFD\uFFFD"}, // one U+FFFD per invalid byte
+		{"nothing at all", Options{}, func(*Recorder) {}, 80, 24, "", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h, evs, out := record(t, c.opts, c.steps)
+			if h.Version != 2 || h.Width != c.w || h.Height != c.h || h.Timestamp == 0 {
+				t.Errorf("header %+v, want version 2, %dx%d", h, c.w, c.h)
+			}
+			var kinds string
+			for _, e := range evs {
+				kinds += e.Kind
+			}
+			if kinds != c.kinds {
+				t.Errorf("events %q, want %q", kinds, c.kinds)
+			}
+			if out != c.wantOutput {
+				t.Errorf("output %q, want %q", out, c.wantOutput)
+			}
+		})
+	}
+}
+
+func TestPlay(t *testing.T) {
+	cast := `{"version": 2, "width": 80, "height": 24}
+[0.5, "o", "hel"]
+[0.7, "i", "x"]
+[1.0, "r", "100x30"]
+[60.0, "o", "lo"]
+`
+	var out bytes.Buffer
+	// A minute of recording at speed 1000 with waits capped: quick.
+	if err := Play(context.Background(), strings.NewReader(cast), &out, PlayOptions{Speed: 1000, MaxWait: 10e6}); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "hello" {
+		t.Errorf("played %q", out.String())
+	}
+	for _, bad := range []string{"", "not json\n", `{"version": 1}` + "\n", `{"version": 2}` + "\n[1, \"o\"]\n", `{"version": 2}` + "\n[-1, \"o\", \"x\"]\n"} {
+		if err := Play(context.Background(), strings.NewReader(bad), io.Discard, PlayOptions{}); err == nil {
+			t.Errorf("%q played without error", bad)
+		}
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	f.Add([]byte(`{"version": 2, "width": 80, "height": 24}` + "\n[0.1, \"o\", \"hi\"]\n"))
+	f.Add([]byte(`{"version": 2}` + "\n[1e308, \"r\", \"1x1\"]\n\n[0, \"o\", \"\\u00e9\"]"))
+	f.Add([]byte("[1,2,3]\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rd, err := NewReader(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		for i := 0; i < 1000; i++ {
+			if _, err := rd.Next(); err != nil {
+				return
+			}
+		}
+	})
+}
