@@ -87,10 +87,12 @@ func (l *logBuffer) waitLine(t *testing.T, re string, timeout time.Duration) str
 
 // proxy is a running zun-wsproxy process.
 type proxy struct {
-	cmd  *exec.Cmd
-	port int
-	logs *logBuffer
-	done chan error
+	cmd *exec.Cmd
+	// killed: the test killed the process on purpose.
+	killed bool
+	port   int
+	logs   *logBuffer
+	done   chan error
 }
 
 func freePort(t *testing.T) int {
@@ -176,7 +178,7 @@ func startProxyArgs(t *testing.T, port int, args ...string) *proxy {
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-p.done:
-			if err != nil && !t.Failed() {
+			if err != nil && !t.Failed() && !p.killed {
 				t.Errorf("zun-wsproxy exited with %v after SIGTERM", err)
 			}
 		case <-time.After(15 * time.Second):
@@ -198,6 +200,12 @@ func startProxyArgs(t *testing.T, port int, args ...string) *proxy {
 		t.Fatalf("zun-wsproxy did not start listening; log:\n%s", p.logs)
 	}
 	return p
+}
+
+// kill kills the process at once, as a crash would.
+func (p *proxy) kill() {
+	p.killed = true
+	p.cmd.Process.Signal(syscall.SIGKILL)
 }
 
 func (p *proxy) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)) }

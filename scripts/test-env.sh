@@ -25,7 +25,7 @@ MARIADB_LOG=/var/log/zun-wsproxy-test-mariadb.log
 SECONDS=0
 
 # 1. Packages from Debian's archive.
-packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core)
+packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core haproxy)
 apt_install "${packages[@]}"
 
 # 2. MariaDB, loopback only.

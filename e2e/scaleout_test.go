@@ -1,0 +1,326 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+)
+
+// replica is one zun-wsproxy of several sharing a database.
+type replica struct {
+	*proxy
+	admin string // token API base URL; "" if none
+}
+
+// onPort rewrites a console URL to reach another replica.
+func onPort(raw string, port int) string {
+	u, _ := url.Parse(raw)
+	u.Host = "127.0.0.1:" + strconv.Itoa(port)
+	return u.String()
+}
+
+// adminCall calls a replica's token API.
+func adminCall(t *testing.T, base, key, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// TestReplicasShareTokens runs three standalone replicas on one MariaDB
+// store: a token minted through one replica's API opens consoles on the
+// others, a single-use token opens exactly one session however many
+// replicas are asked at once, and a revocation on one holds on all.
+func TestReplicasShareTokens(t *testing.T) {
+	d := testenv.NewDocker(t)
+	db := testenv.NewEmptyDB(t, "rep")
+	dir := t.TempDir()
+	key := "admin-key-" + testenv.NewUUID()
+	keyFile := filepath.Join(dir, "admin.key")
+	os.WriteFile(keyFile, []byte(key), 0o600)
+	var reps []replica
+	for i := 0; i < 3; i++ {
+		port, adminPort := freePort(t), freePort(t)
+		conf := filepath.Join(dir, fmt.Sprintf("replica%d.conf", i))
+		// auth_failure_limit = 0: the test counts every 401 rather than
+		// having the rate limit answer 429 after 20 of them.
+		text := strings.Replace(standaloneConf(port), "[websocket_proxy]\n", "[websocket_proxy]\nmode = standalone\nauth_failure_limit = 0\n", 1) +
+			fmt.Sprintf("[database]\nconnection = mysql+pymysql://%s:%s@%s/%s\n[admin]\nlisten = 127.0.0.1:%d\nkey_file = %s\n",
+				testenv.MySQLUser, testenv.MySQLPass, testenv.MySQLAddr, db.Name, adminPort, keyFile)
+		os.WriteFile(conf, []byte(text), 0o600)
+		p := startProxyArgs(t, port, "--config-file", conf)
+		reps = append(reps, replica{proxy: p, admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)})
+	}
+	name := "rep-" + testenv.NewUUID()[:8]
+	d.RunNamed(name, "sh")
+	ctx := ctxTimeout(t, 60*time.Second)
+
+	// Minted on replica 0, used on 1 and 2.
+	code, tok := adminCall(t, reps[0].admin, key, "POST", "/v1/tokens", `{"container":"`+name+`","ttl":"2m","uses":2}`)
+	if code != 201 {
+		t.Fatalf("mint on replica 0: %d %v", code, tok)
+	}
+	for i, r := range reps[1:] {
+		conn, _, err := dial(ctx, onPort(tok["websocket_url"].(string), r.port), nil)
+		if err != nil {
+			t.Fatalf("replica %d refused a token minted on replica 0: %v", i+1, err)
+		}
+		conn.Write(ctx, websocket.MessageBinary, []byte(fmt.Sprintf("echo replica-$((%d*7))\n", i+1)))
+		readUntil(ctx, t, conn, fmt.Sprintf("replica-%d", (i+1)*7))
+		conn.Close(websocket.StatusNormalClosure, "")
+		r.logs.waitLine(t, `session started`, 5*time.Second)
+	}
+
+	// One single-use token, 99 simultaneous attempts over the 3 replicas.
+	code, tok = adminCall(t, reps[1].admin, key, "POST", "/v1/tokens", `{"container":"`+name+`","ttl":"2m","uses":1}`)
+	if code != 201 {
+		t.Fatalf("mint: %d %v", code, tok)
+	}
+	var sessions, refused, other atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	var conns sync.Map
+	for i := 0; i < 99; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			conn, resp, err := dial(ctx, onPort(tok["websocket_url"].(string), reps[i%3].port), nil)
+			switch {
+			case err == nil:
+				sessions.Add(1)
+				conns.Store(i, conn)
+			case resp != nil && resp.StatusCode == 401:
+				refused.Add(1)
+			default:
+				other.Add(1)
+				t.Logf("attempt %d: %v", i, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	conns.Range(func(_, c any) bool { c.(*websocket.Conn).Close(websocket.StatusNormalClosure, ""); return true })
+	t.Logf("99 attempts with one single-use token over 3 replicas: %d session, %d refused (401), %d other", sessions.Load(), refused.Load(), other.Load())
+	if sessions.Load() != 1 || refused.Load() != 98 {
+		t.Fatalf("%d sessions and %d refusals, want 1 and 98", sessions.Load(), refused.Load())
+	}
+
+	// Revoked on replica 2, refused on replica 0.
+	code, tok = adminCall(t, reps[0].admin, key, "POST", "/v1/tokens", `{"container":"`+name+`","ttl":"2m","uses":5}`)
+	if code != 201 {
+		t.Fatalf("mint: %d", code)
+	}
+	if code, _ := adminCall(t, reps[2].admin, key, "DELETE", "/v1/tokens/"+tok["id"].(string), ""); code != 204 {
+		t.Fatalf("revoke on replica 2: %d", code)
+	}
+	if _, resp, err := dial(ctx, tok["websocket_url"].(string), nil); err == nil || resp == nil || resp.StatusCode != 401 {
+		t.Fatalf("a token revoked on replica 2 still works on replica 0: %v", err)
+	}
+}
+
+// haproxyConf renders deploy/haproxy/haproxy.cfg.
+func haproxyConf(t *testing.T, path string, data any) {
+	t.Helper()
+	tmpl, err := template.ParseFiles(filepath.Join(testenv.RepoRoot(), "deploy", "haproxy", "haproxy.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := tmpl.Execute(f, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type haServer struct{ Name, Addr string }
+
+// startHAProxy runs Debian's haproxy in the foreground until the test ends.
+func startHAProxy(t *testing.T, conf string) {
+	t.Helper()
+	if _, err := exec.LookPath("haproxy"); err != nil {
+		t.Fatal("haproxy is not installed: run scripts/test-env.sh")
+	}
+	if out, err := exec.Command("haproxy", "-c", "-q", "-f", conf).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy config check: %v\n%s", err, out)
+	}
+	cmd := exec.Command("haproxy", "-db", "-f", conf)
+	logs := &logBuffer{}
+	cmd.Stdout, cmd.Stderr = logWriter{logs}, logWriter{logs}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("haproxy:\n%s", logs)
+		}
+	})
+}
+
+// logWriter feeds a logBuffer.
+type logWriter struct{ l *logBuffer }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		w.l.add(line)
+	}
+	return len(p), nil
+}
+
+// TestHAProxyFailover runs two replicas behind HAProxy: sessions spread
+// over both; when one replica is killed, its sessions end, the other's
+// keep working, and new sessions all go to the survivor. TLS can end at
+// HAProxy, with the Origin check honouring X-Forwarded-Proto.
+func TestHAProxyFailover(t *testing.T) {
+	s := newSession(t)
+	front, tlsFront := freePort(t), freePort(t)
+	var reps []*proxy
+	var servers []haServer
+	for i := 0; i < 2; i++ {
+		port := freePort(t)
+		// base_url is what clients are given: HAProxy's wss:// address.
+		// The Origin check compares the scheme a browser used (told by
+		// X-Forwarded-Proto) with it.
+		p := startProxy(t, port, baseConf(s.db, port), fmt.Sprintf("[websocket_proxy]\nbase_url = wss://127.0.0.1:%d/\n", tlsFront))
+		reps = append(reps, p)
+		servers = append(servers, haServer{fmt.Sprintf("replica%d", i), p.addr()})
+	}
+	dir := t.TempDir()
+	pem := filepath.Join(dir, "haproxy.pem")
+	certFile, keyFile, _ := testenv.SelfSignedCert(t)
+	certPEM, _ := os.ReadFile(certFile)
+	keyPEM, _ := os.ReadFile(keyFile)
+	os.WriteFile(pem, append(certPEM, keyPEM...), 0o600)
+	conf := filepath.Join(dir, "haproxy.cfg")
+	haproxyConf(t, conf, map[string]any{
+		"MaxConn": 2000, "Bind": fmt.Sprintf("127.0.0.1:%d", front),
+		"TLSBind": fmt.Sprintf("127.0.0.1:%d", tlsFront), "TLSCert": pem,
+		"CheckInterval": "300ms", "Servers": servers,
+	})
+	startHAProxy(t, conf)
+	base := fmt.Sprintf("127.0.0.1:%d", front)
+	if !testenv.WaitFor(10*time.Second, func() bool {
+		resp, err := http.Get("http://" + base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	}) {
+		t.Fatal("HAProxy did not answer /readyz")
+	}
+
+	c := s.attachable(t, "cat")
+	ctx := ctxTimeout(t, 90*time.Second)
+	consoleURL := func(host string) string {
+		return fmt.Sprintf("ws://%s/?token=%s&uuid=%s", host, c.Token, c.UUID)
+	}
+	const n = 20
+	conns := make([]*websocket.Conn, n)
+	for i := range conns {
+		conn, _, err := dial(ctx, consoleURL(base), nil)
+		if err != nil {
+			t.Fatalf("session %d through HAProxy: %v", i, err)
+		}
+		defer conn.CloseNow()
+		conn.Write(ctx, websocket.MessageBinary, []byte(fmt.Sprintf("first-%d\r", i)))
+		readUntil(ctx, t, conn, fmt.Sprintf("first-%d", i))
+		conns[i] = conn
+	}
+	started := func(p *proxy) int { return strings.Count(p.logs.String(), "session started") }
+	on0, on1 := started(reps[0]), started(reps[1])
+	t.Logf("%d sessions through HAProxy: %d on replica 0, %d on replica 1", n, on0, on1)
+	if on0+on1 != n || on0 == 0 || on1 == 0 {
+		t.Fatalf("sessions not spread over both replicas: %d and %d", on0, on1)
+	}
+
+	// Replica 0 dies.
+	reps[0].kill()
+	var ended, alive int
+	for i, conn := range conns {
+		readCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		marker := fmt.Sprintf("after-%d", i)
+		err := conn.Write(readCtx, websocket.MessageBinary, []byte(marker+"\r"))
+		var got string
+		for err == nil && !strings.Contains(got, marker) {
+			var data []byte
+			_, data, err = conn.Read(readCtx)
+			got += string(data)
+		}
+		cancel()
+		switch {
+		case err == nil:
+			alive++
+		case errors.Is(err, context.DeadlineExceeded):
+			t.Fatalf("session %d hung after the replica died", i)
+		default:
+			ended++
+		}
+	}
+	t.Logf("after replica 0 was killed: %d sessions ended, %d still work", ended, alive)
+	if ended != on0 || alive != on1 {
+		t.Fatalf("%d ended and %d alive, want the %d of the dead replica ended and the %d of the other alive", ended, alive, on0, on1)
+	}
+
+	// Once HAProxy's checks mark it down, every new session succeeds, on
+	// the survivor.
+	time.Sleep(2 * time.Second)
+	for i := 0; i < 10; i++ {
+		conn, _, err := dial(ctx, consoleURL(base), nil)
+		if err != nil {
+			t.Fatalf("new session %d after the failover: %v", i, err)
+		}
+		conn.Write(ctx, websocket.MessageBinary, []byte(fmt.Sprintf("new-%d\r", i)))
+		readUntil(ctx, t, conn, fmt.Sprintf("new-%d", i))
+		conn.Close(websocket.StatusNormalClosure, "")
+	}
+	if got := started(reps[1]); got != on1+10 {
+		t.Errorf("survivor started %d sessions, want %d", got, on1+10)
+	}
+
+	// TLS ends at HAProxy: a page served over https may open the console;
+	// another site may not.
+	tlsHost := fmt.Sprintf("127.0.0.1:%d", tlsFront)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	wss := strings.Replace(consoleURL(tlsHost), "ws://", "wss://", 1)
+	conn, _, err := websocket.Dial(ctx, wss, &websocket.DialOptions{HTTPClient: client, HTTPHeader: http.Header{"Origin": {"https://" + tlsHost}}, Subprotocols: []string{"binary"}})
+	if err != nil {
+		t.Fatalf("wss:// through HAProxy with an https Origin: %v", err)
+	}
+	conn.Write(ctx, websocket.MessageBinary, []byte("over-tls\r"))
+	readUntil(ctx, t, conn, "over-tls")
+	conn.Close(websocket.StatusNormalClosure, "")
+	_, resp, err := websocket.Dial(ctx, wss, &websocket.DialOptions{HTTPClient: client, HTTPHeader: http.Header{"Origin": {"https://evil.example"}}})
+	if err == nil || resp == nil || resp.StatusCode != 403 {
+		t.Fatalf("foreign Origin through HAProxy: %v, want 403", err)
+	}
+}
