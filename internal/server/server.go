@@ -233,7 +233,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
 	info := &sessionInfo{id: newSessionID(), requested: time.Now(), client: r.RemoteAddr}
-	info.log = s.log.With("session", info.id)
 	if err := s.failures.check(clientIP(r.RemoteAddr)); err != nil {
 		s.reject(w, r, info, err)
 		return
@@ -285,7 +284,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		info.rec, err = recording.Create(s.opts.RecordingDir, name, info.id, recording.Options{Input: s.opts.RecordInput, Title: name})
 		if err != nil {
 			stream.Conn.Close()
-			info.log.Error("session refused: cannot record it", "error", err)
+			s.log.Error("session refused: cannot record it", "session", info.id, "error", err)
 			s.reject(w, r, info, errRecording)
 			return
 		}
@@ -298,7 +297,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			info.rec.Close()
 			os.Remove(info.rec.Path())
 		}
-		info.log.Info("session not started", "container", target.ContainerUUID, "kind", target.Kind.String(), "client", r.RemoteAddr, "error", err)
+		s.log.Info("session not started", "session", info.id, "container", target.ContainerUUID, "kind", target.Kind.String(), "client", r.RemoteAddr, "error", err)
 		return
 	}
 	opts := *s.session.Load()
@@ -349,7 +348,6 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 // session, for logs, metrics and the audit log.
 type sessionInfo struct {
 	id          string
-	log         *slog.Logger
 	requested   time.Time
 	client      string
 	target      console.Target
@@ -392,17 +390,21 @@ func (s *Server) start(sess *proxy.Session, info *sessionInfo) {
 // sees it end.
 func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 	t := info.target
-	attrs := []any{"container", t.ContainerUUID, "kind", t.Kind.String(), "client", info.client}
-	if t.Kind == console.Exec {
-		attrs = append(attrs, "exec_id", t.ExecID)
+	// The session's attributes are built for each line rather than kept
+	// in a logger per session: an idle session should hold little.
+	attrs := func(more ...any) []any {
+		a := []any{"session", info.id, "container", t.ContainerUUID, "kind", t.Kind.String(), "client", info.client}
+		if t.Kind == console.Exec {
+			a = append(a, "exec_id", t.ExecID)
+		}
+		if t.TokenID != "" {
+			a = append(a, "token_id", t.TokenID)
+		}
+		return append(a, more...)
 	}
-	if t.TokenID != "" {
-		attrs = append(attrs, "token_id", t.TokenID)
-	}
-	log := info.log.With(attrs...)
 	started := time.Now()
 	s.opts.Metrics.SessionStarted(t.Kind.String(), started.Sub(info.requested))
-	log.Info("session started", "subprotocol", info.subprotocol)
+	s.log.Info("session started", attrs("subprotocol", info.subprotocol)...)
 	sess.Start(s.stopCtx, func(res proxy.Result) {
 		defer s.sessions.Done()
 		defer s.slots.release(info.slot)
@@ -411,15 +413,15 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 		if info.rec != nil {
 			recPath = info.rec.Path()
 			if err := info.rec.Close(); err != nil {
-				log.Error("session recording incomplete", "file", recPath, "error", err)
+				s.log.Error("session recording incomplete", attrs("file", recPath, "error", err)...)
 			}
 		}
-		log.Info("session ended",
+		s.log.Info("session ended", attrs(
 			"duration", ended.Sub(started).Round(time.Millisecond).String(),
 			"bytes_to_container", res.ToContainer,
 			"bytes_to_client", res.ToClient,
 			"close_code", res.ClientCode,
-			"reason", res.Reason)
+			"reason", res.Reason)...)
 		s.opts.Metrics.SessionEnded(t.Kind.String(), res.End, ended.Sub(started), res.ToClient, res.ToContainer)
 		err := s.opts.Audit.Write(audit.Record{
 			Session: info.id, Kind: t.Kind.String(), ExecID: t.ExecID,
@@ -430,7 +432,7 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 			EndReason: res.End, Detail: res.Reason, Recording: recPath,
 		})
 		if err != nil {
-			log.Error("audit record not written", "error", err)
+			s.log.Error("audit record not written", attrs("error", err)...)
 		}
 	})
 }
@@ -552,7 +554,7 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *sessionInf
 	if status >= 500 {
 		level = slog.LevelWarn
 	}
-	info.log.Log(r.Context(), level, "request refused", "status", status, "client", r.RemoteAddr, "error", err.Error())
+	s.log.Log(r.Context(), level, "request refused", "session", info.id, "status", status, "client", r.RemoteAddr, "error", err.Error())
 	if status == http.StatusUpgradeRequired {
 		w.Header().Set("Sec-WebSocket-Version", "13")
 	}
