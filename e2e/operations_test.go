@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -150,27 +149,18 @@ input = true
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("recording %s: %v %v", path, fi, err)
 	}
-	f, _ := os.Open(path)
-	rd, err := recording.NewReader(f)
+	header, events, err := recording.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var typed string
-	for {
-		e, err := rd.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, e := range events {
 		if e.Kind == "i" {
 			typed += e.Data
 		}
 	}
-	f.Close()
-	if rd.Header.Width != 80 || rd.Header.Height != 24 || typed != "now\n" {
-		t.Errorf("recording header %+v, input %q", rd.Header, typed)
+	if header.Width != 80 || header.Height != 24 || typed != "now\n" {
+		t.Errorf("recording header %+v, input %q", header, typed)
 	}
 	for _, args := range [][]string{{"--raw"}, {"--speed", "100"}} {
 		out, err := exec.Command(binary, append(append([]string{"replay"}, args...), path)...).Output()

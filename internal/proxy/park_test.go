@@ -77,12 +77,13 @@ func TestParkedSessionEnds(t *testing.T) {
 		end        func(h *harness)
 		clientCode int
 		reason     string
+		wantEnd    string
 	}{
-		{"container exits", true, func(h *harness) { h.docker.w.WriteClose(websocket.CloseNormal, "") }, websocket.CloseNormal, "container exited"},
-		{"exec ends", false, func(h *harness) { h.exec.Close() }, websocket.CloseNormal, "exec process ended"},
-		{"client closes", true, func(h *harness) { h.client.w.WriteClose(websocket.CloseNormal, "bye") }, websocket.CloseNormal, "client closed"},
-		{"client vanishes", true, func(h *harness) { h.client.conn.Close() }, 0, "client disconnected"},
-		{"proxy shuts down", true, func(h *harness) { h.cancel() }, websocket.CloseGoingAway, "proxy shutting down"},
+		{"container exits", true, func(h *harness) { h.docker.w.WriteClose(websocket.CloseNormal, "") }, websocket.CloseNormal, "container exited", EndContainerExited},
+		{"exec ends", false, func(h *harness) { h.exec.Close() }, websocket.CloseNormal, "exec process ended", EndExecEnded},
+		{"client closes", true, func(h *harness) { h.client.w.WriteClose(websocket.CloseNormal, "bye") }, websocket.CloseNormal, "client closed", EndClientClosed},
+		{"client vanishes", true, func(h *harness) { h.client.conn.Close() }, 0, "client disconnected", EndClientGone},
+		{"proxy shuts down", true, func(h *harness) { h.cancel() }, websocket.CloseGoingAway, "proxy shutting down", EndShutdown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts, p := parkedOptions(t)
@@ -90,8 +91,8 @@ func TestParkedSessionEnds(t *testing.T) {
 			waitParked(t, p, 2)
 			tc.end(h)
 			res := h.result(t)
-			if res.ClientCode != tc.clientCode || !strings.HasPrefix(res.Reason, tc.reason) {
-				t.Fatalf("ended with %d %q, want %d %q", res.ClientCode, res.Reason, tc.clientCode, tc.reason)
+			if res.ClientCode != tc.clientCode || !strings.HasPrefix(res.Reason, tc.reason) || res.End != tc.wantEnd {
+				t.Fatalf("ended with %d %q (%s), want %d %q (%s)", res.ClientCode, res.Reason, res.End, tc.clientCode, tc.reason, tc.wantEnd)
 			}
 			if n := p.Parked(); n != 0 {
 				t.Fatalf("%d directions still parked after the end", n)

@@ -30,33 +30,22 @@ func record(t *testing.T, opts Options, steps func(r *Recorder)) (Header, []Even
 	if strings.Contains(r.Path()[len(dir):], "/my/") {
 		t.Errorf("container name not made safe: %s", r.Path())
 	}
-	f, _ := os.Open(r.Path())
-	defer f.Close()
-	rd, err := NewReader(f)
+	h, evs, err := ReadFile(r.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var evs []Event
 	var out strings.Builder
 	last := 0.0
-	for {
-		e, err := rd.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, e := range evs {
 		if e.Time < last {
 			t.Errorf("time goes back: %v after %v", e.Time, last)
 		}
 		last = e.Time
-		evs = append(evs, e)
 		if e.Kind == "o" {
 			out.WriteString(e.Data)
 		}
 	}
-	return rd.Header, evs, out.String()
+	return h, evs, out.String()
 }
 
 func TestRecorder(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 )
 
@@ -71,6 +72,30 @@ func (rd *Reader) Next() (Event, error) {
 		return Event{}, err
 	}
 	return Event{}, io.EOF
+}
+
+// ReadFile reads a whole recording.
+func ReadFile(path string) (Header, []Event, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Header{}, nil, err
+	}
+	defer f.Close()
+	rd, err := NewReader(f)
+	if err != nil {
+		return Header{}, nil, err
+	}
+	var evs []Event
+	for {
+		e, err := rd.Next()
+		if err == io.EOF {
+			return rd.Header, evs, nil
+		}
+		if err != nil {
+			return rd.Header, evs, err
+		}
+		evs = append(evs, e)
+	}
 }
 
 // PlayOptions shape Play.
