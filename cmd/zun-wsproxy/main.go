@@ -301,6 +301,10 @@ wait:
 				if cert != nil {
 					logReload(log, cert.Reload(), "SIGHUP")
 				}
+				// A rotated audit log is reopened at its path.
+				if err := auditLog.Reopen(); err != nil {
+					log.Error("audit log not reopened; writing on in the old file", "error", err)
+				}
 				// Origins, limits and session timeouts, from the same files.
 				if newCfg, err := c.load(); err != nil {
 					log.Error("configuration not reloaded; the running one stays", "error", err)

@@ -44,6 +44,7 @@ type Record struct {
 // Log writes records. A nil *Log writes nothing.
 type Log struct {
 	mu     sync.Mutex
+	path   string // "" for standard output
 	w      *bufio.Writer
 	closer io.Closer
 }
@@ -54,11 +55,37 @@ func Open(path string) (*Log, error) {
 	if path == "-" {
 		return &Log{w: bufio.NewWriter(os.Stdout)}, nil
 	}
+	f, err := openFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Log{path: path, w: bufio.NewWriter(f), closer: f}, nil
+}
+
+func openFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	return &Log{w: bufio.NewWriter(f), closer: f}, nil
+	return f, nil
+}
+
+// Reopen opens the file at the same path again, after a log rotation
+// moved it away (on SIGHUP). On error the old file stays in use.
+func (l *Log) Reopen() error {
+	if l == nil || l.path == "" {
+		return nil
+	}
+	f, err := openFile(l.path)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w.Flush()
+	l.closer.Close()
+	l.w, l.closer = bufio.NewWriter(f), f
+	return nil
 }
 
 // Write appends r as one line, flushed at once so that a record is never

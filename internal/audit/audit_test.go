@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -58,5 +59,28 @@ func TestRecordsAreWholeLines(t *testing.T) {
 	var nilLog *Log
 	if err := nilLog.Write(Record{}); err != nil {
 		t.Errorf("nil log: %v", err)
+	}
+}
+
+func TestReopenAfterRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Write(Record{Session: "before"})
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	l.Write(Record{Session: "after"})
+	for file, want := range map[string]string{path + ".1": `"session":"before"`, path: `"session":"after"`} {
+		data, _ := os.ReadFile(file)
+		if lines := strings.Count(string(data), "\n"); lines != 1 || !strings.Contains(string(data), want) {
+			t.Errorf("%s holds %q, want one record with %s", file, data, want)
+		}
 	}
 }
