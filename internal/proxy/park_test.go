@@ -128,3 +128,16 @@ func TestSlowFrameSurvivesIdleDeadline(t *testing.T) {
 type bytesBuffer struct{ b []byte }
 
 func (w *bytesBuffer) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
+
+// A heartbeat's pong puts an idle direction back to sleep at once, not
+// after IdleAfter: idle sessions stay parked between heartbeats.
+func TestParksRightAfterPong(t *testing.T) {
+	p := idle.New()
+	t.Cleanup(func() { p.Close() })
+	h := start(t, true, Options{Poller: p, IdleAfter: time.Minute, Heartbeat: 200 * time.Millisecond})
+	go h.docker.answerPings()
+	waitParked(t, p, 1) // the container side, long before a minute
+	if n := pumpGoroutines(); n != 1 {
+		t.Fatalf("%d pump goroutines, want 1 (the client side, not pinged)", n)
+	}
+}

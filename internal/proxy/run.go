@@ -281,6 +281,12 @@ func (d *direction) nextFrame(r *websocket.Reader) (websocket.Header, error) {
 	return h, err
 }
 
+// afterPong reports whether the direction may park right after a pong:
+// it can park and nothing else has been read ahead.
+func (d *direction) afterPong(r *websocket.Reader) bool {
+	return d.rc != nil && r.Buffered() == 0 && !d.s.isClosing()
+}
+
 // ended turns a read error into the direction's end: an idle timeout at a
 // frame boundary parks it.
 func (d *direction) ended(err error) end {

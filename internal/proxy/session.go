@@ -440,6 +440,11 @@ func (s *Session) pumpClient() end {
 			}
 			continue
 		case websocket.OpPong:
+			// The answer to a heartbeat: an idle peer goes back to sleep
+			// at once rather than after IdleAfter.
+			if s.fromClient.afterPong(s.clientR) {
+				return end{park: true}
+			}
 			continue
 		case websocket.OpClose:
 			p, err := s.clientR.ReadControl(ctrl[:])
@@ -628,6 +633,9 @@ func (s *Session) pumpAttach() end {
 			}
 			continue
 		case websocket.OpPong:
+			if s.fromContainer.afterPong(s.backendR) {
+				return end{park: true}
+			}
 			continue
 		case websocket.OpClose:
 			p, err := s.backendR.ReadControl(ctrl[:])
