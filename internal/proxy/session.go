@@ -68,7 +68,7 @@ type Options struct {
 	// that is not UTF-8.
 	BinaryOutput bool
 	// Poller, when set, parks a direction of the session that has had
-	// nothing to read for IdleAfter (default 2s): its goroutine ends and
+	// nothing to read for IdleAfter (default 5s): its goroutine ends and
 	// the Poller starts a new one when the socket becomes readable, so an
 	// idle session holds no goroutine. Only plain sockets park (not TLS).
 	Poller    Poller
@@ -193,7 +193,7 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 		opts.CloseTimeout = time.Second
 	}
 	if opts.IdleAfter <= 0 {
-		opts.IdleAfter = 2 * time.Second
+		opts.IdleAfter = 5 * time.Second
 	}
 	s := &Session{
 		client:  client,
@@ -252,9 +252,11 @@ type end struct {
 
 // lingerClose closes a connection after a close frame went out on it:
 // it sends FIN first and discards what the client still sends until it
-// closes too (or d passes). Closing with unread input would make the
-// kernel send a reset, which can destroy the close frame before the
-// client reads it.
+// closes too. Closing with unread input would make the kernel send a
+// reset, which can destroy the close frame (and the output before it)
+// before the client reads it. A client that is still sending is slow to
+// see the close, not gone: the wait goes on while bytes keep coming, each
+// read within d, for at most 10 d in all (as nginx's lingering close).
 func lingerClose(c net.Conn, d time.Duration) {
 	defer c.Close()
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
@@ -262,9 +264,14 @@ func lingerClose(c net.Conn, d time.Duration) {
 			return
 		}
 	}
-	c.SetReadDeadline(time.Now().Add(d))
+	limit := time.Now().Add(10 * d)
 	var discard [2048]byte
 	for {
+		next := time.Now().Add(d)
+		if next.After(limit) {
+			next = limit
+		}
+		c.SetReadDeadline(next)
 		if _, err := c.Read(discard[:]); err != nil {
 			return
 		}
@@ -403,8 +410,18 @@ func (s *Session) closeBoth(first end) Result {
 	if clientCode != 0 {
 		// The deadline also frees a pump goroutine stuck writing to a
 		// client that stopped reading, so the close can take the lock.
-		s.client.SetWriteDeadline(time.Now().Add(s.opts.CloseTimeout))
-		s.clientW.SetTimeout(s.client, s.opts.CloseTimeout)
+		// When the container side ended, the client is not at fault: a
+		// frame being written to it must not be cut (that would corrupt
+		// the stream before the close frame), as long as it reads.
+		bound := s.opts.CloseTimeout
+		if first.side == containerSide {
+			bound = max(bound, s.opts.WriteTimeout)
+			if s.opts.WriteTimeout <= 0 {
+				bound = 10 * s.opts.CloseTimeout
+			}
+		}
+		s.client.SetWriteDeadline(time.Now().Add(bound))
+		s.clientW.SetTimeout(s.client, bound)
 		if s.clientW.WriteClose(clientCode, clientReason) == nil {
 			res.ClientCode = clientCode
 		}

@@ -244,3 +244,27 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// cutWriter takes half of the first write, then fails, as a write
+// deadline does when the peer stops reading.
+type cutWriter struct{ writes int }
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	c.writes++
+	return len(p) / 2, errors.New("i/o timeout")
+}
+
+func TestWriterStopsAfterACutFrame(t *testing.T) {
+	cw := &cutWriter{}
+	w := NewWriter(cw, false)
+	buf := make([]byte, MaxHeaderLen+100)
+	if err := w.WriteFrame(true, OpBinary, buf, MaxHeaderLen, len(buf)); err == nil {
+		t.Fatal("a cut write reported no error")
+	}
+	if err := w.WriteClose(CloseNormal, "bye"); !errors.Is(err, ErrBroken) {
+		t.Fatalf("close after a cut frame: %v, want ErrBroken", err)
+	}
+	if cw.writes != 1 {
+		t.Fatalf("%d writes reached the connection, want 1: nothing may follow a cut frame", cw.writes)
+	}
+}

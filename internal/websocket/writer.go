@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"sync"
@@ -17,6 +18,9 @@ type Writer struct {
 	dst       io.Writer
 	toServer  bool // client role: frames must be masked
 	closeSent bool
+	// broken: a write failed partway; the peer's stream is cut inside a
+	// frame and nothing more may follow it.
+	broken bool
 
 	// With a timeout, each write must finish within it (set under the
 	// lock, so concurrent writers cannot undo each other's deadline).
@@ -37,9 +41,18 @@ func (w *Writer) write(b []byte) error {
 	if w.timeout > 0 {
 		w.deadliner.SetWriteDeadline(time.Now().Add(w.timeout))
 	}
-	_, err := w.dst.Write(b)
+	if w.broken {
+		return ErrBroken
+	}
+	n, err := w.dst.Write(b)
+	if err != nil && n > 0 {
+		w.broken = true
+	}
 	return err
 }
+
+// ErrBroken: an earlier write was cut partway, so no frame can follow.
+var ErrBroken = errors.New("websocket: connection cut inside a frame")
 
 // NewWriter returns a Writer to dst. toServer is true when this side is the
 // client of the connection (the proxy towards Docker), whose frames must be
