@@ -23,9 +23,13 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/bench"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/docker"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
 )
 
-var soakFor = flag.Duration("soak", 40*time.Second, "how long TestSoak runs (CI: the default; longer by hand)")
+var (
+	soakFor       = flag.Duration("soak", 40*time.Second, "how long TestSoak runs (CI: the default; longer by hand)")
+	soakParkAfter = flag.Duration("soak-park-after", 0, "TestSoak parks idle session directions after this long (0: the proxy's default); short values make parking constant")
+)
 
 // echoBackend is wsbench's Docker-attach-compatible backend (echo mode),
 // restartable: stop closes it and every connection, as dockerd dying does.
@@ -94,6 +98,7 @@ func TestSoak(t *testing.T) {
 		Resolver: soakResolver{backend: backendAddr},
 		Dialer:   docker.NewDialer(docker.Options{Timeout: 5 * time.Second}),
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Session:  proxy.Options{IdleAfter: *soakParkAfter},
 	})
 	ln, err := Listen("127.0.0.1:0", ListenOptions{})
 	if err != nil {
