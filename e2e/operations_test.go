@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,6 +33,7 @@ func TestOperations(t *testing.T) {
 log_format = json
 [metrics]
 listen = 127.0.0.1:%d
+profiling = true
 [audit]
 file = %s
 [recording]
@@ -203,6 +205,22 @@ input = true
 	} {
 		if values[name] != want {
 			t.Errorf("%s = %q, want %s", name, values[name], want)
+		}
+	}
+
+	// Profiling, on the metrics listener only.
+	for port, want := range map[int]int{metricsPort: http.StatusOK, port: http.StatusNotFound} {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/goroutine?debug=1", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("port %d: /debug/pprof/goroutine: %d, want %d", port, resp.StatusCode, want)
+		}
+		if want == http.StatusOK && !strings.Contains(string(body), "goroutine profile:") {
+			t.Errorf("/debug/pprof/goroutine is not a profile: %.100q", body)
 		}
 	}
 }

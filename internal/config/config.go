@@ -37,6 +37,9 @@ type Config struct {
 	LogFormat string
 	// MetricsListen is [metrics] listen: host:port of /metrics; "" = off.
 	MetricsListen string
+	// Profiling is [metrics] profiling: Go's pprof profiles at
+	// /debug/pprof/ on the metrics listener.
+	Profiling bool
 	// AuditFile is [audit] file: one JSON record per session, "-" for
 	// standard output; "" = off.
 	AuditFile string
@@ -156,7 +159,7 @@ var defaults = map[string]map[string]string{
 	},
 	"database":  {"connection": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5"},
 	"admin":     {"listen": "", "key_file": ""},
-	"metrics":   {"listen": ""},
+	"metrics":   {"listen": "", "profiling": "false"},
 	"audit":     {"file": ""},
 	"recording": {"dir": "", "input": "false"},
 }
@@ -368,6 +371,11 @@ func (r *reader) config() (*Config, error) {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			r.fail(metricsEntry, "metrics", "listen", fmt.Errorf("invalid address %q (want host:port)", c.MetricsListen))
 		}
+	}
+	c.Profiling = r.bool("metrics", "profiling")
+	if c.Profiling && c.MetricsListen == "" {
+		e, _ := r.lookup("metrics", "profiling")
+		r.fail(e, "metrics", "profiling", errors.New("needs [metrics] listen"))
 	}
 	c.AuditFile, _ = r.get("audit", "file")
 	c.RecordingDir, _ = r.get("recording", "dir")

@@ -245,6 +245,7 @@ func TestErrorMessages(t *testing.T) {
 		{"[docker]\napi_url = ftp://x\n", `[docker] api_url: invalid Docker URL "ftp://x" (want unix://, tcp://, http:// or https://)`},
 		{"[admin]\nlisten = 127.0.0.1:6785\n", `[admin] key_file: required when [admin] listen is set`},
 		{"[admin]\nlisten = 6785\nkey_file = /k\n", `[admin] listen: invalid address "6785" (want host:port)`},
+		{"[metrics]\nprofiling = true\n", `[metrics] profiling: needs [metrics] listen`},
 	}
 	for _, c := range cases {
 		path := f(c.body)
