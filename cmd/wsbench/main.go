@@ -137,10 +137,25 @@ func run(args []string) error {
 	type target struct {
 		url  string
 		urls []string // for handshakes
+		pids []int    // the proxy's processes, for the CPU they use
 	}
-	targets := []target{{*direct, []string{*direct}}, {*through, throughURLs}}
+	refPIDList, err := parsePIDs(*refPIDs)
+	if err != nil {
+		return fmt.Errorf("-ref-pids: %w", err)
+	}
+	var throughPIDs []int
+	if *pid > 0 {
+		throughPIDs = []int{*pid}
+	}
+	targets := []target{{*direct, []string{*direct}, nil}, {*through, throughURLs, throughPIDs}}
 	if *ref != "" {
-		targets = append(targets, target{*ref, []string{*ref}})
+		targets = append(targets, target{*ref, []string{*ref}, refPIDList})
+	}
+	// cpu runs f and returns the CPU time t's processes used meanwhile.
+	cpu := func(t target, f func()) time.Duration {
+		before := bench.CPUTime(t.pids)
+		f()
+		return bench.CPUTime(t.pids) - before
 	}
 	// alternate runs f on every target, rounds times, and keeps medians
 	// (direct, through, ref).
@@ -208,22 +223,31 @@ func run(args []string) error {
 		}
 		var errs int64
 		med := alternate(func(t target) []float64 {
-			r := bench.MeasureThroughput(ctx, t.url, c.mode, c.sessions, *dur)
+			var r bench.Throughput
+			used := cpu(t, func() { r = bench.MeasureThroughput(ctx, t.url, c.mode, c.sessions, *dur) })
 			errs += r.Errors
-			return []float64{r.BytesPerSec / (1 << 20)}
+			mib := r.BytesPerSec * dur.Seconds() / (1 << 20)
+			return []float64{r.BytesPerSec / (1 << 20), us(used) / mib}
 		})
 		rows = append(rows, figure(c.name, "MiB/s", med, 0, errs, false))
+		if len(throughPIDs) > 0 {
+			rows = append(rows, cpuRow(figure("  proxy CPU per MiB relayed", "µs", med, 1, errs, true)))
+		}
 	}
 	if want["handshakes"] {
 		var errs int64
 		med := alternate(func(t target) []float64 {
-			r := bench.MeasureHandshakes(ctx, t.urls, 8, *dur)
+			var r bench.Handshakes
+			used := cpu(t, func() { r = bench.MeasureHandshakes(ctx, t.urls, 8, *dur) })
 			errs += r.Errors
-			return []float64{r.PerSec}
+			return []float64{r.PerSec, us(used) / (r.PerSec * dur.Seconds())}
 		})
 		r := figure("sessions opened per second (8 workers)", "1/s", med, 0, errs, false)
 		r.Note = "through: WebSocket handshake + token check in the store + backend dial"
 		rows = append(rows, r)
+		if len(throughPIDs) > 0 {
+			rows = append(rows, cpuRow(figure("  proxy CPU per session opened", "µs", med, 1, errs, true)))
+		}
 	}
 	if want["idle"] && *idle > 0 && *pid > 0 {
 		o := bench.IdleOptions{URLs: []string{*through}, Parallel: 16, Settle: *settle}
@@ -239,18 +263,10 @@ func run(args []string) error {
 			Through: res.PerSessionBytes / 1024, Errors: res.Errors,
 			Note: fmt.Sprintf("RSS %d -> %d -> %d KiB; opened in %.1fs", res.RSSBefore, res.RSSMid, res.RSSAfter, res.OpenSeconds)}
 		m := row{Name: "proxy memory per added idle session (2nd half)", Unit: "KiB", Through: res.MarginalBytes / 1024, Errors: res.Errors}
-		if *ref != "" && *refPIDs != "" && len(o.Sources) == 0 {
-			var pids []int
-			for _, f := range strings.Split(*refPIDs, ",") {
-				p, err := strconv.Atoi(strings.TrimSpace(f))
-				if err != nil {
-					return fmt.Errorf("-ref-pids: %w", err)
-				}
-				pids = append(pids, p)
-			}
+		if *ref != "" && len(refPIDList) > 0 && len(o.Sources) == 0 {
 			time.Sleep(time.Second)
 			o.URLs = []string{*ref}
-			rr, closeRef := bench.MeasureIdle(ctx, *idle, pids, o)
+			rr, closeRef := bench.MeasureIdle(ctx, *idle, refPIDList, o)
 			closeRef()
 			r.Ref, r.RefName, m.Ref, m.RefName = rr.PerSessionBytes/1024, *refName, rr.MarginalBytes/1024, *refName
 			r.VsRef, m.VsRef = r.Ref/r.Through, m.Ref/m.Through
@@ -298,6 +314,32 @@ func run(args []string) error {
 }
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
+// cpuRow is a row of the CPU a proxy used: there is no direct figure (the
+// direct path has no proxy), and a reference without -ref-pids has none.
+func cpuRow(r row) row {
+	r.Direct, r.Ratio, r.Added = 0, 0, 0
+	if r.Ref == 0 || r.Through == 0 {
+		r.Ref, r.VsRef = 0, 0
+	}
+	r.Note = "CPU time (user+system) of the proxy's processes, from /proc, per unit of work"
+	return r
+}
+
+func parsePIDs(list string) ([]int, error) {
+	var pids []int
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, err
+		}
+		pids = append(pids, p)
+	}
+	return pids, nil
+}
 
 func median(v []float64) float64 {
 	if len(v) == 0 {
