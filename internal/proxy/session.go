@@ -136,7 +136,9 @@ const (
 
 var smallPool = sync.Pool{New: func() any { return new([room + smallChunk]byte) }}
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, room+chunk); return &b }}
+// bufPool holds bulk buffers: room, a chunk, and room for the reader to
+// read the next frame's header along with a frame's last chunk.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, room+chunk+websocket.ReadAhead); return &b }}
 
 // b64Pool holds buffers for base64-encoded (or -decoded) chunks.
 var b64Pool = sync.Pool{New: func() any {
@@ -543,8 +545,8 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 	}
 	for first, remaining := true, h.Length; first || remaining > 0; first = false {
 		// A whole chunk of the frame (it is on its way) per write.
-		n, err := io.ReadFull(s.clientR, buf[room:room+int(min(remaining, chunk))])
-		if err != nil && err != io.EOF {
+		n, err := s.clientR.ReadChunk(buf[room:], int(min(remaining, chunk)))
+		if err != nil {
 			return end{side: clientSide, err: err}, false
 		}
 		remaining -= int64(n)
@@ -685,7 +687,7 @@ func (s *Session) pumpAttach() end {
 				// many): wait for a whole chunk, so that bulk output leaves
 				// in as few frames and writes as it came in.
 				bp := bufPool.Get().(*[]byte)
-				n, err = io.ReadFull(s.backendR, (*bp)[room:room+int(min(remaining, chunk))])
+				n, err = s.backendR.ReadChunk((*bp)[room:], int(min(remaining, chunk)))
 				if n > 0 {
 					if e, ok := s.sendToClient(*bp, n, s.msgOp); !ok {
 						bufPool.Put(bp)
@@ -722,7 +724,7 @@ func (s *Session) pumpExec() end {
 			// A full small read means output is streaming: use a chunk
 			// until a read comes back short.
 			bp := bufPool.Get().(*[]byte)
-			n, err = s.backendIn.Read((*bp)[room:])
+			n, err = s.backendIn.Read((*bp)[room : room+chunk])
 			if n > 0 {
 				if e, ok := s.sendToClient(*bp, n, websocket.OpBinary); !ok {
 					bufPool.Put(bp)

@@ -223,6 +223,58 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// ReadAhead is the spare room ReadChunk may use past the bytes it returns.
+const ReadAhead = smallBufLen
+
+// ReadChunk reads exactly want bytes of the current frame's payload (all
+// that is left of it if less) into p, unmasked, and returns how many. When
+// they end the frame, the last read may also take bytes that follow the
+// frame into p[want:] (at most ReadAhead): the Reader keeps them, so the
+// next frame's header usually costs no read of its own. p[want:] is the
+// Reader's scratch space during the call only.
+func (r *Reader) ReadChunk(p []byte, want int) (int, error) {
+	if int64(want) > r.remaining {
+		want = int(r.remaining)
+	}
+	if want == 0 {
+		return 0, nil
+	}
+	n := 0
+	if r.start < r.end {
+		n = copy(p[:want], r.small[r.start:r.end])
+		r.start += n
+	}
+	limit := want
+	if int64(want) == r.remaining && r.start == r.end {
+		limit = want + min(len(p)-want, ReadAhead)
+	}
+	var err error
+	for n < want && err == nil {
+		var m int
+		m, err = r.src.Read(p[n:limit])
+		n += m
+	}
+	if n > want {
+		// Bytes of the next frame: the Reader's own, still masked.
+		if r.small == nil {
+			r.small = smallPool.Get().(*[smallBufLen]byte)
+		}
+		r.start, r.end = 0, copy(r.small[:], p[want:n])
+		n, err = want, nil
+	}
+	if r.masked {
+		r.keyPos = mask(r.key, r.keyPos, p[:n])
+	}
+	r.remaining -= int64(n)
+	if n < want {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return n, err
+	}
+	return n, nil
+}
+
 // ReadControl reads the whole payload of a control frame into buf (which
 // must hold 125 bytes) and returns it.
 func (r *Reader) ReadControl(buf []byte) ([]byte, error) {

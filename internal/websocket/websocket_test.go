@@ -3,6 +3,7 @@ package websocket
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -241,6 +242,103 @@ func FuzzReader(f *testing.F) {
 			if n > h.Length {
 				t.Fatalf("read %d bytes of a %d-byte frame", n, h.Length)
 			}
+		}
+	})
+}
+
+// frames reads every frame of wire: headers and payloads, until an error.
+// With chunk > 0 payloads are read with ReadChunk(chunk) from a source
+// that returns at most step bytes a read; else with Read.
+func frames(wire []byte, fromClient bool, chunk, step int) (out []string) {
+	var src io.Reader = bytes.NewReader(wire)
+	if step > 0 {
+		src = &stepReader{r: src, step: step}
+	}
+	r := NewReader(src, ReaderOptions{FromClient: fromClient, MaxPayload: 1 << 16})
+	buf := make([]byte, chunk+ReadAhead)
+	for i := 0; i < 100; i++ {
+		h, err := r.NextFrame()
+		if err != nil {
+			return append(out, "end")
+		}
+		var payload []byte
+		if chunk > 0 {
+			for {
+				n, err := r.ReadChunk(buf, chunk)
+				payload = append(payload, buf[:n]...)
+				if err != nil || n == 0 {
+					break
+				}
+			}
+		} else {
+			payload, _ = io.ReadAll(r)
+		}
+		out = append(out, fmt.Sprintf("%v %d %q", h.Op, h.Length, payload))
+	}
+	return out
+}
+
+type stepReader struct {
+	r    io.Reader
+	step int
+}
+
+func (s *stepReader) Read(p []byte) (int, error) {
+	return s.r.Read(p[:min(len(p), s.step)])
+}
+
+func TestReadChunkReadsAhead(t *testing.T) {
+	// Two binary frames of 300 bytes, then a close frame.
+	var wire []byte
+	for _, b := range []byte{'a', 'b'} {
+		wire = append(wire, 0x82, 0x7e, 0x01, 0x2c)
+		wire = append(wire, bytes.Repeat([]byte{b}, 300)...)
+	}
+	wire = append(wire, 0x88, 0x02, 0x03, 0xe8)
+	src := &countingReader{r: bytes.NewReader(wire)}
+	r := NewReader(src, ReaderOptions{})
+	buf := make([]byte, 1024+ReadAhead)
+	for _, b := range []byte{'a', 'b'} {
+		if h, err := r.NextFrame(); err != nil || h.Length != 300 {
+			t.Fatalf("frame: %+v %v", h, err)
+		}
+		n, err := r.ReadChunk(buf, 1024)
+		if err != nil || n != 300 || !bytes.Equal(buf[:n], bytes.Repeat([]byte{b}, 300)) {
+			t.Fatalf("payload: %d %v", n, err)
+		}
+	}
+	if h, err := r.NextFrame(); err != nil || h.Op != OpClose {
+		t.Fatalf("close frame: %+v %v", h, err)
+	}
+	// The first read takes 256 bytes (header and the start of the payload),
+	// the second the rest of the frame and the next frame's header and
+	// start; the third the rest of that frame and the close frame.
+	if src.reads != 3 {
+		t.Errorf("%d reads for three frames, want 3", src.reads)
+	}
+}
+
+type countingReader struct {
+	r     io.Reader
+	reads int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.reads++
+	return c.r.Read(p)
+}
+
+// ReadChunk returns what Read returns, whatever the chunk size and however
+// the bytes arrive.
+func FuzzReadChunk(f *testing.F) {
+	f.Add([]byte{0x81, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1, 0x82, 0x80, 9, 9, 9, 9}, true, uint16(3), uint8(2))
+	f.Add([]byte{0x82, 0x03, 'a', 'b', 'c', 0x02, 0x02, 'd', 'e', 0x88, 0x00}, false, uint16(2), uint8(0))
+	f.Fuzz(func(t *testing.T, wire []byte, fromClient bool, chunk uint16, step uint8) {
+		c := int(chunk%4096) + 1
+		want := frames(wire, fromClient, 0, 0)
+		got := frames(wire, fromClient, c, int(step))
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("ReadChunk(%d), %d bytes a read:\n%s\nRead:\n%s", c, step, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 	})
 }
