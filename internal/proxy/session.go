@@ -543,9 +543,20 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 		defer b64Pool.Put(dp)
 		decoded, op = *dp, websocket.OpBinary
 	}
+	// Relayed to Docker as they are, the client's bytes are unmasked and
+	// masked again in one pass, when the write masks them.
+	remask := s.backendW != nil && !decode && s.opts.Tap == nil
 	for first, remaining := true, h.Length; first || remaining > 0; first = false {
 		// A whole chunk of the frame (it is on its way) per write.
-		n, err := s.clientR.ReadChunk(buf[room:], int(min(remaining, chunk)))
+		want := int(min(remaining, chunk))
+		var n int
+		var key [4]byte
+		var err error
+		if remask {
+			n, key, err = s.clientR.ReadChunkMasked(buf[room:], want)
+		} else {
+			n, err = s.clientR.ReadChunk(buf[room:], want)
+		}
 		if err != nil {
 			return end{side: clientSide, err: err}, false
 		}
@@ -564,7 +575,12 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 			s.opts.Tap.Input(out[off:stop])
 		}
 		if s.backendW != nil {
-			if err := s.backendW.WriteFrame(fin, op, out, off, stop); err != nil {
+			if remask {
+				err = s.backendW.WriteFrameRemask(fin, op, out, off, stop, key)
+			} else {
+				err = s.backendW.WriteFrame(fin, op, out, off, stop)
+			}
+			if err != nil {
 				return end{side: containerSide, err: fmt.Errorf("write to container: %w", err)}, false
 			}
 			op = websocket.OpContinuation

@@ -233,11 +233,24 @@ const ReadAhead = smallBufLen
 // next frame's header usually costs no read of its own. p[want:] is the
 // Reader's scratch space during the call only.
 func (r *Reader) ReadChunk(p []byte, want int) (int, error) {
+	n, _, err := r.readChunk(p, want, true)
+	return n, err
+}
+
+// ReadChunkMasked is ReadChunk that leaves a masked frame's bytes masked
+// and returns the key that unmasks p[:n] from its first byte on: a relay
+// then unmasks and masks again in one pass (Writer.WriteFrameRemask).
+func (r *Reader) ReadChunkMasked(p []byte, want int) (int, [4]byte, error) {
+	return r.readChunk(p, want, false)
+}
+
+func (r *Reader) readChunk(p []byte, want int, unmask bool) (int, [4]byte, error) {
+	var key [4]byte
 	if int64(want) > r.remaining {
 		want = int(r.remaining)
 	}
 	if want == 0 {
-		return 0, nil
+		return 0, key, nil
 	}
 	n := 0
 	if r.start < r.end {
@@ -263,16 +276,23 @@ func (r *Reader) ReadChunk(p []byte, want int) (int, error) {
 		n, err = want, nil
 	}
 	if r.masked {
-		r.keyPos = mask(r.key, r.keyPos, p[:n])
+		if unmask {
+			mask(r.key, r.keyPos, p[:n])
+		} else {
+			for i := range key {
+				key[i] = r.key[(r.keyPos+i)&3]
+			}
+		}
+		r.keyPos = (r.keyPos + n) & 3
 	}
 	r.remaining -= int64(n)
 	if n < want {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return n, err
+		return n, key, err
 	}
-	return n, nil
+	return n, key, nil
 }
 
 // ReadControl reads the whole payload of a control frame into buf (which

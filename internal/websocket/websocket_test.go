@@ -247,9 +247,10 @@ func FuzzReader(f *testing.F) {
 }
 
 // frames reads every frame of wire: headers and payloads, until an error.
-// With chunk > 0 payloads are read with ReadChunk(chunk) from a source
-// that returns at most step bytes a read; else with Read.
-func frames(wire []byte, fromClient bool, chunk, step int) (out []string) {
+// With chunk > 0 payloads are read with ReadChunk(chunk) (ReadChunkMasked
+// with masked, unmasked here) from a source that returns at most step
+// bytes a read; else with Read.
+func frames(wire []byte, fromClient bool, chunk, step int, masked bool) (out []string) {
 	var src io.Reader = bytes.NewReader(wire)
 	if step > 0 {
 		src = &stepReader{r: src, step: step}
@@ -264,7 +265,15 @@ func frames(wire []byte, fromClient bool, chunk, step int) (out []string) {
 		var payload []byte
 		if chunk > 0 {
 			for {
-				n, err := r.ReadChunk(buf, chunk)
+				var n int
+				var err error
+				if masked {
+					var key [4]byte
+					n, key, err = r.ReadChunkMasked(buf, chunk)
+					mask(key, 0, buf[:n])
+				} else {
+					n, err = r.ReadChunk(buf, chunk)
+				}
 				payload = append(payload, buf[:n]...)
 				if err != nil || n == 0 {
 					break
@@ -318,6 +327,55 @@ func TestReadChunkReadsAhead(t *testing.T) {
 	}
 }
 
+// maskedFrame is a client's (masked) text frame carrying plain.
+func maskedFrame(t *testing.T, plain []byte) []byte {
+	var out bytes.Buffer
+	b := make([]byte, MaxHeaderLen+len(plain))
+	copy(b[MaxHeaderLen:], plain)
+	if err := NewWriter(&out, true).WriteFrame(true, OpText, b, MaxHeaderLen, len(b)); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// A client frame relayed without unmasking it first arrives as the same
+// payload: masked with the relay's key towards a server, plain towards a
+// client.
+func TestRelayRemasks(t *testing.T) {
+	plain := []byte("paste of a long line, relayed as it came")
+	for _, toServer := range []bool{true, false} {
+		r := NewReader(bytes.NewReader(maskedFrame(t, plain)), ReaderOptions{FromClient: true})
+		if _, err := r.NextFrame(); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		w := NewWriter(&out, toServer)
+		buf := make([]byte, MaxHeaderLen+len(plain)+ReadAhead)
+		// Two chunks, the second starting at an odd key position.
+		for i, want := range []int{7, len(plain) - 7} {
+			n, key, err := r.ReadChunkMasked(buf[MaxHeaderLen:], want)
+			if err != nil || n != want {
+				t.Fatalf("chunk %d: %d %v", i, n, err)
+			}
+			if err := w.WriteFrameRemask(i == 1, []Opcode{OpText, OpContinuation}[i], buf, MaxHeaderLen, MaxHeaderLen+n, key); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := NewReader(&out, ReaderOptions{FromClient: toServer})
+		var msg []byte
+		for i := 0; i < 2; i++ {
+			if _, err := got.NextFrame(); err != nil {
+				t.Fatal(err)
+			}
+			p, _ := io.ReadAll(got)
+			msg = append(msg, p...)
+		}
+		if string(msg) != string(plain) {
+			t.Errorf("toServer %v: relayed %q, want %q", toServer, msg, plain)
+		}
+	}
+}
+
 type countingReader struct {
 	r     io.Reader
 	reads int
@@ -335,10 +393,12 @@ func FuzzReadChunk(f *testing.F) {
 	f.Add([]byte{0x82, 0x03, 'a', 'b', 'c', 0x02, 0x02, 'd', 'e', 0x88, 0x00}, false, uint16(2), uint8(0))
 	f.Fuzz(func(t *testing.T, wire []byte, fromClient bool, chunk uint16, step uint8) {
 		c := int(chunk%4096) + 1
-		want := frames(wire, fromClient, 0, 0)
-		got := frames(wire, fromClient, c, int(step))
-		if strings.Join(got, "\n") != strings.Join(want, "\n") {
-			t.Fatalf("ReadChunk(%d), %d bytes a read:\n%s\nRead:\n%s", c, step, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		want := frames(wire, fromClient, 0, 0, false)
+		for _, masked := range []bool{false, true} {
+			got := frames(wire, fromClient, c, int(step), masked)
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Fatalf("ReadChunk(%d) (masked %v), %d bytes a read:\n%s\nRead:\n%s", c, masked, step, strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
 		}
 	})
 }

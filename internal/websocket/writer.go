@@ -125,6 +125,26 @@ func (w *Writer) WriteFrame(fin bool, op Opcode, buf []byte, off, end int) error
 	return w.write(frame)
 }
 
+// WriteFrameRemask is WriteFrame for a payload still masked with inKey (as
+// ReadChunkMasked leaves it): it is unmasked and, in client role, masked
+// with this frame's own key in the same pass.
+func (w *Writer) WriteFrameRemask(fin bool, op Opcode, buf []byte, off, end int, inKey [4]byte) error {
+	n := end - off
+	hl := w.headerLen(n)
+	frame := buf[off-hl : end]
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closeSent {
+		return ErrCloseSent
+	}
+	key := w.putHeader(frame[:hl], fin, op, n)
+	for i := range key {
+		key[i] ^= inKey[i]
+	}
+	mask(key, 0, frame[hl:])
+	return w.write(frame)
+}
+
 // WriteControl writes a ping or pong frame with payload p (at most 125
 // bytes, truncated beyond).
 func (w *Writer) WriteControl(op Opcode, p []byte) error {
