@@ -110,25 +110,17 @@ func (w *Writer) putHeader(b []byte, fin bool, op Opcode, n int) (key [4]byte) {
 // client role the payload is masked in place. Header and payload leave in a
 // single Write, without copying or allocating.
 func (w *Writer) WriteFrame(fin bool, op Opcode, buf []byte, off, end int) error {
-	n := end - off
-	hl := w.headerLen(n)
-	frame := buf[off-hl : end]
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closeSent {
-		return ErrCloseSent
-	}
-	key := w.putHeader(frame[:hl], fin, op, n)
-	if w.toServer {
-		mask(key, 0, frame[hl:])
-	}
-	return w.write(frame)
+	return w.writeFrame(fin, op, buf, off, end, [4]byte{}, false)
 }
 
 // WriteFrameRemask is WriteFrame for a payload still masked with inKey (as
 // ReadChunkMasked leaves it): it is unmasked and, in client role, masked
 // with this frame's own key in the same pass.
 func (w *Writer) WriteFrameRemask(fin bool, op Opcode, buf []byte, off, end int, inKey [4]byte) error {
+	return w.writeFrame(fin, op, buf, off, end, inKey, true)
+}
+
+func (w *Writer) writeFrame(fin bool, op Opcode, buf []byte, off, end int, inKey [4]byte, remask bool) error {
 	n := end - off
 	hl := w.headerLen(n)
 	frame := buf[off-hl : end]
@@ -138,10 +130,14 @@ func (w *Writer) WriteFrameRemask(fin bool, op Opcode, buf []byte, off, end int,
 		return ErrCloseSent
 	}
 	key := w.putHeader(frame[:hl], fin, op, n)
-	for i := range key {
-		key[i] ^= inKey[i]
+	if remask {
+		for i := range key {
+			key[i] ^= inKey[i]
+		}
 	}
-	mask(key, 0, frame[hl:])
+	if w.toServer || remask {
+		mask(key, 0, frame[hl:])
+	}
 	return w.write(frame)
 }
 
