@@ -205,12 +205,15 @@ func run(args []string) error {
 		}
 		var errs int64
 		med := alternate(func(t target) []float64 {
-			l := bench.MeasureLatency(ctx, t.url, n, *samples/n+100)
+			l := bench.MeasureLatency(ctx, t.url, n, *samples/n+100, t.pids)
 			errs += l.Errors
-			return []float64{us(l.P50), us(l.P99), us(l.P999)}
+			return []float64{us(l.P50), us(l.P99), us(l.P999), us(l.CPU) / float64(max(l.RoundTrips, 1))}
 		})
 		for j, p := range []string{"p50", "p99", "p99.9"} {
 			rows = append(rows, figure(fmt.Sprintf("keystroke RTT %s, %d session(s)", p, n), "µs", med, j, errs, true))
+		}
+		if len(throughPIDs) > 0 {
+			rows = append(rows, cpuRow(figure("  proxy CPU per round trip", "µs", med, 3, errs, true)))
 		}
 	}
 	for _, c := range []struct {

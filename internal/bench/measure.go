@@ -98,25 +98,34 @@ type Latency struct {
 	Sessions, Samples        int
 	P50, P90, P99, P999, Max time.Duration
 	Errors                   int64
+	// CPU is the processor time the processes pids used from when every
+	// session was open until the last round trip (not their setup).
+	CPU        time.Duration
+	RoundTrips int64
 }
 
 // MeasureLatency sends small messages and waits for each echo, on sessions
-// concurrent sessions, samples round trips each.
-func MeasureLatency(ctx context.Context, rawURL string, sessions, samples int) Latency {
+// concurrent sessions, samples round trips each. The round trips start
+// once every session is open.
+func MeasureLatency(ctx context.Context, rawURL string, sessions, samples int, pids []int) Latency {
 	var mu sync.Mutex
 	var all []time.Duration
-	var errs atomic.Int64
-	var wg sync.WaitGroup
+	var errs, trips atomic.Int64
+	var wg, opened sync.WaitGroup
+	begin := make(chan struct{})
 	for i := 0; i < sessions; i++ {
 		wg.Add(1)
+		opened.Add(1)
 		go func() {
 			defer wg.Done()
 			s, err := open(ctx, rawURL, Echo)
+			opened.Done()
 			if err != nil {
 				errs.Add(1)
 				return
 			}
 			defer s.close()
+			<-begin
 			msg := make([]byte, websocket.MaxHeaderLen+16)
 			in := make([]byte, 1024)
 			rtts := make([]time.Duration, 0, samples)
@@ -138,14 +147,18 @@ func MeasureLatency(ctx context.Context, rawURL string, sessions, samples int) L
 				if j >= samples/10 { // the first tenth warms up
 					rtts = append(rtts, time.Since(start))
 				}
+				trips.Add(1)
 			}
 			mu.Lock()
 			all = append(all, rtts...)
 			mu.Unlock()
 		}()
 	}
+	opened.Wait()
+	cpu := CPUTime(pids)
+	close(begin)
 	wg.Wait()
-	l := Latency{Sessions: sessions, Samples: len(all), Errors: errs.Load()}
+	l := Latency{Sessions: sessions, Samples: len(all), Errors: errs.Load(), CPU: CPUTime(pids) - cpu, RoundTrips: trips.Load()}
 	if len(all) == 0 {
 		return l
 	}
