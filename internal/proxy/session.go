@@ -68,7 +68,7 @@ type Options struct {
 	// that is not UTF-8.
 	BinaryOutput bool
 	// Poller, when set, parks a direction of the session that has had
-	// nothing to read for IdleAfter (default 5s): its goroutine ends and
+	// nothing to read for IdleAfter (default 1s): its goroutine ends and
 	// the Poller starts a new one when the socket becomes readable, so an
 	// idle session holds no goroutine. Only plain sockets park (not TLS).
 	Poller    Poller
@@ -195,7 +195,7 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 		opts.CloseTimeout = time.Second
 	}
 	if opts.IdleAfter <= 0 {
-		opts.IdleAfter = 5 * time.Second
+		opts.IdleAfter = time.Second
 	}
 	s := &Session{
 		client:  client,
