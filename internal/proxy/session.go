@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/utf8tail"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
@@ -777,7 +778,7 @@ func (s *Session) sendToClient(buf []byte, n int, op websocket.Opcode) (end, boo
 	start := room - s.nheld
 	copy(buf[start:room], s.held[:s.nheld])
 	stop := room + n
-	keep := incompleteTail(buf[start:stop])
+	keep := utf8tail.Incomplete(buf[start:stop])
 	s.nheld = copy(s.held[:], buf[stop-keep:stop])
 	stop -= keep
 	if stop == start {

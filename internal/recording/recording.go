@@ -13,7 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/utf8tail"
 )
 
 // Default terminal size in the header when output comes before any resize
@@ -126,29 +127,11 @@ func (r *Recorder) Resize(rows, cols int) {
 // incomplete UTF-8 character at the end: event data are JSON strings.
 func (r *Recorder) text(kind string, held, p []byte) []byte {
 	buf := append(held, p...)
-	keep := incompleteTail(buf)
+	keep := utf8tail.Incomplete(buf)
 	if n := len(buf) - keep; n > 0 {
 		r.event(kind, string(buf[:n]))
 	}
 	return append(held[:0], buf[len(buf)-keep:]...)
-}
-
-// incompleteTail is how many bytes at the end of b start a UTF-8
-// character that is not complete yet (0 to 3).
-func incompleteTail(b []byte) int {
-	for i := 1; i <= 3 && i <= len(b); i++ {
-		c := b[len(b)-i]
-		if c < 0x80 {
-			return 0
-		}
-		if c >= 0xC0 { // a leading byte: is its character complete?
-			if utf8.FullRune(b[len(b)-i:]) {
-				return 0
-			}
-			return i
-		}
-	}
-	return 0
 }
 
 func (r *Recorder) writeHeader(cols, rows int) {

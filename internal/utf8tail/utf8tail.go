@@ -1,11 +1,15 @@
-package proxy
+// Package utf8tail finds where a byte stream cut at any point ends inside a
+// UTF-8 character, so that what is sent (a console message) or written (a
+// recording's JSON text) ends on a whole character, and the rest waits for
+// the next bytes.
+package utf8tail
 
-// incompleteTail returns how many bytes at the end of p form the beginning
+// Incomplete returns how many bytes at the end of p form the beginning
 // of a UTF-8 character that the next bytes could still complete (0 to 3).
 // Those bytes are held back so that no message ends inside a character.
 // Bytes that can never form a character are not held: they are sent as
 // they are, since bytes are regrouped, never changed.
-func incompleteTail(p []byte) int {
+func Incomplete(p []byte) int {
 	// Look back at most 3 bytes for the lead byte of the last character.
 	for back := 1; back <= 3 && back <= len(p); back++ {
 		b := p[len(p)-back]

@@ -1,4 +1,4 @@
-package proxy
+package utf8tail
 
 import (
 	"bytes"
@@ -6,7 +6,7 @@ import (
 	"unicode/utf8"
 )
 
-func TestIncompleteTail(t *testing.T) {
+func TestIncomplete(t *testing.T) {
 	euro := []byte("€")  // e2 82 ac
 	emoji := []byte("😀") // f0 9f 98 80
 	cases := []struct {
@@ -33,8 +33,8 @@ func TestIncompleteTail(t *testing.T) {
 		{"two-byte lead", []byte{'x', 0xC3}, 1},
 	}
 	for _, c := range cases {
-		if got := incompleteTail(c.in); got != c.want {
-			t.Errorf("%s: incompleteTail(%x) = %d, want %d", c.name, c.in, got, c.want)
+		if got := Incomplete(c.in); got != c.want {
+			t.Errorf("%s: Incomplete(%x) = %d, want %d", c.name, c.in, got, c.want)
 		}
 	}
 }
@@ -50,7 +50,7 @@ func FuzzRegroup(f *testing.F) {
 		var msgs [][]byte
 		for i := 0; i < len(in); i += size {
 			p := append(held, in[i:min(i+size, len(in))]...)
-			k := incompleteTail(p)
+			k := Incomplete(p)
 			if len(p)-k > 0 {
 				msgs = append(msgs, p[:len(p)-k])
 			}
