@@ -463,74 +463,49 @@ func (s *Server) chooseSubprotocol(offered []string) (string, proxy.Encoding) {
 	return "", proxy.Binary
 }
 
-// answer maps an error to the HTTP status and the short text a client gets.
-// Texts never carry tokens, addresses or database details.
-func answer(err error) (int, string) {
+// answer maps an error to the HTTP status and the short text a client
+// gets, and names the refusal from a fixed set (the metrics' label). Texts
+// never carry tokens, addresses or database details.
+func answer(err error) (status int, text, reason string) {
 	var he *websocket.HandshakeError
 	switch {
 	case errors.As(err, &he):
-		return he.Status, he.Reason
+		reason = "other"
+		switch he.Status {
+		case http.StatusBadRequest:
+			reason = "bad_request"
+		case http.StatusUpgradeRequired:
+			reason = "bad_version"
+		}
+		return he.Status, he.Reason, reason
 	case errors.Is(err, errRateLimited):
-		return http.StatusTooManyRequests, "too many failed attempts from this address; retry later"
+		return http.StatusTooManyRequests, "too many failed attempts from this address; retry later", "rate_limited"
 	case errors.Is(err, errTooManySessions):
-		return http.StatusServiceUnavailable, "too many console sessions; retry later"
+		return http.StatusServiceUnavailable, "too many console sessions; retry later", "too_many_sessions"
 	case errors.Is(err, auth.ErrOrigin):
-		return http.StatusForbidden, "origin not allowed"
+		return http.StatusForbidden, "origin not allowed", "forbidden_origin"
 	case errors.Is(err, auth.ErrMalformed):
-		return http.StatusBadRequest, err.Error()
+		return http.StatusBadRequest, err.Error(), "bad_request"
 	case errors.Is(err, auth.ErrUnauthorized):
-		return http.StatusUnauthorized, "invalid token or unknown container"
+		return http.StatusUnauthorized, "invalid token or unknown container", "unauthorized"
 	case errors.Is(err, store.ErrAmbiguous):
-		return http.StatusConflict, "more than one container has this name; use its uuid"
+		return http.StatusConflict, "more than one container has this name; use its uuid", "ambiguous_name"
 	case errors.Is(err, store.ErrUnavailable):
-		return http.StatusServiceUnavailable, "container database unavailable"
+		return http.StatusServiceUnavailable, "container database unavailable", "store_unavailable"
 	case errors.Is(err, console.ErrNotRunning):
-		return http.StatusConflict, "container is not running"
+		return http.StatusConflict, "container is not running", "not_running"
 	case errors.Is(err, errRecording):
-		return http.StatusServiceUnavailable, "session recording unavailable; retry later"
+		return http.StatusServiceUnavailable, "session recording unavailable; retry later", "recording_unavailable"
 	case errors.Is(err, console.ErrRuntime) && isTimeout(err):
-		return http.StatusGatewayTimeout, "container runtime did not answer in time"
+		return http.StatusGatewayTimeout, "container runtime did not answer in time", "runtime_timeout"
 	case errors.Is(err, console.ErrRuntime):
-		return http.StatusBadGateway, "container runtime unreachable"
+		return http.StatusBadGateway, "container runtime unreachable", "runtime_unreachable"
 	}
-	return http.StatusInternalServerError, "internal error"
+	return http.StatusInternalServerError, "internal error", "other"
 }
 
 // errRecording: the session's recording could not be created.
 var errRecording = errors.New("session recording unavailable")
-
-// refusal names why a request was refused, from a fixed set (metrics).
-func refusal(status int, err error) string {
-	switch {
-	case errors.Is(err, errRecording):
-		return "recording_unavailable"
-	case errors.Is(err, errTooManySessions):
-		return "too_many_sessions"
-	case errors.Is(err, store.ErrUnavailable):
-		return "store_unavailable"
-	case errors.Is(err, console.ErrNotRunning):
-		return "not_running"
-	}
-	switch status {
-	case http.StatusBadRequest:
-		return "bad_request"
-	case http.StatusUnauthorized:
-		return "unauthorized"
-	case http.StatusForbidden:
-		return "forbidden_origin"
-	case http.StatusConflict:
-		return "ambiguous_name"
-	case http.StatusUpgradeRequired:
-		return "bad_version"
-	case http.StatusTooManyRequests:
-		return "rate_limited"
-	case http.StatusBadGateway:
-		return "runtime_unreachable"
-	case http.StatusGatewayTimeout:
-		return "runtime_timeout"
-	}
-	return "other"
-}
 
 func isTimeout(err error) bool {
 	var ne net.Error
@@ -540,8 +515,8 @@ func isTimeout(err error) bool {
 
 // reject answers a refused request and logs why, without its query string.
 func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *sessionInfo, err error) {
-	status, text := answer(err)
-	s.opts.Metrics.Refused(refusal(status, err))
+	status, text, reason := answer(err)
+	s.opts.Metrics.Refused(reason)
 	w.Header().Set("X-Session-Id", info.id)
 	if status == http.StatusUnauthorized || status == http.StatusForbidden {
 		s.failures.fail(clientIP(r.RemoteAddr))
