@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -45,8 +44,7 @@ type DB struct {
 	dialect dialect
 	timeout time.Duration
 
-	// The statements of Consume, prepared once (every session runs them).
-	stmtMu           sync.Mutex
+	// The statements of Consume, prepared at open (every session runs them).
 	consume, readOne *sql.Stmt
 }
 
@@ -78,7 +76,7 @@ func OpenSQLite(dataDir string) (*DB, error) {
 	// atomic consume free of SQLITE_BUSY.
 	db.SetMaxOpenConns(1)
 	d := &DB{db: db, dialect: sqliteDialect, timeout: 5 * time.Second}
-	if err := d.migrate(context.Background()); err != nil {
+	if err := d.setUp(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -109,43 +107,35 @@ func OpenMySQL(dsn string, maxOpen, maxIdle int, timeout time.Duration) (*DB, er
 	db.SetMaxIdleConns(max(maxIdle, 1))
 	db.SetConnMaxLifetime(time.Hour)
 	d := &DB{db: db, dialect: mysqlDialect, timeout: timeout}
-	if err := d.migrate(context.Background()); err != nil {
+	if err := d.setUp(context.Background()); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return d, nil
 }
 
-// Close closes the store.
-func (d *DB) Close() error {
-	d.stmtMu.Lock()
-	for _, st := range []*sql.Stmt{d.consume, d.readOne} {
-		if st != nil {
-			st.Close()
-		}
+// setUp migrates the schema and prepares the statements every session
+// runs (Consume's), once.
+func (d *DB) setUp(ctx context.Context) error {
+	if err := d.migrate(ctx); err != nil {
+		return err
 	}
-	d.stmtMu.Unlock()
-	return d.db.Close()
+	var err error
+	if d.consume, err = d.db.PrepareContext(ctx, `UPDATE console_tokens SET uses_left = uses_left - 1
+		WHERE token_hash = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?`); err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	if d.readOne, err = d.db.PrepareContext(ctx, `SELECT `+columns+` FROM console_tokens WHERE token_hash = ?`); err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	return nil
 }
 
-// consumeStatements prepares Consume's statements on first use.
-func (d *DB) consumeStatements(ctx context.Context) (consume, readOne *sql.Stmt, err error) {
-	d.stmtMu.Lock()
-	defer d.stmtMu.Unlock()
-	if d.consume == nil {
-		c, err := d.db.PrepareContext(ctx, `UPDATE console_tokens SET uses_left = uses_left - 1
-		WHERE token_hash = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?`)
-		if err != nil {
-			return nil, nil, err
-		}
-		r, err := d.db.PrepareContext(ctx, `SELECT `+columns+` FROM console_tokens WHERE token_hash = ?`)
-		if err != nil {
-			c.Close()
-			return nil, nil, err
-		}
-		d.consume, d.readOne = c, r
-	}
-	return d.consume, d.readOne, nil
+// Close closes the store.
+func (d *DB) Close() error {
+	d.consume.Close()
+	d.readOne.Close()
+	return d.db.Close()
 }
 
 // Ping checks that the store answers.
@@ -250,11 +240,7 @@ func (d *DB) Consume(ctx context.Context, secret string, now time.Time) (Token, 
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	h := hashSecret(secret)
-	consume, readOne, err := d.consumeStatements(ctx)
-	if err != nil {
-		return Token{}, fmt.Errorf("consume token: %w", unavailable(err))
-	}
-	res, err := consume.ExecContext(ctx, h, now.UnixMilli())
+	res, err := d.consume.ExecContext(ctx, h, now.UnixMilli())
 	if err != nil {
 		return Token{}, fmt.Errorf("consume token: %w", unavailable(err))
 	}
@@ -263,7 +249,7 @@ func (d *DB) Consume(ctx context.Context, secret string, now time.Time) (Token, 
 	} else if n != 1 {
 		return Token{}, fmt.Errorf("token: %w", store.ErrNotFound)
 	}
-	t, err := scan(readOne.QueryRowContext(ctx, h))
+	t, err := scan(d.readOne.QueryRowContext(ctx, h))
 	if err != nil {
 		return Token{}, fmt.Errorf("read token: %w", unavailable(err))
 	}
