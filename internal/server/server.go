@@ -10,9 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/zun-wsproxy/zun-wsproxy/internal/audit"
-	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
-	"github.com/zun-wsproxy/zun-wsproxy/internal/recording"
 	"io"
 	"log/slog"
 	"net"
@@ -25,10 +22,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zun-wsproxy/zun-wsproxy/internal/audit"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/recording"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
