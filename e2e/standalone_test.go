@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,23 +188,7 @@ func TestAdminAPI(t *testing.T) {
 	s.docker.RunNamed(name, "sh")
 	call := func(method, path, key, body string) (int, map[string]any, []any) {
 		t.Helper()
-		req, _ := http.NewRequest(method, s.adminURL+path, strings.NewReader(body))
-		if key != "" {
-			req.Header.Set("Authorization", "Bearer "+key)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var obj map[string]any
-		var arr []any
-		var raw json.RawMessage
-		json.NewDecoder(resp.Body).Decode(&raw)
-		if json.Unmarshal(raw, &obj) != nil {
-			json.Unmarshal(raw, &arr)
-		}
-		return resp.StatusCode, obj, arr
+		return adminCall(t, s.adminURL, key, method, path, body)
 	}
 	if code, _, _ := call("GET", "/v1/tokens", "", ""); code != 401 {
 		t.Errorf("no key: %d", code)
