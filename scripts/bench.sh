@@ -74,7 +74,7 @@ CONF
 bin/zun-wsproxy --config-file "$work/zun.conf" >"$work/proxy.log" 2>&1 &
 proxy_pid=$!
 pids+=($proxy_pid)
-for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$PROXY_PORT") 2>/dev/null && break; sleep 0.1; done
+wait_port "$PROXY_PORT" || true
 
 echo "machine: $(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{print int($2/1024/1024)}') GiB; $(go version | cut -d' ' -f3)"
 extra=()
@@ -117,7 +117,7 @@ NGINXCONF
 	nginx -c "$work/nginx.conf" -p "$work/nginx" -g 'daemon off;' >"$work/nginx/stdout.log" 2>&1 &
 	nginx_pid=$!
 	pids+=($nginx_pid)
-	for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$NGINX_PORT") 2>/dev/null && break; sleep 0.1; done
+	wait_port "$NGINX_PORT" || true
 	workers=$(pgrep -P "$nginx_pid" | paste -sd, -) || { cat "$work/nginx/stdout.log" "$work/nginx/error.log" >&2; exit 1; }
 	extra+=(-ref "$(attach '{mode}' | sed "s/:$BACKEND_PORT/:$NGINX_PORT/")" -ref-name nginx -ref-pids "$workers")
 	echo "reference: $(nginx -v 2>&1 | sed 's/.*: //'), $(echo "$workers" | tr ',' '\n' | wc -l) workers"
@@ -145,7 +145,7 @@ CONF
 	done
 	bin/zun-wsproxy "${sa[@]}" >"$work/standalone.log" 2>&1 &
 	pids+=($!)
-	for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$SA_PORT") 2>/dev/null && break; sleep 0.1; done
+	wait_port "$SA_PORT" || true
 	echo
 	echo "embedded store (standalone mode, SQLite in $work/data):"
 	bin/wsbench run -direct "$(attach '{mode}')" -through "$(head -1 "$work/tokens")" -through-urls "$work/tokens" -only handshakes "$@"

@@ -80,11 +80,7 @@ if [ -f "$DIR/zun-wsproxy.pid" ] && kill -0 "$(cat "$DIR/zun-wsproxy.pid")" 2>/d
 	sleep 1
 fi
 $SUDO sh -c "setsid nohup bin/zun-wsproxy --config-file $DIR/zun.conf --data-dir $DIR/data >$DIR/zun-wsproxy.log 2>&1 </dev/null & echo \$! >$DIR/zun-wsproxy.pid"
-for _ in $(seq 1 50); do
-	(exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break
-	sleep 0.2
-done
-(exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null || { tail -5 "$DIR/zun-wsproxy.log"; die "zun-wsproxy did not start"; }
+wait_port "$PORT" 100 || { tail -5 "$DIR/zun-wsproxy.log"; die "zun-wsproxy did not start"; }
 
 # 4. A token.
 out=$($SUDO bin/zun-wsproxy token create --config-file "$DIR/zun.conf" --data-dir "$DIR/data" --container "$NAME" --ttl 30m)

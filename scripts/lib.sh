@@ -46,3 +46,15 @@ apt_install() {
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	[ -z "$policy_added" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 }
+
+# wait_port PORT [TRIES] waits until something accepts connections on
+# 127.0.0.1:PORT, trying every 0.1 s (50 tries by default); it fails if
+# nothing did.
+wait_port() {
+	local i
+	for i in $(seq 1 "${2:-50}"); do
+		(exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
