@@ -33,7 +33,8 @@ func Listen(addr string, opts ListenOptions) (net.Listener, error) {
 	if opts.FirstByteTimeout <= 0 {
 		opts.FirstByteTimeout = 10 * time.Second
 	}
-	ln, err := net.Listen("tcp", addr)
+	lc := listenConfig()
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

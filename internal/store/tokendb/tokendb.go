@@ -44,17 +44,21 @@ type DB struct {
 	dialect dialect
 	timeout time.Duration
 
-	// The statements of Consume, prepared at open (every session runs them).
+	// The statements of Consume, prepared at open (every session runs
+	// them); readOne is nil where consume returns the row itself.
 	consume, readOne *sql.Stmt
 }
 
 type dialect struct {
 	name         string
 	insertIgnore string // INSERT that skips a duplicate key
+	// returning: UPDATE … RETURNING exists (SQLite; not MariaDB 10/11), so
+	// a token is used and read in one statement.
+	returning bool
 }
 
 var (
-	sqliteDialect = dialect{name: "sqlite", insertIgnore: "INSERT OR IGNORE"}
+	sqliteDialect = dialect{name: "sqlite", insertIgnore: "INSERT OR IGNORE", returning: true}
 	mysqlDialect  = dialect{name: "mysql", insertIgnore: "INSERT IGNORE"}
 )
 
@@ -120,10 +124,17 @@ func (d *DB) setUp(ctx context.Context) error {
 	if err := d.migrate(ctx); err != nil {
 		return err
 	}
+	consume := `UPDATE console_tokens SET uses_left = uses_left - 1
+		WHERE token_hash = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?`
+	if d.dialect.returning {
+		consume += ` RETURNING ` + columns
+	}
 	var err error
-	if d.consume, err = d.db.PrepareContext(ctx, `UPDATE console_tokens SET uses_left = uses_left - 1
-		WHERE token_hash = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?`); err != nil {
+	if d.consume, err = d.db.PrepareContext(ctx, consume); err != nil {
 		return fmt.Errorf("prepare: %w", err)
+	}
+	if d.dialect.returning {
+		return nil
 	}
 	if d.readOne, err = d.db.PrepareContext(ctx, `SELECT `+columns+` FROM console_tokens WHERE token_hash = ?`); err != nil {
 		return fmt.Errorf("prepare: %w", err)
@@ -134,7 +145,9 @@ func (d *DB) setUp(ctx context.Context) error {
 // Close closes the store.
 func (d *DB) Close() error {
 	d.consume.Close()
-	d.readOne.Close()
+	if d.readOne != nil {
+		d.readOne.Close()
+	}
 	return d.db.Close()
 }
 
@@ -240,6 +253,16 @@ func (d *DB) Consume(ctx context.Context, secret string, now time.Time) (Token, 
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	h := hashSecret(secret)
+	if d.readOne == nil {
+		t, err := scan(d.consume.QueryRowContext(ctx, h, now.UnixMilli()))
+		if errors.Is(err, sql.ErrNoRows) {
+			return Token{}, fmt.Errorf("token: %w", store.ErrNotFound)
+		}
+		if err != nil {
+			return Token{}, fmt.Errorf("consume token: %w", unavailable(err))
+		}
+		return t, nil
+	}
 	res, err := d.consume.ExecContext(ctx, h, now.UnixMilli())
 	if err != nil {
 		return Token{}, fmt.Errorf("consume token: %w", unavailable(err))

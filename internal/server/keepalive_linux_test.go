@@ -1,0 +1,73 @@
+package server
+
+import (
+	"crypto/tls"
+	"net"
+	"syscall"
+	"testing"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+)
+
+// Connections accepted by Listen carry TCP keepalive (set once on the
+// listening socket, inherited on accept) and TCP_NODELAY, plain and TLS.
+func TestAcceptedConnectionsKeepAlive(t *testing.T) {
+	certFile, keyFile, _ := testenv.SelfSignedCert(t)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		opts ListenOptions
+	}{
+		{"plain", ListenOptions{}},
+		{"tls port, plain client", ListenOptions{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := Listen("127.0.0.1:0", tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			client, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			client.Write([]byte("G")) // the TLS port classifies by the first byte
+			c, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sc, ok := c.(syscall.Conn)
+			if !ok {
+				sc = c.(*prefixConn).Conn.(syscall.Conn)
+			}
+			rc, err := sc.SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []struct {
+				name       string
+				level, opt int
+				value      int
+			}{
+				{"SO_KEEPALIVE", syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+				{"TCP_KEEPIDLE", syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, keepAliveIdle},
+				{"TCP_KEEPINTVL", syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, keepAliveInterval},
+				{"TCP_KEEPCNT", syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, keepAliveCount},
+				{"TCP_NODELAY", syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
+			}
+			rc.Control(func(fd uintptr) {
+				for _, w := range want {
+					got, err := syscall.GetsockoptInt(int(fd), w.level, w.opt)
+					if err != nil || got != w.value {
+						t.Errorf("%s = %d (%v), want %d", w.name, got, err, w.value)
+					}
+				}
+			})
+		})
+	}
+}
