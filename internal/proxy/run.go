@@ -53,11 +53,19 @@ func (s *Session) Start(ctx context.Context, done func(Result)) {
 	s.mu.Unlock()
 	go s.fromClient.run()
 	go s.fromContainer.run()
-	stopCtx := context.AfterFunc(ctx, func() { s.stop(end{side: proxySide}) })
+	if ctx.Done() == nil {
+		return // never cancelled: the owner calls Stop instead
+	}
+	stopCtx := context.AfterFunc(ctx, s.Stop)
 	s.mu.Lock()
 	s.stopCtx = stopCtx
 	s.mu.Unlock()
 }
+
+// Stop ends the session as the proxy's shutdown does (1001 to both sides)
+// and returns when it has ended; if it is already ending, at once. The
+// session must have been started.
+func (s *Session) Stop() { s.stop(end{side: proxySide}) }
 
 // Run is Start that waits for the result.
 func (s *Session) Run(ctx context.Context) Result {

@@ -104,9 +104,12 @@ type Server struct {
 	mu       sync.Mutex
 	closing  bool // set by Shutdown: no session may start after it
 	sessions sync.WaitGroup
-	// stop ends every running session (proxy shutting down).
-	stopCtx context.Context
-	stop    context.CancelFunc
+	// live are the running sessions, for Shutdown to end: a map entry
+	// each is lighter than a context registration each (an idle session
+	// should hold little). stopping: they are being ended, and a session
+	// starting now ends at once.
+	live     map[*proxy.Session]struct{}
+	stopping bool
 	// poller holds idle sessions' sockets, so they hold no goroutines.
 	poller *idle.Poller
 }
@@ -133,7 +136,7 @@ func New(opts Options) *Server {
 	}
 	s.origin.Store(&opts.Origin)
 	s.session.Store(&opts.Session)
-	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	s.live = make(map[*proxy.Session]struct{})
 	s.poller = idle.New()
 	s.http = &http.Server{
 		Handler:           s,
@@ -174,14 +177,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		s.stop()
 		return s.poller.Close()
 	case <-ctx.Done():
 	}
 	s.log.Info("drain time over: closing the remaining sessions")
-	s.stop()
+	s.stopSessions()
 	<-done // each session closes within its close timeouts
 	return s.poller.Close()
+}
+
+// stopSessions ends every running session with 1001, each in a goroutine
+// of its own (each waits for its client's answer to the close), and any
+// session that starts from now on.
+func (s *Server) stopSessions() {
+	s.mu.Lock()
+	s.stopping = true
+	running := make([]*proxy.Session, 0, len(s.live))
+	for sess := range s.live {
+		running = append(running, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range running {
+		go sess.Stop()
+	}
 }
 
 // Reloadable is what a running server takes on without a restart (SIGHUP):
@@ -372,9 +390,7 @@ func (s *Server) start(sess *proxy.Session, info *sessionInfo) {
 		// Draining: no new sessions. A cancelled context closes both sides
 		// with 1001 at once.
 		s.mu.Unlock()
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		sess.Run(ctx)
+		sess.Run(stopped)
 		s.slots.release(info.slot)
 		if info.rec != nil {
 			info.rec.Close()
@@ -405,9 +421,12 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 	started := time.Now()
 	s.opts.Metrics.SessionStarted(t.Kind.String(), started.Sub(info.requested))
 	s.log.Info("session started", attrs("subprotocol", info.subprotocol)...)
-	sess.Start(s.stopCtx, func(res proxy.Result) {
+	done := func(res proxy.Result) {
 		defer s.sessions.Done()
 		defer s.slots.release(info.slot)
+		s.mu.Lock()
+		delete(s.live, sess)
+		s.mu.Unlock()
 		ended := time.Now()
 		var recPath string
 		if info.rec != nil {
@@ -434,8 +453,26 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 		if err != nil {
 			s.log.Error("audit record not written", attrs("error", err)...)
 		}
-	})
+	}
+	// Registered and started under one lock, so stopSessions either sees
+	// the session or has already set stopping.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		sess.Start(stopped, done)
+		return
+	}
+	s.live[sess] = struct{}{}
+	sess.Start(context.Background(), done)
 }
+
+// stopped is a cancelled context: a session started with it ends at once
+// with 1001.
+var stopped = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // chooseSubprotocol selects the web console's protocol when offered (and
 // resizes can be served); else "binary" when offered, as websockify does;

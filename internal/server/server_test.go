@@ -231,3 +231,56 @@ func TestSniffListener(t *testing.T) {
 		ln.Close()
 	}
 }
+
+// Shutdown ends every running session with 1001 once the drain time is
+// over; a session that starts while they are being ended ends at once.
+func TestShutdownEndsEverySession(t *testing.T) {
+	db := testenv.NewZunDB(t, "shutdown")
+	d := testenv.NewDocker(t)
+	srv, addr := newServer(t, db)
+	c := db.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
+	url := fmt.Sprintf("ws://%s/?token=%s&uuid=%s", addr, c.Token, c.UUID)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	open := func() *websocket.Conn {
+		t.Helper()
+		conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"binary"}})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		return conn
+	}
+	wantGoingAway := func(conn *websocket.Conn) {
+		t.Helper()
+		for {
+			_, _, err := conn.Read(ctx)
+			if err == nil {
+				continue // the shell's output
+			}
+			var ce websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway || ce.Reason != "proxy shutting down" {
+				t.Fatalf("session ended with %v, want 1001 proxy shutting down", err)
+			}
+			return
+		}
+	}
+	var conns []*websocket.Conn
+	for i := 0; i < 5; i++ {
+		conns = append(conns, open())
+	}
+	testenv.WaitFor(5*time.Second, func() bool { return srv.Sessions() == 5 })
+
+	// Sessions being ended: a new one is ended too, not left running.
+	srv.stopSessions()
+	late := open()
+	wantGoingAway(late)
+	for _, conn := range conns {
+		wantGoingAway(conn)
+	}
+	expired, cancelDrain := context.WithCancel(context.Background())
+	cancelDrain()
+	srv.Shutdown(expired)
+	if n := srv.Sessions(); n != 0 {
+		t.Fatalf("%d sessions still running after Shutdown", n)
+	}
+}
