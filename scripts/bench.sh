@@ -144,11 +144,12 @@ CONF
 		bin/zun-wsproxy token create --container sink --uses 1000 --ttl 1h "${sa[@]}" | awk '/^websocket:/ {print $2}' >>"$work/tokens"
 	done
 	bin/zun-wsproxy "${sa[@]}" >"$work/standalone.log" 2>&1 &
-	pids+=($!)
+	sa_pid=$!
+	pids+=($sa_pid)
 	wait_port "$SA_PORT" || true
 	echo
 	echo "embedded store (standalone mode, SQLite in $work/data):"
-	bin/wsbench run -direct "$(attach '{mode}')" -through "$(head -1 "$work/tokens")" -through-urls "$work/tokens" -only handshakes "$@"
+	bin/wsbench run -direct "$(attach '{mode}')" -through "$(head -1 "$work/tokens")" -through-urls "$work/tokens" -pid "$sa_pid" -only handshakes "$@"
 fi
 if grep -qE 'level=(WARN|ERROR)' "$work/proxy.log"; then
 	echo "proxy warnings and errors: $(grep -cE 'level=(WARN|ERROR)' "$work/proxy.log") (first 5):"
