@@ -175,9 +175,10 @@ type direction struct {
 	boundary bool
 }
 
-func (d *direction) init(s *Session, sd side, c net.Conn, in *idleConn, pump func() end) {
+// init sets the direction up to read c; io is c as the pump reads it.
+func (d *direction) init(s *Session, sd side, c, io net.Conn, in *idleConn, pump func() end) {
 	d.s, d.side, d.conn, d.pump = s, sd, c, pump
-	in.conn, in.d = c, d
+	in.conn, in.d = io, d
 	if s.opts.Poller != nil {
 		d.rc = rawConn(c)
 	}

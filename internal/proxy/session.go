@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/utf8tail"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
@@ -156,6 +157,7 @@ type Session struct {
 	clientW   *websocket.Writer
 	backend   net.Conn
 	backendIn idleConn
+	backendIO net.Conn          // backend, as the pump writes to it (rawsock)
 	backendR  *websocket.Reader // attach only
 	backendW  *websocket.Writer // attach only
 	pending   []byte            // exec only: stream bytes read during the handshake
@@ -198,22 +200,26 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	if opts.IdleAfter <= 0 {
 		opts.IdleAfter = time.Second
 	}
+	// The pumps read and write through rawsock: their system calls never
+	// block, so the scheduler need not treat them as blocking ones.
+	clientIO, backendIO := rawsock.Wrap(client), rawsock.Wrap(backend.Conn)
 	s := &Session{
-		client:  client,
-		clientW: websocket.NewWriter(client, false),
-		backend: backend.Conn,
-		opts:    opts,
-		msgOp:   websocket.OpBinary,
+		client:    client,
+		clientW:   websocket.NewWriter(clientIO, false),
+		backend:   backend.Conn,
+		backendIO: backendIO,
+		opts:      opts,
+		msgOp:     websocket.OpBinary,
 	}
-	s.fromClient.init(s, clientSide, client, &s.clientIn, s.pumpClient)
-	s.fromContainer.init(s, containerSide, backend.Conn, &s.backendIn, s.pumpContainer)
+	s.fromClient.init(s, clientSide, client, clientIO, &s.clientIn, s.pumpClient)
+	s.fromContainer.init(s, containerSide, backend.Conn, backendIO, &s.backendIn, s.pumpContainer)
 	s.clientR = websocket.NewReader(&s.clientIn, websocket.ReaderOptions{FromClient: true, Buffered: clientBuffered, MaxPayload: opts.MaxMessage})
 	if opts.WriteTimeout > 0 {
 		s.clientW.SetTimeout(client, opts.WriteTimeout)
 	}
 	if backend.Framed {
 		s.backendR = websocket.NewReader(&s.backendIn, websocket.ReaderOptions{Buffered: backend.Buffered})
-		s.backendW = websocket.NewWriter(backend.Conn, true)
+		s.backendW = websocket.NewWriter(backendIO, true)
 		if opts.Heartbeat > 0 {
 			// Pings must not hang on a frozen Docker connection.
 			s.backendW.SetTimeout(backend.Conn, 2*opts.Heartbeat)
@@ -586,7 +592,7 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 			}
 			op = websocket.OpContinuation
 		} else if stop > off {
-			if _, err := s.backend.Write(out[off:stop]); err != nil {
+			if _, err := s.backendIO.Write(out[off:stop]); err != nil {
 				return end{side: containerSide, err: fmt.Errorf("write to container: %w", err)}, false
 			}
 		}

@@ -1,0 +1,180 @@
+package rawsock
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// pair returns a wrapped connection and its plain peer, over TCP or Unix.
+func pair(t *testing.T, network string) (*Conn, net.Conn) {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "s")
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial(network, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
+	w, ok := Wrap(c).(*Conn)
+	if !ok {
+		t.Fatalf("Wrap left a %s connection plain", network)
+	}
+	t.Cleanup(func() { w.Close(); peer.Close() })
+	return w, peer
+}
+
+func TestConn(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network+"/both ways", func(t *testing.T) {
+			c, peer := pair(t, network)
+			if _, err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4)
+			if _, err := io.ReadFull(peer, buf); err != nil || string(buf) != "ping" {
+				t.Fatalf("peer read %q, %v", buf, err)
+			}
+			peer.Write([]byte("pong"))
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "pong" {
+				t.Fatalf("read %q, %v", buf, err)
+			}
+		})
+		t.Run(network+"/a write larger than the socket buffers, to a slow reader", func(t *testing.T) {
+			c, peer := pair(t, network)
+			want := make([]byte, 8<<20)
+			for i := range want {
+				want[i] = byte(i * 7)
+			}
+			got := make(chan []byte, 1)
+			go func() {
+				var b bytes.Buffer
+				chunk := make([]byte, 4096)
+				for b.Len() < len(want) {
+					n, err := peer.Read(chunk)
+					b.Write(chunk[:n])
+					if err != nil {
+						break
+					}
+				}
+				got <- b.Bytes()
+			}()
+			n, err := c.Write(want)
+			if err != nil || n != len(want) {
+				t.Fatalf("wrote %d of %d: %v", n, len(want), err)
+			}
+			if !bytes.Equal(<-got, want) {
+				t.Fatal("the peer read other bytes than were written")
+			}
+		})
+		t.Run(network+"/end of stream", func(t *testing.T) {
+			c, peer := pair(t, network)
+			peer.Write([]byte("last"))
+			peer.Close()
+			b, err := io.ReadAll(c)
+			if err != nil || string(b) != "last" {
+				t.Fatalf("read %q, %v", b, err)
+			}
+		})
+		t.Run(network+"/read deadline", func(t *testing.T) {
+			c, _ := pair(t, network)
+			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			_, err := c.Read(make([]byte, 10))
+			var op *net.OpError
+			if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &op) || op.Op != "read" {
+				t.Fatalf("read past the deadline: %v", err)
+			}
+		})
+		t.Run(network+"/write deadline, peer not reading", func(t *testing.T) {
+			c, _ := pair(t, network)
+			c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+			n, err := c.Write(make([]byte, 64<<20))
+			if !errors.Is(err, os.ErrDeadlineExceeded) || n == 0 || n == 64<<20 {
+				t.Fatalf("wrote %d, %v; want part of it and a deadline error", n, err)
+			}
+		})
+		t.Run(network+"/closed", func(t *testing.T) {
+			c, _ := pair(t, network)
+			c.Close()
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("read after close: %v", err)
+			}
+			if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("write after close: %v", err)
+			}
+		})
+	}
+	t.Run("tcp/reset by the peer", func(t *testing.T) {
+		c, peer := pair(t, "tcp")
+		peer.(*net.TCPConn).SetLinger(0)
+		peer.Close()
+		var err error
+		for i := 0; i < 100 && err == nil; i++ {
+			_, err = c.Write(make([]byte, 1024))
+			time.Sleep(time.Millisecond)
+		}
+		var op *net.OpError
+		var sys *os.SyscallError
+		if !errors.As(err, &op) || op.Op != "write" || !errors.As(err, &sys) {
+			t.Fatalf("write to a reset connection: %v", err)
+		}
+	})
+}
+
+// Connections that are not sockets (TLS, pipes) are left as they are.
+func TestWrapLeavesOthers(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if Wrap(a) != a {
+		t.Fatal("a pipe was wrapped")
+	}
+}
+
+func BenchmarkWrite64K(b *testing.B) {
+	for _, raw := range []bool{false, true} {
+		name := map[bool]string{false: "net", true: "raw"}[raw]
+		b.Run(name, func(b *testing.B) {
+			ln, _ := net.Listen("tcp", "127.0.0.1:0")
+			defer ln.Close()
+			go func() {
+				c, _ := ln.Accept()
+				io.Copy(io.Discard, c)
+			}()
+			c, _ := net.Dial("tcp", ln.Addr().String())
+			defer c.Close()
+			w := c
+			if raw {
+				w = Wrap(c)
+			}
+			buf := make([]byte, 64<<10)
+			b.SetBytes(int64(len(buf)))
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if _, err := w.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
