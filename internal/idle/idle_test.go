@@ -7,27 +7,16 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func pair(t *testing.T) (*net.TCPConn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a.(*net.TCPConn), b
+	c, peer := testenv.SocketPair(t, "tcp")
+	return c.(*net.TCPConn), peer
 }
 
 func rawConn(t *testing.T, c syscall.Conn) syscall.RawConn {

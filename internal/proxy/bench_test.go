@@ -8,14 +8,15 @@ import (
 	"testing"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
 // benchSession runs a session between loopback connections and returns
 // the client's and the container's ends, and a function that ends it.
 func benchSession(b *testing.B, framed bool) (client, container net.Conn, stop func()) {
-	clientEnd, proxyClient := tcpPair(b)
-	proxyBackend, backendEnd := tcpPair(b)
+	clientEnd, proxyClient := testenv.SocketPair(b, "tcp")
+	proxyBackend, backendEnd := testenv.SocketPair(b, "tcp")
 	s := New(proxyClient, nil, console.Stream{Conn: proxyBackend, Framed: framed}, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan Result, 1)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
@@ -33,29 +34,6 @@ func TestMain(m *testing.M) {
 }
 
 var parkAll bool
-
-// tcpPair returns two ends of a loopback TCP connection, closed when the
-// test ends.
-func tcpPair(t testing.TB) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-accepted
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
 
 // peer is one end talking WebSocket frames.
 type peer struct {
@@ -170,8 +148,8 @@ func start(t *testing.T, framed bool, opts Options) *harness {
 		t.Cleanup(func() { p.Close() })
 		opts.Poller, opts.IdleAfter = p, 20*time.Millisecond
 	}
-	clientEnd, proxyClientEnd := tcpPair(t)
-	proxyBackendEnd, backendEnd := tcpPair(t)
+	clientEnd, proxyClientEnd := testenv.SocketPair(t, "tcp")
+	proxyBackendEnd, backendEnd := testenv.SocketPair(t, "tcp")
 	h := &harness{
 		client:  &peer{conn: clientEnd, r: websocket.NewReader(clientEnd, websocket.ReaderOptions{}), w: websocket.NewWriter(clientEnd, true)},
 		results: make(chan Result, 1),

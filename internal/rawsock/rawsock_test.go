@@ -6,41 +6,20 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
 // pair returns a wrapped connection and its plain peer, over TCP or Unix.
 func pair(t *testing.T, network string) (*Conn, net.Conn) {
 	t.Helper()
-	addr := "127.0.0.1:0"
-	if network == "unix" {
-		addr = filepath.Join(t.TempDir(), "s")
-	}
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial(network, ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := <-accepted
-	if peer == nil {
-		t.Fatal("accept failed")
-	}
+	c, peer := testenv.SocketPair(t, network)
 	w, ok := Wrap(c).(*Conn)
 	if !ok {
 		t.Fatalf("Wrap left a %s connection plain", network)
 	}
-	t.Cleanup(func() { w.Close(); peer.Close() })
 	return w, peer
 }
 
