@@ -57,12 +57,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 	err := c.rc.Read(o.step)
 	n, errno := o.done()
 	readOps.Put(o)
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case errno != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
+	if err := c.failed("read", err, errno); err != nil {
+		return 0, err
+	}
+	if n == 0 {
 		return 0, io.EOF
 	}
 	afterRead()
@@ -78,13 +76,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	err := c.rc.Write(o.step)
 	n, errno := o.done()
 	writeOps.Put(o)
-	switch {
-	case err != nil:
-		return n, c.opError("write", err)
-	case errno != 0:
-		return n, c.opError("write", os.NewSyscallError("write", errno))
-	}
-	return n, nil
+	return n, c.failed("write", err, errno)
 }
 
 // op is one Read or Write in progress: the function the RawConn calls
@@ -144,8 +136,16 @@ func (o *op) done() (int, syscall.Errno) {
 	return n, errno
 }
 
-// opError shapes err as net's own socket errors are.
-func (c *Conn) opError(op string, err error) error {
+// failed returns the error of a read or write, shaped as net's own socket
+// errors are: err from the RawConn (closed, deadline), else the system
+// call's errno; nil if neither.
+func (c *Conn) failed(op string, err error, errno syscall.Errno) error {
+	if err == nil && errno == 0 {
+		return nil
+	}
+	if err == nil {
+		err = os.NewSyscallError(op, errno)
+	}
 	network := "tcp"
 	if _, ok := c.Conn.(*net.UnixConn); ok {
 		network = "unix"
