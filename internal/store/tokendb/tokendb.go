@@ -253,7 +253,7 @@ func (d *DB) Consume(ctx context.Context, secret string, now time.Time) (Token, 
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	h := hashSecret(secret)
-	if d.readOne == nil {
+	if d.dialect.returning {
 		t, err := scan(d.consume.QueryRowContext(ctx, h, now.UnixMilli()))
 		if errors.Is(err, sql.ErrNoRows) {
 			return Token{}, fmt.Errorf("token: %w", store.ErrNotFound)
