@@ -59,6 +59,18 @@ func newServer(t *testing.T, db *testenv.ZunDB) (*Server, string) {
 	return srv, ln.Addr().String()
 }
 
+// serveShell serves a Server (newServer) in front of a real container
+// running a shell, in a Zun database of its own named db, and returns the
+// server and the container's console URL.
+func serveShell(t *testing.T, db string) (*Server, string) {
+	t.Helper()
+	z := testenv.NewZunDB(t, db)
+	d := testenv.NewDocker(t)
+	srv, addr := newServer(t, z)
+	c := z.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
+	return srv, fmt.Sprintf("ws://%s/?token=%s&uuid=%s", addr, c.Token, c.UUID)
+}
+
 // countGoroutines settles and counts goroutines.
 func countGoroutines(want int) int {
 	var n int
@@ -82,11 +94,7 @@ func countFDs(t *testing.T) int {
 // Every session, however it ends, gives back its goroutines and file
 // descriptors.
 func TestSessionsReleaseEverything(t *testing.T) {
-	db := testenv.NewZunDB(t, "server")
-	d := testenv.NewDocker(t)
-	_, addr := newServer(t, db)
-	c := db.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
-	url := fmt.Sprintf("ws://%s/?token=%s&uuid=%s", addr, c.Token, c.UUID)
+	_, url := serveShell(t, "server")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -235,11 +243,7 @@ func TestSniffListener(t *testing.T) {
 // Shutdown ends every running session with 1001 once the drain time is
 // over; a session that starts while they are being ended ends at once.
 func TestShutdownEndsEverySession(t *testing.T) {
-	db := testenv.NewZunDB(t, "shutdown")
-	d := testenv.NewDocker(t)
-	srv, addr := newServer(t, db)
-	c := db.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
-	url := fmt.Sprintf("ws://%s/?token=%s&uuid=%s", addr, c.Token, c.UUID)
+	srv, url := serveShell(t, "shutdown")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	open := func() *websocket.Conn {
