@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -143,6 +144,13 @@ type harness struct {
 
 func start(t *testing.T, framed bool, opts Options) *harness {
 	t.Helper()
+	return startAfter(t, framed, opts, nil)
+}
+
+// startAfter is start for a container stream of which buffered was read
+// along with the handshake.
+func startAfter(t *testing.T, framed bool, opts Options, buffered []byte) *harness {
+	t.Helper()
 	if opts.Poller == nil && parkAll {
 		p := idle.New()
 		t.Cleanup(func() { p.Close() })
@@ -161,7 +169,7 @@ func start(t *testing.T, framed bool, opts Options) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	s := New(proxyClientEnd, nil, console.Stream{Conn: proxyBackendEnd, Framed: framed}, opts)
+	s := New(proxyClientEnd, nil, console.Stream{Conn: proxyBackendEnd, Framed: framed, Buffered: buffered}, opts)
 	go func() { h.results <- s.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -233,6 +241,64 @@ func TestAttachNeverSplitsCharacters(t *testing.T) {
 	}
 	if !bytes.Equal(got, text) {
 		t.Fatal("bytes changed")
+	}
+}
+
+// Bulk output of any frame size (below, at and above a chunk) arrives
+// intact, in messages that each are UTF-8 by themselves.
+func TestAttachBulkOutput(t *testing.T) {
+	h := start(t, true, Options{})
+	text := []byte(strings.Repeat("€uro 😀 ascii ", 40000))
+	sizes := []int{smallChunk, smallChunk + 1, 8 << 10, chunk - 1, chunk, chunk + 1, 3*chunk + 7, 200_001}
+	go func() {
+		for i, k := 0, 0; i < len(text); k++ {
+			n := min(sizes[k%len(sizes)], len(text)-i)
+			if h.docker.trySend(websocket.OpBinary, text[i:i+n]) != nil {
+				return
+			}
+			i += n
+		}
+	}()
+	var got []byte
+	for len(got) < len(text) {
+		m := h.client.recv(t)
+		if m.op != websocket.OpBinary {
+			t.Fatalf("got %v after %d bytes", m.op, len(got))
+		}
+		if !utf8.Valid(m.payload) {
+			t.Fatalf("message of %d bytes after %d is not UTF-8 by itself", len(m.payload), len(got))
+		}
+		got = append(got, m.payload...)
+	}
+	if !bytes.Equal(got, text) {
+		t.Fatal("bytes changed")
+	}
+}
+
+// Docker may send output right behind its handshake: what was read with
+// it comes first, however much it is.
+func TestAttachOutputReadWithHandshake(t *testing.T) {
+	var frames bytes.Buffer
+	var want []byte
+	w := websocket.NewWriter(&frames, false)
+	for i := range 4 {
+		payload := bytes.Repeat([]byte{'a' + byte(i)}, chunk+i)
+		buf := append(make([]byte, websocket.MaxHeaderLen), payload...)
+		w.WriteFrame(true, websocket.OpBinary, buf, websocket.MaxHeaderLen, len(buf))
+		want = append(want, payload...)
+	}
+	for _, early := range []int{100, chunk + 1000} {
+		t.Run(fmt.Sprintf("early=%d", early), func(t *testing.T) {
+			h := startAfter(t, true, Options{}, frames.Bytes()[:early])
+			go h.docker.conn.Write(frames.Bytes()[early:])
+			var got []byte
+			for len(got) < len(want) {
+				got = append(got, h.client.recv(t).payload...)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatal("bytes changed")
+			}
+		})
 	}
 }
 
