@@ -220,57 +220,52 @@ func TestAttachBothWays(t *testing.T) {
 	}
 }
 
+// Docker splits output anywhere, in frames of any size: the client gets
+// every byte, in binary messages that each are UTF-8 by themselves.
 func TestAttachNeverSplitsCharacters(t *testing.T) {
-	h := start(t, true, Options{})
-	text := []byte(strings.Repeat("€uro 😀 ", 500))
-	// Docker splits output anywhere: send it in 7-byte frames.
-	go func() {
-		for i := 0; i < len(text); i += 7 {
-			if h.docker.trySend(websocket.OpBinary, text[i:min(i+7, len(text))]) != nil {
-				return
-			}
-		}
-	}()
-	var got []byte
-	for len(got) < len(text) {
-		m := h.client.recv(t)
-		if !utf8.Valid(m.payload) {
-			t.Fatalf("message %x is not UTF-8 by itself", m.payload)
-		}
-		got = append(got, m.payload...)
-	}
-	if !bytes.Equal(got, text) {
-		t.Fatal("bytes changed")
+	for _, c := range []struct {
+		name  string
+		text  string
+		sizes []int // frame sizes, used in turn
+	}{
+		{"7-byte frames", strings.Repeat("€uro 😀 ", 500), []int{7}},
+		// Below, at and above a chunk.
+		{"bulk frames", strings.Repeat("€uro 😀 ascii ", 40000),
+			[]int{smallChunk, smallChunk + 1, 8 << 10, chunk - 1, chunk, chunk + 1, 3*chunk + 7, 200_001}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := start(t, true, Options{})
+			text := []byte(c.text)
+			go func() {
+				for i, k := 0, 0; i < len(text); k++ {
+					n := min(c.sizes[k%len(c.sizes)], len(text)-i)
+					if h.docker.trySend(websocket.OpBinary, text[i:i+n]) != nil {
+						return
+					}
+					i += n
+				}
+			}()
+			h.client.recvOutput(t, text)
+		})
 	}
 }
 
-// Bulk output of any frame size (below, at and above a chunk) arrives
-// intact, in messages that each are UTF-8 by themselves.
-func TestAttachBulkOutput(t *testing.T) {
-	h := start(t, true, Options{})
-	text := []byte(strings.Repeat("€uro 😀 ascii ", 40000))
-	sizes := []int{smallChunk, smallChunk + 1, 8 << 10, chunk - 1, chunk, chunk + 1, 3*chunk + 7, 200_001}
-	go func() {
-		for i, k := 0, 0; i < len(text); k++ {
-			n := min(sizes[k%len(sizes)], len(text)-i)
-			if h.docker.trySend(websocket.OpBinary, text[i:i+n]) != nil {
-				return
-			}
-			i += n
-		}
-	}()
+// recvOutput receives messages until it has len(want) bytes, and checks
+// they are want, in binary messages that each are UTF-8 by themselves.
+func (p *peer) recvOutput(t *testing.T, want []byte) {
+	t.Helper()
 	var got []byte
-	for len(got) < len(text) {
-		m := h.client.recv(t)
+	for len(got) < len(want) {
+		m := p.recv(t)
 		if m.op != websocket.OpBinary {
 			t.Fatalf("got %v after %d bytes", m.op, len(got))
 		}
 		if !utf8.Valid(m.payload) {
-			t.Fatalf("message of %d bytes after %d is not UTF-8 by itself", len(m.payload), len(got))
+			t.Fatalf("message of %d bytes after %d is not UTF-8 by itself: %x", len(m.payload), len(got), m.payload[:min(len(m.payload), 16)])
 		}
 		got = append(got, m.payload...)
 	}
-	if !bytes.Equal(got, text) {
+	if !bytes.Equal(got, want) {
 		t.Fatal("bytes changed")
 	}
 }
@@ -291,13 +286,7 @@ func TestAttachOutputReadWithHandshake(t *testing.T) {
 		t.Run(fmt.Sprintf("early=%d", early), func(t *testing.T) {
 			h := startAfter(t, true, Options{}, frames.Bytes()[:early])
 			go h.docker.conn.Write(frames.Bytes()[early:])
-			var got []byte
-			for len(got) < len(want) {
-				got = append(got, h.client.recv(t).payload...)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatal("bytes changed")
-			}
+			h.client.recvOutput(t, want)
 		})
 	}
 }
