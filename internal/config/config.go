@@ -27,7 +27,7 @@ type Config struct {
 	// when [database] connection is set, else standalone.
 	Mode     string
 	Debug    bool   // [DEFAULT] debug
-	LogFile  string // [DEFAULT] log_file (under log_dir when relative); "" = stderr
+	LogFile  string // [DEFAULT] log_file and log_dir as oslo.log combines them; "" = stderr
 	MyIP     string // [DEFAULT] my_ip
 	Proxy    Proxy
 	Docker   Docker
@@ -157,7 +157,7 @@ var defaults = map[string]map[string]string{
 		"key_file":                  "",
 		"api_url":                   "unix:///var/run/docker.sock",
 	},
-	"database":  {"connection": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5"},
+	"database":  {"connection": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5", "max_retries": "10"},
 	"admin":     {"listen": "", "key_file": ""},
 	"metrics":   {"listen": "", "profiling": "false"},
 	"audit":     {"file": ""},
@@ -350,6 +350,31 @@ func (r *reader) optionalSeconds(section, name string) time.Duration {
 	return r.seconds(section, name)
 }
 
+// value is get without the entry.
+func (r *reader) value(section, name string) string {
+	v, _ := r.get(section, name)
+	return v
+}
+
+// LogName is the file oslo.log writes in log_dir when log_file is unset: the
+// program's name with ".log" (Kolla's log collection reads it there).
+const LogName = "zun-wsproxy.log"
+
+// logFilePath is oslo.log's choice of log file: log_file, under log_dir
+// when both are set; log_dir/zun-wsproxy.log when only log_dir is; none
+// (standard error) when neither is.
+func logFilePath(logFile, logDir string) string {
+	switch {
+	case logDir == "":
+		return logFile
+	case logFile == "":
+		return filepath.Join(logDir, LogName)
+	case filepath.IsAbs(logFile):
+		return logFile
+	}
+	return filepath.Join(logDir, logFile)
+}
+
 func (r *reader) fail(e entry, section, name string, err error) {
 	if r.err == nil {
 		r.err = fmt.Errorf("%s: %w", where(e, section, name), err)
@@ -380,10 +405,7 @@ func (r *reader) config() (*Config, error) {
 	c.AuditFile, _ = r.get("audit", "file")
 	c.RecordingDir, _ = r.get("recording", "dir")
 	c.RecordInput = r.bool("recording", "input")
-	c.LogFile, _ = r.get("DEFAULT", "log_file")
-	if logDir, _ := r.get("DEFAULT", "log_dir"); logDir != "" && c.LogFile != "" && !filepath.IsAbs(c.LogFile) {
-		c.LogFile = filepath.Join(logDir, c.LogFile)
-	}
+	c.LogFile = logFilePath(r.value("DEFAULT", "log_file"), r.value("DEFAULT", "log_dir"))
 
 	const wp = "websocket_proxy"
 	p := &c.Proxy
@@ -458,6 +480,10 @@ func (r *reader) config() (*Config, error) {
 	overflow := r.int(db, "max_overflow", 0, 100000)
 	c.Database.MaxOpen, c.Database.MaxIdle = pool+overflow, pool
 	c.Database.QueryTimeout = r.seconds(db, "query_timeout")
+	// oslo.db's start-up retries (Kolla sets -1, forever). Zun mode opens no
+	// connection at start-up, so there is nothing to retry; the value is
+	// still checked as oslo.db checks it.
+	r.int(db, "max_retries", -1, math.MaxInt32)
 
 	mode, modeEntry := r.get(wp, "mode")
 	switch mode {

@@ -112,6 +112,28 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// oslo.log's choice of file: log_dir alone (as Kolla writes zun.conf) means
+// log_dir/<program>.log.
+func TestLogFilePath(t *testing.T) {
+	cases := []struct{ conf, want string }{
+		{"", ""},
+		{"log_file = /var/log/wsproxy.log\n", "/var/log/wsproxy.log"},
+		{"log_file = wsproxy.log\n", "wsproxy.log"},
+		{"log_dir = /var/log/kolla/zun\n", "/var/log/kolla/zun/zun-wsproxy.log"},
+		{"log_dir = /var/log/zun\nlog_file = wsproxy.log\n", "/var/log/zun/wsproxy.log"},
+		{"log_dir = /var/log/zun\nlog_file = /srv/wsproxy.log\n", "/srv/wsproxy.log"},
+	}
+	for _, c := range cases {
+		cfg, err := load(t, "[DEFAULT]\n"+c.conf)
+		if err != nil {
+			t.Fatalf("%q: %v", c.conf, err)
+		}
+		if cfg.LogFile != c.want {
+			t.Errorf("%q: log file %q, want %q", c.conf, cfg.LogFile, c.want)
+		}
+	}
+}
+
 func TestZunConf(t *testing.T) {
 	c, err := load(t, `[DEFAULT]
 debug = True
@@ -238,6 +260,7 @@ func TestErrorMessages(t *testing.T) {
 		{"[docker]\ndocker_remote_api_port = x\n", `[docker] docker_remote_api_port: invalid port "x" (want 0-65535)`},
 		{"[database]\nconnection = sqlite:///zun.db\n", `[database] connection: unsupported database "sqlite" (supported: mysql://, mysql+pymysql://, mysql+mysqldb://, mysql+mysqlconnector://, mariadb://)`},
 		{"[DEFAULT]\ndebug = 2\n", `[DEFAULT] debug: invalid boolean "2" (want true or false)`},
+		{"[database]\nmax_retries = -2\n", `[database] max_retries: invalid integer "-2" (want -1-2147483647)`},
 		{"[websocket_proxy]\ntoken_ttl = -5\n", `[websocket_proxy] token_ttl: invalid integer "-5" (want 0-31536000)`},
 		{"[websocket_proxy]\nmax_header_size = 10\n", `[websocket_proxy] max_header_size: invalid integer "10" (want 1024-1048576)`},
 		{"[websocket_proxy]\nmode = both\n", `[websocket_proxy] mode: invalid mode "both" (want zun or standalone)`},
