@@ -26,9 +26,9 @@ const page = await browser.newPage({ viewport: { width: 900, height: 560 } });
 const redact = (s) => String(s).replace(/token=[^&'"\s]*/g, "token=…");
 page.on("console", (m) => console.log("page:", redact(m.text())));
 page.on("pageerror", (e) => console.log("page error:", redact(e.message)));
+let text = 0, binary = 0; // messages from the proxy, by type
 page.on("websocket", (ws) => {
   console.log(`websocket opened: ${redact(ws.url())}`);
-  let text = 0, binary = 0;
   ws.on("framereceived", (f) => (typeof f.payload === "string" ? text++ : binary++));
   ws.on("socketerror", (e) => console.log(`websocket error: ${redact(e)}`));
   ws.on("close", () => console.log(`websocket closed after ${text} text and ${binary} binary messages from the proxy`));
@@ -98,6 +98,7 @@ try {
   await waitScreen(/^still-9$/m, "a command after bytes that are not UTF-8");
   await expectOpen("after a command that followed bytes that are not UTF-8");
   console.log(`after bytes that are not UTF-8 the page shows "${await status()}" and later output`);
+  console.log(`the proxy sent ${text} text and ${binary} binary messages`);
   await page.screenshot({ path: join(artifacts, "horizon-console.png") });
 } catch (e) {
   failed = true;
