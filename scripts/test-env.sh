@@ -5,7 +5,10 @@
 #   - Docker's engine on unix:///var/run/docker.sock and tcp://127.0.0.1:2375;
 #   - the image zun-wsproxy-test/busybox:latest, built offline from Debian's
 #     busybox-static (no registry is needed);
-#   - python3-zunclient and python3-websocket for /usr/bin/python3.
+#   - python3-zunclient and python3-websocket for /usr/bin/python3;
+#   - Horizon's serial console page and its scripts (python3-django-horizon,
+#     python3-xstatic-term.js, -angular, -jquery; fonts-wqy-microhei draws
+#     CJK in the screenshots) for the Horizon browser test.
 # Everything listens on loopback only. Safe to run again: it only starts
 # what is not running and builds what is missing.
 set -euo pipefail
@@ -25,7 +28,8 @@ MARIADB_LOG=/var/log/zun-wsproxy-test-mariadb.log
 SECONDS=0
 
 # 1. Packages from Debian's archive.
-packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core haproxy)
+packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core haproxy
+	python3-django-horizon python3-xstatic-term.js python3-xstatic-angular python3-xstatic-jquery fonts-wqy-microhei)
 apt_install "${packages[@]}"
 
 # 2. MariaDB, loopback only.
@@ -150,4 +154,9 @@ log "chromium and playwright-core ready"
 /usr/bin/python3 -c 'import zunclient.common.websocketclient.websocketclient, websocket' ||
 	die "python3-zunclient is not importable by /usr/bin/python3"
 log "python3-zunclient ready"
+
+# 7. Horizon's console page, rendered by Django under Debian's interpreter.
+/usr/bin/python3 -c 'import django, compressor, horizon, openstack_dashboard, xstatic.pkg.termjs, xstatic.pkg.angular, xstatic.pkg.jquery' ||
+	die "python3-django-horizon or its XStatic packages are not importable by /usr/bin/python3"
+log "Horizon's serial console page ready"
 log "all ready in ${SECONDS}s"
