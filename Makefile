@@ -19,18 +19,22 @@ check:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# IN_ENV runs a command in the network namespace of the tests' servers
+# (scripts/test-env.sh starts them there, out of this machine's network).
+IN_ENV = bash scripts/in-test-env.sh
+
 # test is THE test command: the whole suite, against real components, then
 # each fuzz target briefly from its committed seed corpus.
 test: test-env check
-	$(GO) test -race -count=1 -timeout 20m -skip '^(TestSecuritySuite|TestSoak)$$' ./...
-	$(GO) test -race -count=1 ./internal/proxy/ -park-all
+	$(IN_ENV) $(GO) test -race -count=1 -timeout 20m -skip '^(TestSecuritySuite|TestSoak)$$' ./...
+	$(IN_ENV) $(GO) test -race -count=1 ./internal/proxy/ -park-all
 	$(MAKE) security
 	$(MAKE) soak
 	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
 
 # security runs the hostile-input suite and prints its table.
 security:
-	$(GO) test -race -count=1 -run '^TestSecuritySuite$$' -v ./internal/server/
+	$(IN_ENV) $(GO) test -race -count=1 -run '^TestSecuritySuite$$' -v ./internal/server/
 
 CI_FUZZTIME ?= 10s
 
@@ -38,7 +42,7 @@ CI_FUZZTIME ?= 10s
 # SOAK=30m) and prints a summary line.
 SOAK ?= 40s
 soak:
-	$(GO) test -race -count=1 -timeout 60m -run '^TestSoak$$' -v ./internal/server/ -soak=$(SOAK)
+	$(IN_ENV) $(GO) test -race -count=1 -timeout 60m -run '^TestSoak$$' -v ./internal/server/ -soak=$(SOAK)
 
 # unit runs only the tests that need no external component.
 unit:
@@ -82,5 +86,4 @@ demo:
 	bash scripts/demo.sh
 
 demo-stop:
-	-@[ -f demo/zun-wsproxy.pid ] && kill $$(cat demo/zun-wsproxy.pid) 2>/dev/null; rm -f demo/zun-wsproxy.pid
-	-docker rm -f zun-wsproxy-demo
+	bash scripts/demo.sh stop

@@ -33,6 +33,8 @@ var (
 	MySQLUser  = getenv("ZUN_WSPROXY_TEST_MYSQL_USER", "zuntest")
 	MySQLPass  = getenv("ZUN_WSPROXY_TEST_MYSQL_PASSWORD", "zuntest")
 	DockerAddr = getenv("ZUN_WSPROXY_TEST_DOCKER_ADDR", "127.0.0.1:2375")
+	// DockerSocket is the same engine's unix socket (root only).
+	DockerSocket = getenv("ZUN_WSPROXY_TEST_DOCKER_SOCKET", "/run/zun-wsproxy-test/engine.sock")
 	// The second engine, dockerd --tlsverify, and its certificates.
 	DockerTLSAddr = getenv("ZUN_WSPROXY_TEST_DOCKER_TLS_ADDR", "127.0.0.1:2376")
 	DockerTLSDir  = getenv("ZUN_WSPROXY_TEST_DOCKER_TLS_DIR", "/var/lib/zun-wsproxy-test/docker-tls")
@@ -42,7 +44,7 @@ var (
 // APIVersion is the Docker API version Zun uses by default.
 const APIVersion = "1.26"
 
-const setupHint = "run scripts/test-env.sh (make test runs it) to install and start it"
+const setupHint = "run scripts/test-env.sh to install and start it, and the tests inside its network namespace: scripts/in-test-env.sh go test ./... (make test does both)"
 
 func getenv(k, def string) string {
 	if v := os.Getenv(k); v != "" {
