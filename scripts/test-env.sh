@@ -5,7 +5,9 @@
 #   - Docker's engine on unix:///var/run/docker.sock and tcp://127.0.0.1:2375;
 #   - the image zun-wsproxy-test/busybox:latest, built offline from Debian's
 #     busybox-static (no registry is needed);
-#   - python3-zunclient and python3-websocket for /usr/bin/python3.
+#   - python3-zunclient and python3-websocket for /usr/bin/python3;
+#   - systemd-analyze (Debian's systemd, for the unit's checks; systemd need
+#     not run) and make (the packaging tests run make build and make image).
 # Everything listens on loopback only. Safe to run again: it only starts
 # what is not running and builds what is missing.
 set -euo pipefail
@@ -25,7 +27,7 @@ MARIADB_LOG=/var/log/zun-wsproxy-test-mariadb.log
 SECONDS=0
 
 # 1. Packages from Debian's archive.
-packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core haproxy)
+packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core haproxy make systemd)
 apt_install "${packages[@]}"
 
 # 2. MariaDB, loopback only.

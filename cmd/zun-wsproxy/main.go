@@ -342,7 +342,7 @@ wait:
 			}
 			log.Info("shutting down: no new sessions; running ones may go on for shutdown_timeout",
 				"signal", sig.String(), "sessions", srv.Sessions(), "shutdown_timeout", cfg.Proxy.ShutdownTimeout.String())
-			notify(sdnotify.Stopping, sdnotify.Status(fmt.Sprintf("draining %d sessions", srv.Sessions())))
+			notify(sdnotify.Stopping, sdnotify.Status(fmt.Sprintf("stopping, sessions draining: %d", srv.Sessions())))
 			break wait
 		}
 	}
