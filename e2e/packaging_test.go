@@ -4,12 +4,14 @@ import (
 	"crypto/rand"
 	"debug/elf"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,6 +72,18 @@ func TestStaticBuild(t *testing.T) {
 	}
 }
 
+// unitFile is the systemd unit an operator installs.
+var unitFile = filepath.Join(testenv.RepoRoot(), "deploy", "systemd", "zun-wsproxy.service")
+
+func systemdAnalyze(t *testing.T) string {
+	t.Helper()
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatal("systemd-analyze is missing (Debian's systemd package): run scripts/test-env.sh")
+	}
+	return analyze
+}
+
 // unitDirectives reads a unit file's Key=value lines (comments and
 // section headers skipped), in order.
 func unitDirectives(t *testing.T, path string) map[string][]string {
@@ -92,12 +106,8 @@ func unitDirectives(t *testing.T, path string) map[string][]string {
 // its sandbox rates "OK" or better in systemd-analyze security, and its
 // limits fit the proxy's defaults.
 func TestSystemdUnit(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Fatalf("systemd-analyze is missing (Debian's systemd package): run scripts/test-env.sh")
-	}
-	src := filepath.Join(testenv.RepoRoot(), "deploy", "systemd", "zun-wsproxy.service")
-	unit, err := os.ReadFile(src)
+	analyze := systemdAnalyze(t)
+	unit, err := os.ReadFile(unitFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +141,7 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := unitDirectives(t, src)
+	d := unitDirectives(t, unitFile)
 	checks := []struct {
 		key  string
 		want func(int) bool
@@ -256,11 +266,103 @@ func TestSystemdNotify(t *testing.T) {
 	readUntil(ctx, t, conn, "during-42")
 }
 
+// addressFamilies are the socket families RestrictAddressFamilies= may
+// name in the unit, with their numbers (socket's first argument).
+var addressFamilies = map[string]int{"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16}
+
+// unitSeccompProfile writes the unit's SystemCallFilter= and
+// RestrictAddressFamilies= as a Docker seccomp profile: the system calls
+// systemd would allow (its groups as systemd-analyze lists them), socket
+// only for the allowed families, EPERM for the rest as
+// SystemCallErrorNumber=EPERM says. systemd enforces both with seccomp
+// too, so a proxy that works under this profile works under the unit.
+func unitSeccompProfile(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command(systemdAnalyze(t), "syscall-filter").Output()
+	if err != nil {
+		t.Fatalf("systemd-analyze syscall-filter: %v", err)
+	}
+	groups := map[string][]string{}
+	var group string
+	for _, line := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(line, "@"):
+			group = line
+		case strings.HasPrefix(line, "    ") && !strings.HasPrefix(strings.TrimSpace(line), "#") && group != "":
+			groups[group] = append(groups[group], strings.TrimSpace(line))
+		case strings.TrimSpace(line) == "":
+			group = ""
+		}
+	}
+	var expand func(name string, into map[string]bool, on bool)
+	expand = func(name string, into map[string]bool, on bool) {
+		if !strings.HasPrefix(name, "@") {
+			into[name] = on
+			return
+		}
+		if groups[name] == nil {
+			t.Fatalf("systemd-analyze knows no group %s", name)
+		}
+		for _, n := range groups[name] {
+			expand(n, into, on)
+		}
+	}
+	unit := unitDirectives(t, unitFile)
+	allowed := map[string]bool{}
+	for _, v := range unit["SystemCallFilter"] {
+		deny := strings.HasPrefix(v, "~")
+		for _, name := range strings.Fields(strings.TrimPrefix(v, "~")) {
+			expand(name, allowed, !deny)
+		}
+	}
+	if len(allowed) == 0 {
+		t.Fatal("the unit has no SystemCallFilter=")
+	}
+	type arg struct {
+		Index int    `json:"index"`
+		Value int    `json:"value"`
+		Op    string `json:"op"`
+	}
+	type rule struct {
+		Names  []string `json:"names"`
+		Action string   `json:"action"`
+		Args   []arg    `json:"args,omitempty"`
+	}
+	var names []string
+	for name, on := range allowed {
+		if on && name != "socket" {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	rules := []rule{{Names: names, Action: "SCMP_ACT_ALLOW"}}
+	for _, v := range unit["RestrictAddressFamilies"] {
+		for _, family := range strings.Fields(v) {
+			n, ok := addressFamilies[family]
+			if !ok {
+				t.Fatalf("RestrictAddressFamilies=%s: add its number to the test", family)
+			}
+			rules = append(rules, rule{Names: []string{"socket"}, Action: "SCMP_ACT_ALLOW", Args: []arg{{0, n, "SCMP_CMP_EQ"}}})
+		}
+	}
+	profile, _ := json.Marshal(map[string]any{
+		"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": int(syscall.EPERM),
+		"architectures": []string{"SCMP_ARCH_X86_64"}, "syscalls": rules,
+	})
+	path := filepath.Join(t.TempDir(), "seccomp.json")
+	if err := os.WriteFile(path, profile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // The container image (make image, FROM scratch) runs the proxy as uid
 // 65534 with zun.conf mounted at /etc/zun/zun.conf, serves a console of
 // a real container found in Zun's database, and stops cleanly on docker
-// stop. It shares the host's network (as Kolla runs zun_wsproxy): the
-// test's dockerd has no bridge, and everything stays on loopback.
+// stop; all of it under the systemd unit's system call filter and
+// address families. It shares the host's network (as Kolla runs
+// zun_wsproxy): the test's dockerd has no bridge, and everything stays
+// on loopback.
 func TestContainerImage(t *testing.T) {
 	dockerCLI, err := exec.LookPath("docker")
 	if err != nil {
@@ -299,6 +401,7 @@ func TestContainerImage(t *testing.T) {
 	}
 	name := "zun-wsproxy-test-image-" + hex.EncodeToString(suffix)
 	id := run("run", "-d", "--name", name, "--label", "zun-wsproxy-test=1", "--network", "host",
+		"--security-opt", "no-new-privileges", "--security-opt", "seccomp="+unitSeccompProfile(t),
 		"-v", conf+":/etc/zun/zun.conf:ro", image)
 	t.Cleanup(func() { exec.Command(dockerCLI, "rm", "-f", id).Run() })
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
@@ -345,7 +448,12 @@ func TestContainerImage(t *testing.T) {
 	if code := run("inspect", "-f", "{{.State.ExitCode}}", id); code != "0" || time.Since(start) > 8*time.Second {
 		t.Errorf("docker stop: exit code %s after %v, want 0 within shutdown_timeout", code, time.Since(start))
 	}
-	if logs := run("logs", id); !strings.Contains(logs, "msg=stopped") {
+	logs := run("logs", id)
+	if !strings.Contains(logs, "msg=stopped") {
 		t.Errorf("the containerized proxy's log has no \"stopped\" line:\n%s", logs)
+	}
+	// A system call the filter refused would show as EPERM.
+	if strings.Contains(logs, "operation not permitted") {
+		t.Errorf("the containerized proxy met a refused system call:\n%s", logs)
 	}
 }
