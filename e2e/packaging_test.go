@@ -183,6 +183,7 @@ func notifySocket(t *testing.T, port int) <-chan notification {
 		t.Fatal(err)
 	}
 	t.Setenv("NOTIFY_SOCKET", path)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	got := make(chan notification, 16)
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -193,12 +194,8 @@ func notifySocket(t *testing.T, port int) <-chan notification {
 			if err != nil {
 				return
 			}
-			probe, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
-			if err == nil {
-				probe.Close()
-			}
 			select {
-			case got <- notification{state: string(buf[:n]), accepting: err == nil}:
+			case got <- notification{state: string(buf[:n]), accepting: accepts(addr)}:
 			case <-stop:
 				return
 			}
@@ -248,22 +245,15 @@ func TestSystemdNotify(t *testing.T) {
 	p.logs.waitLine(t, "configuration reloaded", 5*time.Second)
 
 	c := db.InsertContainer(t, testenv.Container{DockerID: docker.Run("sh"), Token: testenv.NewUUID()})
-	ctx := ctxTimeout(t, 30*time.Second)
-	conn, _, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	defer conn.CloseNow()
-	conn.Write(ctx, websocket.MessageBinary, []byte("echo before-$((6*7))\n"))
-	readUntil(ctx, t, conn, "before-42")
+	conn := attachTo(t, p, c)
+	echo(t, conn, "before")
 
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if n := nextNotification(t, got); n.state != "STOPPING=1\nSTATUS=stopping, sessions draining: 1\n" {
 		t.Errorf("on SIGTERM %q, want STOPPING=1 and the sessions draining", n.state)
 	}
 	// The drain lets the running session go on.
-	conn.Write(ctx, websocket.MessageBinary, []byte("echo during-$((6*7))\n"))
-	readUntil(ctx, t, conn, "during-42")
+	echo(t, conn, "during")
 }
 
 // addressFamilies are the socket families RestrictAddressFamilies= may
@@ -405,13 +395,7 @@ func TestContainerImage(t *testing.T) {
 		"-v", conf+":/etc/zun/zun.conf:ro", image)
 	t.Cleanup(func() { exec.Command(dockerCLI, "rm", "-f", id).Run() })
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if !testenv.WaitFor(10*time.Second, func() bool {
-		probe, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err == nil {
-			probe.Close()
-		}
-		return err == nil
-	}) {
+	if !testenv.WaitFor(10*time.Second, func() bool { return accepts(addr) }) {
 		out, _ := exec.Command(dockerCLI, "logs", id).CombinedOutput()
 		t.Fatalf("the containerized proxy does not listen on %s; its log:\n%s", addr, out)
 	}
@@ -431,14 +415,9 @@ func TestContainerImage(t *testing.T) {
 		}
 	}
 
-	ctx := ctxTimeout(t, 30*time.Second)
-	conn, _, err := dial(ctx, fmt.Sprintf("ws://%s/?token=%s&uuid=%s", addr, c.Token, c.UUID), nil)
-	if err != nil {
-		t.Fatalf("dial the containerized proxy: %v", err)
-	}
-	defer conn.CloseNow()
-	conn.Write(ctx, websocket.MessageBinary, []byte("echo image-$((6*7))\n"))
-	readUntil(ctx, t, conn, "image-42")
+	// Of the containerized proxy the harness knows the port only.
+	conn := attachTo(t, &proxy{port: port}, c)
+	echo(t, conn, "image")
 	conn.Close(websocket.StatusNormalClosure, "")
 
 	// docker stop sends SIGTERM to the proxy (PID 1 in the container): it
