@@ -1,12 +1,24 @@
 # zun-wsproxy: build and test.
 GO ?= go
 
-.PHONY: bench bench-100k all build test test-env check unit fuzz clean web demo demo-stop security soak
+.PHONY: bench bench-100k all build image test test-env check unit fuzz clean web demo demo-stop security soak
 
 all: build
 
+# build makes a static binary (no cgo: the SQLite driver is pure Go, and
+# Go's own DNS resolver serves), which runs in any Linux image, scratch
+# included. BIN_DIR chooses where it goes.
+BIN_DIR ?= bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 build:
-	$(GO) build -o bin/zun-wsproxy ./cmd/zun-wsproxy
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN_DIR)/zun-wsproxy ./cmd/zun-wsproxy
+
+# image builds the container image (deploy/container/Dockerfile) from the
+# static binary, offline: FROM scratch, nothing is pulled. The build
+# context is BIN_DIR.
+IMAGE ?= zun-wsproxy:$(VERSION)
+image: build
+	docker build -q -f deploy/container/Dockerfile -t $(IMAGE) $(BIN_DIR)
 
 # test-env installs and starts what the integration tests need (MariaDB,
 # dockerd, the offline busybox image, python3-zunclient). Idempotent.

@@ -207,17 +207,19 @@ func startProxyAt(t *testing.T, host string, port int, args ...string) *proxy {
 			t.Logf("zun-wsproxy log:\n%s", p.logs)
 		}
 	})
-	ok := testenv.WaitFor(10*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", p.addr(), 100*time.Millisecond)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	if !ok {
+	if !testenv.WaitFor(10*time.Second, func() bool { return accepts(p.addr()) }) {
 		t.Fatalf("zun-wsproxy did not start listening; log:\n%s", p.logs)
 	}
 	return p
+}
+
+// accepts reports whether something accepts TCP connections at addr.
+func accepts(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
 }
 
 // kill kills the process at once, as a crash would.

@@ -14,7 +14,9 @@
 #   - the image zun-wsproxy-test/busybox:latest in both, built offline from
 #     Debian's busybox-static (no registry is needed);
 #   - python3-zunclient, Horizon's console page, chromium, playwright-core,
-#     HAProxy, and the Go modules (the namespace has no route out).
+#     HAProxy, systemd-analyze (Debian's systemd, for the unit's checks;
+#     systemd need not run), make, and the Go modules (the namespace has no
+#     route out).
 # Run the tests inside the namespace with scripts/in-test-env.sh (make test
 # does). Safe to run again: it only starts what is not running and builds
 # what is missing.
@@ -34,7 +36,7 @@ SECONDS=0
 
 # 1. Packages from Debian's archive.
 packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core haproxy
-	python3-django-horizon python3-xstatic-term.js python3-xstatic-angular python3-xstatic-jquery fonts-wqy-microhei)
+	python3-django-horizon python3-xstatic-term.js python3-xstatic-angular python3-xstatic-jquery fonts-wqy-microhei make systemd)
 apt_install "${packages[@]}"
 
 # 2. The network namespace.

@@ -37,6 +37,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/redact"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/sdnotify"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/server"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/standalone"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/tokendb"
@@ -152,6 +153,17 @@ func serve(args []string) error {
 		return err
 	}
 	defer closeLog()
+	// Under systemd (Type=notify): started once listening, reloading and
+	// stopping as they happen.
+	notifier, err := sdnotify.FromEnv()
+	if err != nil {
+		return err
+	}
+	notify := func(lines ...string) {
+		if err := notifier.Notify(lines...); err != nil {
+			log.Warn("systemd not told the service's state", "error", err)
+		}
+	}
 	dialer, err := newDialer(cfg)
 	if err != nil {
 		return err
@@ -300,6 +312,9 @@ func serve(args []string) error {
 	// Never stopped: a signal arriving while the process exits must not
 	// kill it with a signal status.
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	// Every listener is bound (connections queue until accepted), the
+	// store is open (standalone: migrated) and signals are handled.
+	notify(sdnotify.Ready, sdnotify.Status("listening on "+ln.Addr().String()))
 wait:
 	for {
 		select {
@@ -307,6 +322,7 @@ wait:
 			return err
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
+				notify(sdnotify.Reloading())
 				if cert != nil {
 					logReload(log, cert.Reload(), "SIGHUP")
 				}
@@ -321,10 +337,12 @@ wait:
 					srv.Reload(reloadable(newCfg, base.Scheme))
 					log.Info("configuration reloaded", "allowed_origins", strings.Join(newCfg.Proxy.AllowedOrigins, ","))
 				}
+				notify(sdnotify.Ready)
 				continue
 			}
 			log.Info("shutting down: no new sessions; running ones may go on for shutdown_timeout",
 				"signal", sig.String(), "sessions", srv.Sessions(), "shutdown_timeout", cfg.Proxy.ShutdownTimeout.String())
+			notify(sdnotify.Stopping, sdnotify.Status(fmt.Sprintf("stopping, sessions draining: %d", srv.Sessions())))
 			break wait
 		}
 	}
