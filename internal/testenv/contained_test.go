@@ -14,18 +14,18 @@ import (
 // Docker API without authentication, the TLS engine's keys are root's
 // alone, and the tests' database user can touch only the tests' databases.
 func TestEnvironmentIsContained(t *testing.T) {
-	own, err := os.Readlink("/proc/self/ns/net")
+	own, err := os.Stat("/proc/self/ns/net")
 	if err != nil {
 		t.Fatal(err)
 	}
-	machine, err := os.Readlink("/proc/1/ns/net")
+	ns, err := os.Stat(Netns)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v: %s", err, setupHint)
 	}
-	if own == machine {
-		t.Fatalf("the tests run in the machine's network namespace (%s): %s", own, setupHint)
+	if !os.SameFile(own, ns) {
+		t.Fatalf("the tests do not run in the network namespace %s: %s", Netns, setupHint)
 	}
-	// /proc/1/net/tcp lists the sockets of the machine's namespace.
+	// /proc/1/net/tcp lists the sockets of the machine's namespace (PID 1's).
 	for _, table := range []string{"/proc/1/net/tcp", "/proc/1/net/tcp6"} {
 		data, err := os.ReadFile(table)
 		if err != nil {

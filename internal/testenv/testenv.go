@@ -33,6 +33,8 @@ var (
 	MySQLUser  = getenv("ZUN_WSPROXY_TEST_MYSQL_USER", "zuntest")
 	MySQLPass  = getenv("ZUN_WSPROXY_TEST_MYSQL_PASSWORD", "zuntest")
 	DockerAddr = getenv("ZUN_WSPROXY_TEST_DOCKER_ADDR", "127.0.0.1:2375")
+	// Netns is the network namespace the servers listen in (and the tests run in).
+	Netns = getenv("ZUN_WSPROXY_TEST_NETNS", "/run/netns/zun-wsproxy-test")
 	// DockerSocket is the same engine's unix socket (root only).
 	DockerSocket = getenv("ZUN_WSPROXY_TEST_DOCKER_SOCKET", "/run/zun-wsproxy-test/engine.sock")
 	// The second engine, dockerd --tlsverify, and its certificates.
