@@ -138,6 +138,10 @@ func New(opts Options) *Server {
 	s.session.Store(&opts.Session)
 	s.live = make(map[*proxy.Session]struct{})
 	s.poller = idle.New()
+	s.poller.OnFail = func(err error) {
+		// Parked sessions are woken and carry on with goroutines.
+		s.log.Error("idle sessions can no longer be parked", "error", err)
+	}
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
