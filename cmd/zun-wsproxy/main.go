@@ -228,6 +228,7 @@ func serve(args []string) error {
 		}
 		defer auditLog.Close()
 	}
+	m.CountAuditDrops(auditLog.Dropped)
 	srv := server.New(server.Options{
 		Metrics:      m,
 		Audit:        auditLog,

@@ -96,6 +96,17 @@ func (m *Metrics) SessionEnded(kind, reason string, lasted time.Duration, toClie
 	m.bytes.WithLabelValues("to_container").Add(float64(toContainer))
 }
 
+// CountAuditDrops exports dropped, the number of audit records that could
+// not be written, as zun_wsproxy_audit_records_dropped_total. Call it once.
+func (m *Metrics) CountAuditDrops(dropped func() uint64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "zun_wsproxy", Name: "audit_records_dropped_total",
+		Help: "Audit records that could not be written (a full disk, say) and were dropped."},
+		func() float64 { return float64(dropped()) }))
+}
+
 // Refused counts a request refused before the upgrade.
 func (m *Metrics) Refused(reason string) {
 	if m == nil {
