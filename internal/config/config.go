@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -77,6 +78,14 @@ type Proxy struct {
 	AuthFailureLimit        int           // auth_failure_limit: per address per window; 0 = off
 	AuthFailureWindow       time.Duration // auth_failure_window
 
+	// The client's address behind load balancers (extensions; see
+	// docs/DEPLOYMENT.md). TrustedProxies (trusted_proxies) are the peers
+	// believed when they name the client, by X-Forwarded-For or, with
+	// ProxyProtocol (proxy_protocol), a PROXY protocol header they must
+	// send first.
+	TrustedProxies []netip.Prefix
+	ProxyProtocol  bool
+
 	// Reliability (extensions; see the README).
 	Heartbeat          time.Duration // heartbeat: ping interval; 0 = off
 	IdleTimeout        time.Duration // idle_timeout: 0 = off
@@ -139,6 +148,8 @@ var defaults = map[string]map[string]string{
 		"max_sessions_per_container": "100",
 		"auth_failure_limit":         "20",
 		"auth_failure_window":        "60",
+		"trusted_proxies":            "",
+		"proxy_protocol":             "false",
 
 		"heartbeat":            "30",
 		"idle_timeout":         "0",
@@ -350,6 +361,37 @@ func (r *reader) optionalSeconds(section, name string) time.Duration {
 	return r.seconds(section, name)
 }
 
+// prefixes reads a comma list of IP addresses and CIDR prefixes; an
+// address is a prefix of its full length. IPv4-mapped IPv6 forms are
+// their IPv4 equivalents, as peers' addresses are compared.
+func (r *reader) prefixes(section, name string) []netip.Prefix {
+	v, e := r.get(section, name)
+	var out []netip.Prefix
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil || a.Zone() != "" {
+				r.fail(e, section, name, fmt.Errorf("invalid address or CIDR %q (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)", s))
+				return nil
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p != p.Masked() {
+			r.fail(e, section, name, fmt.Errorf("invalid CIDR %q: bits set past the prefix length (did you mean %s?)", s, p.Masked()))
+			return nil
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
 func (r *reader) fail(e entry, section, name string, err error) {
 	if r.err == nil {
 		r.err = fmt.Errorf("%s: %w", where(e, section, name), err)
@@ -412,6 +454,12 @@ func (r *reader) config() (*Config, error) {
 	p.MaxSessionsPerContainer = r.int(wp, "max_sessions_per_container", 0, 10_000_000)
 	p.AuthFailureLimit = r.int(wp, "auth_failure_limit", 0, 1_000_000)
 	p.AuthFailureWindow = r.seconds(wp, "auth_failure_window")
+	p.TrustedProxies = r.prefixes(wp, "trusted_proxies")
+	p.ProxyProtocol = r.bool(wp, "proxy_protocol")
+	if p.ProxyProtocol && len(p.TrustedProxies) == 0 {
+		e, _ := r.lookup(wp, "proxy_protocol")
+		r.fail(e, wp, "proxy_protocol", errors.New("true, but trusted_proxies is empty: no peer may send a PROXY header"))
+	}
 	p.Heartbeat = r.optionalSeconds(wp, "heartbeat")
 	p.IdleTimeout = r.optionalSeconds(wp, "idle_timeout")
 	p.MaxSessionDuration = r.optionalSeconds(wp, "max_session_duration")
