@@ -216,6 +216,9 @@ func serve(args []string) error {
 		}
 		defer auditLog.Close()
 	}
+	// Shared by the server (X-Forwarded-For) and its listener (PROXY
+	// headers); SIGHUP changes it for both.
+	trusted := server.NewTrustedProxies(cfg.Proxy.TrustedProxies)
 	srv := server.New(server.Options{
 		Metrics:      m,
 		Audit:        auditLog,
@@ -248,14 +251,18 @@ func serve(args []string) error {
 		MaxSessionsPerContainer: live.MaxSessionsPerContainer,
 		AuthFailureLimit:        live.AuthFailureLimit,
 		AuthFailureWindow:       live.AuthFailureWindow,
+		TrustedProxies:          trusted,
 	})
 	addr := net.JoinHostPort(cfg.Proxy.Host, strconv.Itoa(cfg.Proxy.Port))
-	ln, err := server.Listen(addr, server.ListenOptions{TLS: listenTLS, SSLOnly: cfg.Proxy.SSLOnly, FirstByteTimeout: cfg.Proxy.HeaderTimeout})
+	ln, err := server.Listen(addr, server.ListenOptions{
+		TLS: listenTLS, SSLOnly: cfg.Proxy.SSLOnly, FirstByteTimeout: cfg.Proxy.HeaderTimeout,
+		ProxyProtocol: cfg.Proxy.ProxyProtocol, Trusted: trusted, Logger: log, Metrics: m,
+	})
 	if err != nil {
 		return fmt.Errorf("[websocket_proxy] listen on %s: %w", addr, err)
 	}
 	log.Info("zun-wsproxy listening", "address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
-		"ssl_only", cfg.Proxy.SSLOnly, "base_url", cfg.Proxy.BaseURL, "version", version)
+		"ssl_only", cfg.Proxy.SSLOnly, "proxy_protocol", cfg.Proxy.ProxyProtocol, "base_url", cfg.Proxy.BaseURL, "version", version)
 
 	served := make(chan error, 3)
 	go func() { served <- srv.Serve(ln) }()
@@ -319,7 +326,12 @@ wait:
 					log.Error("configuration not reloaded; the running one stays", "error", err)
 				} else {
 					srv.Reload(reloadable(newCfg, base.Scheme))
-					log.Info("configuration reloaded", "allowed_origins", strings.Join(newCfg.Proxy.AllowedOrigins, ","))
+					log.Info("configuration reloaded", "allowed_origins", strings.Join(newCfg.Proxy.AllowedOrigins, ","),
+						"trusted_proxies", fmt.Sprint(newCfg.Proxy.TrustedProxies))
+					if newCfg.Proxy.ProxyProtocol != cfg.Proxy.ProxyProtocol {
+						// It changes what the port expects, as ssl_only does.
+						log.Warn("proxy_protocol changed: it takes effect on restart", "running", cfg.Proxy.ProxyProtocol)
+					}
 				}
 				continue
 			}
@@ -375,6 +387,7 @@ func reloadable(cfg *config.Config, baseScheme string) server.Reloadable {
 		MaxSessionsPerContainer: p.MaxSessionsPerContainer,
 		AuthFailureLimit:        p.AuthFailureLimit,
 		AuthFailureWindow:       p.AuthFailureWindow,
+		TrustedProxies:          p.TrustedProxies,
 	}
 }
 
