@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,7 +125,13 @@ func TestRealAddressHTTPMode(t *testing.T) {
 	dir := t.TempDir()
 	auditFile := filepath.Join(dir, "audit.log")
 	port, front := freePort(t), freePort(t)
-	s.proxy = startProxy(t, port, baseConf(db, port), fmt.Sprintf("[websocket_proxy]\ntrusted_proxies = 127.0.0.1\n[audit]\nfile = %s\n", auditFile))
+	confFile, override := filepath.Join(dir, "zun.conf"), filepath.Join(dir, "trusted.conf")
+	trust := func(list string) {
+		os.WriteFile(override, []byte(fmt.Sprintf("[websocket_proxy]\ntrusted_proxies = %s\n[audit]\nfile = %s\n", list, auditFile)), 0o600)
+	}
+	trust("127.0.0.1")
+	os.WriteFile(confFile, []byte(baseConf(db, port)), 0o600)
+	s.proxy = startProxyArgs(t, port, "--config-file", confFile, "--config-file", override)
 	conf := filepath.Join(dir, "haproxy.cfg")
 	haproxyConf(t, conf, map[string]any{"MaxConn": 200, "Bind": fmt.Sprintf("127.0.0.1:%d", front),
 		"CheckInterval": "300ms", "Servers": []haServer{{"replica0", s.proxy.addr()}}})
@@ -158,6 +165,19 @@ func TestRealAddressHTTPMode(t *testing.T) {
 	echoConsole(ctx, t, from("127.0.0.6", &local), console(s.proxy.addr(), c.Token), http.Header{"X-Forwarded-For": {"127.0.0.3"}}, "from-6")
 	if got := auditClient(t, auditFile, 3); got != local {
 		t.Errorf("audit record's client %q, want the peer %s", got, local)
+	}
+
+	// SIGHUP: trusted_proxies now names 127.0.0.6, not HAProxy.
+	trust("127.0.0.6")
+	s.proxy.cmd.Process.Signal(syscall.SIGHUP)
+	s.proxy.logs.waitLine(t, `configuration reloaded.*trusted_proxies="?\[127\.0\.0\.6/32\]`, 5*time.Second)
+	echoConsole(ctx, t, from("127.0.0.6", nil), console(s.proxy.addr(), c.Token), http.Header{"X-Forwarded-For": {"127.0.0.7"}}, "from-7")
+	if got := auditClient(t, auditFile, 4); got != "127.0.0.7" {
+		t.Errorf("after the reload, the audit record names %q, want 127.0.0.7 (named by 127.0.0.6)", got)
+	}
+	echoConsole(ctx, t, from("127.0.0.3", nil), console(haproxy, c.Token), nil, "from-3-again")
+	if got := auditClient(t, auditFile, 5); !strings.HasPrefix(got, "127.0.0.1:") {
+		t.Errorf("after the reload, a client through HAProxy is named %q, want HAProxy's 127.0.0.1:port", got)
 	}
 }
 

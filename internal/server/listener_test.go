@@ -284,3 +284,42 @@ func TestUnwrap(t *testing.T) {
 		t.Errorf("remote address %s", p.RemoteAddr())
 	}
 }
+
+// The listener reads the trusted set at each connection: a change (SIGHUP)
+// applies to the next one.
+func TestListenerTrustedProxiesChange(t *testing.T) {
+	trusted := NewTrustedProxies(prefixes("127.0.0.1/32"))
+	ln, err := Listen("127.0.0.1:0", ListenOptions{ProxyProtocol: true, Trusted: trusted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })}
+	go hs.Serve(ln)
+	defer hs.Close()
+	get := func(from net.IP, header string) string {
+		c, err := dialFrom(from, ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, header+"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return "refused"
+		}
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	line := "PROXY TCP4 192.0.2.7 127.0.0.1 45678 6784\r\n"
+	if got := get(net.IPv4(127, 0, 0, 1), ""); got != "refused" {
+		t.Errorf("trusted peer without a header: %q", got)
+	}
+	trusted.Set(prefixes("127.0.0.9/32"))
+	if got := get(net.IPv4(127, 0, 0, 1), ""); !strings.HasPrefix(got, "127.0.0.1:") {
+		t.Errorf("no longer trusted, without a header: %q", got)
+	}
+	if got := get(net.IPv4(127, 0, 0, 9), line); got != "192.0.2.7:45678" {
+		t.Errorf("newly trusted, with a header: %q", got)
+	}
+}
