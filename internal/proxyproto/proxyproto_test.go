@@ -184,6 +184,28 @@ func TestReadCalls(t *testing.T) {
 		if r.reads > c.max {
 			t.Errorf("%q: %d reads, want at most %d", c.header, r.reads, c.max)
 		}
+		t.Logf("%q: %d reads", c.header, r.reads)
+	}
+}
+
+func BenchmarkRead(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		header []byte
+	}{
+		{"v1", []byte("PROXY TCP4 192.0.2.7 127.0.0.1 45678 6784\r\n")},
+		{"v2", Header{Version: 2, Command: Proxy, Transport: TCP4, Source: v4src, Destination: v4dst}.Append(nil)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			r := bytes.NewReader(c.header)
+			for b.Loop() {
+				r.Reset(c.header)
+				if _, err := Read(r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
