@@ -152,6 +152,9 @@ func serve(args []string) error {
 		return err
 	}
 	defer closeLog()
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	dialer, err := newDialer(cfg)
 	if err != nil {
 		return err
@@ -254,8 +257,12 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("[websocket_proxy] listen on %s: %w", addr, err)
 	}
-	log.Info("zun-wsproxy listening", "address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
-		"ssl_only", cfg.Proxy.SSLOnly, "base_url", cfg.Proxy.BaseURL, "version", version)
+	started := []any{"address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
+		"ssl_only", cfg.Proxy.SSLOnly, "base_url", cfg.Proxy.BaseURL, "version", version}
+	if cfg.Database.Connection != "" {
+		started = append(started, "database_tls", cfg.Database.TLS.String())
+	}
+	log.Info("zun-wsproxy listening", started...)
 
 	served := make(chan error, 3)
 	go func() { served <- srv.Serve(ln) }()
