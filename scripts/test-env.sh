@@ -2,10 +2,13 @@
 # Installs and starts, idempotently, what the integration tests need:
 #   - MariaDB on 127.0.0.1:3306 with a `zuntest` user (tests make their own
 #     databases and load Zun's schema into them);
+#   - a second MariaDB on 127.0.0.1:3307 whose test users must use TLS
+#     (REQUIRE SSL, REQUIRE X509), with certificates made here;
 #   - Docker's engine on unix:///var/run/docker.sock and tcp://127.0.0.1:2375;
 #   - the image zun-wsproxy-test/busybox:latest, built offline from Debian's
 #     busybox-static (no registry is needed);
-#   - python3-zunclient and python3-websocket for /usr/bin/python3.
+#   - python3-zunclient and python3-websocket for /usr/bin/python3, and
+#     PyMySQL and SQLAlchemy (the proxy reads [database] connection as they do).
 # Everything listens on loopback only. Safe to run again: it only starts
 # what is not running and builds what is missing.
 set -euo pipefail
@@ -25,7 +28,7 @@ MARIADB_LOG=/var/log/zun-wsproxy-test-mariadb.log
 SECONDS=0
 
 # 1. Packages from Debian's archive.
-packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core haproxy)
+packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket python3-pymysql python3-sqlalchemy curl ca-certificates openssl iproute2 chromium fonts-dejavu-core haproxy)
 apt_install "${packages[@]}"
 
 # 2. MariaDB, loopback only.
@@ -38,7 +41,7 @@ if [ "$(cat "$cnf" 2>/dev/null)"$'\n' != "$cnf_text" ]; then
 	mysql_up && log "wrote $cnf; it applies when MariaDB restarts"
 fi
 if ! mysql_up; then
-	if pgrep -x 'mariadbd|mysqld' >/dev/null; then
+	if pgrep -a -x 'mariadbd|mysqld' | grep -qv -- "--datadir=$STATE_DIR/mariadb-tls/"; then
 		log "waiting for the running MariaDB"
 	else
 		log "starting MariaDB (mariadbd-safe, log $MARIADB_LOG)"
@@ -70,6 +73,76 @@ SQL
 mariadb -h 127.0.0.1 -P 3306 -u"$MYSQL_USER" -p"$MYSQL_PASS" -e 'SELECT 1' >/dev/null ||
 	die "cannot log in to MariaDB at 127.0.0.1:3306 as $MYSQL_USER (is it listening on TCP? $cnf must apply: restart MariaDB)"
 log "MariaDB ready on 127.0.0.1:3306"
+
+# 2b. A second MariaDB, for TLS to the database: its test users must use
+# TLS (zuntls: REQUIRE SSL; zuntlsx509: REQUIRE X509, a client certificate
+# from the CA made here) and may use only databases named zuntls_*. It has
+# its own datadir, socket, pid file and port (3307), and listens on
+# 127.0.0.1 and 127.0.0.2, an address its certificate does not name. The
+# shared instance above is left as it is.
+TLSDB_DIR=$STATE_DIR/mariadb-tls
+TLSDB_CERTS=$TLSDB_DIR/certs
+TLSDB_RUN=/run/zun-wsproxy-test-mariadb-tls
+TLSDB_LOG=/var/log/zun-wsproxy-test-mariadb-tls.log
+TLSDB_PORT=3307
+if [ ! -f "$TLSDB_CERTS/client.pem" ]; then
+	log "making the database test CA and certificates in $TLSDB_CERTS"
+	$SUDO rm -rf "$TLSDB_CERTS"
+	$SUDO mkdir -p "$TLSDB_CERTS"
+	$SUDO sh -c "cd '$TLSDB_CERTS' && umask 077 &&
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca-key.pem -out ca.pem -days 3650 -subj '/CN=zun-wsproxy test database CA' &&
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server-key.pem -out server.csr -subj '/CN=127.0.0.1' &&
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext &&
+		openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 3650 -extfile server.ext &&
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client-key.pem -out client.csr -subj '/CN=zuntlsx509' &&
+		printf 'extendedKeyUsage=clientAuth\n' >client.ext &&
+		openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out client.pem -days 3650 -extfile client.ext &&
+		rm -f server.csr client.csr server.ext client.ext" >/dev/null 2>&1 ||
+		die "could not make the database TLS certificates"
+	# Keys 0600: the server's for mariadbd, the client's for whoever runs
+	# the tests.
+	$SUDO chmod 0644 "$TLSDB_CERTS"/ca.pem "$TLSDB_CERTS"/server.pem "$TLSDB_CERTS"/client.pem
+	$SUDO chmod 0600 "$TLSDB_CERTS"/*-key.pem
+	$SUDO chown mysql:mysql "$TLSDB_CERTS"/server-key.pem
+	$SUDO chown "$(id -u):$(id -g)" "$TLSDB_CERTS"/client-key.pem
+	$SUDO chmod 0755 "$TLSDB_DIR" "$TLSDB_CERTS"
+fi
+tlsdb() { $SUDO mariadb --no-defaults --protocol=socket --socket="$TLSDB_RUN/mysqld.sock" -uroot "$@"; }
+tlsdb_up() { $SUDO mariadb-admin --no-defaults --protocol=socket --socket="$TLSDB_RUN/mysqld.sock" -uroot ping >/dev/null 2>&1; }
+if ! tlsdb_up; then
+	log "starting a second mariadbd on 127.0.0.1:$TLSDB_PORT with TLS (log $TLSDB_LOG)"
+	$SUDO mkdir -p "$TLSDB_RUN" "$TLSDB_DIR/data"
+	$SUDO chown mysql:mysql "$TLSDB_RUN" "$TLSDB_DIR/data"
+	if [ ! -d "$TLSDB_DIR/data/mysql" ]; then
+		$SUDO mariadb-install-db --no-defaults --user=mysql --datadir="$TLSDB_DIR/data" >/dev/null ||
+			die "mariadb-install-db failed for $TLSDB_DIR/data"
+	fi
+	$SUDO touch "$TLSDB_LOG"
+	$SUDO chown mysql:mysql "$TLSDB_LOG"
+	$SUDO setsid nohup sh -c 'exec "$@" >"$0" 2>&1 </dev/null' "$TLSDB_LOG.out" \
+		mariadbd --no-defaults --user=mysql --datadir="$TLSDB_DIR/data" \
+		--socket="$TLSDB_RUN/mysqld.sock" --pid-file="$TLSDB_RUN/mysqld.pid" \
+		--port=$TLSDB_PORT --bind-address=127.0.0.1,127.0.0.2 --skip-name-resolve \
+		--ssl-ca="$TLSDB_CERTS/ca.pem" --ssl-cert="$TLSDB_CERTS/server.pem" --ssl-key="$TLSDB_CERTS/server-key.pem" \
+		--log-error="$TLSDB_LOG" >/dev/null 2>&1 </dev/null &
+	for _ in $(seq 1 60); do tlsdb_up && break; sleep 1; done
+	tlsdb_up || { tail -20 "$TLSDB_LOG" "$TLSDB_LOG.out" 2>/dev/null || true; die "the TLS MariaDB did not start (log: $TLSDB_LOG)"; }
+fi
+# Quoted: the grants' backquotes are SQL's.
+tlsdb <<'SQL'
+CREATE USER IF NOT EXISTS 'zuntls'@'127.0.0.%' IDENTIFIED BY 'zuntls';
+ALTER USER 'zuntls'@'127.0.0.%' IDENTIFIED BY 'zuntls' REQUIRE SSL;
+GRANT ALL PRIVILEGES ON `zuntls\_%`.* TO 'zuntls'@'127.0.0.%';
+CREATE USER IF NOT EXISTS 'zuntlsx509'@'127.0.0.%' IDENTIFIED BY 'zuntlsx509';
+ALTER USER 'zuntlsx509'@'127.0.0.%' IDENTIFIED BY 'zuntlsx509' REQUIRE X509;
+GRANT ALL PRIVILEGES ON `zuntls\_%`.* TO 'zuntlsx509'@'127.0.0.%';
+FLUSH PRIVILEGES;
+SQL
+tls_login() { mariadb --no-defaults -h 127.0.0.1 -P $TLSDB_PORT -uzuntls -pzuntls "$@" -e 'SELECT 1' >/dev/null 2>&1; }
+tls_login --ssl --ssl-ca="$TLSDB_CERTS/ca.pem" --ssl-verify-server-cert ||
+	die "cannot log in to the TLS MariaDB at 127.0.0.1:$TLSDB_PORT as zuntls over verified TLS (log: $TLSDB_LOG)"
+! tls_login --skip-ssl || die "the TLS MariaDB let zuntls in without TLS"
+log "MariaDB with TLS required of its test users ready on 127.0.0.1:$TLSDB_PORT (certificates in $TLSDB_CERTS)"
 
 # 3. Docker's engine with a loopback TCP socket.
 docker_tcp_up() { curl -sf --max-time 2 "http://$DOCKER_TCP/_ping" >/dev/null 2>&1; }
