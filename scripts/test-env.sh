@@ -130,15 +130,15 @@ if ! tlsdb_up; then
 fi
 # Quoted: the grants' backquotes are SQL's.
 tlsdb <<'SQL'
-CREATE USER IF NOT EXISTS 'zuntls'@'127.0.0.%' IDENTIFIED BY 'zuntls';
-ALTER USER 'zuntls'@'127.0.0.%' IDENTIFIED BY 'zuntls' REQUIRE SSL;
+CREATE USER IF NOT EXISTS 'zuntls'@'127.0.0.%' IDENTIFIED BY 'zuntls-secret';
+ALTER USER 'zuntls'@'127.0.0.%' IDENTIFIED BY 'zuntls-secret' REQUIRE SSL;
 GRANT ALL PRIVILEGES ON `zuntls\_%`.* TO 'zuntls'@'127.0.0.%';
-CREATE USER IF NOT EXISTS 'zuntlsx509'@'127.0.0.%' IDENTIFIED BY 'zuntlsx509';
-ALTER USER 'zuntlsx509'@'127.0.0.%' IDENTIFIED BY 'zuntlsx509' REQUIRE X509;
+CREATE USER IF NOT EXISTS 'zuntlsx509'@'127.0.0.%' IDENTIFIED BY 'zuntlsx509-secret';
+ALTER USER 'zuntlsx509'@'127.0.0.%' IDENTIFIED BY 'zuntlsx509-secret' REQUIRE X509;
 GRANT ALL PRIVILEGES ON `zuntls\_%`.* TO 'zuntlsx509'@'127.0.0.%';
 FLUSH PRIVILEGES;
 SQL
-tls_login() { mariadb --no-defaults -h 127.0.0.1 -P $TLSDB_PORT -uzuntls -pzuntls "$@" -e 'SELECT 1' >/dev/null 2>&1; }
+tls_login() { mariadb --no-defaults -h 127.0.0.1 -P $TLSDB_PORT -uzuntls -pzuntls-secret "$@" -e 'SELECT 1' >/dev/null 2>&1; }
 tls_login --ssl --ssl-ca="$TLSDB_CERTS/ca.pem" --ssl-verify-server-cert ||
 	die "cannot log in to the TLS MariaDB at 127.0.0.1:$TLSDB_PORT as zuntls over verified TLS (log: $TLSDB_LOG)"
 ! tls_login --skip-ssl || die "the TLS MariaDB let zuntls in without TLS"

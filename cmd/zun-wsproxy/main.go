@@ -166,7 +166,7 @@ func serve(args []string) error {
 	runtimeURL := cfg.Docker.Endpoint
 	if cfg.Mode == "zun" {
 		db, err := zunsql.Open(cfg.Database.DSN, zunsql.Options{
-			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout,
+			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout, Logger: log,
 		})
 		if err != nil {
 			return fmt.Errorf("[database] connection: %w", err)
