@@ -153,6 +153,9 @@ func serve(args []string) error {
 		return err
 	}
 	defer closeLog()
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	// Under systemd (Type=notify): started once listening, reloading and
 	// stopping as they happen.
 	notifier, err := sdnotify.FromEnv()
@@ -175,7 +178,7 @@ func serve(args []string) error {
 	runtimeURL := cfg.Docker.Endpoint
 	if cfg.Mode == "zun" {
 		db, err := zunsql.Open(cfg.Database.DSN, zunsql.Options{
-			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout,
+			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout, Logger: log,
 		})
 		if err != nil {
 			return fmt.Errorf("[database] connection: %w", err)
@@ -266,8 +269,12 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("[websocket_proxy] listen on %s: %w", addr, err)
 	}
-	log.Info("zun-wsproxy listening", "address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
-		"ssl_only", cfg.Proxy.SSLOnly, "base_url", cfg.Proxy.BaseURL, "version", version)
+	started := []any{"address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
+		"ssl_only", cfg.Proxy.SSLOnly, "base_url", cfg.Proxy.BaseURL, "version", version}
+	if cfg.Database.Connection != "" {
+		started = append(started, "database_tls", cfg.Database.TLS.String())
+	}
+	log.Info("zun-wsproxy listening", started...)
 
 	served := make(chan error, 3)
 	go func() { served <- srv.Serve(ln) }()

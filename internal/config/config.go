@@ -15,8 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 )
 
 // Config is everything the proxy reads from zun.conf.
@@ -47,6 +45,9 @@ type Config struct {
 	// "" = off. RecordInput records keystrokes too ([recording] input).
 	RecordingDir string
 	RecordInput  bool
+	// Warnings are settings that do not do what they read (the proxy
+	// does what Zun's services do with them), for the start-up log.
+	Warnings []string
 }
 
 // Admin is [admin]: the token API's listener (standalone mode).
@@ -109,7 +110,8 @@ func (d Docker) TLS() bool {
 // Database is [database].
 type Database struct {
 	Connection   string        // connection: SQLAlchemy URL; "" = not configured
-	DSN          string        // Connection as a go-sql-driver/mysql DSN
+	DSN          string        // Connection (and connection_parameters) as a go-sql-driver/mysql DSN
+	TLS          DatabaseTLS   // TLS to the database, from the URL's options
 	MaxOpen      int           // max_pool_size + max_overflow
 	MaxIdle      int           // max_pool_size
 	QueryTimeout time.Duration // query_timeout (extension)
@@ -157,7 +159,7 @@ var defaults = map[string]map[string]string{
 		"key_file":                  "",
 		"api_url":                   "unix:///var/run/docker.sock",
 	},
-	"database":  {"connection": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5", "max_retries": "10"},
+	"database":  {"connection": "", "connection_parameters": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5", "max_retries": "10"},
 	"admin":     {"listen": "", "key_file": ""},
 	"metrics":   {"listen": "", "profiling": "false"},
 	"audit":     {"file": ""},
@@ -469,12 +471,25 @@ func (r *reader) config() (*Config, error) {
 	const db = "database"
 	var connEntry entry
 	c.Database.Connection, connEntry = r.get(db, "connection")
-	if c.Database.Connection != "" {
-		dsn, err := MySQLDSN(c.Database.Connection)
-		if err != nil {
+	params, paramsEntry := r.get(db, "connection_parameters")
+	extra, err := url.ParseQuery(params)
+	if err != nil {
+		r.fail(paramsEntry, db, "connection_parameters", fmt.Errorf("invalid parameters: %w", err))
+	}
+	if c.Database.Connection != "" && err == nil {
+		d, err := ParseDatabaseURL(c.Database.Connection, extra)
+		var qe *QueryError
+		switch {
+		case errors.As(err, &qe) && qe.InParameters:
+			r.fail(paramsEntry, db, "connection_parameters", err)
+		case err != nil:
 			r.fail(connEntry, db, "connection", err)
+		default:
+			c.Database.DSN, c.Database.TLS = d.DSN, d.TLS
+			for _, w := range d.Warnings {
+				c.Warnings = append(c.Warnings, where(connEntry, db, "connection")+": "+w)
+			}
 		}
-		c.Database.DSN = dsn
 	}
 	pool := r.int(db, "max_pool_size", 1, 10000)
 	overflow := r.int(db, "max_overflow", 0, 100000)
@@ -627,62 +642,4 @@ func searchDirs() []string {
 		dirs = append(dirs, filepath.Join(home, ".zun"), home)
 	}
 	return append(dirs, "/etc/zun", "/etc")
-}
-
-// MySQLDSN converts an SQLAlchemy MySQL/MariaDB URL
-// (mysql+pymysql://user:pass@host:port/db?charset=utf8) to a
-// go-sql-driver/mysql DSN.
-func MySQLDSN(sqlalchemyURL string) (string, error) {
-	u, err := url.Parse(sqlalchemyURL)
-	if err != nil {
-		return "", fmt.Errorf("invalid URL: %w", redactURLError(err))
-	}
-	switch u.Scheme {
-	case "mysql", "mysql+pymysql", "mysql+mysqldb", "mysql+mysqlconnector", "mariadb", "mariadb+pymysql", "mariadb+mysqldb":
-	default:
-		return "", fmt.Errorf("unsupported database %q (supported: mysql://, mysql+pymysql://, mysql+mysqldb://, mysql+mysqlconnector://, mariadb://)", u.Scheme)
-	}
-	// The driver's own formatter escapes what needs it (a password may
-	// hold '@', ':' or '/').
-	c := mysql.NewConfig()
-	if u.User != nil {
-		c.User = u.User.Username()
-		c.Passwd, _ = u.User.Password()
-	}
-	q := u.Query()
-	if sock := q.Get("unix_socket"); sock != "" {
-		c.Net, c.Addr = "unix", sock
-	} else {
-		host, port := u.Hostname(), u.Port()
-		if host == "" {
-			host = "127.0.0.1"
-		}
-		if port == "" {
-			port = "3306"
-		}
-		c.Net, c.Addr = "tcp", net.JoinHostPort(host, port)
-	}
-	c.DBName = strings.TrimPrefix(u.Path, "/")
-	c.ParseTime = true
-	cs := q.Get("charset")
-	if cs != "" {
-		c.Params = map[string]string{"charset": cs}
-	}
-	// One round trip per query instead of three (prepare, execute, close):
-	// the driver quotes the arguments itself, which is safe with these
-	// character sets (not with multi-byte ones such as big5 or sjis).
-	switch strings.ToLower(cs) {
-	case "", "utf8", "utf8mb3", "utf8mb4", "latin1", "ascii", "binary":
-		c.InterpolateParams = true
-	}
-	return c.FormatDSN(), nil
-}
-
-// redactURLError keeps a password out of url.Parse's error text.
-func redactURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }

@@ -314,35 +314,6 @@ func TestListenerTLS(t *testing.T) {
 	}
 }
 
-func TestMySQLDSN(t *testing.T) {
-	cases := []struct{ in, want, err string }{
-		{"mysql+pymysql://zun:secret@127.0.0.1/zun?charset=utf8", "zun:secret@tcp(127.0.0.1:3306)/zun?interpolateParams=true&parseTime=true&charset=utf8", ""},
-		{"mysql://zun:secret@db:3307/zun", "zun:secret@tcp(db:3307)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mysql+mysqldb://zun@[::1]/zun", "zun@tcp([::1]:3306)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mariadb://u:p%2Fa%3Ab%40c@h/d", "u:p/a:b@c@tcp(h:3306)/d?interpolateParams=true&parseTime=true", ""},
-		{"mysql+pymysql://zun:pw@/zun?unix_socket=/run/mysqld/mysqld.sock&read_timeout=5", "zun:pw@unix(/run/mysqld/mysqld.sock)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mysql://zun:pw@db/zun?charset=sjis", "zun:pw@tcp(db:3306)/zun?parseTime=true&charset=sjis", ""},
-		{"postgresql://zun@db/zun", "", "unsupported database \"postgresql\""},
-		{"sqlite:///x.db", "", "unsupported database"},
-		{"mysql://zun:pw@db:notaport/zun", "", "invalid URL"},
-	}
-	for _, c := range cases {
-		got, err := MySQLDSN(c.in)
-		if c.err != "" {
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("%s: %v, want error %q", c.in, err, c.err)
-			}
-			if err != nil && strings.Contains(err.Error(), "pw") {
-				t.Errorf("%s: error shows the password: %v", c.in, err)
-			}
-			continue
-		}
-		if err != nil || got != c.want {
-			t.Errorf("%s -> %q %v, want %q", c.in, got, err, c.want)
-		}
-	}
-}
-
 func FuzzParse(f *testing.F) {
 	f.Add("[DEFAULT]\nmy_ip = 1.2.3.4\n[websocket_proxy]\nbase_url = ws://$my_ip:1/\n  more\n")
 	f.Add("[a]\nx: 'y'\n; c\n")
