@@ -1,12 +1,24 @@
 # zun-wsproxy: build and test.
 GO ?= go
 
-.PHONY: bench bench-100k all build test test-env check unit fuzz clean web demo demo-stop security soak
+.PHONY: bench bench-100k all build image test test-env check unit fuzz clean web demo demo-stop security soak
 
 all: build
 
+# build makes a static binary (no cgo: the SQLite driver is pure Go, and
+# Go's own DNS resolver serves), which runs in any Linux image, scratch
+# included. BIN_DIR chooses where it goes.
+BIN_DIR ?= bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 build:
-	$(GO) build -o bin/zun-wsproxy ./cmd/zun-wsproxy
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN_DIR)/zun-wsproxy ./cmd/zun-wsproxy
+
+# image builds the container image (deploy/container/Dockerfile) from the
+# static binary, offline: FROM scratch, nothing is pulled. The build
+# context is BIN_DIR.
+IMAGE ?= zun-wsproxy:$(VERSION)
+image: build
+	docker build -q -f deploy/container/Dockerfile -t $(IMAGE) $(BIN_DIR)
 
 # test-env installs and starts what the integration tests need (MariaDB,
 # dockerd, the offline busybox image, python3-zunclient). Idempotent.
@@ -19,18 +31,22 @@ check:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# IN_ENV runs a command in the network namespace of the tests' servers
+# (scripts/test-env.sh starts them there, out of this machine's network).
+IN_ENV = bash scripts/in-test-env.sh
+
 # test is THE test command: the whole suite, against real components, then
 # each fuzz target briefly from its committed seed corpus.
 test: test-env check
-	$(GO) test -race -count=1 -timeout 20m -skip '^(TestSecuritySuite|TestSoak)$$' ./...
-	$(GO) test -race -count=1 ./internal/proxy/ -park-all
+	$(IN_ENV) $(GO) test -race -count=1 -timeout 20m -skip '^(TestSecuritySuite|TestSoak)$$' ./...
+	$(IN_ENV) $(GO) test -race -count=1 ./internal/proxy/ -park-all
 	$(MAKE) security
 	$(MAKE) soak
 	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
 
 # security runs the hostile-input suite and prints its table.
 security:
-	$(GO) test -race -count=1 -run '^TestSecuritySuite$$' -v ./internal/server/
+	$(IN_ENV) $(GO) test -race -count=1 -run '^TestSecuritySuite$$' -v ./internal/server/
 
 CI_FUZZTIME ?= 10s
 
@@ -38,7 +54,7 @@ CI_FUZZTIME ?= 10s
 # SOAK=30m) and prints a summary line.
 SOAK ?= 40s
 soak:
-	$(GO) test -race -count=1 -timeout 60m -run '^TestSoak$$' -v ./internal/server/ -soak=$(SOAK)
+	$(IN_ENV) $(GO) test -race -count=1 -timeout 60m -run '^TestSoak$$' -v ./internal/server/ -soak=$(SOAK)
 
 # unit runs only the tests that need no external component.
 unit:
@@ -53,6 +69,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzOriginCheck$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDatabaseURL$$' -fuzztime $(FUZZTIME) ./internal/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./internal/recording/
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/proxyproto/
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/proxyproto/
@@ -85,5 +102,4 @@ demo:
 	bash scripts/demo.sh
 
 demo-stop:
-	-@[ -f demo/zun-wsproxy.pid ] && kill $$(cat demo/zun-wsproxy.pid) 2>/dev/null; rm -f demo/zun-wsproxy.pid
-	-docker rm -f zun-wsproxy-demo
+	bash scripts/demo.sh stop

@@ -232,3 +232,40 @@ func TestBase64Client(t *testing.T) {
 	}
 	conn.Close(websocket.StatusNormalClosure, "")
 }
+
+// At Zun's default API version (1.26) Docker sends attach output in text
+// messages, with any bytes the process printed. Clients of the binary
+// subprotocol, or of none, get binary messages with the bytes unchanged: a
+// browser would fail the connection on a text message that is not UTF-8.
+func TestAttachOutputBinaryAtDefaultAPIVersion(t *testing.T) {
+	if testenv.APIVersion != "1.26" {
+		t.Fatalf("the test environment's API version is %s; this test is about Zun's default, 1.26", testenv.APIVersion)
+	}
+	s := newSession(t)
+	for _, protocols := range [][]string{{"binary", "base64"}, nil} {
+		t.Run(fmt.Sprintf("subprotocols %q", protocols), func(t *testing.T) {
+			c := s.attachable(t, `stty -echo; read x; printf 'x\377y\351z\n'; sleep 600`)
+			ctx := ctxTimeout(t, 30*time.Second)
+			conn, _, err := websocket.Dial(ctx, s.proxy.url(c.Token, c.UUID, ""), &websocket.DialOptions{Subprotocols: protocols})
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			defer conn.CloseNow()
+			if err := conn.Write(ctx, websocket.MessageBinary, []byte("go\n")); err != nil {
+				t.Fatal(err)
+			}
+			var got strings.Builder
+			for !strings.Contains(got.String(), "x\xffy\xe9z") {
+				typ, data, err := conn.Read(ctx)
+				if err != nil {
+					t.Fatalf("read: %v (so far %q)", err, got.String())
+				}
+				if typ != websocket.MessageBinary {
+					t.Fatalf("container output %q came in a %v message", data, typ)
+				}
+				got.Write(data)
+			}
+			conn.Close(websocket.StatusNormalClosure, "")
+		})
+	}
+}

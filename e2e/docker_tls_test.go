@@ -148,7 +148,7 @@ func TestExecOverUnixSocket(t *testing.T) {
 	c := s.attachable(t, "sleep 600")
 	execID := s.docker.Exec(c.DockerID, "sh")
 	token := testenv.NewUUID()
-	s.db.InsertExec(t, c.ID, execID, token, "unix:///var/run/docker.sock")
+	s.db.InsertExec(t, c.ID, execID, token, "unix://"+testenv.DockerSocket)
 	ctx := ctxTimeout(t, 30*time.Second)
 	conn, _, err := dial(ctx, s.proxy.url(token, c.UUID, execID), nil)
 	if err != nil {

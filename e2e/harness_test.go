@@ -90,9 +90,11 @@ type proxy struct {
 	cmd *exec.Cmd
 	// killed: the test killed the process on purpose.
 	killed bool
-	port   int
-	logs   *logBuffer
-	done   chan error
+	// host is the listening address when not 127.0.0.1.
+	host string
+	port int
+	logs *logBuffer
+	done chan error
 }
 
 func freePort(t *testing.T) int {
@@ -137,6 +139,13 @@ query_timeout = 2
 // not empty) and runs the binary until the test ends.
 func startProxy(t *testing.T, port int, conf, override string) *proxy {
 	t.Helper()
+	return startProxyArgs(t, port, confArgs(t, conf, override)...)
+}
+
+// confArgs writes conf (and override, when not empty) and returns the
+// --config-file arguments that read them.
+func confArgs(t *testing.T, conf, override string) []string {
+	t.Helper()
 	dir := t.TempDir()
 	args := []string{"--config-file", filepath.Join(dir, "zun.conf")}
 	if err := os.WriteFile(args[1], []byte(conf), 0o600); err != nil {
@@ -144,17 +153,26 @@ func startProxy(t *testing.T, port int, conf, override string) *proxy {
 	}
 	if override != "" {
 		p := filepath.Join(dir, "override.conf")
-		os.WriteFile(p, []byte(override), 0o600)
+		if err := os.WriteFile(p, []byte(override), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		args = append(args, "--config-file", p)
 	}
-	return startProxyArgs(t, port, args...)
+	return args
 }
 
 // startProxyArgs runs the binary with args, listening on port, until the
 // test ends.
 func startProxyArgs(t *testing.T, port int, args ...string) *proxy {
 	t.Helper()
-	p := &proxy{port: port, logs: &logBuffer{}, done: make(chan error, 1)}
+	return startProxyAt(t, "127.0.0.1", port, args...)
+}
+
+// startProxyAt runs the binary with args, listening on host:port, until the
+// test ends.
+func startProxyAt(t *testing.T, host string, port int, args ...string) *proxy {
+	t.Helper()
+	p := &proxy{host: host, port: port, logs: &logBuffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Dir = t.TempDir()
 	stderr, _ := p.cmd.StderrPipe()
@@ -189,17 +207,19 @@ func startProxyArgs(t *testing.T, port int, args ...string) *proxy {
 			t.Logf("zun-wsproxy log:\n%s", p.logs)
 		}
 	})
-	ok := testenv.WaitFor(10*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", p.addr(), 100*time.Millisecond)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	if !ok {
+	if !testenv.WaitFor(10*time.Second, func() bool { return accepts(p.addr()) }) {
 		t.Fatalf("zun-wsproxy did not start listening; log:\n%s", p.logs)
 	}
 	return p
+}
+
+// accepts reports whether something accepts TCP connections at addr.
+func accepts(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
 }
 
 // kill kills the process at once, as a crash would.
@@ -208,7 +228,7 @@ func (p *proxy) kill() {
 	p.cmd.Process.Signal(syscall.SIGKILL)
 }
 
-func (p *proxy) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)) }
+func (p *proxy) addr() string { return net.JoinHostPort(p.host, strconv.Itoa(p.port)) }
 
 // url is the console URL Zun's API hands out: base_url?token=…&uuid=….
 func (p *proxy) url(token, uuid, execID string) string {

@@ -111,3 +111,35 @@ func TestZunclientWithHeartbeat(t *testing.T) {
 		t.Fatalf("zunclient after idling past the heartbeat: exit %d\n%s", code, out)
 	}
 }
+
+// Behind a load balancer base_url has no port (ws://host/). python-zunclient
+// then sends the Origin "http://host:None"; Zun's proxy compares hostnames
+// only, and so must this one, or the CLI cannot connect at all. The proxy
+// listens on port 80 of its own loopback address, as a proxy behind a
+// balancer's default port does.
+func TestZunclientBaseURLWithoutPort(t *testing.T) {
+	const host = "127.0.0.80"
+	db := testenv.NewZunDB(t, "e2e")
+	d := testenv.NewDocker(t)
+	s := &session{db: db, docker: d}
+	s.proxy = startProxyAt(t, host, 80, confArgs(t, baseConf(db, 80),
+		"[websocket_proxy]\nwsproxy_host = "+host+"\nbase_url = ws://"+host+"/\n")...)
+	c := s.attachable(t, "sh")
+	base := "ws://" + host + "/"
+	out, code := zunclient(t, "attach", "--url", base+"?token="+c.Token+"&uuid="+c.UUID,
+		"--send", `echo port-$((6*7))\n`, "--expect", "port-42")
+	if code != 0 {
+		t.Fatalf("zunclient attach through %s: exit %d\n%s", base, code, out)
+	}
+	execID := d.Exec(c.DockerID, "sh")
+	token := testenv.NewUUID()
+	db.InsertExec(t, c.ID, execID, token, "tcp://"+testenv.DockerAddr)
+	out, code = zunclient(t, "exec", "--url", base+"?token="+token+"&uuid="+c.UUID+"&exec_id="+execID,
+		"--exec-id", execID, "--send", `echo exec-$((6*7))\n`, "--expect", "exec-42")
+	if code != 0 {
+		t.Fatalf("zunclient exec through %s: exit %d\n%s", base, code, out)
+	}
+	if strings.Contains(s.proxy.logs.String(), "status=403") {
+		t.Errorf("a request was refused for its Origin:\n%s", s.proxy.logs)
+	}
+}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Measures zun-wsproxy against its ceiling on this machine: builds the proxy
 # and wsbench, starts wsbench's Docker-attach-compatible backend, runs the
-# proxy in Zun mode on the test MariaDB (scripts/test-env.sh) with one
-# container row pointing at the backend, and runs `wsbench run`, which
-# alternates direct and proxied rounds. Extra arguments go to wsbench run
+# proxy in Zun mode on the test MariaDB (scripts/test-env.sh, in its network
+# namespace) with one container row pointing at the backend, and runs
+# `wsbench run`, which alternates direct and proxied rounds. Extra arguments go to wsbench run
 # (e.g. -json, -idle 20000, -rounds 5). Loopback only.
 #
 # BENCH_BACKENDS=N (default 1) adds N more backend addresses (127.0.1.1..N)
@@ -17,9 +17,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-bash scripts/test-env.sh >/dev/null
 NGINX=${BENCH_NGINX:-1}
-[ "$NGINX" = 0 ] || apt_install nginx
+# Installs first, then the rest in the tests' network namespace, where the
+# test MariaDB listens (and from where nothing can be fetched).
+if [ "${ZUN_WSPROXY_TEST_NS:-}" != "$TEST_NS" ]; then
+	bash scripts/test-env.sh >/dev/null
+	[ "$NGINX" = 0 ] || apt_install nginx
+	exec bash scripts/in-test-env.sh bash scripts/bench.sh "$@"
+fi
 go build -o bin/zun-wsproxy ./cmd/zun-wsproxy
 go build -o bin/wsbench ./cmd/wsbench
 

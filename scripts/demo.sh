@@ -7,7 +7,10 @@
 #   - builds zun-wsproxy and runs it on 127.0.0.1 in standalone mode with
 #     its embedded store in ./demo/data;
 #   - mints a token and prints the console URL and the ws:// URL.
-# Stop it with: make demo-stop
+# The proxy runs as the user who runs this when that user can reach the
+# Docker socket (root, or the docker group), else as root through sudo,
+# saying so. It opens no Docker TCP socket: it uses the engine's unix socket.
+# Stop it with: make demo-stop (scripts/demo.sh stop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +29,31 @@ apt_install() {
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 DOCKER="$SUDO docker"
+
+# stop_proxy ends the demo's proxy, as the user it runs as.
+stop_proxy() {
+	local pidfile=$DIR/zun-wsproxy.pid pid owner run=""
+	[ -f "$pidfile" ] || return 0
+	pid=$(cat "$pidfile")
+	if [ -d "/proc/$pid" ]; then
+		owner=$(ps -o user= -p "$pid" | tr -d ' ')
+		[ "$owner" = "$(id -un)" ] || run=$SUDO
+		$run kill "$pid" || die "could not stop zun-wsproxy (pid $pid, run by $owner); $pidfile is kept"
+		for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+		say "stopped zun-wsproxy (pid $pid)"
+	fi
+	rm -f "$pidfile"
+}
+
+# stop: the proxy and the demo container.
+if [ "${1:-}" = stop ]; then
+	stop_proxy
+	if $DOCKER inspect "$NAME" >/dev/null 2>&1; then
+		$DOCKER rm -f "$NAME" >/dev/null || die "could not remove the container $NAME"
+		say "removed the container $NAME"
+	fi
+	exit 0
+fi
 
 # 1. A Docker engine.
 if ! $DOCKER info >/dev/null 2>&1; then
@@ -74,16 +102,18 @@ wsproxy_port = $PORT
 [docker]
 api_url = unix:///var/run/docker.sock
 EOF
-if [ -f "$DIR/zun-wsproxy.pid" ] && kill -0 "$(cat "$DIR/zun-wsproxy.pid")" 2>/dev/null; then
-	say "restarting zun-wsproxy"
-	kill "$(cat "$DIR/zun-wsproxy.pid")"
-	sleep 1
+stop_proxy
+# As this user when it can reach the Docker socket; root otherwise.
+AS=""
+if ! docker info >/dev/null 2>&1; then
+	AS=$SUDO
+	[ -z "$AS" ] || say "running zun-wsproxy as root: $(id -un) cannot reach /var/run/docker.sock (join the docker group to run it as yourself)"
 fi
-$SUDO sh -c "setsid nohup bin/zun-wsproxy --config-file $DIR/zun.conf --data-dir $DIR/data >$DIR/zun-wsproxy.log 2>&1 </dev/null & echo \$! >$DIR/zun-wsproxy.pid"
+$AS sh -c "setsid nohup bin/zun-wsproxy --config-file $DIR/zun.conf --data-dir $DIR/data >$DIR/zun-wsproxy.log 2>&1 </dev/null & echo \$! >$DIR/zun-wsproxy.pid"
 wait_port "$PORT" 100 || { tail -5 "$DIR/zun-wsproxy.log"; die "zun-wsproxy did not start"; }
 
 # 4. A token.
-out=$($SUDO bin/zun-wsproxy token create --config-file "$DIR/zun.conf" --data-dir "$DIR/data" --container "$NAME" --ttl 30m)
+out=$($AS bin/zun-wsproxy token create --config-file "$DIR/zun.conf" --data-dir "$DIR/data" --container "$NAME" --ttl 30m)
 console=$(printf '%s\n' "$out" | sed -n 's/^web console: *//p')
 ws=$(printf '%s\n' "$out" | sed -n 's/^websocket: *//p')
 cat <<EOF

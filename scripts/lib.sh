@@ -22,7 +22,7 @@ build_busybox_image() {
 	done
 	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
 	printf 'root:x:0:\n' >"$rootfs/etc/group"
-	tar -C "$rootfs" -c . | $SUDO docker import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' "$@" - "$image" >/dev/null
+	tar -C "$rootfs" -c . | $SUDO env ${DOCKER_HOST:+DOCKER_HOST="$DOCKER_HOST"} docker import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' "$@" - "$image" >/dev/null
 	rm -rf "$rootfs"
 }
 
@@ -42,10 +42,24 @@ apt_install() {
 		$SUDO chmod +x /usr/sbin/policy-rc.d
 		policy_added=1
 	fi
-	$SUDO apt-get update -qq
-	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# The policy goes whether apt succeeds or not: left behind, it would
+	# keep every later package from (re)starting its service.
+	local rc=0
+	{ $SUDO apt-get update -qq &&
+		$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } || rc=$?
 	[ -z "$policy_added" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+	return "$rc"
 }
+
+# The tests' network namespace (scripts/test-env.sh makes it) and the
+# directory of its servers' sockets, pid files and state.
+TEST_NS=zun-wsproxy-test
+RUN_DIR=/run/zun-wsproxy-test
+
+# in_ns CMD... runs CMD in the tests' network namespace (nsenter: only the
+# network is entered; ip netns exec would also remount /sys and hide the
+# cgroups dockerd needs).
+in_ns() { $SUDO nsenter --net="/run/netns/$TEST_NS" "$@"; }
 
 # wait_port PORT [TRIES] waits until something accepts connections on
 # 127.0.0.1:PORT, trying every 0.1 s (50 tries by default); it fails if

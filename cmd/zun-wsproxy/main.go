@@ -37,6 +37,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/redact"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/sdnotify"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/server"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/standalone"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/tokendb"
@@ -152,6 +153,20 @@ func serve(args []string) error {
 		return err
 	}
 	defer closeLog()
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	// Under systemd (Type=notify): started once listening, reloading and
+	// stopping as they happen.
+	notifier, err := sdnotify.FromEnv()
+	if err != nil {
+		return err
+	}
+	notify := func(lines ...string) {
+		if err := notifier.Notify(lines...); err != nil {
+			log.Warn("systemd not told the service's state", "error", err)
+		}
+	}
 	dialer, err := newDialer(cfg)
 	if err != nil {
 		return err
@@ -163,7 +178,7 @@ func serve(args []string) error {
 	runtimeURL := cfg.Docker.Endpoint
 	if cfg.Mode == "zun" {
 		db, err := zunsql.Open(cfg.Database.DSN, zunsql.Options{
-			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout,
+			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout, Logger: log,
 		})
 		if err != nil {
 			return fmt.Errorf("[database] connection: %w", err)
@@ -261,8 +276,12 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("[websocket_proxy] listen on %s: %w", addr, err)
 	}
-	log.Info("zun-wsproxy listening", "address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
-		"ssl_only", cfg.Proxy.SSLOnly, "proxy_protocol", cfg.Proxy.ProxyProtocol, "base_url", cfg.Proxy.BaseURL, "version", version)
+	started := []any{"address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
+		"ssl_only", cfg.Proxy.SSLOnly, "proxy_protocol", cfg.Proxy.ProxyProtocol, "base_url", cfg.Proxy.BaseURL, "version", version}
+	if cfg.Database.Connection != "" {
+		started = append(started, "database_tls", cfg.Database.TLS.String())
+	}
+	log.Info("zun-wsproxy listening", started...)
 
 	served := make(chan error, 3)
 	go func() { served <- srv.Serve(ln) }()
@@ -307,6 +326,9 @@ func serve(args []string) error {
 	// Never stopped: a signal arriving while the process exits must not
 	// kill it with a signal status.
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	// Every listener is bound (connections queue until accepted), the
+	// store is open (standalone: migrated) and signals are handled.
+	notify(sdnotify.Ready, sdnotify.Status("listening on "+ln.Addr().String()))
 wait:
 	for {
 		select {
@@ -314,6 +336,7 @@ wait:
 			return err
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
+				notify(sdnotify.Reloading())
 				if cert != nil {
 					logReload(log, cert.Reload(), "SIGHUP")
 				}
@@ -333,10 +356,12 @@ wait:
 						log.Warn("proxy_protocol changed: it takes effect on restart", "running", cfg.Proxy.ProxyProtocol)
 					}
 				}
+				notify(sdnotify.Ready)
 				continue
 			}
 			log.Info("shutting down: no new sessions; running ones may go on for shutdown_timeout",
 				"signal", sig.String(), "sessions", srv.Sessions(), "shutdown_timeout", cfg.Proxy.ShutdownTimeout.String())
+			notify(sdnotify.Stopping, sdnotify.Status(fmt.Sprintf("stopping, sessions draining: %d", srv.Sessions())))
 			break wait
 		}
 	}

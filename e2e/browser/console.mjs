@@ -6,7 +6,7 @@
 // usage: node console.mjs CONSOLE_URL ARTIFACT_DIR [--used-token]
 // With --used-token it checks instead that the page explains why a token
 // that was already used cannot connect.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
@@ -17,11 +17,7 @@ if (!url || !artifacts) {
 }
 mkdirSync(artifacts, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-});
+const browser = await launch();
 let failed = false;
 const page = await browser.newPage({ viewport: { width: 900, height: 500 } });
 page.on("console", (m) => console.log("page:", m.text()));

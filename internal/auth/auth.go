@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -231,15 +232,13 @@ func (p OriginPolicy) Check(origin, host, forwardedProto string) error {
 	if origin == "" {
 		return nil
 	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Hostname() == "" || u.Scheme == "" {
+	scheme, hostname, ok := ParseOrigin(origin)
+	if !ok {
 		return fmt.Errorf("%w: Origin header not valid", ErrOrigin)
 	}
-	hostname := strings.ToLower(u.Hostname())
-	if !strings.EqualFold(hostname, hostOnly(host)) && !p.allowed(hostname) {
+	if hostname != strings.ToLower(hostOnly(host)) && !p.allowed(hostname) {
 		return fmt.Errorf("%w: Origin %q does not match this host", ErrOrigin, hostname)
 	}
-	scheme := strings.ToLower(u.Scheme)
 	if forwardedProto != "" {
 		scheme = strings.ToLower(strings.TrimSpace(forwardedProto))
 	}
@@ -248,6 +247,80 @@ func (p OriginPolicy) Check(origin, host, forwardedProto string) error {
 	}
 	return nil
 }
+
+// ParseOrigin reads an Origin header as Zun's check does (Python's urlparse:
+// scheme and hostname, the port never looked at), returning both in lower
+// case. python-zunclient sends "http://host:None" when its URL has no port,
+// so a port that is not a number is accepted; what a browser never sends
+// (userinfo, percent-escapes, characters no hostname has) is refused, so the
+// lenient port opens no way around the hostname comparison.
+func ParseOrigin(origin string) (scheme, hostname string, ok bool) {
+	scheme, rest, found := strings.Cut(origin, "://")
+	if !found || !validScheme(scheme) {
+		return "", "", false
+	}
+	// The authority ends where urlparse ends it; browsers send none of these.
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	var port string
+	if strings.HasPrefix(rest, "[") {
+		end := strings.IndexByte(rest, ']')
+		if end < 0 {
+			return "", "", false
+		}
+		hostname, port = rest[1:end], rest[end+1:]
+		if port != "" && port[0] != ':' || !validIPv6(hostname) {
+			return "", "", false
+		}
+	} else {
+		hostname, port, _ = strings.Cut(rest, ":")
+		if !validHostname(hostname) {
+			return "", "", false
+		}
+		port = ":" + port
+	}
+	for i := 1; i < len(port); i++ {
+		if c := port[i]; c <= ' ' || c >= 0x7f || c == '@' || c == '%' {
+			return "", "", false
+		}
+	}
+	return strings.ToLower(scheme), strings.ToLower(hostname), true
+}
+
+func validScheme(s string) bool {
+	if s == "" || !isLetter(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isLetter(c) && !isDigit(c) && c != '+' && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// validHostname accepts registered names and IPv4 addresses: letters,
+// digits, '-', '_' and '.'.
+func validHostname(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isLetter(c) && !isDigit(c) && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+func validIPv6(s string) bool {
+	ip, err := netip.ParseAddr(s)
+	return err == nil && ip.Is6() && ip.Zone() == ""
+}
+
+func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+func isDigit(c byte) bool  { return '0' <= c && c <= '9' }
 
 func (p OriginPolicy) allowed(hostname string) bool {
 	for _, a := range p.Allowed {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,6 +84,24 @@ func TestOriginPolicy(t *testing.T) {
 		{"null origin", ws, "null", "proxy", "", false},
 		{"no scheme", ws, "proxy", "proxy", "", false},
 		{"garbage", ws, "http://%zz", "proxy", "", false},
+		// python-zunclient's Origin for a URL without a port.
+		{"zunclient port None", ws, "http://proxy:None", "proxy", "", true},
+		{"zunclient port None wss", wss, "https://console.example.org:None", "console.example.org", "", true},
+		{"zunclient port None behind TLS terminator", wss, "http://console.example.org:None", "console.example.org", "https", true},
+		{"port None other host", ws, "http://evil.example:None", "proxy", "", false},
+		{"port None allowed host", ws, "http://dashboard.example.org:None", "proxy:6784", "", true},
+		{"ipv6 port None", ws, "http://[::1]:None", "[::1]:6784", "", true},
+		{"empty port", ws, "http://proxy:", "proxy", "", true},
+		{"userinfo before host", ws, "http://evil.example@proxy", "proxy", "", false},
+		{"userinfo in port", ws, "http://proxy:x@evil.example", "proxy", "", false},
+		{"percent-escaped host", ws, "http://pro%78y", "proxy", "", false},
+		{"host with space", ws, "http://proxy :80", "proxy", "", false},
+		{"host prefix of another", ws, "http://proxy.evil.example", "proxy", "", false},
+		{"empty hostname", ws, "http://:80", ":80", "", false},
+		{"unclosed ipv6", ws, "http://[::1", "[::1]", "", false},
+		{"ipv6 trailing junk", ws, "http://[::1]x", "[::1]", "", false},
+		{"bad scheme", ws, "1http://proxy", "proxy", "", false},
+		{"path after host", ws, "http://proxy/x", "proxy", "", true},
 	}
 	for _, c := range cases {
 		err := c.policy.Check(c.origin, c.host, c.xfp)
@@ -189,13 +209,53 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+// FuzzOriginCheck: an accepted Origin names, right after "scheme://", a
+// hostname that is the Host header's or an allowed one, ended by nothing, a
+// port or a path (no userinfo or escape can smuggle another host in); and
+// where Go's URL parser reads the Origin with a numeric port, both read the
+// same scheme and hostname.
 func FuzzOriginCheck(f *testing.F) {
 	f.Add("http://proxy:6784", "proxy:6784", "")
 	f.Add("https://[::1]", "[::1]", "https")
+	f.Add("http://proxy:None", "proxy", "")
+	f.Add("http://dash:None", "proxy", "")
+	f.Add("http://evil@proxy", "proxy", "")
 	f.Fuzz(func(t *testing.T, origin, host, xfp string) {
 		p := OriginPolicy{BaseScheme: "ws", Allowed: []string{"dash"}}
-		if err := p.Check(origin, host, xfp); err != nil && !errors.Is(err, ErrOrigin) {
+		err := p.Check(origin, host, xfp)
+		if err != nil && !errors.Is(err, ErrOrigin) {
 			t.Fatalf("unexpected error kind %v", err)
+		}
+		scheme, hostname, ok := ParseOrigin(origin)
+		if err == nil && origin != "" {
+			if !ok {
+				t.Fatalf("accepted %q that ParseOrigin refuses", origin)
+			}
+			if hostname != strings.ToLower(hostOnly(host)) && hostname != "dash" {
+				t.Fatalf("accepted %q for host %q: hostname %q", origin, host, hostname)
+			}
+			after := strings.ToLower(origin)[len(scheme)+3:]
+			named := hostname
+			if strings.Contains(hostname, ":") {
+				named = "[" + hostname + "]"
+			}
+			if !strings.HasPrefix(after, named) {
+				t.Fatalf("accepted %q: hostname %q is not what follows the scheme", origin, hostname)
+			}
+			if rest := after[len(named):]; rest != "" && rest[0] != ':' && rest[0] != '/' && rest[0] != '?' && rest[0] != '#' {
+				t.Fatalf("accepted %q: hostname %q is followed by %q", origin, hostname, rest)
+			}
+			if strings.Contains(strings.SplitN(after, "/", 2)[0], "@") {
+				t.Fatalf("accepted %q with userinfo", origin)
+			}
+		}
+		u, perr := url.Parse(origin)
+		if ok && perr == nil && u.User == nil && u.Opaque == "" && u.Host != "" && !strings.ContainsAny(origin, "%") &&
+			(strings.HasPrefix(u.Host, "[") || !strings.Contains(u.Hostname(), ":")) {
+			// net/url splits "h::" at its last colon, urlparse at its first.
+			if !strings.EqualFold(u.Scheme, scheme) || !strings.EqualFold(u.Hostname(), hostname) {
+				t.Fatalf("%q: ParseOrigin read %q %q, net/url %q %q", origin, scheme, hostname, u.Scheme, u.Hostname())
+			}
 		}
 	})
 }

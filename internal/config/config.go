@@ -16,8 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 )
 
 // Config is everything the proxy reads from zun.conf.
@@ -28,7 +26,7 @@ type Config struct {
 	// when [database] connection is set, else standalone.
 	Mode     string
 	Debug    bool   // [DEFAULT] debug
-	LogFile  string // [DEFAULT] log_file (under log_dir when relative); "" = stderr
+	LogFile  string // [DEFAULT] log_file and log_dir as oslo.log combines them; "" = stderr
 	MyIP     string // [DEFAULT] my_ip
 	Proxy    Proxy
 	Docker   Docker
@@ -48,6 +46,9 @@ type Config struct {
 	// "" = off. RecordInput records keystrokes too ([recording] input).
 	RecordingDir string
 	RecordInput  bool
+	// Warnings are settings that do not do what they read (the proxy
+	// does what Zun's services do with them), for the start-up log.
+	Warnings []string
 }
 
 // Admin is [admin]: the token API's listener (standalone mode).
@@ -118,7 +119,8 @@ func (d Docker) TLS() bool {
 // Database is [database].
 type Database struct {
 	Connection   string        // connection: SQLAlchemy URL; "" = not configured
-	DSN          string        // Connection as a go-sql-driver/mysql DSN
+	DSN          string        // Connection (and connection_parameters) as a go-sql-driver/mysql DSN
+	TLS          DatabaseTLS   // TLS to the database, from the URL's options
 	MaxOpen      int           // max_pool_size + max_overflow
 	MaxIdle      int           // max_pool_size
 	QueryTimeout time.Duration // query_timeout (extension)
@@ -168,7 +170,7 @@ var defaults = map[string]map[string]string{
 		"key_file":                  "",
 		"api_url":                   "unix:///var/run/docker.sock",
 	},
-	"database":  {"connection": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5"},
+	"database":  {"connection": "", "connection_parameters": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5", "max_retries": "10"},
 	"admin":     {"listen": "", "key_file": ""},
 	"metrics":   {"listen": "", "profiling": "false"},
 	"audit":     {"file": ""},
@@ -392,6 +394,31 @@ func (r *reader) prefixes(section, name string) []netip.Prefix {
 	return out
 }
 
+// value is get without the entry.
+func (r *reader) value(section, name string) string {
+	v, _ := r.get(section, name)
+	return v
+}
+
+// LogName is the file oslo.log writes in log_dir when log_file is unset: the
+// program's name with ".log" (Kolla's log collection reads it there).
+const LogName = "zun-wsproxy.log"
+
+// logFilePath is oslo.log's choice of log file: log_file, under log_dir
+// when both are set; log_dir/zun-wsproxy.log when only log_dir is; none
+// (standard error) when neither is.
+func logFilePath(logFile, logDir string) string {
+	switch {
+	case logDir == "":
+		return logFile
+	case logFile == "":
+		return filepath.Join(logDir, LogName)
+	case filepath.IsAbs(logFile):
+		return logFile
+	}
+	return filepath.Join(logDir, logFile)
+}
+
 func (r *reader) fail(e entry, section, name string, err error) {
 	if r.err == nil {
 		r.err = fmt.Errorf("%s: %w", where(e, section, name), err)
@@ -422,10 +449,7 @@ func (r *reader) config() (*Config, error) {
 	c.AuditFile, _ = r.get("audit", "file")
 	c.RecordingDir, _ = r.get("recording", "dir")
 	c.RecordInput = r.bool("recording", "input")
-	c.LogFile, _ = r.get("DEFAULT", "log_file")
-	if logDir, _ := r.get("DEFAULT", "log_dir"); logDir != "" && c.LogFile != "" && !filepath.IsAbs(c.LogFile) {
-		c.LogFile = filepath.Join(logDir, c.LogFile)
-	}
+	c.LogFile = logFilePath(r.value("DEFAULT", "log_file"), r.value("DEFAULT", "log_dir"))
 
 	const wp = "websocket_proxy"
 	p := &c.Proxy
@@ -495,17 +519,34 @@ func (r *reader) config() (*Config, error) {
 	const db = "database"
 	var connEntry entry
 	c.Database.Connection, connEntry = r.get(db, "connection")
-	if c.Database.Connection != "" {
-		dsn, err := MySQLDSN(c.Database.Connection)
-		if err != nil {
+	params, paramsEntry := r.get(db, "connection_parameters")
+	extra, err := url.ParseQuery(params)
+	if err != nil {
+		r.fail(paramsEntry, db, "connection_parameters", fmt.Errorf("invalid parameters: %w", err))
+	}
+	if c.Database.Connection != "" && err == nil {
+		d, err := ParseDatabaseURL(c.Database.Connection, extra)
+		var qe *QueryError
+		switch {
+		case errors.As(err, &qe) && qe.InParameters:
+			r.fail(paramsEntry, db, "connection_parameters", err)
+		case err != nil:
 			r.fail(connEntry, db, "connection", err)
+		default:
+			c.Database.DSN, c.Database.TLS = d.DSN, d.TLS
+			for _, w := range d.Warnings {
+				c.Warnings = append(c.Warnings, where(connEntry, db, "connection")+": "+w)
+			}
 		}
-		c.Database.DSN = dsn
 	}
 	pool := r.int(db, "max_pool_size", 1, 10000)
 	overflow := r.int(db, "max_overflow", 0, 100000)
 	c.Database.MaxOpen, c.Database.MaxIdle = pool+overflow, pool
 	c.Database.QueryTimeout = r.seconds(db, "query_timeout")
+	// oslo.db's start-up retries (Kolla sets -1, forever). Zun mode opens no
+	// connection at start-up, so there is nothing to retry; the value is
+	// still checked as oslo.db checks it.
+	r.int(db, "max_retries", -1, math.MaxInt32)
 
 	mode, modeEntry := r.get(wp, "mode")
 	switch mode {
@@ -649,62 +690,4 @@ func searchDirs() []string {
 		dirs = append(dirs, filepath.Join(home, ".zun"), home)
 	}
 	return append(dirs, "/etc/zun", "/etc")
-}
-
-// MySQLDSN converts an SQLAlchemy MySQL/MariaDB URL
-// (mysql+pymysql://user:pass@host:port/db?charset=utf8) to a
-// go-sql-driver/mysql DSN.
-func MySQLDSN(sqlalchemyURL string) (string, error) {
-	u, err := url.Parse(sqlalchemyURL)
-	if err != nil {
-		return "", fmt.Errorf("invalid URL: %w", redactURLError(err))
-	}
-	switch u.Scheme {
-	case "mysql", "mysql+pymysql", "mysql+mysqldb", "mysql+mysqlconnector", "mariadb", "mariadb+pymysql", "mariadb+mysqldb":
-	default:
-		return "", fmt.Errorf("unsupported database %q (supported: mysql://, mysql+pymysql://, mysql+mysqldb://, mysql+mysqlconnector://, mariadb://)", u.Scheme)
-	}
-	// The driver's own formatter escapes what needs it (a password may
-	// hold '@', ':' or '/').
-	c := mysql.NewConfig()
-	if u.User != nil {
-		c.User = u.User.Username()
-		c.Passwd, _ = u.User.Password()
-	}
-	q := u.Query()
-	if sock := q.Get("unix_socket"); sock != "" {
-		c.Net, c.Addr = "unix", sock
-	} else {
-		host, port := u.Hostname(), u.Port()
-		if host == "" {
-			host = "127.0.0.1"
-		}
-		if port == "" {
-			port = "3306"
-		}
-		c.Net, c.Addr = "tcp", net.JoinHostPort(host, port)
-	}
-	c.DBName = strings.TrimPrefix(u.Path, "/")
-	c.ParseTime = true
-	cs := q.Get("charset")
-	if cs != "" {
-		c.Params = map[string]string{"charset": cs}
-	}
-	// One round trip per query instead of three (prepare, execute, close):
-	// the driver quotes the arguments itself, which is safe with these
-	// character sets (not with multi-byte ones such as big5 or sjis).
-	switch strings.ToLower(cs) {
-	case "", "utf8", "utf8mb3", "utf8mb4", "latin1", "ascii", "binary":
-		c.InterpolateParams = true
-	}
-	return c.FormatDSN(), nil
-}
-
-// redactURLError keeps a password out of url.Parse's error text.
-func redactURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }

@@ -112,6 +112,28 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// oslo.log's choice of file: log_dir alone (as Kolla writes zun.conf) means
+// log_dir/<program>.log.
+func TestLogFilePath(t *testing.T) {
+	cases := []struct{ conf, want string }{
+		{"", ""},
+		{"log_file = /var/log/wsproxy.log\n", "/var/log/wsproxy.log"},
+		{"log_file = wsproxy.log\n", "wsproxy.log"},
+		{"log_dir = /var/log/kolla/zun\n", "/var/log/kolla/zun/zun-wsproxy.log"},
+		{"log_dir = /var/log/zun\nlog_file = wsproxy.log\n", "/var/log/zun/wsproxy.log"},
+		{"log_dir = /var/log/zun\nlog_file = /srv/wsproxy.log\n", "/srv/wsproxy.log"},
+	}
+	for _, c := range cases {
+		cfg, err := load(t, "[DEFAULT]\n"+c.conf)
+		if err != nil {
+			t.Fatalf("%q: %v", c.conf, err)
+		}
+		if cfg.LogFile != c.want {
+			t.Errorf("%q: log file %q, want %q", c.conf, cfg.LogFile, c.want)
+		}
+	}
+}
+
 func TestZunConf(t *testing.T) {
 	c, err := load(t, `[DEFAULT]
 debug = True
@@ -238,6 +260,7 @@ func TestErrorMessages(t *testing.T) {
 		{"[docker]\ndocker_remote_api_port = x\n", `[docker] docker_remote_api_port: invalid port "x" (want 0-65535)`},
 		{"[database]\nconnection = sqlite:///zun.db\n", `[database] connection: unsupported database "sqlite" (supported: mysql://, mysql+pymysql://, mysql+mysqldb://, mysql+mysqlconnector://, mariadb://)`},
 		{"[DEFAULT]\ndebug = 2\n", `[DEFAULT] debug: invalid boolean "2" (want true or false)`},
+		{"[database]\nmax_retries = -2\n", `[database] max_retries: invalid integer "-2" (want -1-2147483647)`},
 		{"[websocket_proxy]\ntoken_ttl = -5\n", `[websocket_proxy] token_ttl: invalid integer "-5" (want 0-31536000)`},
 		{"[websocket_proxy]\nmax_header_size = 10\n", `[websocket_proxy] max_header_size: invalid integer "10" (want 1024-1048576)`},
 		{"[websocket_proxy]\nmode = both\n", `[websocket_proxy] mode: invalid mode "both" (want zun or standalone)`},
@@ -320,35 +343,6 @@ func TestListenerTLS(t *testing.T) {
 	// The default self.pem is optional.
 	if c, err := load(t, ""); err != nil || c.Proxy.Cert != "" {
 		t.Fatalf("default cert: %q %v", c.Proxy.Cert, err)
-	}
-}
-
-func TestMySQLDSN(t *testing.T) {
-	cases := []struct{ in, want, err string }{
-		{"mysql+pymysql://zun:secret@127.0.0.1/zun?charset=utf8", "zun:secret@tcp(127.0.0.1:3306)/zun?interpolateParams=true&parseTime=true&charset=utf8", ""},
-		{"mysql://zun:secret@db:3307/zun", "zun:secret@tcp(db:3307)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mysql+mysqldb://zun@[::1]/zun", "zun@tcp([::1]:3306)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mariadb://u:p%2Fa%3Ab%40c@h/d", "u:p/a:b@c@tcp(h:3306)/d?interpolateParams=true&parseTime=true", ""},
-		{"mysql+pymysql://zun:pw@/zun?unix_socket=/run/mysqld/mysqld.sock&read_timeout=5", "zun:pw@unix(/run/mysqld/mysqld.sock)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mysql://zun:pw@db/zun?charset=sjis", "zun:pw@tcp(db:3306)/zun?parseTime=true&charset=sjis", ""},
-		{"postgresql://zun@db/zun", "", "unsupported database \"postgresql\""},
-		{"sqlite:///x.db", "", "unsupported database"},
-		{"mysql://zun:pw@db:notaport/zun", "", "invalid URL"},
-	}
-	for _, c := range cases {
-		got, err := MySQLDSN(c.in)
-		if c.err != "" {
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("%s: %v, want error %q", c.in, err, c.err)
-			}
-			if err != nil && strings.Contains(err.Error(), "pw") {
-				t.Errorf("%s: error shows the password: %v", c.in, err)
-			}
-			continue
-		}
-		if err != nil || got != c.want {
-			t.Errorf("%s -> %q %v, want %q", c.in, got, err, c.want)
-		}
 	}
 }
 

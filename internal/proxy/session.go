@@ -64,11 +64,6 @@ type Options struct {
 	// WriteTimeout disconnects a client that does not take output for this
 	// long (backpressure stops the container meanwhile). 0: off.
 	WriteTimeout time.Duration
-	// BinaryOutput sends all container output in binary messages, whatever
-	// type Docker used (Docker 20.10 sends text): the web console's
-	// subprotocol reserves text for control, and browsers reject text
-	// that is not UTF-8.
-	BinaryOutput bool
 	// Poller, when set, parks a direction of the session that has had
 	// nothing to read for IdleAfter (default 1s): its goroutine ends and
 	// the Poller starts a new one when the socket becomes readable, so an
@@ -177,7 +172,6 @@ type Session struct {
 	// Owned by the fromContainer pump until it ends, then by finish.
 	held  [3]byte // start of a UTF-8 character awaiting its next bytes
 	nheld int
-	msgOp websocket.Opcode // opcode of the container's current message
 	// small carries interactive output; pooled while the pump runs, so a
 	// parked session holds none.
 	small *[room + smallChunk]byte
@@ -209,7 +203,6 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 		backend:   backend.Conn,
 		backendIO: backendIO,
 		opts:      opts,
-		msgOp:     websocket.OpBinary,
 	}
 	s.fromClient.init(s, clientSide, client, clientIO, &s.clientIn, s.pumpClient)
 	s.fromContainer.init(s, containerSide, backend.Conn, backendIO, &s.backendIn, s.pumpContainer)
@@ -689,11 +682,12 @@ func (s *Session) pumpAttach() end {
 				return end{side: containerSide, err: err}
 			}
 			return end{side: containerSide, closed: true, code: code}
-		case websocket.OpText, websocket.OpBinary:
-			if !s.opts.BinaryOutput {
-				s.msgOp = h.Op
-			}
 		}
+		// Output leaves in binary messages whatever type Docker used
+		// (text below API 1.28, with any bytes the process printed): a
+		// browser fails the whole connection on a text message that is not
+		// UTF-8, and websockify, which Zun's clients were written against,
+		// always sends binary.
 		for remaining := h.Length; remaining > 0; {
 			// Short payloads go through the inline array; only bulk output
 			// takes a pooled buffer, and only while it is being forwarded.
@@ -701,7 +695,7 @@ func (s *Session) pumpAttach() end {
 			if remaining <= smallChunk {
 				n, err = s.backendR.Read(s.small[room:])
 				if n > 0 {
-					if e, ok := s.sendToClient(s.small[:], n, s.msgOp); !ok {
+					if e, ok := s.sendToClient(s.small[:], n); !ok {
 						return e
 					}
 				}
@@ -712,7 +706,7 @@ func (s *Session) pumpAttach() end {
 				bp := bufPool.Get().(*[]byte)
 				n, err = s.backendR.ReadChunk((*bp)[room:], int(min(remaining, chunk)))
 				if n > 0 {
-					if e, ok := s.sendToClient(*bp, n, s.msgOp); !ok {
+					if e, ok := s.sendToClient(*bp, n); !ok {
 						bufPool.Put(bp)
 						return e
 					}
@@ -733,7 +727,7 @@ func (s *Session) pumpExec() end {
 		for p := s.pending; len(p) > 0; {
 			n := copy(s.small[room:], p)
 			p = p[n:]
-			if e, ok := s.sendToClient(s.small[:], n, websocket.OpBinary); !ok {
+			if e, ok := s.sendToClient(s.small[:], n); !ok {
 				return e
 			}
 		}
@@ -749,7 +743,7 @@ func (s *Session) pumpExec() end {
 			bp := bufPool.Get().(*[]byte)
 			n, err = s.backendIn.Read((*bp)[room : room+chunk])
 			if n > 0 {
-				if e, ok := s.sendToClient(*bp, n, websocket.OpBinary); !ok {
+				if e, ok := s.sendToClient(*bp, n); !ok {
 					bufPool.Put(bp)
 					return e
 				}
@@ -759,7 +753,7 @@ func (s *Session) pumpExec() end {
 		} else {
 			n, err = s.backendIn.Read(s.small[room:])
 			if n > 0 {
-				if e, ok := s.sendToClient(s.small[:], n, websocket.OpBinary); !ok {
+				if e, ok := s.sendToClient(s.small[:], n); !ok {
 					return e
 				}
 			}
@@ -780,7 +774,7 @@ func (s *Session) pumpExec() end {
 // sendToClient sends buf[room:room+n], preceded by any held-back bytes, as
 // one client message, holding back an incomplete trailing UTF-8 character
 // for the next message.
-func (s *Session) sendToClient(buf []byte, n int, op websocket.Opcode) (end, bool) {
+func (s *Session) sendToClient(buf []byte, n int) (end, bool) {
 	start := room - s.nheld
 	copy(buf[start:room], s.held[:s.nheld])
 	stop := room + n
@@ -790,16 +784,17 @@ func (s *Session) sendToClient(buf []byte, n int, op websocket.Opcode) (end, boo
 	if stop == start {
 		return end{}, true
 	}
-	if err := s.writeClient(op, buf, start, stop); err != nil {
+	if err := s.writeClient(buf, start, stop); err != nil {
 		return end{side: clientSide, err: fmt.Errorf("write to client: %w", err)}, false
 	}
 	return end{}, true
 }
 
-// writeClient writes buf[off:stop] as one message, base64-encoded under
-// the base64 subprotocol.
-func (s *Session) writeClient(op websocket.Opcode, buf []byte, off, stop int) error {
+// writeClient writes buf[off:stop] as one binary message, or as base64 in
+// a text message under the base64 subprotocol.
+func (s *Session) writeClient(buf []byte, off, stop int) error {
 	n := stop - off
+	op := websocket.OpBinary
 	if s.opts.Tap != nil {
 		s.opts.Tap.Output(buf[off:stop])
 	}
@@ -835,5 +830,5 @@ func (s *Session) flushHeld() {
 	n := s.nheld
 	s.nheld = 0
 	s.clientW.SetTimeout(s.client, s.opts.CloseTimeout)
-	s.writeClient(websocket.OpBinary, s.small[:], room, room+n)
+	s.writeClient(s.small[:], room, room+n)
 }

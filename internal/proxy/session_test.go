@@ -222,6 +222,43 @@ func TestAttachBothWays(t *testing.T) {
 
 // Docker splits output anywhere, in frames of any size: the client gets
 // every byte, in binary messages that each are UTF-8 by themselves.
+// Docker below API 1.28 (Zun's default is 1.26) sends attach output in text
+// messages with whatever bytes the process printed. The client gets binary
+// messages (base64 text under base64), the bytes unchanged: a browser fails
+// the whole connection on a text message that is not UTF-8.
+func TestAttachOutputIsBinaryWhateverDockerSends(t *testing.T) {
+	cases := []struct {
+		name     string
+		encoding Encoding
+		dockerOp websocket.Opcode
+		output   string
+	}{
+		{"text utf-8", Binary, websocket.OpText, "€ é 中\n"},
+		{"text 0xff", Binary, websocket.OpText, "\xff\xfe\n"},
+		{"text latin-1", Binary, websocket.OpText, "caf\xe9\n"},
+		{"binary 0xff", Binary, websocket.OpBinary, "\xff\n"},
+		{"base64 text 0xff", Base64, websocket.OpText, "\xff\xfe\n"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := start(t, true, Options{Encoding: c.encoding})
+			h.docker.send(t, c.dockerOp, []byte(c.output))
+			m := h.client.recv(t)
+			got, wantOp := m.payload, websocket.OpBinary
+			if c.encoding == Base64 {
+				wantOp = websocket.OpText
+				var err error
+				if got, err = base64.StdEncoding.DecodeString(string(m.payload)); err != nil {
+					t.Fatalf("base64 message %q: %v", m.payload, err)
+				}
+			}
+			if m.op != wantOp || string(got) != c.output {
+				t.Fatalf("client got %v %q, want %v %q", m.op, got, wantOp, c.output)
+			}
+		})
+	}
+}
+
 func TestAttachNeverSplitsCharacters(t *testing.T) {
 	for _, c := range []struct {
 		name  string

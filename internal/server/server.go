@@ -340,7 +340,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		opts.FirstOutput = func() { s.opts.Metrics.FirstOutput(time.Since(info.requested)) }
 	}
 	if subprotocol == proxy.ConsoleSubprotocol {
-		opts.BinaryOutput, opts.PingClient = true, true
+		opts.PingClient = true
 		opts.Resize = func(ctx context.Context, rows, cols int) error {
 			return s.opts.Resizer.Resize(ctx, target, rows, cols)
 		}

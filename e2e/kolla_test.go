@@ -1,0 +1,63 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+)
+
+// The proxy started with zun.conf as Kolla writes it: every section of
+// Kolla's template, debug in Python's spelling, log_dir without log_file,
+// base_url without a trailing slash, [database] max_retries = -1 and
+// Docker's API at 1.24 (text frames on attach). It logs where oslo.log
+// would (Kolla's log collection reads log_dir/zun-wsproxy.log), and the real
+// CLI works through the URL Zun's API builds from that base_url.
+func TestKollaZunConf(t *testing.T) {
+	db := testenv.NewZunDB(t, "e2e")
+	d := testenv.NewDocker(t)
+	port := freePort(t)
+	logDir := t.TempDir()
+	dockerHost, dockerPort, _ := net.SplitHostPort(testenv.DockerAddr)
+	tmpl := template.Must(template.ParseFiles(filepath.Join("testdata", "kolla-zun.conf")))
+	var conf strings.Builder
+	if err := tmpl.Execute(&conf, map[string]any{
+		"LogDir": logDir, "Connection": db.URL(), "Port": port,
+		"DockerAddr": testenv.DockerAddr, "DockerHost": dockerHost, "DockerPort": dockerPort,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, port, conf.String(), "")
+
+	id := d.Run("sh")
+	c := db.InsertContainer(t, testenv.Container{DockerID: id, Token: testenv.NewUUID(),
+		WebsocketURL: fmt.Sprintf("ws://%s/v1.24/containers/%s/attach/ws?logs=0&stream=1&stdin=1&stdout=1&stderr=1", testenv.DockerAddr, id)})
+	// Zun's API: base_url + "?token=…&uuid=…".
+	url := fmt.Sprintf("ws://127.0.0.1:%d?token=%s&uuid=%s", port, c.Token, c.UUID)
+	out, code := zunclient(t, "attach", "--url", url, "--send", `echo kolla-$((6*7))\n`, "--expect", "kolla-42")
+	if code != 0 {
+		t.Fatalf("zunclient attach through %s: exit %d\n%s", url, code, out)
+	}
+
+	logFile := filepath.Join(logDir, "zun-wsproxy.log")
+	var logs string
+	if !testenv.WaitFor(5*time.Second, func() bool {
+		b, _ := os.ReadFile(logFile)
+		logs = string(b)
+		return strings.Contains(logs, "session ended") && strings.Contains(logs, "container="+c.UUID)
+	}) {
+		t.Fatalf("%s has no line for the session; it holds:\n%s\nstandard error:\n%s", logFile, logs, p.logs)
+	}
+	if strings.Contains(logs, "level=DEBUG") {
+		t.Errorf("debug = False, yet debug lines were logged:\n%s", logs)
+	}
+	if s := p.logs.String(); strings.Contains(s, "session started") {
+		t.Errorf("log lines went to standard error with log_dir set:\n%s", s)
+	}
+}
