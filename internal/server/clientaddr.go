@@ -55,6 +55,9 @@ func (t *TrustedProxies) Contains(a netip.Addr) bool {
 	return false
 }
 
+// empty reports whether the set trusts no one.
+func (t *TrustedProxies) empty() bool { return t == nil || len(*t.list.Load()) == 0 }
+
 // containsPeer reports whether a connection's remote address is in the
 // set.
 func (t *TrustedProxies) containsPeer(addr net.Addr) bool {
@@ -95,6 +98,20 @@ func (s *Server) clientOf(r *http.Request) client {
 		c.text = peer.Addr().String()
 	}
 	return c
+}
+
+// forwardedProto is the X-Forwarded-Proto the Origin check believes: any
+// peer's while trusted_proxies is empty (Zun's proxy believes it from
+// anyone), else only a trusted proxy's.
+func (s *Server) forwardedProto(r *http.Request) string {
+	proto := r.Header.Get("X-Forwarded-Proto")
+	if proto == "" || s.trusted.empty() {
+		return proto
+	}
+	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && s.trusted.Contains(peer.Addr()) {
+		return proto
+	}
+	return ""
 }
 
 // forwardedFor walks X-Forwarded-For from its right end to its left, over

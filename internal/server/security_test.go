@@ -388,7 +388,9 @@ func TestSecuritySuite(t *testing.T) {
 		{"origin", "userinfo trick", "HTTP 403", fresh("Origin: http://127.0.0.1@evil.example")},
 		{"origin", "suffix trick", "HTTP 403", fresh("Origin: http://127.0.0.1.evil.example")},
 		{"origin", "https origin on a ws:// proxy", "HTTP 403", fresh("Origin: https://127.0.0.1")},
-		{"origin", "X-Forwarded-Proto https", "HTTP 403", fresh("Origin: http://127.0.0.1", "X-Forwarded-Proto: https")},
+		{"origin", "X-Forwarded-Proto https (from the trusted proxy)", "HTTP 403", func() string {
+			return rawRequest(proxyIP, p.plain, local+handshake(q(p.freshToken(t), victim), "Origin: http://127.0.0.1", "X-Forwarded-Proto: https"))
+		}},
 		{"origin", "malformed origin", "HTTP 403", fresh("Origin: http://%zz")},
 		{"origin", "two origins in one header", "HTTP 403", fresh("Origin: http://evil.example, http://127.0.0.1")},
 		{"origin", "allowed origin (control)", "HTTP 101", fresh("Origin: http://dashboard.example.org")},
@@ -487,6 +489,10 @@ func TestSecuritySuite(t *testing.T) {
 			return guesses(30, func(i int) string {
 				return rawRequest(proxyIP, p.plain, proxyLine("198.51.100.201")+handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", i+1)))
 			})
+		}},
+		{"forwarded", "X-Forwarded-Proto from an untrusted peer", "HTTP 403", fresh("Origin: https://127.0.0.1", "X-Forwarded-Proto: http")},
+		{"forwarded", "X-Forwarded-Proto from a trusted proxy (control)", "HTTP 101", func() string {
+			return rawRequest(proxyIP, p.plain, local+handshake(q(p.freshToken(t), victim), "Origin: https://127.0.0.1", "X-Forwarded-Proto: http"))
 		}},
 		{"forwarded", "valid token behind the proxy (control)", "HTTP 101", func() string {
 			return rawRequest(proxyIP, p.plain, proxyLine("198.51.100.202")+handshake(q(p.freshToken(t), victim)))

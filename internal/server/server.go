@@ -276,7 +276,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, info, err)
 		return
 	}
-	if err := s.origin.Load().Check(r.Header.Get("Origin"), r.Host, r.Header.Get("X-Forwarded-Proto")); err != nil {
+	if err := s.origin.Load().Check(r.Header.Get("Origin"), r.Host, s.forwardedProto(r)); err != nil {
 		s.reject(w, r, info, err)
 		return
 	}
