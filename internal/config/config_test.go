@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -357,4 +358,95 @@ func FuzzParse(f *testing.F) {
 		r := &reader{ini: into}
 		r.config() // must not panic, however odd the values
 	})
+}
+
+// token_ttl is seconds like every other duration: fractions too.
+func TestTokenTTLSeconds(t *testing.T) {
+	cases := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"0", 0},
+		{"90", 90 * time.Second},
+		{"1.5", 1500 * time.Millisecond},
+		{"0.25", 250 * time.Millisecond},
+	}
+	for _, c := range cases {
+		cfg, err := load(t, "[websocket_proxy]\ntoken_ttl = "+c.in+"\n")
+		if err != nil {
+			t.Errorf("token_ttl = %s: %v", c.in, err)
+			continue
+		}
+		if cfg.Proxy.TokenTTL != c.want {
+			t.Errorf("token_ttl = %s: %v, want %v", c.in, cfg.Proxy.TokenTTL, c.want)
+		}
+	}
+}
+
+// Interpolation is bounded in size, depth and work: a few hundred bytes of
+// file cannot grow into gigabytes or hours, and the error names the option.
+func TestInterpolationBounded(t *testing.T) {
+	chain := func(prefix string, n int, first, next string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s0 = %s\n", prefix, first)
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(&b, "%s%d = %s\n", prefix, i, strings.ReplaceAll(next, "@", fmt.Sprintf("$%s%d", prefix, i-1)))
+		}
+		return b.String()
+	}
+	cases := []struct {
+		name, body, err string
+	}{
+		// 16 bytes doubled 13 times: 128 KiB. (30 times: 16 GiB.)
+		{"doubling", chain("a", 13, "xxxxxxxxxxxxxxxx", "@@") + "allowed_origins = $a13\n",
+			"allowed_origins: $a13 expands to more than 65536 bytes"},
+		{"doubling far", chain("a", 40, "xxxxxxxxxxxxxxxx", "@@") + "allowed_origins = $a40\n",
+			"allowed_origins: $a13 expands to more than 65536 bytes"},
+		{"doubling at the top", chain("a", 12, "xxxxxxxxxxxxxxxx", "@@") + "allowed_origins = $a12,$a12\n",
+			"allowed_origins: expands to more than 65536 bytes"},
+		{"deep", chain("d", 10, "x", "@") + "allowed_origins = $d10\n",
+			"allowed_origins: interpolation nested deeper than 10 levels (at $d0)"},
+		// 10 references to 10 references... of an empty value: 10^12
+		// expansions unless each option is expanded once.
+		{"wide", chain("w", 9, "", "@@@@@@@@@@") + "allowed_origins = $w9\n", ""},
+		{"ten deep", chain("d", 9, "x", "@") + "allowed_origins = $d9\n", ""},
+		{"64 KiB", chain("a", 12, "xxxxxxxxxxxxxxxx", "@@") + "allowed_origins = $a12\n", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := write(t, t.TempDir(), "zun.conf", "[websocket_proxy]\n"+c.body)
+			done := make(chan error, 1)
+			go func() { _, err := Load([]string{path}, nil); done <- err }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(2 * time.Second):
+				t.Fatal("Load did not return within 2s")
+			}
+			switch {
+			case c.err == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case c.err != "" && (err == nil || err.Error() != path+": [websocket_proxy] "+c.err):
+				t.Fatalf("error %v\nwant  %s: [websocket_proxy] %s", err, path, c.err)
+			}
+		})
+	}
+}
+
+// --config-dir skips names starting with '.', as oslo.config's glob does:
+// an editor's lock link (.#name.conf, dangling) or a hidden file.
+func TestConfigDirSkipsDotFiles(t *testing.T) {
+	confd := t.TempDir()
+	write(t, confd, "10-port.conf", "[websocket_proxy]\nwsproxy_port = 3000\n")
+	write(t, confd, ".hidden.conf", "[websocket_proxy]\nwsproxy_port = 9\n")
+	if err := os.Symlink("user@host.1234:1700000000", filepath.Join(confd, ".#10-port.conf")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(nil, []string{confd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Proxy.Port != 3000 || len(c.Files) != 1 {
+		t.Errorf("port %d from %q, want 3000 from 10-port.conf alone", c.Proxy.Port, c.Files)
+	}
 }
