@@ -205,8 +205,7 @@ func where(e entry, section, name string) string {
 	return fmt.Sprintf("[%s] %s", section, name)
 }
 
-// get returns an option's interpolated value. Errors are kept for
-// config() to report; the first one wins.
+// get returns an option's interpolated value, and where it was set.
 func (r *reader) get(section, name string) (string, entry, error) {
 	e, _ := r.lookup(section, name)
 	x := r.expand(section, name, e, 0)
@@ -298,7 +297,7 @@ func (r *reader) config() (*Config, error) {
 	r.listenerTLS(p)
 
 	const db = "database"
-	if c.Database.Connection != "" && r.vals[db+".connection_parameters"] != nil {
+	if _, ok := r.vals[db+".connection_parameters"]; ok && c.Database.Connection != "" {
 		d, err := ParseDatabaseURL(c.Database.Connection, val[url.Values](r, db, "connection_parameters"))
 		var qe *QueryError
 		switch {

@@ -257,6 +257,7 @@ func TestErrorMessages(t *testing.T) {
 		{"[websocket_proxy]\ncert = /nonexistent/cert.pem\n", `[websocket_proxy] cert: unreadable: /nonexistent/cert.pem: no such file or directory`},
 		{"[websocket_proxy]\nbase_url = ftp://x/\n", `[websocket_proxy] base_url: invalid URL "ftp://x/" (want ws://, wss://, http:// or https://host/)`},
 		{"[websocket_proxy]\nbackend_timeout = -1\n", `[websocket_proxy] backend_timeout: invalid number of seconds "-1" (want a positive number)`},
+		{"[websocket_proxy]\nheartbeat = NaN\n", `[websocket_proxy] heartbeat: invalid number of seconds "NaN" (want a positive number, or 0 for off)`},
 		{"[docker]\nca_file = /nonexistent/ca.pem\n", `[docker] ca_file: unreadable: /nonexistent/ca.pem: no such file or directory`},
 		{"[docker]\ndocker_remote_api_port = x\n", `[docker] docker_remote_api_port: invalid port "x" (want 0-65535)`},
 		{"[database]\nconnection = sqlite:///zun.db\n", `[database] connection: unsupported database "sqlite" (supported: mysql://, mysql+pymysql://, mysql+mysqldb://, mysql+mysqlconnector://, mariadb://)`},
@@ -347,9 +348,14 @@ func TestListenerTLS(t *testing.T) {
 	}
 }
 
+// FuzzParse: any file is parsed and read without a panic; interpolation
+// stays within its bounds; a refusal is one line naming an option; and
+// what is accepted is within its option's bounds.
 func FuzzParse(f *testing.F) {
 	f.Add("[DEFAULT]\nmy_ip = 1.2.3.4\n[websocket_proxy]\nbase_url = ws://$my_ip:1/\n  more\n")
 	f.Add("[a]\nx: 'y'\n; c\n")
+	f.Add("[websocket_proxy]\na = xxxxxxxx\nb = $a$a$a$a$a$a$a$a\nc = $b$b$b$b$b$b$b$b\nd = $c$c$c$c$c$c$c$c\nallowed_origins = $d$d$d$d\n")
+	f.Add("[DEFAULT]\na = $b\nb = ${a}\n[websocket_proxy]\nheartbeat = $a\ntoken_ttl = 1e-3\n")
 	f.Fuzz(func(t *testing.T, data string) {
 		into := ini{}
 		if err := into.parse(data, "f"); err != nil {
@@ -357,7 +363,36 @@ func FuzzParse(f *testing.F) {
 		}
 		r := newReader()
 		r.ini = into
-		r.config() // must not panic, however odd the values
+		c, err := r.config() // must not panic, however odd the values
+		for section, opts := range into {
+			for name, e := range opts {
+				v, _, _ := r.get(section, name)
+				if len(v) > max(maxExpanded, len(e.value)) {
+					t.Fatalf("[%s] %s expanded to %d bytes", section, name, len(v))
+				}
+			}
+		}
+		if err != nil {
+			if msg := err.Error(); strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "f: [") && !strings.HasPrefix(msg, "[") {
+				t.Fatalf("error %q: not one line naming an option", msg)
+			}
+			return
+		}
+		for _, o := range options {
+			if o.dst == nil {
+				continue
+			}
+			switch v := reflect.ValueOf(o.dst(c)).Elem().Interface().(type) {
+			case time.Duration:
+				if v < 0 || v > maxSeconds*time.Second {
+					t.Fatalf("[%s] %s = %v", o.section, o.name, v)
+				}
+			case int:
+				if k, ok := o.kind.(integer); ok && (v < k.lo || v > k.hi) {
+					t.Fatalf("[%s] %s = %d", o.section, o.name, v)
+				}
+			}
+		}
 	})
 }
 
