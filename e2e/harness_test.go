@@ -172,6 +172,17 @@ func startProxyArgs(t *testing.T, port int, args ...string) *proxy {
 // test ends.
 func startProxyAt(t *testing.T, host string, port int, args ...string) *proxy {
 	t.Helper()
+	p := launchProxy(t, host, port, args...)
+	if !testenv.WaitFor(10*time.Second, func() bool { return accepts(p.addr()) }) {
+		t.Fatalf("zun-wsproxy did not start listening; log:\n%s", p.logs)
+	}
+	return p
+}
+
+// launchProxy runs the binary with args until the test ends, without
+// waiting for it to listen on host:port.
+func launchProxy(t *testing.T, host string, port int, args ...string) *proxy {
+	t.Helper()
 	p := &proxy{host: host, port: port, logs: &logBuffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Dir = t.TempDir()
@@ -207,9 +218,6 @@ func startProxyAt(t *testing.T, host string, port int, args ...string) *proxy {
 			t.Logf("zun-wsproxy log:\n%s", p.logs)
 		}
 	})
-	if !testenv.WaitFor(10*time.Second, func() bool { return accepts(p.addr()) }) {
-		t.Fatalf("zun-wsproxy did not start listening; log:\n%s", p.logs)
-	}
 	return p
 }
 
