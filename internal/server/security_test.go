@@ -277,7 +277,12 @@ func TestSecuritySuite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var readyChecks atomic.Int64
 	srv := New(Options{
+		Ready: func(ctx context.Context) error {
+			readyChecks.Add(1)
+			return zdb.Ping(ctx)
+		},
 		Resolver:                auth.NewAuthorizer(zdb, auth.Options{TokenTTL: time.Hour, SingleUse: true}),
 		Dialer:                  docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second}),
 		Origin:                  auth.OriginPolicy{BaseScheme: "ws", Allowed: []string{"dashboard.example.org"}},
@@ -441,6 +446,27 @@ func TestSecuritySuite(t *testing.T) {
 		{"slowloris", "headers never finished", "closed within header_timeout", func() string { return timedClose(p.plain, "GET / HTTP/1.1\r\nHost: x\r\n") }},
 		{"slowloris", "no byte at all", "closed within header_timeout", func() string { return timedClose(p.plain, "") }},
 		{"slowloris", "TLS hello never sent", "closed within header_timeout", func() string { return timedClose(p.sslOnly, "\x16") }},
+
+		{"readiness", "200 concurrent /readyz", "200 x HTTP 200, a check a second at most", func() string {
+			before, start := readyChecks.Load(), time.Now()
+			var wg sync.WaitGroup
+			var ok atomic.Int64
+			for i := 0; i < 200; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if rawRequest(freshIP(), p.plain, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n") == "HTTP 200" {
+						ok.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			checks, took := readyChecks.Load()-before, time.Since(start)
+			if checks > int64(took/readyFor)+2 {
+				return fmt.Sprintf("%d x HTTP 200, %d checks in %v", ok.Load(), checks, took.Round(time.Millisecond))
+			}
+			return fmt.Sprintf("%d x HTTP 200, a check a second at most", ok.Load())
+		}},
 
 		{"brute force", "30 wrong tokens from one address", "HTTP 401 x20, then HTTP 429 retry-after", func() string {
 			ip := freshIP()

@@ -59,7 +59,8 @@ type Options struct {
 	// nil means 404 there.
 	Console http.Handler
 	// Ready reports whether the proxy can serve new sessions (its store and
-	// a container runtime answer), for /readyz; nil means always ready.
+	// a container runtime answer), for /readyz; nil means always ready. It
+	// runs once at a time and its result is kept for a second (ready.go).
 	Ready  func(context.Context) error
 	Origin auth.OriginPolicy
 	Logger *slog.Logger
@@ -98,6 +99,7 @@ type Server struct {
 	http     *http.Server
 	slots    *sessionSlots
 	failures *failureLimiter
+	readyz   *readiness // nil: always ready
 	// What Reload may change, read at each request.
 	origin   atomic.Pointer[auth.OriginPolicy]
 	session  atomic.Pointer[proxy.Options]
@@ -133,6 +135,9 @@ func New(opts Options) *Server {
 		log:      opts.Logger,
 		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerContainer),
 		failures: newFailureLimiter(opts.AuthFailureLimit, opts.AuthFailureWindow),
+	}
+	if opts.Ready != nil {
+		s.readyz = &readiness{check: opts.Ready}
 	}
 	s.origin.Store(&opts.Origin)
 	s.session.Store(&opts.Session)
@@ -338,8 +343,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.start(proxy.New(conn, buffered, stream, opts), info)
 }
 
-// ready answers /readyz: 200 when the store and a runtime answer and the
-// proxy is not shutting down; 503 with a generic reason otherwise.
+// ready answers /readyz: 200 when the store and a runtime answer (as last
+// checked, at most readyFor ago) and the proxy is not shutting down; 503
+// with a generic reason otherwise.
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -349,10 +355,8 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if closing {
 		err = errors.New("shutting down")
-	} else if s.opts.Ready != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		defer cancel()
-		err = s.opts.Ready(ctx)
+	} else if s.readyz != nil {
+		err = s.readyz.get(r.Context())
 	}
 	if err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
