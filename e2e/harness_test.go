@@ -172,8 +172,14 @@ func startProxyArgs(t *testing.T, port int, args ...string) *proxy {
 // test ends.
 func startProxyAt(t *testing.T, host string, port int, args ...string) *proxy {
 	t.Helper()
-	p := &proxy{host: host, port: port, logs: &logBuffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(binary, args...)
+	return startProxyCmd(t, host, port, exec.Command(binary, args...))
+}
+
+// startProxyCmd runs cmd, which runs the binary (perhaps through a
+// wrapper that execs it), listening on host:port, until the test ends.
+func startProxyCmd(t *testing.T, host string, port int, cmd *exec.Cmd) *proxy {
+	t.Helper()
+	p := &proxy{host: host, port: port, logs: &logBuffer{}, done: make(chan error, 1), cmd: cmd}
 	p.cmd.Dir = t.TempDir()
 	stderr, _ := p.cmd.StderrPipe()
 	p.cmd.Stdout = os.Stdout

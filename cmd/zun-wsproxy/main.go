@@ -259,6 +259,7 @@ func serve(args []string) error {
 		MaxSessionsPerContainer: live.MaxSessionsPerContainer,
 		AuthFailureLimit:        live.AuthFailureLimit,
 		AuthFailureWindow:       live.AuthFailureWindow,
+		RecordingMaxSize:        cfg.RecordingMaxSize,
 	})
 	addr := net.JoinHostPort(cfg.Proxy.Host, strconv.Itoa(cfg.Proxy.Port))
 	ln, err := server.Listen(addr, server.ListenOptions{TLS: listenTLS, SSLOnly: cfg.Proxy.SSLOnly, FirstByteTimeout: cfg.Proxy.HeaderTimeout})

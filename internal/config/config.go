@@ -47,6 +47,9 @@ type Config struct {
 	// "" = off. RecordInput records keystrokes too ([recording] input).
 	RecordingDir string
 	RecordInput  bool
+	// RecordingMaxSize is [recording] max_size: bytes of one recording,
+	// past which its session is ended; 0 = no bound.
+	RecordingMaxSize int64
 }
 
 // Admin is [admin]: the token API's listener (standalone mode).
@@ -115,6 +118,10 @@ type Database struct {
 	QueryTimeout time.Duration // query_timeout (extension)
 }
 
+// minRecording is the least [recording] max_size: room for the header and
+// some events.
+const minRecording = 4096
+
 // defaults are Zun's option defaults (zun/conf), as oslo.config templates:
 // they are interpolated like values from files.
 var defaults = map[string]map[string]string{
@@ -161,7 +168,7 @@ var defaults = map[string]map[string]string{
 	"admin":     {"listen": "", "key_file": ""},
 	"metrics":   {"listen": "", "profiling": "false"},
 	"audit":     {"file": ""},
-	"recording": {"dir": "", "input": "false"},
+	"recording": {"dir": "", "input": "false", "max_size": "104857600"},
 }
 
 // Load reads files, then every *.conf file of each dir in name order, later
@@ -405,6 +412,11 @@ func (r *reader) config() (*Config, error) {
 	c.AuditFile, _ = r.get("audit", "file")
 	c.RecordingDir, _ = r.get("recording", "dir")
 	c.RecordInput = r.bool("recording", "input")
+	c.RecordingMaxSize = int64(r.int("recording", "max_size", 0, 1<<40))
+	if c.RecordingMaxSize > 0 && c.RecordingMaxSize < minRecording {
+		e, _ := r.lookup("recording", "max_size")
+		r.fail(e, "recording", "max_size", fmt.Errorf("invalid size %d (want 0 for no bound, or at least %d bytes)", c.RecordingMaxSize, minRecording))
+	}
 	c.LogFile = logFilePath(r.value("DEFAULT", "log_file"), r.value("DEFAULT", "log_dir"))
 
 	const wp = "websocket_proxy"

@@ -3,6 +3,7 @@ package recording
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"strings"
@@ -91,6 +92,86 @@ func TestRecorder(t *testing.T) {
 				t.Errorf("output %q, want %q", out, c.wantOutput)
 			}
 		})
+	}
+}
+
+// A recording never passes MaxSize: the event that would is not written,
+// and it and every later call return ErrLimit; the file stays readable.
+func TestMaxSize(t *testing.T) {
+	dir := t.TempDir()
+	const max = 4096
+	r, err := Create(dir, "web", "s1", Options{Input: true, MaxSize: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := []byte(strings.Repeat("x", 100) + "\r\n")
+	var wrote int
+	for err = r.Output(line); err == nil; err = r.Output(line) {
+		wrote++
+	}
+	if !errors.Is(err, ErrLimit) {
+		t.Fatalf("past MaxSize: %v, want ErrLimit", err)
+	}
+	for _, call := range []func() error{func() error { return r.Input([]byte("x")) }, func() error { return r.Resize(1, 1) }, r.Close} {
+		if err := call(); !errors.Is(err, ErrLimit) {
+			t.Errorf("after the limit: %v, want ErrLimit", err)
+		}
+	}
+	fi, err := os.Stat(r.Path())
+	if err != nil || fi.Size() > max || fi.Size() < max-200 {
+		t.Fatalf("file of %v bytes (%v), want at most %d and within a line of it", fi.Size(), err, max)
+	}
+	_, evs, err := ReadFile(r.Path())
+	if err != nil || len(evs) != wrote {
+		t.Fatalf("%d events (%v), want the %d written", len(evs), err, wrote)
+	}
+}
+
+// A write that fails fails the call that made it, and every later one:
+// the session can refuse to forward what was not recorded. The file keeps
+// what was written before.
+func TestWriteFailure(t *testing.T) {
+	r, err := Create(t.TempDir(), "web", "s1", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Output([]byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	r.f.Close() // as a disk that fails would
+	if err := r.Output([]byte("lost")); err == nil || errors.Is(err, ErrLimit) {
+		t.Fatalf("a failed write: %v", err)
+	}
+	if err := r.Resize(1, 1); err == nil {
+		t.Error("a resize after a failed write succeeded")
+	}
+	if err := r.Close(); err == nil {
+		t.Error("Close after a failed write: no error")
+	}
+	_, evs, err := ReadFile(r.Path())
+	if err != nil || len(evs) != 1 || evs[0].Data != "kept" {
+		t.Fatalf("events %+v (%v), want the one written", evs, err)
+	}
+}
+
+// Create writes the header at once: a session is refused, not started
+// unrecorded, when nothing can be written.
+func TestCreateWritesTheHeader(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Create(dir, "web", "s1", Options{Title: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h, evs, err := ReadFile(r.Path())
+	if err != nil || h.Version != 2 || h.Title != "web" || len(evs) != 0 {
+		t.Fatalf("before any event: header %+v, %d events, %v", h, len(evs), err)
+	}
+	if _, err := Create(dir, "web", "s2", Options{MaxSize: 10}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("a header over MaxSize: %v", err)
+	}
+	if names, _ := os.ReadDir(dir); len(names) != 1 {
+		t.Fatalf("%d files, want the first recording's only", len(names))
 	}
 }
 

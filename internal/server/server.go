@@ -86,9 +86,12 @@ type Options struct {
 	Audit   *audit.Log
 	// RecordingDir, when set, records every session there (asciicast v2);
 	// RecordInput records keystrokes too. A session whose recording
-	// cannot be created is refused (503): recording is for audit.
-	RecordingDir string
-	RecordInput  bool
+	// cannot be created is refused (503), and one whose recording fails
+	// or reaches RecordingMaxSize (0: no bound) is ended: recording is for
+	// audit (record.go).
+	RecordingDir     string
+	RecordInput      bool
+	RecordingMaxSize int64
 }
 
 // Server serves console connections. It owns the sessions it starts and
@@ -304,7 +307,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if name == "" {
 			name = target.ContainerUUID
 		}
-		info.rec, err = recording.Create(s.opts.RecordingDir, name, info.id, recording.Options{Input: s.opts.RecordInput, Title: name})
+		info.rec, err = recording.Create(s.opts.RecordingDir, name, info.id, recording.Options{Input: s.opts.RecordInput, Title: name, MaxSize: s.opts.RecordingMaxSize})
 		if err != nil {
 			stream.Conn.Close()
 			s.log.Error("session refused: cannot record it", "session", info.id, "error", err)
@@ -327,7 +330,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts.Encoding = encoding
 	opts.Poller = s.poller
 	if info.rec != nil {
-		opts.Tap = info.rec
+		opts.Tap = recordingTap{info.rec}
 	}
 	if s.opts.Metrics != nil {
 		opts.FirstOutput = func() { s.opts.Metrics.FirstOutput(time.Since(info.requested)) }
