@@ -204,6 +204,8 @@ func TestBadConfigStopsStartup(t *testing.T) {
 		{"[websocket_proxy]\nwsproxy_port = abc\n", `[websocket_proxy] wsproxy_port: invalid port "abc" (want 0-65535)`},
 		{"[websocket_proxy]\ncert = /nonexistent.pem\n", `[websocket_proxy] cert: unreadable: /nonexistent.pem: no such file or directory`},
 		{"[database]\nconnection = postgresql://zun@db/zun\n", `[database] connection: unsupported database "postgresql"`},
+		{"[database]\nconnection = mysql+pymysql://zun:s3cret@db/zun?charset=utf8&foo=1\n", `[database] connection: unknown option "foo"`},
+		{"[database]\nconnection = mysql+pymysql://zun:s3cret@db/zun?ssl_ca=/nonexistent/ca.pem\n", `[database] connection: ssl_ca: unreadable: /nonexistent/ca.pem: no such file or directory`},
 	}
 	for _, c := range cases {
 		path := filepath.Join(dir, "zun.conf")
@@ -214,7 +216,7 @@ func TestBadConfigStopsStartup(t *testing.T) {
 			continue
 		}
 		got := strings.TrimSpace(string(out))
-		if strings.Count(got, "\n") != 0 || !strings.HasPrefix(got, "zun-wsproxy: "+path+": "+c.want) {
+		if strings.Count(got, "\n") != 0 || !strings.HasPrefix(got, "zun-wsproxy: "+path+": "+c.want) || strings.Contains(got, "s3cret") {
 			t.Errorf("output %q, want one line starting with %q", got, "zun-wsproxy: "+path+": "+c.want)
 		}
 	}

@@ -152,6 +152,9 @@ func serve(args []string) error {
 		return err
 	}
 	defer closeLog()
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	// Under systemd (Type=notify): started once listening, reloading and
 	// stopping as they happen.
 	notifier, err := sdnotify.FromEnv()
@@ -174,7 +177,7 @@ func serve(args []string) error {
 	runtimeURL := cfg.Docker.Endpoint
 	if cfg.Mode == "zun" {
 		db, err := zunsql.Open(cfg.Database.DSN, zunsql.Options{
-			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout,
+			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout, Logger: log,
 		})
 		if err != nil {
 			return fmt.Errorf("[database] connection: %w", err)
@@ -227,6 +230,10 @@ func serve(args []string) error {
 		}
 		defer auditLog.Close()
 	}
+	m.CountAuditDrops(auditLog.Dropped)
+	// Shared by the server (X-Forwarded-For) and its listener (PROXY
+	// headers); SIGHUP changes it for both.
+	trusted := server.NewTrustedProxies(cfg.Proxy.TrustedProxies)
 	srv := server.New(server.Options{
 		Metrics:      m,
 		Audit:        auditLog,
@@ -260,14 +267,22 @@ func serve(args []string) error {
 		AuthFailureLimit:        live.AuthFailureLimit,
 		AuthFailureWindow:       live.AuthFailureWindow,
 		RecordingMaxSize:        cfg.RecordingMaxSize,
+		TrustedProxies:          trusted,
 	})
 	addr := net.JoinHostPort(cfg.Proxy.Host, strconv.Itoa(cfg.Proxy.Port))
-	ln, err := server.Listen(addr, server.ListenOptions{TLS: listenTLS, SSLOnly: cfg.Proxy.SSLOnly, FirstByteTimeout: cfg.Proxy.HeaderTimeout})
+	ln, err := server.Listen(addr, server.ListenOptions{
+		TLS: listenTLS, SSLOnly: cfg.Proxy.SSLOnly, FirstByteTimeout: cfg.Proxy.HeaderTimeout,
+		ProxyProtocol: cfg.Proxy.ProxyProtocol, Trusted: trusted, Logger: log, Metrics: m,
+	})
 	if err != nil {
 		return fmt.Errorf("[websocket_proxy] listen on %s: %w", addr, err)
 	}
-	log.Info("zun-wsproxy listening", "address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
-		"ssl_only", cfg.Proxy.SSLOnly, "base_url", cfg.Proxy.BaseURL, "version", version)
+	started := []any{"address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
+		"ssl_only", cfg.Proxy.SSLOnly, "proxy_protocol", cfg.Proxy.ProxyProtocol, "base_url", cfg.Proxy.BaseURL, "version", version}
+	if cfg.Database.Connection != "" {
+		started = append(started, "database_tls", cfg.Database.TLS.String())
+	}
+	log.Info("zun-wsproxy listening", started...)
 
 	served := make(chan error, 3)
 	go func() { served <- srv.Serve(ln) }()
@@ -291,7 +306,7 @@ func serve(args []string) error {
 
 	var metricsSrv *sidehttp.Server
 	if m != nil {
-		if metricsSrv, err = sidehttp.Listen(cfg.MetricsListen, m.Handler(cfg.Profiling), side, log); err != nil {
+		if metricsSrv, err = sidehttp.Listen(cfg.MetricsListen, m.Mux(cfg.Profiling), side, log); err != nil {
 			return fmt.Errorf("[metrics] listen on %s: %w", cfg.MetricsListen, err)
 		}
 		log.Info("metrics listening", "address", metricsSrv.Addr().String())
@@ -325,7 +340,12 @@ wait:
 					log.Error("configuration not reloaded; the running one stays", "error", err)
 				} else {
 					srv.Reload(reloadable(newCfg, base.Scheme))
-					log.Info("configuration reloaded", "allowed_origins", strings.Join(newCfg.Proxy.AllowedOrigins, ","))
+					log.Info("configuration reloaded", "allowed_origins", strings.Join(newCfg.Proxy.AllowedOrigins, ","),
+						"trusted_proxies", fmt.Sprint(newCfg.Proxy.TrustedProxies))
+					if newCfg.Proxy.ProxyProtocol != cfg.Proxy.ProxyProtocol {
+						// It changes what the port expects, as ssl_only does.
+						log.Warn("proxy_protocol changed: it takes effect on restart", "running", cfg.Proxy.ProxyProtocol)
+					}
 				}
 				notify(sdnotify.Ready)
 				continue
@@ -383,6 +403,7 @@ func reloadable(cfg *config.Config, baseScheme string) server.Reloadable {
 		MaxSessionsPerContainer: p.MaxSessionsPerContainer,
 		AuthFailureLimit:        p.AuthFailureLimit,
 		AuthFailureWindow:       p.AuthFailureWindow,
+		TrustedProxies:          p.TrustedProxies,
 	}
 }
 

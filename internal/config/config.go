@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,8 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 )
 
 // Config is everything the proxy reads from zun.conf.
@@ -50,6 +49,9 @@ type Config struct {
 	// RecordingMaxSize is [recording] max_size: bytes of one recording,
 	// past which its session is ended; 0 = no bound.
 	RecordingMaxSize int64
+	// Warnings are settings that do not do what they read (the proxy
+	// does what Zun's services do with them), for the start-up log.
+	Warnings []string
 }
 
 // Admin is [admin]: the token API's listener (standalone mode).
@@ -79,6 +81,14 @@ type Proxy struct {
 	MaxSessionsPerContainer int           // max_sessions_per_container: 0 = no bound
 	AuthFailureLimit        int           // auth_failure_limit: per address per window; 0 = off
 	AuthFailureWindow       time.Duration // auth_failure_window
+
+	// The client's address behind load balancers (extensions; see
+	// docs/DEPLOYMENT.md). TrustedProxies (trusted_proxies) are the peers
+	// believed when they name the client, by X-Forwarded-For or, with
+	// ProxyProtocol (proxy_protocol), a PROXY protocol header they must
+	// send first.
+	TrustedProxies []netip.Prefix
+	ProxyProtocol  bool
 
 	// Reliability (extensions; see the README).
 	Heartbeat          time.Duration // heartbeat: ping interval; 0 = off
@@ -112,7 +122,8 @@ func (d Docker) TLS() bool {
 // Database is [database].
 type Database struct {
 	Connection   string        // connection: SQLAlchemy URL; "" = not configured
-	DSN          string        // Connection as a go-sql-driver/mysql DSN
+	DSN          string        // Connection (and connection_parameters) as a go-sql-driver/mysql DSN
+	TLS          DatabaseTLS   // TLS to the database, from the URL's options
 	MaxOpen      int           // max_pool_size + max_overflow
 	MaxIdle      int           // max_pool_size
 	QueryTimeout time.Duration // query_timeout (extension)
@@ -146,6 +157,8 @@ var defaults = map[string]map[string]string{
 		"max_sessions_per_container": "100",
 		"auth_failure_limit":         "20",
 		"auth_failure_window":        "60",
+		"trusted_proxies":            "",
+		"proxy_protocol":             "false",
 
 		"heartbeat":            "30",
 		"idle_timeout":         "0",
@@ -164,7 +177,7 @@ var defaults = map[string]map[string]string{
 		"key_file":                  "",
 		"api_url":                   "unix:///var/run/docker.sock",
 	},
-	"database":  {"connection": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5", "max_retries": "10"},
+	"database":  {"connection": "", "connection_parameters": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5", "max_retries": "10"},
 	"admin":     {"listen": "", "key_file": ""},
 	"metrics":   {"listen": "", "profiling": "false"},
 	"audit":     {"file": ""},
@@ -357,6 +370,37 @@ func (r *reader) optionalSeconds(section, name string) time.Duration {
 	return r.seconds(section, name)
 }
 
+// prefixes reads a comma list of IP addresses and CIDR prefixes; an
+// address is a prefix of its full length. IPv4-mapped IPv6 forms are
+// their IPv4 equivalents, as peers' addresses are compared.
+func (r *reader) prefixes(section, name string) []netip.Prefix {
+	v, e := r.get(section, name)
+	var out []netip.Prefix
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil || a.Zone() != "" {
+				r.fail(e, section, name, fmt.Errorf("invalid address or CIDR %q (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)", s))
+				return nil
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p != p.Masked() {
+			r.fail(e, section, name, fmt.Errorf("invalid CIDR %q: bits set past the prefix length (did you mean %s?)", s, p.Masked()))
+			return nil
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
 // value is get without the entry.
 func (r *reader) value(section, name string) string {
 	v, _ := r.get(section, name)
@@ -446,6 +490,12 @@ func (r *reader) config() (*Config, error) {
 	p.MaxSessionsPerContainer = r.int(wp, "max_sessions_per_container", 0, 10_000_000)
 	p.AuthFailureLimit = r.int(wp, "auth_failure_limit", 0, 1_000_000)
 	p.AuthFailureWindow = r.seconds(wp, "auth_failure_window")
+	p.TrustedProxies = r.prefixes(wp, "trusted_proxies")
+	p.ProxyProtocol = r.bool(wp, "proxy_protocol")
+	if p.ProxyProtocol && len(p.TrustedProxies) == 0 {
+		e, _ := r.lookup(wp, "proxy_protocol")
+		r.fail(e, wp, "proxy_protocol", errors.New("true, but trusted_proxies is empty: no peer may send a PROXY header"))
+	}
 	p.Heartbeat = r.optionalSeconds(wp, "heartbeat")
 	p.IdleTimeout = r.optionalSeconds(wp, "idle_timeout")
 	p.MaxSessionDuration = r.optionalSeconds(wp, "max_session_duration")
@@ -481,12 +531,25 @@ func (r *reader) config() (*Config, error) {
 	const db = "database"
 	var connEntry entry
 	c.Database.Connection, connEntry = r.get(db, "connection")
-	if c.Database.Connection != "" {
-		dsn, err := MySQLDSN(c.Database.Connection)
-		if err != nil {
+	params, paramsEntry := r.get(db, "connection_parameters")
+	extra, err := url.ParseQuery(params)
+	if err != nil {
+		r.fail(paramsEntry, db, "connection_parameters", fmt.Errorf("invalid parameters: %w", err))
+	}
+	if c.Database.Connection != "" && err == nil {
+		d, err := ParseDatabaseURL(c.Database.Connection, extra)
+		var qe *QueryError
+		switch {
+		case errors.As(err, &qe) && qe.InParameters:
+			r.fail(paramsEntry, db, "connection_parameters", err)
+		case err != nil:
 			r.fail(connEntry, db, "connection", err)
+		default:
+			c.Database.DSN, c.Database.TLS = d.DSN, d.TLS
+			for _, w := range d.Warnings {
+				c.Warnings = append(c.Warnings, where(connEntry, db, "connection")+": "+w)
+			}
 		}
-		c.Database.DSN = dsn
 	}
 	pool := r.int(db, "max_pool_size", 1, 10000)
 	overflow := r.int(db, "max_overflow", 0, 100000)
@@ -639,62 +702,4 @@ func searchDirs() []string {
 		dirs = append(dirs, filepath.Join(home, ".zun"), home)
 	}
 	return append(dirs, "/etc/zun", "/etc")
-}
-
-// MySQLDSN converts an SQLAlchemy MySQL/MariaDB URL
-// (mysql+pymysql://user:pass@host:port/db?charset=utf8) to a
-// go-sql-driver/mysql DSN.
-func MySQLDSN(sqlalchemyURL string) (string, error) {
-	u, err := url.Parse(sqlalchemyURL)
-	if err != nil {
-		return "", fmt.Errorf("invalid URL: %w", redactURLError(err))
-	}
-	switch u.Scheme {
-	case "mysql", "mysql+pymysql", "mysql+mysqldb", "mysql+mysqlconnector", "mariadb", "mariadb+pymysql", "mariadb+mysqldb":
-	default:
-		return "", fmt.Errorf("unsupported database %q (supported: mysql://, mysql+pymysql://, mysql+mysqldb://, mysql+mysqlconnector://, mariadb://)", u.Scheme)
-	}
-	// The driver's own formatter escapes what needs it (a password may
-	// hold '@', ':' or '/').
-	c := mysql.NewConfig()
-	if u.User != nil {
-		c.User = u.User.Username()
-		c.Passwd, _ = u.User.Password()
-	}
-	q := u.Query()
-	if sock := q.Get("unix_socket"); sock != "" {
-		c.Net, c.Addr = "unix", sock
-	} else {
-		host, port := u.Hostname(), u.Port()
-		if host == "" {
-			host = "127.0.0.1"
-		}
-		if port == "" {
-			port = "3306"
-		}
-		c.Net, c.Addr = "tcp", net.JoinHostPort(host, port)
-	}
-	c.DBName = strings.TrimPrefix(u.Path, "/")
-	c.ParseTime = true
-	cs := q.Get("charset")
-	if cs != "" {
-		c.Params = map[string]string{"charset": cs}
-	}
-	// One round trip per query instead of three (prepare, execute, close):
-	// the driver quotes the arguments itself, which is safe with these
-	// character sets (not with multi-byte ones such as big5 or sjis).
-	switch strings.ToLower(cs) {
-	case "", "utf8", "utf8mb3", "utf8mb4", "latin1", "ascii", "binary":
-		c.InterpolateParams = true
-	}
-	return c.FormatDSN(), nil
-}
-
-// redactURLError keeps a password out of url.Parse's error text.
-func redactURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }

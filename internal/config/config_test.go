@@ -274,6 +274,12 @@ func TestErrorMessages(t *testing.T) {
 		{"[metrics]\nprofiling = true\n", `[metrics] profiling: needs [metrics] listen`},
 		{"[recording]\nmax_size = 100\n", `[recording] max_size: invalid size 100 (want 0 for no bound, or at least 4096 bytes)`},
 		{"[recording]\nmax_size = 1e6\n", `[recording] max_size: invalid integer "1e6" (want 0-1099511627776)`},
+		{"[websocket_proxy]\ntrusted_proxies = 10.0.0.5, haproxy.internal\n", `[websocket_proxy] trusted_proxies: invalid address or CIDR "haproxy.internal" (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)`},
+		{"[websocket_proxy]\ntrusted_proxies = 10.0.0.0/33\n", `[websocket_proxy] trusted_proxies: invalid address or CIDR "10.0.0.0/33" (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)`},
+		{"[websocket_proxy]\ntrusted_proxies = fe80::1%eth0\n", `[websocket_proxy] trusted_proxies: invalid address or CIDR "fe80::1%eth0" (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)`},
+		{"[websocket_proxy]\ntrusted_proxies = 10.0.0.5/24\n", `[websocket_proxy] trusted_proxies: invalid CIDR "10.0.0.5/24": bits set past the prefix length (did you mean 10.0.0.0/24?)`},
+		{"[websocket_proxy]\nproxy_protocol = true\n", `[websocket_proxy] proxy_protocol: true, but trusted_proxies is empty: no peer may send a PROXY header`},
+		{"[websocket_proxy]\nproxy_protocol = v2\ntrusted_proxies = 10.0.0.5\n", `[websocket_proxy] proxy_protocol: invalid boolean "v2" (want true or false)`},
 	}
 	for _, c := range cases {
 		path := f(c.body)
@@ -290,6 +296,32 @@ func TestErrorMessages(t *testing.T) {
 	_, err := Load([]string{f("[a]\nbroken line\n")}, nil)
 	if err == nil || !strings.Contains(err.Error(), "zun.conf:2:") {
 		t.Errorf("parse error: %v", err)
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	cases := []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{"10.0.0.5", []string{"10.0.0.5/32"}},
+		{" 10.0.0.0/8 , 192.0.2.7,fd00::/64, ::1 ,", []string{"10.0.0.0/8", "192.0.2.7/32", "fd00::/64", "::1/128"}},
+		{"::ffff:10.0.0.5, ::ffff:10.0.0.0/104", []string{"10.0.0.5/32", "10.0.0.0/8"}},
+		{"0.0.0.0/0", []string{"0.0.0.0/0"}},
+	}
+	for _, c := range cases {
+		cfg, err := load(t, "[websocket_proxy]\ntrusted_proxies = "+c.in+"\nproxy_protocol = "+map[bool]string{true: "true", false: "false"}[c.want != nil]+"\n")
+		if err != nil {
+			t.Fatalf("%q: %v", c.in, err)
+		}
+		var got []string
+		for _, p := range cfg.Proxy.TrustedProxies {
+			got = append(got, p.String())
+		}
+		if !reflect.DeepEqual(got, c.want) || cfg.Proxy.ProxyProtocol != (c.want != nil) {
+			t.Errorf("%q -> %q proxy_protocol %v, want %q", c.in, got, cfg.Proxy.ProxyProtocol, c.want)
+		}
 	}
 }
 
@@ -316,35 +348,6 @@ func TestListenerTLS(t *testing.T) {
 	// The default self.pem is optional.
 	if c, err := load(t, ""); err != nil || c.Proxy.Cert != "" {
 		t.Fatalf("default cert: %q %v", c.Proxy.Cert, err)
-	}
-}
-
-func TestMySQLDSN(t *testing.T) {
-	cases := []struct{ in, want, err string }{
-		{"mysql+pymysql://zun:secret@127.0.0.1/zun?charset=utf8", "zun:secret@tcp(127.0.0.1:3306)/zun?interpolateParams=true&parseTime=true&charset=utf8", ""},
-		{"mysql://zun:secret@db:3307/zun", "zun:secret@tcp(db:3307)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mysql+mysqldb://zun@[::1]/zun", "zun@tcp([::1]:3306)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mariadb://u:p%2Fa%3Ab%40c@h/d", "u:p/a:b@c@tcp(h:3306)/d?interpolateParams=true&parseTime=true", ""},
-		{"mysql+pymysql://zun:pw@/zun?unix_socket=/run/mysqld/mysqld.sock&read_timeout=5", "zun:pw@unix(/run/mysqld/mysqld.sock)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mysql://zun:pw@db/zun?charset=sjis", "zun:pw@tcp(db:3306)/zun?parseTime=true&charset=sjis", ""},
-		{"postgresql://zun@db/zun", "", "unsupported database \"postgresql\""},
-		{"sqlite:///x.db", "", "unsupported database"},
-		{"mysql://zun:pw@db:notaport/zun", "", "invalid URL"},
-	}
-	for _, c := range cases {
-		got, err := MySQLDSN(c.in)
-		if c.err != "" {
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("%s: %v, want error %q", c.in, err, c.err)
-			}
-			if err != nil && strings.Contains(err.Error(), "pw") {
-				t.Errorf("%s: error shows the password: %v", c.in, err)
-			}
-			continue
-		}
-		if err != nil || got != c.want {
-			t.Errorf("%s -> %q %v, want %q", c.in, got, err, c.want)
-		}
 	}
 }
 

@@ -6,8 +6,12 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
 // record runs steps against a Recorder and returns the file's events.
@@ -127,31 +131,57 @@ func TestMaxSize(t *testing.T) {
 	}
 }
 
-// A write that fails fails the call that made it, and every later one:
-// the session can refuse to forward what was not recorded. The file keeps
-// what was written before.
-func TestWriteFailure(t *testing.T) {
-	r, err := Create(t.TempDir(), "web", "s1", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Output([]byte("kept")); err != nil {
-		t.Fatal(err)
-	}
-	r.f.Close() // as a disk that fails would
-	if err := r.Output([]byte("lost")); err == nil || errors.Is(err, ErrLimit) {
-		t.Fatalf("a failed write: %v", err)
-	}
-	if err := r.Resize(1, 1); err == nil {
-		t.Error("a resize after a failed write succeeded")
-	}
-	if err := r.Close(); err == nil {
-		t.Error("Close after a failed write: no error")
-	}
-	_, evs, err := ReadFile(r.Path())
-	if err != nil || len(evs) != 1 || evs[0].Data != "kept" {
-		t.Fatalf("events %+v (%v), want the one written", evs, err)
-	}
+// On a full disk: Create fails (the session is refused, not started
+// unrecorded); a write that fails fails the call that made it and every
+// later one (the session can refuse to forward what was not recorded), and
+// the file keeps the whole events written before.
+func TestFullDisk(t *testing.T) {
+	testenv.OnSmallFS(t, 64<<10, func(t *testing.T, dir string) {
+		fill := filepath.Join(dir, "fill")
+		f, err := os.Create(fill)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for page := make([]byte, 4096); err == nil; {
+			_, err = f.Write(page)
+		}
+		f.Close()
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("filling the disk: %v", err)
+		}
+		if _, err := Create(dir, "web", "s1", Options{}); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("Create on a full disk: %v, want ENOSPC", err)
+		}
+		if names, _ := os.ReadDir(dir); len(names) != 1 {
+			t.Fatalf("%d files on the full disk, want the filler only", len(names))
+		}
+		// One page free (tmpfs allocates by pages): the header and a
+		// short event fit, a long one does not.
+		fi, _ := os.Stat(fill)
+		if err := os.Truncate(fill, fi.Size()-4096); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Create(dir, "web", "s2", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Output([]byte("kept")); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Output(bytes.Repeat([]byte("lost "), 2000)); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("a write past the disk's end: %v, want ENOSPC", err)
+		}
+		if err := r.Output([]byte("x")); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("a write after a failed one: %v, want ENOSPC", err)
+		}
+		if err := r.Close(); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("Close after a failed write: %v, want ENOSPC", err)
+		}
+		_, evs, err := ReadFile(r.Path())
+		if err != nil || len(evs) != 1 || evs[0].Data != "kept" {
+			t.Fatalf("events %+v (%v), want the one written before", evs, err)
+		}
+	})
 }
 
 // Create writes the header at once: a session is refused, not started

@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"net"
 	"sync"
 	"time"
 )
@@ -91,14 +90,6 @@ const maxTracked = 100_000
 
 func newFailureLimiter(limit int, window time.Duration) *failureLimiter {
 	return &failureLimiter{limit: limit, window: window, now: time.Now, byAddr: map[string]*failures{}}
-}
-
-// clientIP is the address part of a RemoteAddr.
-func clientIP(remoteAddr string) string {
-	if h, _, err := net.SplitHostPort(remoteAddr); err == nil {
-		return h
-	}
-	return remoteAddr
 }
 
 func (l *failureLimiter) setLimit(limit int, window time.Duration) {

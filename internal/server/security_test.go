@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/docker"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/proxyproto"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/zunsql"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
@@ -231,6 +233,21 @@ func timedClose(addr, pre string) string {
 	}
 }
 
+// runs sums answers up in runs of equal ones: "HTTP 401 x20, then HTTP
+// 429 retry-after x10".
+func runs(got []string) string {
+	var out []string
+	for i := 0; i < len(got); {
+		j := i
+		for j < len(got) && got[j] == got[i] {
+			j++
+		}
+		out = append(out, fmt.Sprintf("%s x%d", got[i], j-i))
+		i = j
+	}
+	return strings.Join(out, ", then ")
+}
+
 func tlsHandshake(addr string, cfg *tls.Config) string {
 	c, err := dialFrom(freshIP(), addr)
 	if err != nil {
@@ -278,11 +295,16 @@ func TestSecuritySuite(t *testing.T) {
 		t.Fatal(err)
 	}
 	var readyChecks atomic.Int64
+	// A load balancer on 127.0.200.1 sends PROXY headers to the plain
+	// port; every other peer is a client.
+	proxyIP := net.IPv4(127, 0, 200, 1)
+	trusted := NewTrustedProxies(prefixes("127.0.200.1/32"))
 	srv := New(Options{
 		Ready: func(ctx context.Context) error {
 			readyChecks.Add(1)
 			return zdb.Ping(ctx)
 		},
+		TrustedProxies:          trusted,
 		Resolver:                auth.NewAuthorizer(zdb, auth.Options{TokenTTL: time.Hour, SingleUse: true}),
 		Dialer:                  docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second}),
 		Origin:                  auth.OriginPolicy{BaseScheme: "ws", Allowed: []string{"dashboard.example.org"}},
@@ -295,7 +317,7 @@ func TestSecuritySuite(t *testing.T) {
 		AuthFailureLimit:        20,
 		AuthFailureWindow:       time.Minute,
 	})
-	ln, err := Listen("127.0.0.1:0", ListenOptions{TLS: cert.TLSConfig(), FirstByteTimeout: 2 * time.Second})
+	ln, err := Listen("127.0.0.1:0", ListenOptions{TLS: cert.TLSConfig(), FirstByteTimeout: 2 * time.Second, ProxyProtocol: true, Trusted: trusted})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,6 +365,19 @@ func TestSecuritySuite(t *testing.T) {
 	fresh := func(extra ...string) func() string {
 		return func() string { return req(q(p.freshToken(t), victim), extra...)() }
 	}
+	guess := func(i int) string { return fmt.Sprintf("guess-%d", i) }
+	guesses := func(n int, try func(i int) string) string {
+		var got []string
+		for i := 0; i < n; i++ {
+			got = append(got, try(i))
+		}
+		return runs(got)
+	}
+	// What the load balancer sends first: a PROXY line naming a client,
+	// or a LOCAL header (its own request, as an HTTP-mode balancer's
+	// X-Forwarded-For would be).
+	proxyLine := func(client string) string { return fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40000 6784\r\n", client) }
+	local := string(proxyproto.Header{Version: 2, Command: proxyproto.Local}.Append(nil))
 	bigHeader := "X-Junk: " + strings.Repeat("a", 20<<10)
 	var manyHeaders []string
 	for i := 0; i < 200; i++ {
@@ -406,7 +441,9 @@ func TestSecuritySuite(t *testing.T) {
 		{"origin", "userinfo trick", "HTTP 403", fresh("Origin: http://127.0.0.1@evil.example")},
 		{"origin", "suffix trick", "HTTP 403", fresh("Origin: http://127.0.0.1.evil.example")},
 		{"origin", "https origin on a ws:// proxy", "HTTP 403", fresh("Origin: https://127.0.0.1")},
-		{"origin", "X-Forwarded-Proto https", "HTTP 403", fresh("Origin: http://127.0.0.1", "X-Forwarded-Proto: https")},
+		{"origin", "X-Forwarded-Proto https (from the trusted proxy)", "HTTP 403", func() string {
+			return rawRequest(proxyIP, p.plain, local+handshake(q(p.freshToken(t), victim), "Origin: http://127.0.0.1", "X-Forwarded-Proto: https"))
+		}},
 		{"origin", "malformed origin", "HTTP 403", fresh("Origin: http://%zz")},
 		{"origin", "two origins in one header", "HTTP 403", fresh("Origin: http://evil.example, http://127.0.0.1")},
 		{"origin", "allowed origin (control)", "HTTP 101", fresh("Origin: http://dashboard.example.org")},
@@ -468,22 +505,9 @@ func TestSecuritySuite(t *testing.T) {
 			return fmt.Sprintf("%d x HTTP 200, a check a second at most", ok.Load())
 		}},
 
-		{"brute force", "30 wrong tokens from one address", "HTTP 401 x20, then HTTP 429 retry-after", func() string {
+		{"brute force", "30 wrong tokens from one address", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
 			ip := freshIP()
-			var got []string
-			for i := 0; i < 30; i++ {
-				got = append(got, rawRequest(ip, p.plain, handshake(q(fmt.Sprintf("guess-%d", i), victim))))
-			}
-			n := 0
-			for n < len(got) && got[n] == "HTTP 401" {
-				n++
-			}
-			for _, g := range got[n:] {
-				if g != got[n] {
-					return strings.Join(got, ",")
-				}
-			}
-			return fmt.Sprintf("HTTP 401 x%d, then %s", n, got[n])
+			return guesses(30, func(i int) string { return rawRequest(ip, p.plain, handshake(q(guess(i), victim))) })
 		}},
 		{"brute force", "valid token from a locked-out address", "HTTP 429 retry-after", func() string {
 			ip := freshIP()
@@ -491,6 +515,61 @@ func TestSecuritySuite(t *testing.T) {
 				rawRequest(ip, p.plain, handshake(q("guess", victim)))
 			}
 			return rawRequest(ip, p.plain, handshake(q(p.freshToken(t), victim)))
+		}},
+
+		{"forwarded", "client claims 30 X-Forwarded-For, 30 wrong", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
+			ip := freshIP()
+			return guesses(30, func(i int) string {
+				return rawRequest(ip, p.plain, handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", i+1)))
+			})
+		}},
+		{"forwarded", "client named by another's X-Forwarded-For", "HTTP 101", func() string {
+			attacker, client := freshIP(), freshIP()
+			for i := 0; i < 20; i++ {
+				rawRequest(attacker, p.plain, handshake(q(guess(i), victim), "X-Forwarded-For: "+client.String()))
+			}
+			return rawRequest(client, p.plain, handshake(q(p.freshToken(t), victim)))
+		}},
+		{"forwarded", "PROXY v1 header from a client", "HTTP 400", func() string {
+			return rawRequest(freshIP(), p.plain, proxyLine("198.51.100.1")+handshake(q(p.freshToken(t), victim)))
+		}},
+		{"forwarded", "PROXY v2 header from a client", "HTTP 400", func() string {
+			h := proxyproto.Header{Version: 2, Command: proxyproto.Proxy, Transport: proxyproto.TCP4,
+				Source: netip.MustParseAddrPort("198.51.100.1:40000"), Destination: netip.MustParseAddrPort("127.0.0.1:6784")}
+			return rawRequest(freshIP(), p.plain, string(h.Append(nil))+handshake(q(p.freshToken(t), victim)))
+		}},
+		{"forwarded", "trusted proxy without a PROXY header", "closed", func() string {
+			return rawRequest(proxyIP, p.plain, handshake(q(p.freshToken(t), victim)))
+		}},
+		{"forwarded", "trusted proxy, malformed PROXY header", "closed", func() string {
+			return rawRequest(proxyIP, p.plain, "PROXY TCP4 198.51.100.1 127.0.0.1 040000 6784\r\n"+handshake(q(p.freshToken(t), victim)))
+		}},
+		{"forwarded", "30 clients behind a trusted proxy (PROXY)", "HTTP 401 x30", func() string {
+			return guesses(30, func(i int) string {
+				return rawRequest(proxyIP, p.plain, proxyLine(fmt.Sprintf("198.51.100.%d", 100+i))+handshake(q(guess(i), victim)))
+			})
+		}},
+		{"forwarded", "30 clients behind a proxy (X-Forwarded-For)", "HTTP 401 x30", func() string {
+			return guesses(30, func(i int) string {
+				return rawRequest(proxyIP, p.plain, local+handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", 150+i)))
+			})
+		}},
+		{"forwarded", "1 client behind a proxy, 30 wrong tokens", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
+			return guesses(30, func(i int) string {
+				return rawRequest(proxyIP, p.plain, local+handshake(q(guess(i), victim), "X-Forwarded-For: 198.51.100.200"))
+			})
+		}},
+		{"forwarded", "client behind PROXY forging X-Forwarded-For", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
+			return guesses(30, func(i int) string {
+				return rawRequest(proxyIP, p.plain, proxyLine("198.51.100.201")+handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", i+1)))
+			})
+		}},
+		{"forwarded", "X-Forwarded-Proto from an untrusted peer", "HTTP 403", fresh("Origin: https://127.0.0.1", "X-Forwarded-Proto: http")},
+		{"forwarded", "X-Forwarded-Proto from a trusted proxy (control)", "HTTP 101", func() string {
+			return rawRequest(proxyIP, p.plain, local+handshake(q(p.freshToken(t), victim), "Origin: https://127.0.0.1", "X-Forwarded-Proto: http"))
+		}},
+		{"forwarded", "valid token behind the proxy (control)", "HTTP 101", func() string {
+			return rawRequest(proxyIP, p.plain, proxyLine("198.51.100.202")+handshake(q(p.freshToken(t), victim)))
 		}},
 
 		{"tls", "plain HTTP to an ssl_only port", "HTTP 400", func() string { return rawRequest(freshIP(), p.sslOnly, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") }},
@@ -509,7 +588,7 @@ func TestSecuritySuite(t *testing.T) {
 	}
 
 	var table strings.Builder
-	fmt.Fprintf(&table, "%-12s %-44s %-40s %s\n", "CLASS", "INPUT", "EXPECTED", "ACTUAL")
+	fmt.Fprintf(&table, "%-12s %-44s %-44s %s\n", "CLASS", "INPUT", "EXPECTED", "ACTUAL")
 	failures := 0
 	for _, r := range rows {
 		got := r.do()
@@ -518,7 +597,7 @@ func TestSecuritySuite(t *testing.T) {
 			mark = "  <-- FAIL"
 			failures++
 		}
-		fmt.Fprintf(&table, "%-12s %-44s %-40s %s%s\n", r.class, r.input, r.want, got, mark)
+		fmt.Fprintf(&table, "%-12s %-44s %-44s %s%s\n", r.class, r.input, r.want, got, mark)
 	}
 	fmt.Printf("security suite: %d inputs, %d failed\n%s", len(rows), failures, table.String())
 	if failures > 0 {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -81,6 +82,10 @@ type Options struct {
 	// failed authorizations (401, 403) within AuthFailureWindow; 0: off.
 	AuthFailureLimit  int
 	AuthFailureWindow time.Duration
+	// TrustedProxies are the peers believed when they name the client (by
+	// X-Forwarded-For; by a PROXY header, which the listener reads): share
+	// it with Listen. Nil trusts no one.
+	TrustedProxies *TrustedProxies
 	// Metrics, Audit: nil when off.
 	Metrics *metrics.Metrics
 	Audit   *audit.Log
@@ -103,6 +108,7 @@ type Server struct {
 	slots    *sessionSlots
 	failures *failureLimiter
 	readyz   *readiness // nil: always ready
+	trusted  *TrustedProxies
 	// What Reload may change, read at each request.
 	origin   atomic.Pointer[auth.OriginPolicy]
 	session  atomic.Pointer[proxy.Options]
@@ -138,6 +144,10 @@ func New(opts Options) *Server {
 		log:      opts.Logger,
 		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerContainer),
 		failures: newFailureLimiter(opts.AuthFailureLimit, opts.AuthFailureWindow),
+		trusted:  opts.TrustedProxies,
+	}
+	if s.trusted == nil {
+		s.trusted = NewTrustedProxies(nil)
 	}
 	if opts.Ready != nil {
 		s.readyz = &readiness{check: opts.Ready}
@@ -146,6 +156,10 @@ func New(opts Options) *Server {
 	s.session.Store(&opts.Session)
 	s.live = make(map[*proxy.Session]struct{})
 	s.poller = idle.New()
+	s.poller.OnFail = func(err error) {
+		// Parked sessions are woken and carry on with goroutines.
+		s.log.Error("idle sessions can no longer be parked", "error", err)
+	}
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
@@ -218,6 +232,7 @@ type Reloadable struct {
 	MaxSessions, MaxSessionsPerContainer int
 	AuthFailureLimit                     int
 	AuthFailureWindow                    time.Duration
+	TrustedProxies                       []netip.Prefix
 }
 
 // Reload applies r.
@@ -226,6 +241,7 @@ func (s *Server) Reload(r Reloadable) {
 	s.session.Store(&r.Session)
 	s.slots.setLimits(r.MaxSessions, r.MaxSessionsPerContainer)
 	s.failures.setLimit(r.AuthFailureLimit, r.AuthFailureWindow)
+	s.trusted.Set(r.TrustedProxies)
 }
 
 // Sessions returns how many sessions are running.
@@ -237,7 +253,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil && v != http.ErrAbortHandler {
 			// Logged without the request: its query holds a token.
-			s.log.Error("panic serving a request", "client", r.RemoteAddr, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			s.log.Error("panic serving a request", "client", s.clientOf(r).text, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
 	}()
 	switch r.URL.Path {
@@ -258,8 +274,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
-	info := &sessionInfo{id: newSessionID(), requested: time.Now(), client: r.RemoteAddr}
-	if err := s.failures.check(clientIP(r.RemoteAddr)); err != nil {
+	info := &sessionInfo{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
+	if err := s.failures.check(info.client.key()); err != nil {
 		s.reject(w, r, info, err)
 		return
 	}
@@ -268,7 +284,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, info, err)
 		return
 	}
-	if err := s.origin.Load().Check(r.Header.Get("Origin"), r.Host, r.Header.Get("X-Forwarded-Proto")); err != nil {
+	if err := s.origin.Load().Check(r.Header.Get("Origin"), r.Host, s.forwardedProto(r)); err != nil {
 		s.reject(w, r, info, err)
 		return
 	}
@@ -323,7 +339,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			info.rec.Close()
 			os.Remove(info.rec.Path())
 		}
-		s.log.Info("session not started", "session", info.id, "container", target.ContainerUUID, "kind", target.Kind.String(), "client", r.RemoteAddr, "error", err)
+		s.log.Info("session not started", "session", info.id, "container", target.ContainerUUID, "kind", target.Kind.String(), "client", info.client.text, "error", err)
 		return
 	}
 	opts := *s.session.Load()
@@ -343,7 +359,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	handedOff = true
 	info.target, info.slot, info.subprotocol = target, slot, subprotocol
-	s.start(proxy.New(conn, buffered, stream, opts), info)
+	s.start(proxy.New(unwrap(conn), buffered, stream, opts), info)
 }
 
 // ready answers /readyz: 200 when the store and a runtime answer (as last
@@ -374,7 +390,7 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 type sessionInfo struct {
 	id          string
 	requested   time.Time
-	client      string
+	client      client
 	target      console.Target
 	slot        string
 	subprotocol string
@@ -416,7 +432,7 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 	// The session's attributes are built for each line rather than kept
 	// in a logger per session: an idle session should hold little.
 	attrs := func(more ...any) []any {
-		a := []any{"session", info.id, "container", t.ContainerUUID, "kind", t.Kind.String(), "client", info.client}
+		a := []any{"session", info.id, "container", t.ContainerUUID, "kind", t.Kind.String(), "client", info.client.text}
 		if t.Kind == console.Exec {
 			a = append(a, "exec_id", t.ExecID)
 		}
@@ -453,7 +469,7 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 			Session: info.id, Kind: t.Kind.String(), ExecID: t.ExecID,
 			Container: t.ContainerUUID, Name: t.Name, RuntimeID: t.ContainerID, Host: t.Host,
 			TokenID: t.TokenID, ProjectID: t.ProjectID, UserID: t.UserID,
-			Client: info.client, Subprotocol: info.subprotocol, Start: started, End: ended,
+			Client: info.client.text, Subprotocol: info.subprotocol, Start: started, End: ended,
 			ToClient: res.ToClient, ToContainer: res.ToContainer, CloseCode: res.ClientCode,
 			EndReason: res.End, Detail: res.Reason, Recording: recPath,
 		})
@@ -563,7 +579,7 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *sessionInf
 	s.opts.Metrics.Refused(reason)
 	w.Header().Set("X-Session-Id", info.id)
 	if status == http.StatusUnauthorized || status == http.StatusForbidden {
-		s.failures.fail(clientIP(r.RemoteAddr))
+		s.failures.fail(info.client.key())
 	}
 	var re *retryError
 	if errors.As(err, &re) {
@@ -573,7 +589,7 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *sessionInf
 	if status >= 500 {
 		level = slog.LevelWarn
 	}
-	s.log.Log(r.Context(), level, "request refused", "session", info.id, "status", status, "client", r.RemoteAddr, "error", err.Error())
+	s.log.Log(r.Context(), level, "request refused", "session", info.id, "status", status, "client", info.client.text, "error", err.Error())
 	if status == http.StatusUpgradeRequired {
 		w.Header().Set("Sec-WebSocket-Version", "13")
 	}

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -63,12 +64,19 @@ var (
 )
 
 // OpenSQLite opens (creating it and its directory if needed) the SQLite
-// store tokens.db in dataDir.
+// store tokens.db in dataDir. The directory is made 0700 and the store's
+// files 0600, whatever the umask, also where they exist already.
 func OpenSQLite(dataDir string) (*DB, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	if err := os.Chmod(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("make data dir private: %w", err)
+	}
 	path := filepath.Join(dataDir, "tokens.db")
+	if err := privateFiles(path); err != nil {
+		return nil, err
+	}
 	// WAL lets readers run beside the writer; busy_timeout queues writers
 	// instead of failing them.
 	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
@@ -84,8 +92,24 @@ func OpenSQLite(dataDir string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	os.Chmod(path, 0o600)
 	return d, nil
+}
+
+// privateFiles makes the SQLite database at path and its side files 0600.
+// SQLite creates the -wal and -shm files with the database file's mode, so
+// the database file is created 0600 before SQLite opens it.
+func privateFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("make %s private: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // OpenMySQL opens the store in a MySQL/MariaDB database (a

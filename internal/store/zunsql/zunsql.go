@@ -6,7 +6,9 @@ package zunsql
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -21,12 +23,14 @@ type Options struct {
 	MaxOpen      int           // most open connections (0: 55, oslo.db's 5+50)
 	MaxIdle      int           // most idle connections (0: 5)
 	QueryTimeout time.Duration // per lookup (0: 5s)
+	Logger       *slog.Logger  // for the driver's messages (nil: its default, standard error)
 }
 
 // DB looks up containers and exec instances in Zun's database.
 type DB struct {
 	db      *sql.DB
 	timeout time.Duration
+	tls     bool // connections use TLS
 }
 
 // Open prepares a pool for dsn (a go-sql-driver/mysql DSN). It does not
@@ -44,6 +48,9 @@ func Open(dsn string, opts Options) (*DB, error) {
 		cfg.Timeout = opts.QueryTimeout // dial timeout
 	}
 	cfg.ParseTime = true
+	if opts.Logger != nil {
+		cfg.Logger = driverLog{opts.Logger}
+	}
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database dsn: %w", err)
@@ -60,7 +67,7 @@ func Open(dsn string, opts Options) (*DB, error) {
 	// Servers drop idle connections (wait_timeout); recycle before they do.
 	db.SetConnMaxLifetime(time.Hour)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{db: db, timeout: opts.QueryTimeout}, nil
+	return &DB{db: db, timeout: opts.QueryTimeout, tls: cfg.TLS != nil}, nil
 }
 
 // Stats reports the connection pool's state.
@@ -114,7 +121,7 @@ func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.
 	defer cancel()
 	rows, err := d.db.QueryContext(ctx, query, arg)
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, d.unavailable(err)
 	}
 	defer rows.Close()
 	var out []store.Container
@@ -123,7 +130,7 @@ func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.
 		var uuid, name, cid, host, url, token, project, user sql.NullString
 		var updated sql.NullTime
 		if err := rows.Scan(&c.ID, &uuid, &name, &cid, &host, &url, &token, &updated, &project, &user); err != nil {
-			return nil, unavailable(err)
+			return nil, d.unavailable(err)
 		}
 		c.ProjectID, c.UserID = project.String, user.String
 		c.UUID, c.Name, c.ContainerID, c.Host = uuid.String, name.String, cid.String, host.String
@@ -131,7 +138,7 @@ func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, unavailable(err)
+		return nil, d.unavailable(err)
 	}
 	return out, nil
 }
@@ -154,7 +161,7 @@ func (d *DB) ExecInstances(ctx context.Context, containerIDs []int64, execID str
 		`SELECT container_id, exec_id, token, url, COALESCE(updated_at, created_at) FROM exec_instance WHERE exec_id = ? AND container_id IN (`+in+`) ORDER BY container_id`,
 		args...)
 	if err != nil {
-		return nil, fmt.Errorf("look up exec instance: %w", unavailable(err))
+		return nil, fmt.Errorf("look up exec instance: %w", d.unavailable(err))
 	}
 	defer rows.Close()
 	var out []store.ExecInstance
@@ -163,13 +170,13 @@ func (d *DB) ExecInstances(ctx context.Context, containerIDs []int64, execID str
 		var token, url sql.NullString
 		var updated sql.NullTime
 		if err := rows.Scan(&e.ContainerID, &e.ExecID, &token, &url, &updated); err != nil {
-			return nil, fmt.Errorf("look up exec instance: %w", unavailable(err))
+			return nil, fmt.Errorf("look up exec instance: %w", d.unavailable(err))
 		}
 		e.Token, e.URL, e.UpdatedAt = token.String, url.String, updated.Time
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("look up exec instance: %w", unavailable(err))
+		return nil, fmt.Errorf("look up exec instance: %w", d.unavailable(err))
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("exec %s: %w", execID, store.ErrNotFound)
@@ -196,16 +203,30 @@ func (d *DB) consume(ctx context.Context, query string, args ...any) (bool, erro
 	defer cancel()
 	res, err := d.db.ExecContext(ctx, query, args...)
 	if err != nil {
-		return false, fmt.Errorf("consume token: %w", unavailable(err))
+		return false, fmt.Errorf("consume token: %w", d.unavailable(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return false, fmt.Errorf("consume token: %w", unavailable(err))
+		return false, fmt.Errorf("consume token: %w", d.unavailable(err))
 	}
 	return n == 1, nil
 }
 
 // unavailable marks a database failure as store.ErrUnavailable.
-func unavailable(err error) error {
+func (d *DB) unavailable(err error) error {
+	var me *mysql.MySQLError
+	if !d.tls && errors.As(err, &me) && me.Number == erAccessDenied {
+		// What an account that must use TLS gets without it.
+		return fmt.Errorf("%w: %w (the connection is not TLS: if the account requires it, set ssl_ca in [database] connection)", store.ErrUnavailable, err)
+	}
 	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 }
+
+// erAccessDenied is the server's ER_ACCESS_DENIED_ERROR.
+const erAccessDenied = 1045
+
+// driverLog passes the driver's own messages (why a connection broke,
+// which its errors do not always say) to the proxy's log.
+type driverLog struct{ log *slog.Logger }
+
+func (l driverLog) Print(v ...any) { l.log.Warn("database driver: " + fmt.Sprint(v...)) }
