@@ -87,6 +87,9 @@ func TestAuthorizationAnswers(t *testing.T) {
 	s.db.Exec("UPDATE container SET name = 'my-console' WHERE id = ?", named.ID)
 	s.db.InsertContainer(t, testenv.Container{Name: "twin", DockerID: good.DockerID, Token: "t1"})
 	s.db.InsertContainer(t, testenv.Container{Name: "twin", DockerID: good.DockerID, Token: "t2"})
+	// Two containers with one name and one token: the token cannot tell.
+	s.db.InsertContainer(t, testenv.Container{Name: "clone", DockerID: good.DockerID, Token: "t3"})
+	s.db.InsertContainer(t, testenv.Container{Name: "clone", DockerID: good.DockerID, Token: "t3"})
 	never := s.db.InsertContainer(t, testenv.Container{DockerID: good.DockerID}) // never attached: no token
 	// Nothing listens on port 1: the runtime is down.
 	down := s.db.InsertContainer(t, testenv.Container{Token: "tok-down", WebsocketURL: "ws://127.0.0.1:1/v1.26/containers/x/attach/ws?stream=1"})
@@ -113,7 +116,9 @@ func TestAuthorizationAnswers(t *testing.T) {
 		{"unknown container name", q(good.Token, "no-such-console"), nil, 401},
 		{"container never attached", q("", never.UUID), nil, 401},
 		{"empty token vs no token", q("%20", never.UUID), nil, 401},
-		{"ambiguous name", q("t1", "twin"), nil, 409},
+		{"shared name, one's token", q("t2", "twin"), nil, 101},
+		{"shared name, wrong token", q("wrong", "twin"), nil, 401},
+		{"shared name and token", q("t3", "clone"), nil, 409},
 		{"exec with attach token", q(good.Token, good.UUID) + "&exec_id=" + execID, nil, 401},
 		{"unknown exec", q("exec-token", good.UUID) + "&exec_id=nope", nil, 401},
 		{"missing uuid", "/?token=" + good.Token, nil, 400},

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,7 +31,7 @@ mode = standalone
 [database]
 connection = mysql+pymysql://%s:%s@%s/%s
 `, testenv.MySQLUser, testenv.MySQLPass, fwd.Addr, db.Name)), 0o600)
-	p := launchProxy(t, "127.0.0.1", port, "--config-file", conf)
+	p := launchProxyCmd(t, "127.0.0.1", port, exec.Command(binary, "--config-file", conf))
 	if !testenv.WaitFor(10*time.Second, func() bool { return fwd.Accepted() > 0 }) {
 		t.Fatalf("the proxy did not connect to its store; log:\n%s", p.logs)
 	}

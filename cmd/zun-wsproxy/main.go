@@ -18,8 +18,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -39,6 +37,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/redact"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/sdnotify"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/server"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/sidehttp"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/standalone"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/tokendb"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/zunsql"
@@ -280,6 +279,7 @@ func serve(args []string) error {
 		MaxSessionsPerContainer: live.MaxSessionsPerContainer,
 		AuthFailureLimit:        live.AuthFailureLimit,
 		AuthFailureWindow:       live.AuthFailureWindow,
+		RecordingMaxSize:        cfg.RecordingMaxSize,
 		TrustedProxies:          trusted,
 	})
 	addr := net.JoinHostPort(cfg.Proxy.Host, strconv.Itoa(cfg.Proxy.Port))
@@ -299,7 +299,9 @@ func serve(args []string) error {
 
 	served := make(chan error, 3)
 	go func() { served <- srv.Serve(ln) }()
-	var adminSrv *admin.Server
+	// The side listeners hold connections as briefly as the console's.
+	side := sidehttp.Limits{HeaderTimeout: cfg.Proxy.HeaderTimeout, MaxHeaderBytes: cfg.Proxy.MaxHeaderBytes}
+	var adminSrv *sidehttp.Server
 	if cfg.Admin.Listen != "" {
 		if tokens == nil {
 			return errors.New("[admin] listen: the token API exists in standalone mode only")
@@ -308,32 +310,20 @@ func serve(args []string) error {
 		if err != nil {
 			return fmt.Errorf("[admin] key_file: %w", err)
 		}
-		adminSrv = admin.New(tokens, key, cfg.Proxy.BaseURL, log)
-		adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
+		if adminSrv, err = sidehttp.Listen(cfg.Admin.Listen, admin.New(tokens, key, cfg.Proxy.BaseURL, log), side, log); err != nil {
 			return fmt.Errorf("[admin] listen on %s: %w", cfg.Admin.Listen, err)
 		}
-		log.Info("token API listening", "address", adminLn.Addr().String())
-		go func() { served <- adminSrv.Serve(adminLn) }()
+		log.Info("token API listening", "address", adminSrv.Addr().String())
+		go func() { served <- adminSrv.Serve() }()
 	}
 
-	var metricsSrv *http.Server
+	var metricsSrv *sidehttp.Server
 	if m != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", m.Handler())
-		if cfg.Profiling {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		metricsLn, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
+		if metricsSrv, err = sidehttp.Listen(cfg.MetricsListen, m.Mux(cfg.Profiling), side, log); err != nil {
 			return fmt.Errorf("[metrics] listen on %s: %w", cfg.MetricsListen, err)
 		}
-		log.Info("metrics listening", "address", metricsLn.Addr().String())
-		go func() { served <- metricsSrv.Serve(metricsLn) }()
+		log.Info("metrics listening", "address", metricsSrv.Addr().String())
+		go func() { served <- metricsSrv.Serve() }()
 	}
 
 	// Origins, limits and session timeouts, from the same files; the

@@ -45,6 +45,9 @@ type Config struct {
 	// "" = off. RecordInput records keystrokes too ([recording] input).
 	RecordingDir string
 	RecordInput  bool
+	// RecordingMaxSize is [recording] max_size: bytes of one recording,
+	// past which its session is ended; 0 = no bound.
+	RecordingMaxSize int64
 	// Warnings are settings that do not do what they read (the proxy
 	// does what Zun's services do with them), for the start-up log.
 	Warnings []string

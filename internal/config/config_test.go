@@ -106,6 +106,9 @@ func TestDefaults(t *testing.T) {
 	if c.Debug || c.LogFile != "" {
 		t.Errorf("debug %v log_file %q", c.Debug, c.LogFile)
 	}
+	if c.RecordingDir != "" || c.RecordingMaxSize != 100<<20 {
+		t.Errorf("recording dir %q max_size %d", c.RecordingDir, c.RecordingMaxSize)
+	}
 	// Without my_ip, the host's own address; never empty.
 	c, err = load(t, "")
 	if err != nil || c.MyIP == "" || c.Proxy.Host != c.MyIP {
@@ -271,6 +274,8 @@ func TestErrorMessages(t *testing.T) {
 		{"[admin]\nlisten = 127.0.0.1:6785\n", `[admin] key_file: required when [admin] listen is set`},
 		{"[admin]\nlisten = 6785\nkey_file = /k\n", `[admin] listen: invalid address "6785" (want host:port)`},
 		{"[metrics]\nprofiling = true\n", `[metrics] profiling: needs [metrics] listen`},
+		{"[recording]\nmax_size = 100\n", `[recording] max_size: invalid size 100 (want 0 for no bound, or at least 4096 bytes)`},
+		{"[recording]\nmax_size = 1e6\n", `[recording] max_size: invalid integer "1e6" (want 0-1099511627776)`},
 		{"[websocket_proxy]\ntrusted_proxies = 10.0.0.5, haproxy.internal\n", `[websocket_proxy] trusted_proxies: invalid address or CIDR "haproxy.internal" (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)`},
 		{"[websocket_proxy]\ntrusted_proxies = 10.0.0.0/33\n", `[websocket_proxy] trusted_proxies: invalid address or CIDR "10.0.0.0/33" (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)`},
 		{"[websocket_proxy]\ntrusted_proxies = fe80::1%eth0\n", `[websocket_proxy] trusted_proxies: invalid address or CIDR "fe80::1%eth0" (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)`},

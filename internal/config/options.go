@@ -78,9 +78,9 @@ var options = []option{
 	{section: "websocket_proxy", name: "single_use_tokens", def: "false", kind: boolean{}, dst: func(c *Config) any { return &c.Proxy.SingleUseTokens },
 		doc: "*extension:* Zun mode: clear `websocket_token` / the exec token when a session starts (`UPDATE … WHERE token = ?`, atomic across replicas)"},
 	{section: "websocket_proxy", name: "header_timeout", def: "10", kind: seconds{}, dst: func(c *Config) any { return &c.Proxy.HeaderTimeout },
-		doc: "*extension:* to receive a request's headers (and a TLS connection's first byte)"},
+		doc: "*extension:* to receive a request's headers (and a TLS connection's first byte). On the token API and metrics listeners too, where it also bounds a request's body and the wait for the next request on a kept-alive connection"},
 	{section: "websocket_proxy", name: "max_header_size", def: "16384", kind: integer{1024, 1 << 20}, dst: func(c *Config) any { return &c.Proxy.MaxHeaderBytes },
-		doc: "*extension:* bytes of request headers (then `431`)"},
+		doc: "*extension:* bytes of request headers (then `431`), on every listener"},
 	{section: "websocket_proxy", name: "max_message_size", def: "1048576", kind: integer{0, 1 << 30}, dst: func(c *Config) any { return &c.Proxy.MaxMessageBytes },
 		doc: "*extension:* bytes in one client message, across fragments (then close `1009`); `0` = no bound"},
 	{section: "websocket_proxy", name: "max_sessions", def: "100000", kind: integer{0, 10_000_000}, dst: func(c *Config) any { return &c.Proxy.MaxSessions },
@@ -155,6 +155,8 @@ var options = []option{
 		shown: "off", doc: "*extension:* record every session in asciicast v2 there"},
 	{section: "recording", name: "input", def: "false", kind: boolean{}, dst: func(c *Config) any { return &c.RecordInput },
 		doc: "*extension:* record keystrokes too"},
+	{section: "recording", name: "max_size", def: "104857600", kind: size{min: 4096, max: 1 << 40}, dst: func(c *Config) any { return &c.RecordingMaxSize },
+		shown: "`104857600` (100 MiB)", doc: "*extension:* bytes of one recording file; the session that would pass it is ended (close `1008`)"},
 }
 
 // optionIndex finds an option of the table by "section.name".
@@ -195,6 +197,20 @@ func (k integer) read(v string) (any, error) {
 		return nil, fmt.Errorf("invalid integer %q (want %d-%d)", v, k.lo, k.hi)
 	}
 	return n, nil
+}
+
+// size is a number of bytes: 0 for no bound, else from min to max.
+type size struct{ min, max int }
+
+func (k size) String() string {
+	return fmt.Sprintf("bytes; `0` = no bound, else at least `%d`", k.min)
+}
+func (k size) read(v string) (any, error) {
+	n, err := integer{0, k.max}.read(v)
+	if err == nil && n.(int) > 0 && n.(int) < k.min {
+		return nil, fmt.Errorf("invalid size %d (want 0 for no bound, or at least %d bytes)", n, k.min)
+	}
+	return n, err
 }
 
 // port is a TCP port number.

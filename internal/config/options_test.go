@@ -124,6 +124,8 @@ func TestOptionKinds(t *testing.T) {
 			return sample{"maybe", "yes", true}, true
 		case integer:
 			return sample{fmt.Sprint(k.hi + 1), fmt.Sprint(k.lo + 1), k.lo + 1}, true
+		case size:
+			return sample{fmt.Sprint(k.min - 1), fmt.Sprint(k.min), k.min}, true
 		case port:
 			return sample{"65536", "8080", 8080}, true
 		case seconds:

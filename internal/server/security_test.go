@@ -114,6 +114,36 @@ func rawRequest(ip net.IP, addr, req string) string {
 	return out
 }
 
+// sameAnswer sends two requests, each from a fresh address, and reports
+// whether they got the same answer: status, headers (but the request's own
+// X-Session-Id and the Date) and body.
+func sameAnswer(addr string, a, b string) string {
+	var answers [2]string
+	for i, req := range []string{a, b} {
+		c, err := dialFrom(freshIP(), addr)
+		if err != nil {
+			return "dial: " + err.Error()
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			c.Close()
+			return "closed"
+		}
+		resp.Header.Del("X-Session-Id")
+		resp.Header.Del("Date")
+		var dump bytes.Buffer
+		resp.Write(&dump)
+		c.Close()
+		answers[i] = dump.String()
+	}
+	if answers[0] != answers[1] {
+		return fmt.Sprintf("%q vs %q", answers[0], answers[1])
+	}
+	return "same answer"
+}
+
 func handshake(path string, extra ...string) string {
 	var key [16]byte
 	rand.Read(key[:])
@@ -247,6 +277,12 @@ func TestSecuritySuite(t *testing.T) {
 	db.Exec(`UPDATE container SET updated_at = UTC_TIMESTAMP() - INTERVAL 2 HOUR WHERE id = ?`, stale.ID)
 	p.execID = d.Exec(p.other.DockerID, "sh")
 	db.InsertExec(t, p.other.ID, p.execID, "exec-token", "tcp://"+testenv.DockerAddr)
+	// Two containers with one name (Zun allows it), both consoles of the
+	// other container's engine; the second has an exec instance too.
+	twinA := db.InsertContainer(t, testenv.Container{Name: "twin", DockerID: p.other.DockerID, Token: testenv.NewUUID()})
+	twinB := db.InsertContainer(t, testenv.Container{Name: "twin", DockerID: p.other.DockerID, Token: testenv.NewUUID()})
+	twinExec := d.Exec(p.other.DockerID, "sh")
+	db.InsertExec(t, twinB.ID, twinExec, "twin-exec-token", "tcp://"+testenv.DockerAddr)
 
 	zdb, err := zunsql.Open(db.DSN(), zunsql.Options{})
 	if err != nil {
@@ -258,11 +294,16 @@ func TestSecuritySuite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var readyChecks atomic.Int64
 	// A load balancer on 127.0.200.1 sends PROXY headers to the plain
 	// port; every other peer is a client.
 	proxyIP := net.IPv4(127, 0, 200, 1)
 	trusted := NewTrustedProxies(prefixes("127.0.200.1/32"))
 	srv := New(Options{
+		Ready: func(ctx context.Context) error {
+			readyChecks.Add(1)
+			return zdb.Ping(ctx)
+		},
 		TrustedProxies:          trusted,
 		Resolver:                auth.NewAuthorizer(zdb, auth.Options{TokenTTL: time.Hour, SingleUse: true}),
 		Dialer:                  docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second}),
@@ -382,6 +423,18 @@ func TestSecuritySuite(t *testing.T) {
 		{"token", "token in other case", "HTTP 401", func() string { return req(q(strings.ToUpper(p.freshToken(t)), victim))() }},
 		{"token", "token with a trailing space", "HTTP 401", func() string { return req(q(p.freshToken(t)+"%20", victim))() }},
 
+		{"names", "shared name, wrong token", "HTTP 401", req(q("wrong", "twin"))},
+		{"names", "shared name, no token", "HTTP 401", req("/?uuid=twin")},
+		{"names", "shared name, wrong exec token", "HTTP 401", req(q("wrong", "twin") + "&exec_id=" + twinExec)},
+		{"names", "shared vs unknown name, wrong token", "same answer", func() string {
+			return sameAnswer(p.plain, handshake(q("wrong", "twin")), handshake(q("wrong", "no-such-name")))
+		}},
+		{"names", "shared vs unknown name, other's token", "same answer", func() string {
+			return sameAnswer(p.plain, handshake(q(p.other.Token, "twin")), handshake(q(p.other.Token, "no-such-name")))
+		}},
+		{"names", "shared name, one twin's token (control)", "HTTP 101", req(q(twinA.Token, "twin"))},
+		{"names", "shared name, the other twin's exec (control)", "HTTP 101", req(q("twin-exec-token", "twin") + "&exec_id=" + twinExec)},
+
 		{"origin", "evil origin", "HTTP 403", fresh("Origin: http://evil.example")},
 		{"origin", "origin null", "HTTP 403", fresh("Origin: null")},
 		{"origin", "file:// origin", "HTTP 403", fresh("Origin: file:///etc/passwd")},
@@ -430,6 +483,27 @@ func TestSecuritySuite(t *testing.T) {
 		{"slowloris", "headers never finished", "closed within header_timeout", func() string { return timedClose(p.plain, "GET / HTTP/1.1\r\nHost: x\r\n") }},
 		{"slowloris", "no byte at all", "closed within header_timeout", func() string { return timedClose(p.plain, "") }},
 		{"slowloris", "TLS hello never sent", "closed within header_timeout", func() string { return timedClose(p.sslOnly, "\x16") }},
+
+		{"readiness", "200 concurrent /readyz", "200 x HTTP 200, a check a second at most", func() string {
+			before, start := readyChecks.Load(), time.Now()
+			var wg sync.WaitGroup
+			var ok atomic.Int64
+			for i := 0; i < 200; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if rawRequest(freshIP(), p.plain, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n") == "HTTP 200" {
+						ok.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			checks, took := readyChecks.Load()-before, time.Since(start)
+			if checks > int64(took/readyFor)+2 {
+				return fmt.Sprintf("%d x HTTP 200, %d checks in %v", ok.Load(), checks, took.Round(time.Millisecond))
+			}
+			return fmt.Sprintf("%d x HTTP 200, a check a second at most", ok.Load())
+		}},
 
 		{"brute force", "30 wrong tokens from one address", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
 			ip := freshIP()

@@ -60,7 +60,8 @@ type Options struct {
 	// nil means 404 there.
 	Console http.Handler
 	// Ready reports whether the proxy can serve new sessions (its store and
-	// a container runtime answer), for /readyz; nil means always ready.
+	// a container runtime answer), for /readyz; nil means always ready. It
+	// runs once at a time and its result is kept for a second (ready.go).
 	Ready  func(context.Context) error
 	Origin auth.OriginPolicy
 	Logger *slog.Logger
@@ -90,9 +91,12 @@ type Options struct {
 	Audit   *audit.Log
 	// RecordingDir, when set, records every session there (asciicast v2);
 	// RecordInput records keystrokes too. A session whose recording
-	// cannot be created is refused (503): recording is for audit.
-	RecordingDir string
-	RecordInput  bool
+	// cannot be created is refused (503), and one whose recording fails
+	// or reaches RecordingMaxSize (0: no bound) is ended: recording is for
+	// audit (record.go).
+	RecordingDir     string
+	RecordInput      bool
+	RecordingMaxSize int64
 }
 
 // Server serves console connections. It owns the sessions it starts and
@@ -103,6 +107,7 @@ type Server struct {
 	http     *http.Server
 	slots    *sessionSlots
 	failures *failureLimiter
+	readyz   *readiness // nil: always ready
 	trusted  *TrustedProxies
 	// What Reload may change, read at each request.
 	origin   atomic.Pointer[auth.OriginPolicy]
@@ -143,6 +148,9 @@ func New(opts Options) *Server {
 	}
 	if s.trusted == nil {
 		s.trusted = NewTrustedProxies(nil)
+	}
+	if opts.Ready != nil {
+		s.readyz = &readiness{check: opts.Ready}
 	}
 	s.origin.Store(&opts.Origin)
 	s.session.Store(&opts.Session)
@@ -315,7 +323,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if name == "" {
 			name = target.ContainerUUID
 		}
-		info.rec, err = recording.Create(s.opts.RecordingDir, name, info.id, recording.Options{Input: s.opts.RecordInput, Title: name})
+		info.rec, err = recording.Create(s.opts.RecordingDir, name, info.id, recording.Options{Input: s.opts.RecordInput, Title: name, MaxSize: s.opts.RecordingMaxSize})
 		if err != nil {
 			stream.Conn.Close()
 			s.log.Error("session refused: cannot record it", "session", info.id, "error", err)
@@ -338,7 +346,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts.Encoding = encoding
 	opts.Poller = s.poller
 	if info.rec != nil {
-		opts.Tap = info.rec
+		opts.Tap = recordingTap{info.rec}
 	}
 	if s.opts.Metrics != nil {
 		opts.FirstOutput = func() { s.opts.Metrics.FirstOutput(time.Since(info.requested)) }
@@ -354,8 +362,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.start(proxy.New(unwrap(conn), buffered, stream, opts), info)
 }
 
-// ready answers /readyz: 200 when the store and a runtime answer and the
-// proxy is not shutting down; 503 with a generic reason otherwise.
+// ready answers /readyz: 200 when the store and a runtime answer (as last
+// checked, at most readyFor ago) and the proxy is not shutting down; 503
+// with a generic reason otherwise.
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -365,10 +374,8 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if closing {
 		err = errors.New("shutting down")
-	} else if s.opts.Ready != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		defer cancel()
-		err = s.opts.Ready(ctx)
+	} else if s.readyz != nil {
+		err = s.readyz.get(r.Context())
 	}
 	if err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -100,20 +102,18 @@ func (d *DB) ContainerByUUID(ctx context.Context, uuid string) (store.Container,
 	return cs[0], nil
 }
 
-// ContainerByName returns the one container with this name; two or more
-// are store.ErrAmbiguous.
-func (d *DB) ContainerByName(ctx context.Context, name string) (store.Container, error) {
-	cs, err := d.containers(ctx, containerColumns+`WHERE name = ? AND container_type = 0 LIMIT 2`, name)
+// ContainersByName returns the containers with this name, oldest first,
+// at most store.MaxSameName of them; none is store.ErrNotFound. Zun lets
+// names repeat: which one a request means is for its token to tell.
+func (d *DB) ContainersByName(ctx context.Context, name string) ([]store.Container, error) {
+	cs, err := d.containers(ctx, containerColumns+`WHERE name = ? AND container_type = 0 ORDER BY id LIMIT `+strconv.Itoa(store.MaxSameName), name)
 	if err != nil {
-		return store.Container{}, fmt.Errorf("look up container by name: %w", err)
+		return nil, fmt.Errorf("look up container by name: %w", err)
 	}
-	switch len(cs) {
-	case 0:
-		return store.Container{}, fmt.Errorf("container named %q: %w", name, store.ErrNotFound)
-	case 1:
-		return cs[0], nil
+	if len(cs) == 0 {
+		return nil, fmt.Errorf("container named %q: %w", name, store.ErrNotFound)
 	}
-	return store.Container{}, fmt.Errorf("container named %q: %w", name, store.ErrAmbiguous)
+	return cs, nil
 }
 
 func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.Container, error) {
@@ -143,25 +143,45 @@ func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.
 	return out, nil
 }
 
-// ExecInstance returns the exec instance execID of the container with
-// primary key containerID.
-func (d *DB) ExecInstance(ctx context.Context, containerID int64, execID string) (store.ExecInstance, error) {
+// ExecInstances returns the exec instances execID of the containers with
+// primary keys containerIDs (one, or the containers sharing a name); none
+// is store.ErrNotFound.
+func (d *DB) ExecInstances(ctx context.Context, containerIDs []int64, execID string) ([]store.ExecInstance, error) {
+	if len(containerIDs) == 0 {
+		return nil, fmt.Errorf("exec %s: %w", execID, store.ErrNotFound)
+	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	var e store.ExecInstance
-	var token, url sql.NullString
-	var updated sql.NullTime
-	err := d.db.QueryRowContext(ctx,
-		`SELECT exec_id, token, url, COALESCE(updated_at, created_at) FROM exec_instance WHERE container_id = ? AND exec_id = ?`,
-		containerID, execID).Scan(&e.ExecID, &token, &url, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.ExecInstance{}, fmt.Errorf("exec %s: %w", execID, store.ErrNotFound)
+	args := []any{execID}
+	for _, id := range containerIDs {
+		args = append(args, id)
 	}
+	in := strings.Repeat(",?", len(containerIDs))[1:]
+	rows, err := d.db.QueryContext(ctx,
+		`SELECT container_id, exec_id, token, url, COALESCE(updated_at, created_at) FROM exec_instance WHERE exec_id = ? AND container_id IN (`+in+`) ORDER BY container_id`,
+		args...)
 	if err != nil {
-		return store.ExecInstance{}, fmt.Errorf("look up exec instance: %w", d.unavailable(err))
+		return nil, fmt.Errorf("look up exec instance: %w", d.unavailable(err))
 	}
-	e.Token, e.URL, e.UpdatedAt = token.String, url.String, updated.Time
-	return e, nil
+	defer rows.Close()
+	var out []store.ExecInstance
+	for rows.Next() {
+		var e store.ExecInstance
+		var token, url sql.NullString
+		var updated sql.NullTime
+		if err := rows.Scan(&e.ContainerID, &e.ExecID, &token, &url, &updated); err != nil {
+			return nil, fmt.Errorf("look up exec instance: %w", d.unavailable(err))
+		}
+		e.Token, e.URL, e.UpdatedAt = token.String, url.String, updated.Time
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up exec instance: %w", d.unavailable(err))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("exec %s: %w", execID, store.ErrNotFound)
+	}
+	return out, nil
 }
 
 // ConsumeAttachToken clears the container's websocket_token if it still is
