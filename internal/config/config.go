@@ -1,5 +1,8 @@
 // Package config reads zun.conf (oslo.config INI files) into the proxy's
-// settings, with Zun's defaults, and validates them once at start.
+// settings, with Zun's defaults, and validates them once at start. Every
+// option is a row of one table (options.go): its default, the kind of
+// value it takes with its bounds, the field it fills and the README's text
+// about it, from which the README's table is generated.
 package config
 
 import (
