@@ -74,7 +74,7 @@ func TestListenerProxyProtocol(t *testing.T) {
 		{"v2 header from a client", clientIP, string(v4.Append(nil)), "400"},
 	}
 	for _, withTLS := range []bool{false, true} {
-		var logs lockedBuffer
+		var logs testenv.LogBuffer
 		m := metrics.New()
 		opts := ListenOptions{ProxyProtocol: true, Trusted: NewTrustedProxies(prefixes("127.0.0.1/32")),
 			FirstByteTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Metrics: m}
@@ -217,7 +217,7 @@ func TestProxyProtocolSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer auditLog.Close()
-	var logs lockedBuffer
+	var logs testenv.LogBuffer
 	trusted := NewTrustedProxies(prefixes("127.0.0.1/32"))
 	_, url := serveShell(t, "proxyproto", func(o *Options, l *ListenOptions) {
 		o.Audit, o.TrustedProxies, o.Logger = auditLog, trusted, slog.New(slog.NewTextHandler(&logs, nil))
@@ -243,15 +243,7 @@ func TestProxyProtocolSession(t *testing.T) {
 		if err != nil {
 			t.Fatalf("version %d: %v", h.Version, err)
 		}
-		conn.Write(ctx, websocket.MessageBinary, []byte(fmt.Sprintf("echo ok-$((40+%d))\n", i)))
-		var got strings.Builder
-		for !strings.Contains(got.String(), fmt.Sprintf("ok-%d", 40+i)) {
-			_, data, err := conn.Read(ctx)
-			if err != nil {
-				t.Fatalf("version %d: read: %v", h.Version, err)
-			}
-			got.Write(data)
-		}
+		testenv.Echo(t, conn, fmt.Sprintf("v%d", h.Version))
 		conn.Close(websocket.StatusNormalClosure, "")
 		want := h.Source.String()
 		var rec audit.Record
