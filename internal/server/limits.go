@@ -194,23 +194,6 @@ func (l *failureLimiter) table(create bool) []limiterSet {
 	return *l.sets.Load()
 }
 
-// tracked counts the clients remembered.
-func (l *failureLimiter) tracked() int {
-	n := 0
-	sets := l.table(false)
-	for i := range sets {
-		s := &sets[i]
-		s.mu.Lock()
-		for _, e := range s.ways {
-			if e.fails > 0 {
-				n++
-			}
-		}
-		s.mu.Unlock()
-	}
-	return n
-}
-
 func (l *failureLimiter) elapsed() int64 { return int64(l.now().Sub(l.epoch)) }
 
 func (l *failureLimiter) set(sets []limiterSet, k clientKey) *limiterSet {

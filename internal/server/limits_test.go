@@ -309,6 +309,23 @@ func TestOriginRefusalsDoNotLockOut(t *testing.T) {
 	}
 }
 
+// tracked counts the clients remembered.
+func (l *failureLimiter) tracked() int {
+	n := 0
+	sets := l.table(false)
+	for i := range sets {
+		s := &sets[i]
+		s.mu.Lock()
+		for _, e := range s.ways {
+			if e.fails > 0 {
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
 // Each check and failure costs the same however many clients the
 // limiter holds: the table is full and every failure is a fresh client
 // that replaces one.
