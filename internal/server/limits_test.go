@@ -249,7 +249,8 @@ func TestFailureLimiterFlood(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 	t.Logf("heap grew %d KiB for %d addresses", grown>>10, n)
-	if grown > int64(limiterMemory) {
+	// The slack is for what else the process allocates meanwhile.
+	if grown > int64(limiterMemory)+256<<10 {
 		t.Errorf("heap grew %d KiB, past the limiter's bound of %d KiB", grown>>10, limiterMemory>>10)
 	}
 	runtime.KeepAlive(l)
