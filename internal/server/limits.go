@@ -94,12 +94,13 @@ func (s *sessionSlots) release(key string) {
 // So a flood of fresh addresses, each failing once, replaces only
 // clients that failed once, least recent first, never one that keeps
 // failing.
+//
 // That is the approximation: a client with n failures is forgotten only
 // when the other limiterWays-1 clients of its set each have n or more in
-// their windows; to do that to one client, an attacker who cannot see
-// the hash must make every set so, which takes as many addresses failing
-// n times as the table holds, and gains it nothing those addresses did
-// not already have. Below that, counts are exact.
+// their windows. An attacker who cannot see the hash, to do that to one
+// client, must do it to every set: as many addresses failing n times as
+// the table holds, which gains it nothing those addresses did not
+// already have. Short of that, counts are exact.
 type failureLimiter struct {
 	conf  atomic.Pointer[limiterConf]
 	now   func() time.Time
@@ -119,7 +120,7 @@ type limiterConf struct {
 const (
 	limiterWays = 8
 	// maxTracked bounds the clients the limiter remembers, and
-	// limiterMemory what they take (2 MiB, allocated at the first
+	// limiterMemory what they take (2,176 KiB, allocated at the first
 	// failure and never more).
 	maxTracked    = 1 << 16
 	limiterMemory = maxTracked / limiterWays * int(unsafe.Sizeof(limiterSet{}))
