@@ -134,6 +134,69 @@ func (p *peer) recv(t *testing.T) message {
 	}
 }
 
+// recvMessage receives one whole data message and checks its framing as
+// a strict peer does (RFC 6455 section 5.4): a text or binary frame, then
+// continuation frames up to the one with FIN, control frames between
+// them allowed.
+func (p *peer) recvMessage(t *testing.T) message {
+	t.Helper()
+	p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var m message
+	var ctrl [125]byte
+	for frames := 0; ; {
+		h, err := p.r.NextFrame()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if h.Op.IsControl() {
+			p.r.ReadControl(ctrl[:])
+			continue
+		}
+		switch {
+		case frames == 0 && h.Op == websocket.OpContinuation:
+			t.Fatal("a message begins with a continuation frame")
+		case frames > 0 && h.Op != websocket.OpContinuation:
+			t.Fatalf("frame %d of a message is %v, not a continuation", frames+1, h.Op)
+		}
+		if frames == 0 {
+			m.op = h.Op
+		}
+		frames++
+		data, err := io.ReadAll(p.r)
+		if err != nil {
+			t.Fatalf("recv payload: %v", err)
+		}
+		m.payload = append(m.payload, data...)
+		if h.Fin {
+			return m
+		}
+	}
+}
+
+// sendFragments sends payload as one message of len(cuts)+1 frames, cut
+// at the given offsets.
+func (p *peer) sendFragments(t *testing.T, op websocket.Opcode, payload []byte, cuts ...int) {
+	t.Helper()
+	if err := writeFragments(p.w, op, payload, cuts...); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+func writeFragments(w *websocket.Writer, op websocket.Opcode, payload []byte, cuts ...int) error {
+	from := 0
+	for i, to := range append(cuts, len(payload)) {
+		buf := append(make([]byte, websocket.MaxHeaderLen), payload[from:to]...)
+		if i > 0 {
+			op = websocket.OpContinuation
+		}
+		if err := w.WriteFrame(i == len(cuts), op, buf, websocket.MaxHeaderLen, len(buf)); err != nil {
+			return err
+		}
+		from = to
+	}
+	return nil
+}
+
 type harness struct {
 	client  *peer
 	docker  *peer    // attach
@@ -144,12 +207,13 @@ type harness struct {
 
 func start(t *testing.T, framed bool, opts Options) *harness {
 	t.Helper()
-	return startAfter(t, framed, opts, nil)
+	return startAfter(t, framed, opts, nil, nil)
 }
 
-// startAfter is start for a container stream of which buffered was read
-// along with the handshake.
-func startAfter(t *testing.T, framed bool, opts Options, buffered []byte) *harness {
+// startAfter is start for a client connection and a container stream of
+// which clientEarly and containerEarly were read along with their
+// handshakes.
+func startAfter(t *testing.T, framed bool, opts Options, clientEarly, containerEarly []byte) *harness {
 	t.Helper()
 	if opts.Poller == nil && parkAll {
 		p := idle.New()
@@ -169,7 +233,7 @@ func startAfter(t *testing.T, framed bool, opts Options, buffered []byte) *harne
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	s := New(proxyClientEnd, nil, console.Stream{Conn: proxyBackendEnd, Framed: framed, Buffered: buffered}, opts)
+	s := New(proxyClientEnd, clientEarly, console.Stream{Conn: proxyBackendEnd, Framed: framed, Buffered: containerEarly}, opts)
 	go func() { h.results <- s.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -321,9 +385,38 @@ func TestAttachOutputReadWithHandshake(t *testing.T) {
 	}
 	for _, early := range []int{100, chunk + 1000} {
 		t.Run(fmt.Sprintf("early=%d", early), func(t *testing.T) {
-			h := startAfter(t, true, Options{}, frames.Bytes()[:early])
+			h := startAfter(t, true, Options{}, nil, frames.Bytes()[:early])
 			go h.docker.conn.Write(frames.Bytes()[early:])
 			h.client.recvOutput(t, want)
+		})
+	}
+}
+
+// A client may send frames right behind its handshake, and the proxy
+// reads them along with it: however many bytes that is, and with a pong
+// among them (after which a direction may park at once), every frame
+// reaches the container.
+func TestClientFramesReadWithHandshake(t *testing.T) {
+	// A 250-byte frame (242 bytes of payload) and a 6-byte pong fill the
+	// reader's 256-byte read-ahead exactly; a 300-byte frame follows.
+	var wire bytes.Buffer
+	w := websocket.NewWriter(&wire, true)
+	a, b := bytes.Repeat([]byte("a"), 242), bytes.Repeat([]byte("b"), 300)
+	writeFragments(w, websocket.OpBinary, a)
+	w.WriteControl(websocket.OpPong, nil)
+	writeFragments(w, websocket.OpBinary, b)
+	for _, early := range []int{100, 256, wire.Len()} {
+		t.Run(fmt.Sprintf("early=%d", early), func(t *testing.T) {
+			opts, _ := parkedOptions(t)
+			h := startAfter(t, true, opts, wire.Bytes()[:early], nil)
+			if rest := wire.Bytes()[early:]; len(rest) > 0 {
+				h.client.conn.Write(rest)
+			}
+			for _, want := range [][]byte{a, b} {
+				if m := h.docker.recvMessage(t); !bytes.Equal(m.payload, want) {
+					t.Fatalf("docker got %d bytes %.10q…, want %d bytes %.10q…", len(m.payload), m.payload, len(want), want)
+				}
+			}
 		})
 	}
 }

@@ -128,6 +128,62 @@ func TestReaderBufferedPrefixAndSplitReads(t *testing.T) {
 	}
 }
 
+// Bytes read along with the handshake are the Reader's until returned, so
+// Buffered counts them: a relay that waits on the socket only when
+// Buffered is 0 must not wait with a frame in hand, however many bytes
+// came with the handshake.
+func TestReaderBufferedCountsHandshakeBytes(t *testing.T) {
+	// A 250-byte frame and a pong fill the 256-byte read-ahead exactly.
+	var wire bytes.Buffer
+	w := NewWriter(&wire, true)
+	var ends []int // where each frame ends on the wire
+	for _, n := range []int{242, -1, 300, 5} {
+		if n < 0 {
+			w.WriteControl(OpPong, nil)
+		} else {
+			buf, off, end := frameBuf(bytes.Repeat([]byte{'x'}, n))
+			w.WriteFrame(true, OpBinary, buf, off, end)
+		}
+		ends = append(ends, wire.Len())
+	}
+	all := wire.Bytes()
+	for _, early := range []int{10, 256, 300, len(all)} {
+		t.Run(fmt.Sprintf("early=%d", early), func(t *testing.T) {
+			src := &byteCounter{r: &stepReader{r: bytes.NewReader(all[early:]), step: 100}}
+			r := NewReader(src, ReaderOptions{FromClient: true, Buffered: all[:early]})
+			if got := r.Buffered(); got != early {
+				t.Fatalf("Buffered() = %d before any read, want the %d bytes of the handshake", got, early)
+			}
+			buf := make([]byte, 300+ReadAhead)
+			for i, end := range ends {
+				h, err := r.NextFrame()
+				if err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+				if n, err := r.ReadChunk(buf, int(h.Length)); n != int(h.Length) || err != nil {
+					t.Fatalf("frame %d: read %d of %d bytes, %v", i, n, h.Length, err)
+				}
+				// Held: what was read, from the handshake and the
+				// connection, past the frames returned.
+				if got, want := r.Buffered(), early+src.n-end; got != want {
+					t.Fatalf("after frame %d Buffered() = %d, want %d", i, got, want)
+				}
+			}
+		})
+	}
+}
+
+type byteCounter struct {
+	r io.Reader
+	n int
+}
+
+func (c *byteCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
 type oneByteReader struct{ b []byte }
 
 func (o *oneByteReader) Read(p []byte) (int, error) {
