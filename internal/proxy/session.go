@@ -541,7 +541,12 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 	if decode {
 		dp := b64Pool.Get().(*[]byte)
 		defer b64Pool.Put(dp)
-		decoded, op = *dp, websocket.OpBinary
+		decoded = *dp
+		// Decoded, the message is binary: its first frame says so, and
+		// its continuation frames stay continuations.
+		if op == websocket.OpText {
+			op = websocket.OpBinary
+		}
 	}
 	// Relayed to Docker as they are, the client's bytes are unmasked and
 	// masked again in one pass, when the write masks them.

@@ -566,6 +566,42 @@ func TestBase64Subprotocol(t *testing.T) {
 	}
 }
 
+// A fragmented client message reaches Docker as one message: a first
+// frame, then continuation frames (RFC 6455 section 5.4), under base64
+// too, where each fragment is decoded on its own way through.
+func TestFragmentedMessageStaysOneMessage(t *testing.T) {
+	big := bytes.Repeat([]byte("paste €\n"), 30000) // over two chunks
+	for _, c := range []struct {
+		name     string
+		encoding Encoding
+		text     []byte
+		cuts     []int // where the client cuts its message into frames
+	}{
+		{"binary", Binary, []byte("echo hi\n"), []int{3, 7}},
+		{"base64", Base64, []byte("echo €\n"), []int{5}},
+		{"base64, fragments of less than a quantum", Base64, []byte("echo €\n"), []int{2, 3, 6}},
+		{"base64, bulk", Base64, big, []int{chunk + 1, 3*chunk + 2}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := start(t, true, Options{Encoding: c.encoding})
+			payload, op := c.text, websocket.OpBinary
+			if c.encoding == Base64 {
+				payload, op = []byte(base64.StdEncoding.EncodeToString(c.text)), websocket.OpText
+			}
+			go writeFragments(h.client.w, op, payload, c.cuts...)
+			m := h.docker.recvMessage(t)
+			if m.op != websocket.OpBinary || !bytes.Equal(m.payload, c.text) {
+				t.Fatalf("docker got a %v message of %d bytes, want binary %d bytes", m.op, len(m.payload), len(c.text))
+			}
+			// The next message is a message of its own.
+			h.client.send(t, websocket.OpBinary, []byte("x"))
+			if m := h.docker.recvMessage(t); string(m.payload) != "x" {
+				t.Fatalf("docker got %q after the fragmented message", m.payload)
+			}
+		})
+	}
+}
+
 // A client that stops reading must stop the proxy reading from the
 // container, not make it buffer.
 func TestBackpressure(t *testing.T) {
