@@ -134,7 +134,7 @@ func (w *bytesBuffer) Write(p []byte) (int, error) { w.b = append(w.b, p...); re
 func TestParksRightAfterPong(t *testing.T) {
 	p := idle.New()
 	t.Cleanup(func() { p.Close() })
-	h := start(t, true, Options{Poller: p, IdleAfter: time.Minute, Heartbeat: 200 * time.Millisecond})
+	h := start(t, true, Options{Poller: p, IdleAfter: time.Minute, Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
 	go h.docker.answerPings()
 	waitParked(t, p, 1) // the container side, long before a minute
 	if n := pumpGoroutines(); n != 1 {

@@ -136,7 +136,7 @@ func (s *Session) finish(first end) {
 	s.fromContainer.release()
 	s.backend.Close()
 	if res.ClientCode != 0 {
-		lingerClose(s.client, s.opts.CloseTimeout)
+		s.clientDL.lingerClose(s.opts.CloseTimeout)
 	} else {
 		s.client.Close()
 	}
@@ -167,7 +167,7 @@ type direction struct {
 	pump func() end
 	// rc reaches the socket for the Poller; nil if it cannot park.
 	rc     syscall.RawConn
-	conn   net.Conn
+	dl     *deadlines  // the connection's
 	parked bool        // guarded by s.mu
 	cancel func() bool // guarded by s.mu, while parked
 	// boundary: the pump waits for a new frame, with all its state in the
@@ -175,9 +175,10 @@ type direction struct {
 	boundary bool
 }
 
-// init sets the direction up to read c; io is c as the pump reads it.
-func (d *direction) init(s *Session, sd side, c, io net.Conn, in *idleConn, pump func() end) {
-	d.s, d.side, d.conn, d.pump = s, sd, c, pump
+// init sets the direction up to read c, whose deadlines dl owns; io is c
+// as the pump reads it.
+func (d *direction) init(s *Session, sd side, c, io net.Conn, in *idleConn, dl *deadlines, pump func() end) {
+	d.s, d.side, d.dl, d.pump = s, sd, dl, pump
 	in.conn, in.d = io, d
 	if s.opts.Poller != nil {
 		d.rc = rawConn(c)
@@ -232,18 +233,13 @@ func (d *direction) release() {
 	}
 }
 
-// arm sets the idle read deadline, unless the session is closing (its
-// deadlines must stand).
+// arm sets the idle read deadline (unless the session is closing: its
+// deadlines stand).
 func (d *direction) arm() {
 	if d.rc == nil {
 		return
 	}
-	s := d.s
-	s.mu.Lock()
-	if !s.closing {
-		d.conn.SetReadDeadline(time.Now().Add(s.opts.IdleAfter))
-	}
-	s.mu.Unlock()
+	d.dl.SetReadDeadline(time.Now().Add(d.s.opts.IdleAfter))
 }
 
 // park waits on the Poller for the socket to become readable; it reports
@@ -259,7 +255,7 @@ func (d *direction) park() bool {
 	cancel, err := s.opts.Poller.Wait(d.rc, d.wake)
 	if err != nil {
 		d.rc = nil // never try again; block in reads as without a Poller
-		d.conn.SetReadDeadline(time.Time{})
+		d.dl.SetReadDeadline(time.Time{})
 		return false
 	}
 	d.parked, d.cancel = true, cancel

@@ -207,7 +207,7 @@ type harness struct {
 
 func start(t *testing.T, framed bool, opts Options) *harness {
 	t.Helper()
-	return startAfter(t, framed, opts, nil, nil)
+	return startSetup(t, setup{framed: framed, opts: opts})
 }
 
 // startAfter is start for a client connection and a container stream of
@@ -215,13 +215,35 @@ func start(t *testing.T, framed bool, opts Options) *harness {
 // handshakes.
 func startAfter(t *testing.T, framed bool, opts Options, clientEarly, containerEarly []byte) *harness {
 	t.Helper()
+	return startSetup(t, setup{framed: framed, opts: opts, clientEarly: clientEarly, containerEarly: containerEarly})
+}
+
+// setup is how a test session starts.
+type setup struct {
+	framed                      bool // attach (a WebSocket), else exec
+	opts                        Options
+	clientEarly, containerEarly []byte // read with the handshakes
+	// tightClient, tightContainer: the smallest socket buffers on that
+	// side, so that a peer that reads nothing soon blocks writes.
+	tightClient, tightContainer bool
+}
+
+func startSetup(t *testing.T, su setup) *harness {
+	t.Helper()
+	framed, opts := su.framed, su.opts
 	if opts.Poller == nil && parkAll {
 		p := idle.New()
 		t.Cleanup(func() { p.Close() })
 		opts.Poller, opts.IdleAfter = p, 20*time.Millisecond
 	}
-	clientEnd, proxyClientEnd := testenv.SocketPair(t, "tcp")
-	proxyBackendEnd, backendEnd := testenv.SocketPair(t, "tcp")
+	pair := func(tight bool) (net.Conn, net.Conn) {
+		if tight {
+			return testenv.TightSocketPair(t)
+		}
+		return testenv.SocketPair(t, "tcp")
+	}
+	clientEnd, proxyClientEnd := pair(su.tightClient)
+	proxyBackendEnd, backendEnd := pair(su.tightContainer)
 	h := &harness{
 		client:  &peer{conn: clientEnd, r: websocket.NewReader(clientEnd, websocket.ReaderOptions{}), w: websocket.NewWriter(clientEnd, true)},
 		results: make(chan Result, 1),
@@ -233,7 +255,7 @@ func startAfter(t *testing.T, framed bool, opts Options, clientEarly, containerE
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	s := New(proxyClientEnd, clientEarly, console.Stream{Conn: proxyBackendEnd, Framed: framed, Buffered: containerEarly}, opts)
+	s := New(proxyClientEnd, su.clientEarly, console.Stream{Conn: proxyBackendEnd, Framed: framed, Buffered: su.containerEarly}, opts)
 	go func() { h.results <- s.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -663,7 +685,7 @@ func TestFragmentedMessageTooBig(t *testing.T) {
 // A Docker attach socket that stops answering is declared dead after two
 // heartbeat intervals; the client is told with 1011.
 func TestHeartbeatBackendDead(t *testing.T) {
-	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond})
+	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
 	// The docker peer reads nothing and answers no ping.
 	start := time.Now()
 	m := h.client.recvAnswering(t)
@@ -681,7 +703,7 @@ func TestHeartbeatBackendDead(t *testing.T) {
 // A client that answers pings keeps its session; one that does not is
 // closed with 1001.
 func TestHeartbeatClient(t *testing.T) {
-	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, PingClient: true})
+	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond, PingClient: true})
 	// Docker answers pings (as x/net/websocket does); the client too, for
 	// a while, by reading.
 	go h.docker.answerPings()
@@ -710,12 +732,12 @@ func TestHeartbeatClient(t *testing.T) {
 }
 
 func TestIdleAndMaxDuration(t *testing.T) {
-	h := start(t, false, Options{IdleTimeout: 1500 * time.Millisecond})
+	h := start(t, false, Options{IdleTimeout: 1500 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
 	h.client.send(t, websocket.OpBinary, []byte("x"))
 	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseGoingAway || m.reason != "session idle for idle_timeout" {
 		t.Fatalf("idle: client got %+v", m)
 	}
-	h2 := start(t, false, Options{MaxDuration: 1500 * time.Millisecond})
+	h2 := start(t, false, Options{MaxDuration: 1500 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
 	if m := h2.client.recv(t); m.op != websocket.OpClose || m.reason != "session reached max_session_duration" {
 		t.Fatalf("max duration: client got %+v", m)
 	}
@@ -741,7 +763,7 @@ func TestWriteTimeout(t *testing.T) {
 
 // Clients outside the web console are not pinged (Zun's CLI would stall).
 func TestHeartbeatSparesCLIClients(t *testing.T) {
-	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond})
+	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
 	go h.docker.answerPings()
 	h.client.conn.SetReadDeadline(time.Now().Add(time.Second))
 	if hd, err := h.client.r.NextFrame(); err == nil {

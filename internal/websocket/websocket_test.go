@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMaskMatchesBytewise(t *testing.T) {
@@ -480,5 +482,34 @@ func TestWriterStopsAfterACutFrame(t *testing.T) {
 	}
 	if cw.writes != 1 {
 		t.Fatalf("%d writes reached the connection, want 1: nothing may follow a cut frame", cw.writes)
+	}
+}
+
+// A heartbeat to a peer that takes nothing gives up within its bound, and
+// leaves no deadline behind for the unbounded writes that follow.
+func TestTryWriteControlIsBounded(t *testing.T) {
+	// net.Pipe: a write waits until the peer reads, as one to a full
+	// socket buffer does.
+	local, remote := net.Pipe()
+	defer local.Close()
+	defer remote.Close()
+	w := NewWriter(local, false)
+	w.SetTimeout(local, 0)
+	if w.TryWriteControl(OpPing, nil, 50*time.Millisecond) {
+		t.Fatal("a ping to a peer that reads nothing was written")
+	}
+	// The ping's deadline has passed: were it left, the next write would
+	// fail at once.
+	read := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(remote, 7))
+		read <- b
+	}()
+	buf, off, end := frameBuf([]byte("hello"))
+	if err := w.WriteFrame(true, OpBinary, buf, off, end); err != nil {
+		t.Fatalf("a write after the bounded ping: %v", err)
+	}
+	if b := <-read; string(b[2:]) != "hello" {
+		t.Fatalf("peer read %q", b)
 	}
 }
