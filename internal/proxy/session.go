@@ -2,6 +2,18 @@
 // container's console stream and back, with bounded buffers and no
 // allocation per message, and closes both sides with a close code that says
 // why the session ended.
+//
+// A session waiting between frames parks (run.go) and costs only its
+// memory. A peer that stops inside a frame is not parked but ended, once
+// FrameTimeout (header_timeout) passes without a byte of the frame: the
+// client with 1008 "frame stalled for …", Docker as a lost connection.
+// Parking there would keep the pump's state half-way through a frame
+// (a chunk read in part, the base64 carry, a control payload) and could
+// not help a TLS client, whose reads cannot be waited on from outside; a
+// console's frames are keystrokes and pastes that arrive whole within
+// milliseconds, so a frame that makes no progress for seconds is a client
+// gone or hostile, and ending it bounds what it holds (a goroutine and a
+// 64 KiB buffer) to that time.
 package proxy
 
 import (
@@ -64,6 +76,11 @@ type Options struct {
 	// WriteTimeout disconnects a client that does not take output for this
 	// long (backpressure stops the container meanwhile). 0: off.
 	WriteTimeout time.Duration
+	// FrameTimeout ends a session whose peer stops inside a frame: once a
+	// frame has begun, its bytes must keep coming, none of them more than
+	// FrameTimeout after the one before (give or take IdleAfter). The
+	// client is closed with 1008. 0: off.
+	FrameTimeout time.Duration
 	// CheckInterval is how often heartbeats and timeouts are looked at.
 	// Default: often enough to honour each within a quarter of its length
 	// (half a heartbeat), but no more than once a second.
@@ -72,6 +89,7 @@ type Options struct {
 	// nothing to read for IdleAfter (default 1s): its goroutine ends and
 	// the Poller starts a new one when the socket becomes readable, so an
 	// idle session holds no goroutine. Only plain sockets park (not TLS).
+	// IdleAfter is also how often a frame's progress is looked at.
 	Poller    Poller
 	IdleAfter time.Duration
 	// FirstOutput, when set, is called once, when the first container
@@ -98,6 +116,7 @@ const (
 	EndClientClosed    = "client_closed"    // the client sent a close frame
 	EndClientProtocol  = "client_protocol"  // the client broke the protocol
 	EndClientGone      = "client_gone"      // the client vanished or stopped reading
+	EndClientStalled   = "client_stalled"   // the client stopped inside a frame
 	EndClientNoPong    = "client_no_pong"   // the client missed heartbeats
 	EndIdleTimeout     = "idle_timeout"     // idle_timeout
 	EndMaxDuration     = "max_duration"     // max_session_duration
@@ -215,10 +234,12 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	s.fromClient.init(s, clientSide, client, clientIO, &s.clientIn, &s.clientDL, s.pumpClient)
 	s.fromContainer.init(s, containerSide, backend.Conn, backendIO, &s.backendIn, &s.backendDL, s.pumpContainer)
 	s.clientR = websocket.NewReader(&s.clientIn, websocket.ReaderOptions{FromClient: true, Buffered: clientBuffered, MaxPayload: opts.MaxMessage})
+	s.fromClient.r = s.clientR
 	// Writes move deadlines through their owner, which closing overrides.
 	s.clientW.SetTimeout(&s.clientDL, opts.WriteTimeout)
 	if backend.Framed {
 		s.backendR = websocket.NewReader(&s.backendIn, websocket.ReaderOptions{Buffered: backend.Buffered})
+		s.fromContainer.r = s.backendR
 		s.backendW = websocket.NewWriter(backendIO, true)
 		var bound time.Duration
 		if opts.Heartbeat > 0 {
@@ -360,6 +381,11 @@ func (s *Session) closeBoth(first end) Result {
 			res.Reason = "client protocol error: " + pe.Reason
 			res.End = EndClientProtocol
 			clientCode, clientReason = pe.Code, pe.Reason
+		case errors.Is(first.err, errStalled):
+			res.Reason = "client stalled: " + first.err.Error()
+			res.End = EndClientStalled
+			clientCode = websocket.ClosePolicyViolation
+			clientReason = fmt.Sprintf("frame stalled for %v", s.opts.FrameTimeout)
 		case errors.Is(first.err, errNoPong):
 			// Perhaps only half gone: tell it, in case it still listens.
 			res.Reason = "client disconnected: " + first.err.Error()
