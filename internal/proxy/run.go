@@ -16,7 +16,8 @@ import (
 // A session has no goroutine of its own. Each direction runs a pump
 // goroutine while there is something to read; a direction that has read
 // nothing for IdleAfter parks on the Poller and its goroutine ends, so an
-// idle session is only its memory and two sockets. Whoever sees the
+// idle session is only its memory and two sockets. (A web console session
+// also runs one goroutine while a resize is pending: resize.go.) Whoever sees the
 // session end first (a pump, the context, the heartbeat timer) finishes
 // it: sends the close frames, waits for the running pumps, closes both
 // connections and calls done.
@@ -120,6 +121,9 @@ func (s *Session) pumpEnded(e end) {
 // connections closed, done called.
 func (s *Session) finish(first end) {
 	res := s.closeBoth(first)
+	if s.resize != nil {
+		s.resize.stop()
+	}
 	s.mu.Lock()
 	wait := s.running > 0
 	if s.timer != nil {

@@ -59,7 +59,10 @@ type Options struct {
 	MaxMessage int64
 	// Resize, when set, makes client text messages control messages (see
 	// ParseControl) instead of keystrokes: the web console's subprotocol.
-	// Keystrokes then travel in binary messages only.
+	// Keystrokes then travel in binary messages only. It is called off
+	// the client's read path, one call at a time, with the last size asked
+	// (sizes asked during a call come down to one); ctx ends with the
+	// session, which ends once the call has returned.
 	Resize func(ctx context.Context, rows, cols int) error
 	// Heartbeat pings Docker's attach socket (and the client, with
 	// PingClient) this often; a side that answers nothing for two intervals
@@ -191,6 +194,8 @@ type Session struct {
 	// The two directions: fromClient pumps client messages to the
 	// container, fromContainer container output to the client.
 	fromClient, fromContainer direction
+	// resize applies the web console's resizes; nil without Resize.
+	resize *resizer
 
 	life // start, park, wake and finish (run.go)
 
@@ -235,6 +240,9 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	s.fromContainer.init(s, containerSide, backend.Conn, backendIO, &s.backendIn, &s.backendDL, s.pumpContainer)
 	s.clientR = websocket.NewReader(&s.clientIn, websocket.ReaderOptions{FromClient: true, Buffered: clientBuffered, MaxPayload: opts.MaxMessage})
 	s.fromClient.r = s.clientR
+	if opts.Resize != nil {
+		s.resize = &resizer{apply: opts.Resize}
+	}
 	// Writes move deadlines through their owner, which closing overrides.
 	s.clientW.SetTimeout(&s.clientDL, opts.WriteTimeout)
 	if backend.Framed {
@@ -535,13 +543,10 @@ func (s *Session) control(h websocket.Header) error {
 	if err != nil {
 		return &websocket.ProtocolError{Code: websocket.CloseInvalidPayload, Reason: err.Error()}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	if s.opts.Tap != nil {
 		s.opts.Tap.Resize(c.Rows, c.Cols)
 	}
-	// A failed resize leaves the terminal usable: not a reason to end.
-	s.opts.Resize(ctx, c.Rows, c.Cols)
+	s.resize.request(c.Rows, c.Cols)
 	return nil
 }
 

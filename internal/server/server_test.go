@@ -30,20 +30,24 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // newServer wires a Server as main does, against the real MariaDB and
-// Docker engine, and serves it on loopback.
-func newServer(t *testing.T, db *testenv.ZunDB) (*Server, string) {
+// Docker engine, and serves it on loopback; more changes its options.
+func newServer(t *testing.T, db *testenv.ZunDB, more ...func(*Options)) (*Server, string) {
 	t.Helper()
 	zdb, err := zunsql.Open(db.DSN(), zunsql.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { zdb.Close() })
-	srv := New(Options{
+	opts := Options{
 		Resolver: auth.NewAuthorizer(zdb, auth.Options{}),
 		Dialer:   docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second}),
 		Origin:   auth.OriginPolicy{BaseScheme: "ws"},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	for _, f := range more {
+		f(&opts)
+	}
+	srv := New(opts)
 	ln, err := Listen("127.0.0.1:0", ListenOptions{})
 	if err != nil {
 		t.Fatal(err)
