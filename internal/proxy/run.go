@@ -17,10 +17,10 @@ import (
 // goroutine while there is something to read; a direction that has read
 // nothing for IdleAfter parks on the Poller and its goroutine ends, so an
 // idle session is only its memory and two sockets. (A web console session
-// also runs one goroutine while a resize is pending: resize.go.) Whoever sees the
-// session end first (a pump, the context, the heartbeat timer) finishes
-// it: sends the close frames, waits for the running pumps, closes both
-// connections and calls done.
+// also runs one goroutine while a resize is pending: resize.go.) Whoever
+// sees the session end first (a pump, the context, the heartbeat timer)
+// finishes it: sends the close frames, stops resizing, waits for the
+// running pumps, closes both connections and calls done.
 
 // life is the part of a Session that starts, parks, wakes and finishes it.
 type life struct {
