@@ -137,3 +137,24 @@ func TestFrozenClientDoesNotStopTimeouts(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckInterval(t *testing.T) {
+	for _, c := range []struct {
+		opts Options
+		want time.Duration
+	}{
+		{Options{}, 0},
+		{Options{Heartbeat: 30 * time.Second}, 15 * time.Second},
+		{Options{Heartbeat: time.Second}, 500 * time.Millisecond},
+		{Options{Heartbeat: 30 * time.Second, IdleTimeout: 20 * time.Second}, 5 * time.Second},
+		{Options{IdleTimeout: 2 * time.Second}, time.Second},
+		{Options{MaxDuration: time.Hour, IdleTimeout: 2 * time.Second, Heartbeat: 400 * time.Millisecond}, 200 * time.Millisecond},
+		{Options{MaxDuration: time.Hour, CheckInterval: 10 * time.Millisecond}, 10 * time.Millisecond},
+		{Options{CheckInterval: 10 * time.Millisecond}, 0},
+	} {
+		s := &Session{opts: c.opts}
+		if got := s.checkInterval(); got != c.want {
+			t.Errorf("%+v: every %v, want %v", c.opts, got, c.want)
+		}
+	}
+}

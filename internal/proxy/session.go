@@ -85,8 +85,9 @@ type Options struct {
 	// client is closed with 1008. 0: off.
 	FrameTimeout time.Duration
 	// CheckInterval is how often heartbeats and timeouts are looked at.
-	// Default: often enough to honour each within a quarter of its length
-	// (half a heartbeat), but no more than once a second.
+	// Default: twice per heartbeat, and often enough to honour each
+	// timeout within a quarter of its length, but for them no more than
+	// once a second.
 	CheckInterval time.Duration
 	// Poller, when set, parks a direction of the session that has had
 	// nothing to read for IdleAfter (default 1s): its goroutine ends and
@@ -293,20 +294,25 @@ type end struct {
 
 // checkInterval is how often the session looks at heartbeats and
 // timeouts (0: never): CheckInterval, or often enough to honour each
-// within a quarter of its length, but no more than once a second.
+// timeout within a quarter of its length but no more than once a second
+// (looking more often buys nothing), and twice per heartbeat (a silent
+// peer is found within two and a half heartbeats, however short).
 func (s *Session) checkInterval() time.Duration {
+	o := s.opts
 	var every time.Duration
-	for _, d := range []time.Duration{s.opts.Heartbeat / 2, s.opts.IdleTimeout / 4, s.opts.MaxDuration / 4} {
+	shorter := func(d time.Duration) {
 		if d > 0 && (every == 0 || d < every) {
 			every = d
 		}
 	}
-	switch {
-	case every == 0:
-	case s.opts.CheckInterval > 0:
-		every = s.opts.CheckInterval
-	case every < time.Second:
-		every = time.Second
+	for _, d := range []time.Duration{o.IdleTimeout / 4, o.MaxDuration / 4} {
+		if d > 0 {
+			shorter(max(d, time.Second))
+		}
+	}
+	shorter(o.Heartbeat / 2)
+	if every > 0 && o.CheckInterval > 0 {
+		every = o.CheckInterval
 	}
 	return every
 }
