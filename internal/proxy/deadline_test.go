@@ -64,6 +64,7 @@ func TestWriteAfterCloseReturnsAtOnce(t *testing.T) {
 		{"to Docker, after it failed", false, EndContainerLost},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			gate := newGateTap(!c.toClient)
 			// Bounds far beyond the harness's wait for the result.
 			h := startSetup(t, setup{framed: true, tightClient: c.toClient, tightContainer: !c.toClient,
@@ -111,6 +112,7 @@ func TestFrozenClientDoesNotStopTimeouts(t *testing.T) {
 		{"idle_timeout", Options{IdleTimeout: 300 * time.Millisecond}, EndIdleTimeout},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			// net.Pipe: every write waits for the peer to read, as one to a
 			// full socket buffer does; this peer reads nothing.
 			clientEnd, proxyClientEnd := net.Pipe()

@@ -429,7 +429,9 @@ func TestClientFramesReadWithHandshake(t *testing.T) {
 	writeFragments(w, websocket.OpBinary, b)
 	for _, early := range []int{100, 256, wire.Len()} {
 		t.Run(fmt.Sprintf("early=%d", early), func(t *testing.T) {
+			t.Parallel()
 			opts, _ := parkedOptions(t)
+			opts.CloseTimeout = 100 * time.Millisecond
 			h := startAfter(t, true, opts, wire.Bytes()[:early], nil)
 			if rest := wire.Bytes()[early:]; len(rest) > 0 {
 				h.client.conn.Write(rest)
@@ -605,7 +607,8 @@ func TestFragmentedMessageStaysOneMessage(t *testing.T) {
 		{"base64, bulk", Base64, big, []int{chunk + 1, 3*chunk + 2}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			h := start(t, true, Options{Encoding: c.encoding})
+			t.Parallel()
+			h := start(t, true, Options{Encoding: c.encoding, CloseTimeout: 100 * time.Millisecond})
 			payload, op := c.text, websocket.OpBinary
 			if c.encoding == Base64 {
 				payload, op = []byte(base64.StdEncoding.EncodeToString(c.text)), websocket.OpText
