@@ -9,6 +9,8 @@ import (
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
 // parkedOptions makes sessions park after 50ms without input.
@@ -21,20 +23,26 @@ func parkedOptions(t *testing.T) (Options, *idle.Poller) {
 // waitParked waits until n directions are parked.
 func waitParked(t *testing.T, p *idle.Poller, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Parked() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d directions parked, want %d", p.Parked(), n)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testenv.WaitFor(settle, func() bool { return p.Parked() == n }) {
+		t.Fatalf("%d directions parked, want %d", p.Parked(), n)
 	}
 }
 
-// pumpGoroutines counts the session's pump goroutines.
+// pumpGoroutines counts the sessions' pump goroutines.
 func pumpGoroutines() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	return strings.Count(string(buf), "proxy.(*direction).run")
+}
+
+// waitPumps waits for n pump goroutines: one that parked, or ended, is
+// gone a moment after it says so.
+func waitPumps(t *testing.T, n int, when string) {
+	t.Helper()
+	var got int
+	if !testenv.WaitFor(settle, func() bool { got = pumpGoroutines(); return got == n }) {
+		t.Fatalf("%s: %d pump goroutines, want %d", when, got, n)
+	}
 }
 
 func TestIdleSessionHoldsNoGoroutine(t *testing.T) {
@@ -44,9 +52,7 @@ func TestIdleSessionHoldsNoGoroutine(t *testing.T) {
 			opts, p := parkedOptions(t)
 			h := start(t, framed, opts)
 			waitParked(t, p, 2)
-			if n := pumpGoroutines(); n != 0 {
-				t.Fatalf("%d pump goroutines while idle, want 0", n)
-			}
+			waitPumps(t, 0, "idle")
 			// Both ways work after waking, and more than once.
 			for i := 0; i < 3; i++ {
 				h.client.send(t, websocket.OpBinary, []byte("ls\n"))
@@ -136,11 +142,9 @@ func TestParksRightAfterPong(t *testing.T) {
 	p := idle.New()
 	t.Cleanup(func() { p.Close() })
 	h := start(t, true, Options{Poller: p, IdleAfter: time.Minute, Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
-	go h.docker.answerPings()
+	h.docker.keepAnswering()
 	waitParked(t, p, 1) // the container side, long before a minute
-	if n := pumpGoroutines(); n != 1 {
-		t.Fatalf("%d pump goroutines, want 1 (the client side, not pinged)", n)
-	}
+	waitPumps(t, 1, "the client side, not pinged, runs")
 }
 
 // A peer that stops inside a frame is ended after FrameTimeout, wherever
@@ -211,7 +215,9 @@ func TestSlowClientFrameIsNotStalled(t *testing.T) {
 func TestStalledClientsAreEnded(t *testing.T) {
 	const n = 100
 	opts, p := parkedOptions(t)
-	opts.FrameTimeout, opts.CloseTimeout = 500*time.Millisecond, 100*time.Millisecond
+	// Long enough for the n sessions to start and be counted, under -race
+	// on a busy machine, before the first is ended.
+	opts.FrameTimeout, opts.CloseTimeout = 2*time.Second, 100*time.Millisecond
 	var before, stalled, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -234,9 +240,7 @@ func TestStalledClientsAreEnded(t *testing.T) {
 			t.Fatalf("session %d ended with %s (%s)", i, r.End, r.Reason)
 		}
 	}
-	if pumps := pumpGoroutines(); pumps != 0 {
-		t.Fatalf("%d pump goroutines after the stalled clients were ended", pumps)
-	}
+	waitPumps(t, 0, "the stalled clients ended")
 	runtime.GC()
 	runtime.GC() // pooled buffers go at the second
 	runtime.ReadMemStats(&after)
