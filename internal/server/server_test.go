@@ -251,16 +251,8 @@ func TestShutdownEndsEverySession(t *testing.T) {
 	}
 	wantGoingAway := func(conn *websocket.Conn) {
 		t.Helper()
-		for {
-			_, _, err := conn.Read(ctx)
-			if err == nil {
-				continue // the shell's output
-			}
-			var ce websocket.CloseError
-			if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway || ce.Reason != "proxy shutting down" {
-				t.Fatalf("session ended with %v, want 1001 proxy shutting down", err)
-			}
-			return
+		if ce, _ := testenv.ReadToClose(ctx, t, conn); ce.Code != websocket.StatusGoingAway || ce.Reason != "proxy shutting down" {
+			t.Fatalf("session ended with %v, want 1001 proxy shutting down", ce)
 		}
 	}
 	var conns []*websocket.Conn
