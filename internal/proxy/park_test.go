@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -45,6 +46,27 @@ func waitPumps(t *testing.T, n int, when string) {
 	}
 }
 
+// bothWays sends a line from the client to the container and one back.
+func (h *harness) bothWays(t *testing.T) {
+	t.Helper()
+	h.client.send(t, websocket.OpBinary, []byte("ls\n"))
+	if h.docker != nil {
+		if m := h.docker.recv(t); string(m.payload) != "ls\n" {
+			t.Fatalf("docker got %q", m.payload)
+		}
+		h.docker.send(t, websocket.OpBinary, []byte("bin\n"))
+	} else {
+		got := make([]byte, 3)
+		if _, err := io.ReadFull(h.exec, got); err != nil || string(got) != "ls\n" {
+			t.Fatalf("exec got %q, %v", got, err)
+		}
+		h.exec.Write([]byte("bin\n"))
+	}
+	if m := h.client.recv(t); string(m.payload) != "bin\n" {
+		t.Fatalf("client got %q", m.payload)
+	}
+}
+
 func TestIdleSessionHoldsNoGoroutine(t *testing.T) {
 	for _, framed := range []bool{true, false} {
 		name := map[bool]string{true: "attach", false: "exec"}[framed]
@@ -55,22 +77,7 @@ func TestIdleSessionHoldsNoGoroutine(t *testing.T) {
 			waitPumps(t, 0, "idle")
 			// Both ways work after waking, and more than once.
 			for i := 0; i < 3; i++ {
-				h.client.send(t, websocket.OpBinary, []byte("ls\n"))
-				if framed {
-					if m := h.docker.recv(t); string(m.payload) != "ls\n" {
-						t.Fatalf("docker got %q", m.payload)
-					}
-					h.docker.send(t, websocket.OpBinary, []byte("bin\n"))
-				} else {
-					got := make([]byte, 3)
-					if _, err := h.exec.Read(got); err != nil || string(got) != "ls\n" {
-						t.Fatalf("exec got %q, %v", got, err)
-					}
-					h.exec.Write([]byte("bin\n"))
-				}
-				if m := h.client.recv(t); string(m.payload) != "bin\n" {
-					t.Fatalf("client got %q", m.payload)
-				}
+				h.bothWays(t)
 				waitParked(t, p, 2)
 			}
 		})
