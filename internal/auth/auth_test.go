@@ -323,3 +323,19 @@ func TestTokenTTLAndSingleUse(t *testing.T) {
 		}
 	}
 }
+
+// An exec row the store returns for none of the candidate containers never
+// becomes a console of one of them (another container's identity would
+// carry the session).
+func TestExecOfNoCandidateRefused(t *testing.T) {
+	const uuid = "6f1e2c9a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
+	db := containers{
+		byUUID: map[string]store.Container{uuid: {ID: 1, UUID: uuid, WebsocketURL: "ws://docker/attach", WebsocketToken: "tok"}},
+		execs:  map[string]store.ExecInstance{"1/e9": {ContainerID: 99, ExecID: "e9", Token: "etok", URL: "tcp://docker:2375"}},
+		used:   map[string]bool{},
+	}
+	a := NewAuthorizer(db, Options{})
+	if target, err := a.Resolve(context.Background(), Request{Token: "etok", UUID: uuid, ExecID: "e9"}); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("exec of container 99 resolved for container 1: %+v, %v", target, err)
+	}
+}
