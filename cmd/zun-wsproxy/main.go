@@ -106,16 +106,17 @@ func newDialer(cfg *config.Config) (*docker.Dialer, error) {
 }
 
 // openTokens opens standalone mode's store: the shared database when
-// [database] connection is set, else SQLite in the data directory.
-func openTokens(cfg *config.Config, dataDir string) (*tokendb.DB, error) {
+// [database] connection is set, else SQLite in the data directory. Its
+// migration runs until ctx ends.
+func openTokens(ctx context.Context, cfg *config.Config, dataDir string) (*tokendb.DB, error) {
 	if cfg.Database.Connection != "" {
-		db, err := tokendb.OpenMySQL(cfg.Database.DSN, cfg.Database.MaxOpen, cfg.Database.MaxIdle, cfg.Database.QueryTimeout)
+		db, err := tokendb.OpenMySQL(ctx, cfg.Database.DSN, cfg.Database.MaxOpen, cfg.Database.MaxIdle, cfg.Database.QueryTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("[database] connection: %w", err)
 		}
 		return db, nil
 	}
-	db, err := tokendb.OpenSQLite(dataDir)
+	db, err := tokendb.OpenSQLite(ctx, dataDir)
 	if err != nil {
 		return nil, fmt.Errorf("--data-dir: %w", err)
 	}
@@ -123,6 +124,15 @@ func openTokens(cfg *config.Config, dataDir string) (*tokendb.DB, error) {
 }
 
 func serve(args []string) error {
+	// Signals first, so that none arriving while the proxy starts (a
+	// logrotate SIGHUP during a slow migration) kills it. Never stopped: a
+	// signal arriving while the process exits must not kill it with a
+	// signal status either.
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	starting := watchStartUp(signals)
+	defer starting.finish()
+
 	fs := flag.NewFlagSet("zun-wsproxy", flag.ContinueOnError)
 	var c common
 	c.register(fs)
@@ -186,8 +196,11 @@ func serve(args []string) error {
 		resolver = auth.NewAuthorizer(db, auth.Options{TokenTTL: cfg.Proxy.TokenTTL, SingleUse: cfg.Proxy.SingleUseTokens})
 		storePing, runtimeURL = db.Ping, cfg.Docker.APIURL
 	} else {
-		db, err := openTokens(cfg, c.dataDir)
+		db, err := openTokens(starting.ctx, cfg, c.dataDir)
 		if err != nil {
+			if _, sig := starting.finish(); sig != nil {
+				return stoppedStarting(log, sig)
+			}
 			return err
 		}
 		defer db.Close()
@@ -313,13 +326,40 @@ func serve(args []string) error {
 		go func() { served <- metricsSrv.Serve() }()
 	}
 
-	signals := make(chan os.Signal, 1)
-	// Never stopped: a signal arriving while the process exits must not
-	// kill it with a signal status.
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	// Every listener is bound (connections queue until accepted), the
-	// store is open (standalone: migrated) and signals are handled.
+	// Origins, limits and session timeouts, from the same files; the
+	// certificate; a rotated audit log, reopened at its path.
+	reload := func() {
+		notify(sdnotify.Reloading())
+		if cert != nil {
+			logReload(log, cert.Reload(), "SIGHUP")
+		}
+		if err := auditLog.Reopen(); err != nil {
+			log.Error("audit log not reopened; writing on in the old file", "error", err)
+		}
+		if newCfg, err := c.load(); err != nil {
+			log.Error("configuration not reloaded; the running one stays", "error", err)
+		} else {
+			srv.Reload(reloadable(newCfg, base.Scheme))
+			log.Info("configuration reloaded", "allowed_origins", strings.Join(newCfg.Proxy.AllowedOrigins, ","),
+				"trusted_proxies", fmt.Sprint(newCfg.Proxy.TrustedProxies))
+			if newCfg.Proxy.ProxyProtocol != cfg.Proxy.ProxyProtocol {
+				// It changes what the port expects, as ssl_only does.
+				log.Warn("proxy_protocol changed: it takes effect on restart", "running", cfg.Proxy.ProxyProtocol)
+			}
+		}
+		notify(sdnotify.Ready)
+	}
+	// Every listener is bound (connections queue until accepted) and the
+	// store is open (standalone: migrated). From here the loop below reads
+	// the signals; a SIGHUP that came while starting is applied now.
+	hup, sig := starting.finish()
+	if sig != nil {
+		return stoppedStarting(log, sig)
+	}
 	notify(sdnotify.Ready, sdnotify.Status("listening on "+ln.Addr().String()))
+	if hup {
+		reload()
+	}
 wait:
 	for {
 		select {
@@ -327,27 +367,7 @@ wait:
 			return err
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
-				notify(sdnotify.Reloading())
-				if cert != nil {
-					logReload(log, cert.Reload(), "SIGHUP")
-				}
-				// A rotated audit log is reopened at its path.
-				if err := auditLog.Reopen(); err != nil {
-					log.Error("audit log not reopened; writing on in the old file", "error", err)
-				}
-				// Origins, limits and session timeouts, from the same files.
-				if newCfg, err := c.load(); err != nil {
-					log.Error("configuration not reloaded; the running one stays", "error", err)
-				} else {
-					srv.Reload(reloadable(newCfg, base.Scheme))
-					log.Info("configuration reloaded", "allowed_origins", strings.Join(newCfg.Proxy.AllowedOrigins, ","),
-						"trusted_proxies", fmt.Sprint(newCfg.Proxy.TrustedProxies))
-					if newCfg.Proxy.ProxyProtocol != cfg.Proxy.ProxyProtocol {
-						// It changes what the port expects, as ssl_only does.
-						log.Warn("proxy_protocol changed: it takes effect on restart", "running", cfg.Proxy.ProxyProtocol)
-					}
-				}
-				notify(sdnotify.Ready)
+				reload()
 				continue
 			}
 			log.Info("shutting down: no new sessions; running ones may go on for shutdown_timeout",

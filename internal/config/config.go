@@ -1,19 +1,21 @@
 // Package config reads zun.conf (oslo.config INI files) into the proxy's
-// settings, with Zun's defaults, and validates them once at start.
+// settings, with Zun's defaults, and validates them once at start. Every
+// option is a row of one table (options.go): its default, the kind of
+// value it takes with its bounds, the field it fills and the README's text
+// about it, from which the README's table is generated.
 package config
 
 import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -129,66 +131,11 @@ type Database struct {
 	QueryTimeout time.Duration // query_timeout (extension)
 }
 
-// minRecording is the least [recording] max_size: room for the header and
-// some events.
-const minRecording = 4096
-
-// defaults are Zun's option defaults (zun/conf), as oslo.config templates:
-// they are interpolated like values from files.
-var defaults = map[string]map[string]string{
-	"DEFAULT": {"debug": "false", "log_file": "", "log_dir": "", "log_format": "text"},
-	"websocket_proxy": {
-		"wsproxy_host":    "$my_ip",
-		"wsproxy_port":    "6784",
-		"base_url":        "ws://$wsproxy_host:$wsproxy_port/",
-		"allowed_origins": "",
-		"ssl_only":        "false",
-		"cert":            "self.pem",
-		"key":             "",
-		"backend_timeout": "10",
-		"mode":            "",
-
-		"token_ttl":                  "0",
-		"single_use_tokens":          "false",
-		"header_timeout":             "10",
-		"max_header_size":            "16384",
-		"max_message_size":           "1048576",
-		"max_sessions":               "100000",
-		"max_sessions_per_container": "100",
-		"auth_failure_limit":         "20",
-		"auth_failure_window":        "60",
-		"trusted_proxies":            "",
-		"proxy_protocol":             "false",
-
-		"heartbeat":            "30",
-		"idle_timeout":         "0",
-		"max_session_duration": "0",
-		"write_timeout":        "30",
-		"shutdown_timeout":     "30",
-	},
-	"docker": {
-		"docker_remote_api_version": "1.26",
-		"docker_remote_api_host":    "$my_ip",
-		"docker_remote_api_port":    "2375",
-		"docker_remote_api_url":     "tcp://$docker_remote_api_host:$docker_remote_api_port",
-		"api_insecure":              "false",
-		"ca_file":                   "",
-		"cert_file":                 "",
-		"key_file":                  "",
-		"api_url":                   "unix:///var/run/docker.sock",
-	},
-	"database":  {"connection": "", "connection_parameters": "", "max_pool_size": "5", "max_overflow": "50", "query_timeout": "5", "max_retries": "10"},
-	"admin":     {"listen": "", "key_file": ""},
-	"metrics":   {"listen": "", "profiling": "false"},
-	"audit":     {"file": ""},
-	"recording": {"dir": "", "input": "false", "max_size": "104857600"},
-}
-
 // Load reads files, then every *.conf file of each dir in name order, later
 // values winning, as oslo.config's --config-file and --config-dir do; then
 // applies defaults, interpolates and validates.
 func Load(files, dirs []string) (*Config, error) {
-	r := &reader{ini: ini{}}
+	r := newReader()
 	for _, f := range files {
 		if err := r.read(f); err != nil {
 			return nil, err
@@ -204,6 +151,11 @@ func Load(files, dirs []string) (*Config, error) {
 		}
 		sort.Strings(matches)
 		for _, f := range matches {
+			// Hidden files are skipped, as oslo.config's glob skips them:
+			// an editor's lock (.#name.conf, a dangling link) or backup.
+			if strings.HasPrefix(filepath.Base(f), ".") {
+				continue
+			}
 			if err := r.read(f); err != nil {
 				return nil, err
 			}
@@ -216,6 +168,14 @@ type reader struct {
 	ini   ini
 	files []string
 	err   error // first error met while building the Config
+
+	vals      map[string]any       // "section.option" -> the value read, once read
+	expanded  map[string]expansion // "section.option" -> its interpolation
+	expanding map[string]bool      // being interpolated: a loop if met again
+}
+
+func newReader() *reader {
+	return &reader{ini: ini{}, vals: map[string]any{}, expanded: map[string]expansion{}, expanding: map[string]bool{}}
 }
 
 func (r *reader) read(file string) error {
@@ -228,18 +188,19 @@ func (r *reader) read(file string) error {
 }
 
 // lookup finds an option's raw (uninterpolated) value: from the files, else
-// its default. my_ip's default is this host's address.
+// its default.
 func (r *reader) lookup(section, name string) (entry, bool) {
 	if e, ok := r.ini[section][name]; ok {
 		return e, true
 	}
-	if v, ok := defaults[section][name]; ok {
-		return entry{value: v}, true
+	o, ok := optionIndex[section+"."+name]
+	switch {
+	case !ok:
+		return entry{}, false
+	case o.hostDefault != nil:
+		return entry{value: o.hostDefault()}, true
 	}
-	if section == "DEFAULT" && name == "my_ip" {
-		return entry{value: hostIP()}, true
-	}
-	return entry{}, false
+	return entry{value: o.def}, true
 }
 
 // where names an option for error messages: "file: [section] option".
@@ -250,161 +211,52 @@ func where(e entry, section, name string) string {
 	return fmt.Sprintf("[%s] %s", section, name)
 }
 
-// get returns an option's interpolated value. Errors are kept for
-// config() to report; the first one wins.
-func (r *reader) get(section, name string) (string, entry) {
+// get returns an option's interpolated value, and where it was set.
+func (r *reader) get(section, name string) (string, entry, error) {
 	e, _ := r.lookup(section, name)
-	v, err := r.interpolate(section, e.value, map[string]bool{section + "." + name: true})
-	if err != nil && r.err == nil {
-		r.err = fmt.Errorf("%s: %w", where(e, section, name), err)
+	x := r.expand(section, name, e, 0)
+	if tl, ok := x.err.(tooLong); ok && tl.name == name {
+		x.err = fmt.Errorf("expands to more than %d bytes", maxExpanded)
 	}
-	return v, e
+	return x.value, e, x.err
 }
 
-// interpolate expands $name and ${name} (an option of the same section, or
-// of DEFAULT) and $$, as oslo.config does.
-func (r *reader) interpolate(section, s string, seen map[string]bool) (string, error) {
-	if !strings.Contains(s, "$") {
-		return s, nil
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '$' {
-			b.WriteByte(c)
-			continue
+// readOptions reads every option of the table: interpolated, converted by
+// its kind, kept for the checks of config and stored at its destination.
+func (r *reader) readOptions(c *Config) {
+	for i := range options {
+		o := &options[i]
+		v, e, err := r.get(o.section, o.name)
+		var val any
+		if err == nil {
+			val, err = o.kind.read(v)
 		}
-		if i+1 < len(s) && s[i+1] == '$' {
-			b.WriteByte('$')
-			i++
-			continue
-		}
-		var name string
-		if i+1 < len(s) && s[i+1] == '{' {
-			end := strings.IndexByte(s[i+2:], '}')
-			if end < 0 {
-				return "", fmt.Errorf("unterminated ${ in %q", s)
-			}
-			name = s[i+2 : i+2+end]
-			i += 2 + end
-		} else {
-			j := i + 1
-			for j < len(s) && (s[j] == '_' || s[j] >= 'a' && s[j] <= 'z' || s[j] >= 'A' && s[j] <= 'Z' || s[j] >= '0' && s[j] <= '9') {
-				j++
-			}
-			if j == i+1 {
-				return "", fmt.Errorf("'$' not followed by an option name in %q (write $$ for a literal $)", s)
-			}
-			name = s[i+1 : j]
-			i = j - 1
-		}
-		sec := section
-		e, ok := r.lookup(sec, name)
-		if !ok {
-			sec = "DEFAULT"
-			e, ok = r.lookup(sec, name)
-		}
-		if !ok {
-			return "", fmt.Errorf("unknown option $%s in %q", name, s)
-		}
-		key := sec + "." + name
-		if seen[key] {
-			return "", fmt.Errorf("interpolation loop through $%s", name)
-		}
-		seen[key] = true
-		v, err := r.interpolate(sec, e.value, seen)
-		delete(seen, key)
 		if err != nil {
-			return "", err
-		}
-		b.WriteString(v)
-	}
-	return b.String(), nil
-}
-
-func (r *reader) bool(section, name string) bool {
-	v, e := r.get(section, name)
-	switch strings.ToLower(v) {
-	case "true", "1", "yes", "on":
-		return true
-	case "false", "0", "no", "off":
-		return false
-	}
-	r.fail(e, section, name, fmt.Errorf("invalid boolean %q (want true or false)", v))
-	return false
-}
-
-func (r *reader) int(section, name string, lo, hi int) int {
-	v, e := r.get(section, name)
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		r.fail(e, section, name, fmt.Errorf("invalid integer %q (want %d-%d)", v, lo, hi))
-	}
-	return n
-}
-
-func (r *reader) port(section, name string) int {
-	v, e := r.get(section, name)
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 || n > 65535 {
-		r.fail(e, section, name, fmt.Errorf("invalid port %q (want 0-65535)", v))
-	}
-	return n
-}
-
-func (r *reader) seconds(section, name string) time.Duration {
-	v, e := r.get(section, name)
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f <= 0 || math.IsInf(f, 0) || f > 86400*365 {
-		r.fail(e, section, name, fmt.Errorf("invalid number of seconds %q (want a positive number)", v))
-		return 0
-	}
-	return time.Duration(f * float64(time.Second))
-}
-
-// optionalSeconds is seconds where 0 means off.
-func (r *reader) optionalSeconds(section, name string) time.Duration {
-	if v, _ := r.get(section, name); v == "0" {
-		return 0
-	}
-	return r.seconds(section, name)
-}
-
-// prefixes reads a comma list of IP addresses and CIDR prefixes; an
-// address is a prefix of its full length. IPv4-mapped IPv6 forms are
-// their IPv4 equivalents, as peers' addresses are compared.
-func (r *reader) prefixes(section, name string) []netip.Prefix {
-	v, e := r.get(section, name)
-	var out []netip.Prefix
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s == "" {
+			r.fail(e, o.section, o.name, err)
 			continue
 		}
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(s)
-			if aerr != nil || a.Zone() != "" {
-				r.fail(e, section, name, fmt.Errorf("invalid address or CIDR %q (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)", s))
-				return nil
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
+		r.vals[o.section+"."+o.name] = val
+		if o.dst != nil {
+			dst := reflect.ValueOf(o.dst(c)).Elem()
+			dst.Set(reflect.ValueOf(val).Convert(dst.Type()))
 		}
-		if p != p.Masked() {
-			r.fail(e, section, name, fmt.Errorf("invalid CIDR %q: bits set past the prefix length (did you mean %s?)", s, p.Masked()))
-			return nil
-		}
-		if p.Addr().Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		out = append(out, p)
 	}
-	return out
 }
 
-// value is get without the entry.
-func (r *reader) value(section, name string) string {
-	v, _ := r.get(section, name)
+// val is the value read for an option, or T's zero value when it was
+// refused (the refusal is already reported).
+func val[T any](r *reader, section, name string) T {
+	if _, ok := optionIndex[section+"."+name]; !ok {
+		panic("config: no option [" + section + "] " + name + " in the table")
+	}
+	v, _ := r.vals[section+"."+name].(T)
 	return v
+}
+
+// entryOf is where an option was set, for errors found by the checks.
+func (r *reader) entryOf(section, name string) entry {
+	e, _ := r.lookup(section, name)
+	return e
 }
 
 // LogName is the file oslo.log writes in log_dir when log_file is unset: the
@@ -432,159 +284,59 @@ func (r *reader) fail(e entry, section, name string, err error) {
 	}
 }
 
+// config reads every option of the table, then checks and combines those
+// that depend on each other.
 func (r *reader) config() (*Config, error) {
 	c := &Config{Files: r.files}
-	c.MyIP, _ = r.get("DEFAULT", "my_ip")
-	c.Debug = r.bool("DEFAULT", "debug")
-	var formatEntry entry
-	c.LogFormat, formatEntry = r.get("DEFAULT", "log_format")
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		r.fail(formatEntry, "DEFAULT", "log_format", fmt.Errorf("invalid format %q (want text or json)", c.LogFormat))
-	}
-	var metricsEntry entry
-	c.MetricsListen, metricsEntry = r.get("metrics", "listen")
-	if c.MetricsListen != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
-			r.fail(metricsEntry, "metrics", "listen", fmt.Errorf("invalid address %q (want host:port)", c.MetricsListen))
-		}
-	}
-	c.Profiling = r.bool("metrics", "profiling")
+	r.readOptions(c)
+
 	if c.Profiling && c.MetricsListen == "" {
-		e, _ := r.lookup("metrics", "profiling")
-		r.fail(e, "metrics", "profiling", errors.New("needs [metrics] listen"))
+		r.fail(r.entryOf("metrics", "profiling"), "metrics", "profiling", errors.New("needs [metrics] listen"))
 	}
-	c.AuditFile, _ = r.get("audit", "file")
-	c.RecordingDir, _ = r.get("recording", "dir")
-	c.RecordInput = r.bool("recording", "input")
-	c.RecordingMaxSize = int64(r.int("recording", "max_size", 0, 1<<40))
-	if c.RecordingMaxSize > 0 && c.RecordingMaxSize < minRecording {
-		e, _ := r.lookup("recording", "max_size")
-		r.fail(e, "recording", "max_size", fmt.Errorf("invalid size %d (want 0 for no bound, or at least %d bytes)", c.RecordingMaxSize, minRecording))
-	}
-	c.LogFile = logFilePath(r.value("DEFAULT", "log_file"), r.value("DEFAULT", "log_dir"))
+	c.LogFile = logFilePath(val[string](r, "DEFAULT", "log_file"), val[string](r, "DEFAULT", "log_dir"))
 
 	const wp = "websocket_proxy"
 	p := &c.Proxy
-	p.Host, _ = r.get(wp, "wsproxy_host")
-	p.Port = r.port(wp, "wsproxy_port")
-	var baseEntry entry
-	p.BaseURL, baseEntry = r.get(wp, "base_url")
-	if u, err := url.Parse(p.BaseURL); err != nil || u.Host == "" ||
-		(u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "http" && u.Scheme != "https") {
-		r.fail(baseEntry, wp, "base_url", fmt.Errorf("invalid URL %q (want ws://, wss://, http:// or https://host/)", p.BaseURL))
-	}
-	origins, _ := r.get(wp, "allowed_origins")
-	for _, o := range strings.Split(origins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			p.AllowedOrigins = append(p.AllowedOrigins, o)
-		}
-	}
-	p.SSLOnly = r.bool(wp, "ssl_only")
-	p.BackendTimeout = r.seconds(wp, "backend_timeout")
-	p.TokenTTL = time.Duration(r.int(wp, "token_ttl", 0, 86400*365)) * time.Second
-	p.SingleUseTokens = r.bool(wp, "single_use_tokens")
-	p.HeaderTimeout = r.seconds(wp, "header_timeout")
-	p.MaxHeaderBytes = r.int(wp, "max_header_size", 1024, 1<<20)
-	p.MaxMessageBytes = int64(r.int(wp, "max_message_size", 0, 1<<30))
-	p.MaxSessions = r.int(wp, "max_sessions", 0, 10_000_000)
-	p.MaxSessionsPerContainer = r.int(wp, "max_sessions_per_container", 0, 10_000_000)
-	p.AuthFailureLimit = r.int(wp, "auth_failure_limit", 0, 1_000_000)
-	p.AuthFailureWindow = r.seconds(wp, "auth_failure_window")
-	p.TrustedProxies = r.prefixes(wp, "trusted_proxies")
-	p.ProxyProtocol = r.bool(wp, "proxy_protocol")
 	if p.ProxyProtocol && len(p.TrustedProxies) == 0 {
-		e, _ := r.lookup(wp, "proxy_protocol")
-		r.fail(e, wp, "proxy_protocol", errors.New("true, but trusted_proxies is empty: no peer may send a PROXY header"))
+		r.fail(r.entryOf(wp, "proxy_protocol"), wp, "proxy_protocol", errors.New("true, but trusted_proxies is empty: no peer may send a PROXY header"))
 	}
-	p.Heartbeat = r.optionalSeconds(wp, "heartbeat")
-	p.IdleTimeout = r.optionalSeconds(wp, "idle_timeout")
-	p.MaxSessionDuration = r.optionalSeconds(wp, "max_session_duration")
-	p.WriteTimeout = r.optionalSeconds(wp, "write_timeout")
-	p.ShutdownTimeout = r.optionalSeconds(wp, "shutdown_timeout")
 	r.listenerTLS(p)
 
-	const dk = "docker"
-	d := &c.Docker
-	d.APIVersion, _ = r.get(dk, "docker_remote_api_version")
-	d.APIHost, _ = r.get(dk, "docker_remote_api_host")
-	d.APIPort = r.port(dk, "docker_remote_api_port")
-	d.APIURL, _ = r.get(dk, "docker_remote_api_url")
-	d.APIInsecure = r.bool(dk, "api_insecure")
-	var epEntry entry
-	d.Endpoint, epEntry = r.get(dk, "api_url")
-	if u, err := url.Parse(d.Endpoint); err != nil || (u.Scheme != "unix" && u.Scheme != "tcp" && u.Scheme != "http" && u.Scheme != "https") {
-		r.fail(epEntry, dk, "api_url", fmt.Errorf("invalid Docker URL %q (want unix://, tcp://, http:// or https://)", d.Endpoint))
-	}
-	for _, f := range []struct {
-		name string
-		dst  *string
-	}{{"ca_file", &d.CAFile}, {"cert_file", &d.CertFile}, {"key_file", &d.KeyFile}} {
-		var e entry
-		*f.dst, e = r.get(dk, f.name)
-		if *f.dst != "" {
-			if _, err := os.ReadFile(*f.dst); err != nil {
-				r.fail(e, dk, f.name, fmt.Errorf("unreadable: %w", unwrapPath(err)))
-			}
-		}
-	}
-
 	const db = "database"
-	var connEntry entry
-	c.Database.Connection, connEntry = r.get(db, "connection")
-	params, paramsEntry := r.get(db, "connection_parameters")
-	extra, err := url.ParseQuery(params)
-	if err != nil {
-		r.fail(paramsEntry, db, "connection_parameters", fmt.Errorf("invalid parameters: %w", err))
-	}
-	if c.Database.Connection != "" && err == nil {
-		d, err := ParseDatabaseURL(c.Database.Connection, extra)
+	if _, ok := r.vals[db+".connection_parameters"]; ok && c.Database.Connection != "" {
+		d, err := ParseDatabaseURL(c.Database.Connection, val[url.Values](r, db, "connection_parameters"))
 		var qe *QueryError
 		switch {
 		case errors.As(err, &qe) && qe.InParameters:
-			r.fail(paramsEntry, db, "connection_parameters", err)
+			r.fail(r.entryOf(db, "connection_parameters"), db, "connection_parameters", err)
 		case err != nil:
-			r.fail(connEntry, db, "connection", err)
+			r.fail(r.entryOf(db, "connection"), db, "connection", err)
 		default:
 			c.Database.DSN, c.Database.TLS = d.DSN, d.TLS
 			for _, w := range d.Warnings {
-				c.Warnings = append(c.Warnings, where(connEntry, db, "connection")+": "+w)
+				c.Warnings = append(c.Warnings, where(r.entryOf(db, "connection"), db, "connection")+": "+w)
 			}
 		}
 	}
-	pool := r.int(db, "max_pool_size", 1, 10000)
-	overflow := r.int(db, "max_overflow", 0, 100000)
+	pool, overflow := val[int](r, db, "max_pool_size"), val[int](r, db, "max_overflow")
 	c.Database.MaxOpen, c.Database.MaxIdle = pool+overflow, pool
-	c.Database.QueryTimeout = r.seconds(db, "query_timeout")
-	// oslo.db's start-up retries (Kolla sets -1, forever). Zun mode opens no
-	// connection at start-up, so there is nothing to retry; the value is
-	// still checked as oslo.db checks it.
-	r.int(db, "max_retries", -1, math.MaxInt32)
 
-	mode, modeEntry := r.get(wp, "mode")
-	switch mode {
+	switch c.Mode = val[string](r, wp, "mode"); c.Mode {
 	case "":
 		c.Mode = "standalone"
 		if c.Database.Connection != "" {
 			c.Mode = "zun"
 		}
-	case "zun", "standalone":
-		c.Mode = mode
-	default:
-		r.fail(modeEntry, wp, "mode", fmt.Errorf("invalid mode %q (want zun or standalone)", mode))
-	}
-	if c.Mode == "zun" && c.Database.Connection == "" {
-		r.fail(modeEntry, wp, "mode", errors.New("zun needs [database] connection"))
+	case "zun":
+		if c.Database.Connection == "" {
+			r.fail(r.entryOf(wp, "mode"), wp, "mode", errors.New("zun needs [database] connection"))
+		}
 	}
 
-	var listenEntry, keyEntry entry
-	c.Admin.Listen, listenEntry = r.get("admin", "listen")
-	c.Admin.KeyFile, keyEntry = r.get("admin", "key_file")
 	if c.Admin.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
-			r.fail(listenEntry, "admin", "listen", fmt.Errorf("invalid address %q (want host:port)", c.Admin.Listen))
-		}
+		keyEntry := r.entryOf("admin", "key_file")
 		if c.Admin.KeyFile == "" {
-			r.fail(entry{file: listenEntry.file}, "admin", "key_file", errors.New("required when [admin] listen is set"))
+			r.fail(entry{file: r.entryOf("admin", "listen").file}, "admin", "key_file", errors.New("required when [admin] listen is set"))
 		} else if key, err := os.ReadFile(c.Admin.KeyFile); err != nil {
 			r.fail(keyEntry, "admin", "key_file", fmt.Errorf("unreadable: %w", unwrapPath(err)))
 		} else if len(strings.TrimSpace(string(key))) < 16 {
@@ -602,8 +354,8 @@ func (r *reader) config() (*Config, error) {
 // the default self.pem is used only if it exists.
 func (r *reader) listenerTLS(p *Proxy) {
 	const wp = "websocket_proxy"
-	cert, certEntry := r.get(wp, "cert")
-	key, keyEntry := r.get(wp, "key")
+	cert, certEntry := val[string](r, wp, "cert"), r.entryOf(wp, "cert")
+	key, keyEntry := val[string](r, wp, "key"), r.entryOf(wp, "key")
 	_, explicit := r.ini[wp]["cert"]
 	if !explicit {
 		if _, err := os.Stat(cert); err != nil {
@@ -633,8 +385,7 @@ func (r *reader) listenerTLS(p *Proxy) {
 		p.Key = ""
 	}
 	if p.SSLOnly && cert == "" {
-		e, _ := r.lookup(wp, "ssl_only")
-		r.fail(e, wp, "ssl_only", errors.New("true, but no certificate is configured (cert)"))
+		r.fail(r.entryOf(wp, "ssl_only"), wp, "ssl_only", errors.New("true, but no certificate is configured (cert)"))
 	}
 }
 

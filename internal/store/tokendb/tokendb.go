@@ -64,9 +64,10 @@ var (
 )
 
 // OpenSQLite opens (creating it and its directory if needed) the SQLite
-// store tokens.db in dataDir. The directory is made 0700 and the store's
-// files 0600, whatever the umask, also where they exist already.
-func OpenSQLite(dataDir string) (*DB, error) {
+// store tokens.db in dataDir, migrating it until ctx ends. The directory is
+// made 0700 and the store's files 0600, whatever the umask, also where
+// they exist already.
+func OpenSQLite(ctx context.Context, dataDir string) (*DB, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -88,7 +89,7 @@ func OpenSQLite(dataDir string) (*DB, error) {
 	// atomic consume free of SQLITE_BUSY.
 	db.SetMaxOpenConns(1)
 	d := &DB{db: db, dialect: sqliteDialect, timeout: 5 * time.Second}
-	if err := d.setUp(context.Background()); err != nil {
+	if err := d.setUp(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -113,8 +114,8 @@ func privateFiles(path string) error {
 }
 
 // OpenMySQL opens the store in a MySQL/MariaDB database (a
-// go-sql-driver/mysql DSN), migrating it.
-func OpenMySQL(dsn string, maxOpen, maxIdle int, timeout time.Duration) (*DB, error) {
+// go-sql-driver/mysql DSN), migrating it until ctx ends.
+func OpenMySQL(ctx context.Context, dsn string, maxOpen, maxIdle int, timeout time.Duration) (*DB, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("database dsn: %w", err)
@@ -135,7 +136,7 @@ func OpenMySQL(dsn string, maxOpen, maxIdle int, timeout time.Duration) (*DB, er
 	db.SetMaxIdleConns(max(maxIdle, 1))
 	db.SetConnMaxLifetime(time.Hour)
 	d := &DB{db: db, dialect: mysqlDialect, timeout: timeout}
-	if err := d.setUp(context.Background()); err != nil {
+	if err := d.setUp(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -20,7 +20,7 @@ import (
 // MariaDB: one code, both databases.
 func stores(t *testing.T, f func(t *testing.T, db *DB)) {
 	t.Run("sqlite", func(t *testing.T) {
-		db, err := OpenSQLite(t.TempDir())
+		db, err := OpenSQLite(context.Background(), t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -29,7 +29,7 @@ func stores(t *testing.T, f func(t *testing.T, db *DB)) {
 	})
 	t.Run("mariadb", func(t *testing.T) {
 		z := testenv.NewEmptyDB(t, "tokens")
-		db, err := OpenMySQL(z.DSN(), 20, 5, 5*time.Second)
+		db, err := OpenMySQL(context.Background(), z.DSN(), 20, 5, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func TestSingleUseUnderConcurrency(t *testing.T) {
 // The database holds a hash, never the token.
 func TestOnlyHashStored(t *testing.T) {
 	dir := t.TempDir()
-	db, err := OpenSQLite(dir)
+	db, err := OpenSQLite(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestOnlyHashStored(t *testing.T) {
 func TestMigrationsIdempotent(t *testing.T) {
 	dir := t.TempDir()
 	for i := 0; i < 2; i++ {
-		db, err := OpenSQLite(dir)
+		db, err := OpenSQLite(context.Background(), dir)
 		if err != nil {
 			t.Fatalf("open #%d: %v", i+1, err)
 		}
@@ -189,7 +189,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			db, err := OpenMySQL(z.DSN(), 2, 1, 5*time.Second)
+			db, err := OpenMySQL(context.Background(), z.DSN(), 2, 1, 5*time.Second)
 			if err == nil {
 				db.Close()
 			}
@@ -227,7 +227,7 @@ func TestSQLiteFilesPrivate(t *testing.T) {
 			}
 		}},
 		{"files 0644", func(t *testing.T, dir string) {
-			db, err := OpenSQLite(dir)
+			db, err := OpenSQLite(context.Background(), dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -256,7 +256,7 @@ func TestSQLiteFilesPrivate(t *testing.T) {
 					}
 				}
 			}
-			db, err := OpenSQLite(dir)
+			db, err := OpenSQLite(context.Background(), dir)
 			if err != nil {
 				t.Fatal(err)
 			}
