@@ -81,7 +81,7 @@ type Proxy struct {
 	MaxMessageBytes         int64         // max_message_size: a client message; 0 = no bound
 	MaxSessions             int           // max_sessions: 0 = no bound
 	MaxSessionsPerContainer int           // max_sessions_per_container: 0 = no bound
-	AuthFailureLimit        int           // auth_failure_limit: per address per window; 0 = off
+	AuthFailureLimit        int           // auth_failure_limit: wrong tokens per client (IPv4 address, IPv6 /64) per window; 0 = off
 	AuthFailureWindow       time.Duration // auth_failure_window
 
 	// The client's address behind load balancers (extensions; see

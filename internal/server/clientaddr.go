@@ -71,13 +71,21 @@ type client struct {
 	text string     // for logs and audit records: address and port, when known
 }
 
-// key is the client's key in the failed-authorization limiter: its
-// address, without the port.
-func (c client) key() string {
-	if c.addr.IsValid() {
-		return c.addr.String()
+// key is the client's key in the failed-authorization limiter: its IPv4
+// address, or its IPv6 address's /64 (a host or site gets a /64 at
+// least, and may send from any address in it); the zero Prefix for a
+// peer that is not IP (all such share one count).
+func (c client) key() netip.Prefix {
+	if !c.addr.IsValid() {
+		return netip.Prefix{}
 	}
-	return c.text
+	a := c.addr.Unmap()
+	bits := 64
+	if a.Is4() {
+		bits = 32
+	}
+	p, _ := a.Prefix(bits)
+	return p
 }
 
 // clientOf finds a request's client: its peer, or the client a trusted

@@ -229,13 +229,25 @@ type proxiedConn struct {
 
 func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
 
-// unwrap gives back the socket under a plain connection the listener
-// wrapped only to name its client (nothing of it is buffered: the header
-// was read to its last byte and no further), so a session reads and
-// parks the socket itself.
+// unwrap gives back the socket under a plain connection once the
+// listener's wrappers have done their work, so that a session reads,
+// parks and half-closes the socket itself (a wrapper is neither a
+// syscall.Conn nor has CloseWrite): the one that names the client
+// (nothing of it is buffered: the header was read to its last byte and
+// no further), and the one that gives back the byte read to tell TLS
+// from plain, which net/http has read by the time it serves a request.
 func unwrap(c net.Conn) net.Conn {
-	if p, ok := c.(*proxiedConn); ok {
-		return p.Conn
+	for {
+		switch w := c.(type) {
+		case *proxiedConn:
+			c = w.Conn
+		case *prefixConn:
+			if w.pending {
+				return c // its byte is still to be read
+			}
+			c = w.Conn
+		default:
+			return c
+		}
 	}
-	return c
 }

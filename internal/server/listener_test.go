@@ -280,6 +280,13 @@ func TestUnwrap(t *testing.T) {
 	if unwrap(p) != accepted || unwrap(accepted) != accepted {
 		t.Error("unwrap does not give back the socket")
 	}
+	// The byte that told plain from TLS, once read again, and the name.
+	if unwrap(&prefixConn{Conn: p, first: 'G'}) != accepted || unwrap(&prefixConn{Conn: accepted, first: 'G'}) != accepted {
+		t.Error("unwrap does not give back the socket under the sniffed byte")
+	}
+	if pending := (&prefixConn{Conn: p, first: 'G', pending: true}); unwrap(pending) != pending {
+		t.Error("unwrap drops a byte still to be read")
+	}
 	if p.RemoteAddr().String() != "192.0.2.7:1" {
 		t.Errorf("remote address %s", p.RemoteAddr())
 	}

@@ -377,6 +377,11 @@ func TestSecuritySuite(t *testing.T) {
 	// or a LOCAL header (its own request, as an HTTP-mode balancer's
 	// X-Forwarded-For would be).
 	proxyLine := func(client string) string { return fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40000 6784\r\n", client) }
+	proxyLine6 := func(client string) string { return fmt.Sprintf("PROXY TCP6 %s ::1 40000 6784\r\n", client) }
+	// guessFrom sends a wrong token as the client a PROXY line names.
+	guessFrom := func(client string, i int) string {
+		return rawRequest(proxyIP, p.plain, proxyLine6(client)+handshake(q(guess(i), victim)))
+	}
 	local := string(proxyproto.Header{Version: 2, Command: proxyproto.Local}.Append(nil))
 	bigHeader := "X-Junk: " + strings.Repeat("a", 20<<10)
 	var manyHeaders []string
@@ -515,6 +520,64 @@ func TestSecuritySuite(t *testing.T) {
 				rawRequest(ip, p.plain, handshake(q("guess", victim)))
 			}
 			return rawRequest(ip, p.plain, handshake(q(p.freshToken(t), victim)))
+		}},
+
+		{"brute force", "30 bad-Origin handshakes, then the CLI", "HTTP 403 x30, then HTTP 101 x1", func() string {
+			ip := freshIP()
+			got := make([]string, 0, 31)
+			for range 30 {
+				got = append(got, rawRequest(ip, p.plain, handshake(q(p.freshToken(t), victim), "Origin: http://evil.example")))
+			}
+			return runs(append(got, rawRequest(ip, p.plain, handshake(q(p.freshToken(t), victim)))))
+		}},
+		{"brute force", "30 wrong tokens from 30 addresses of one /64", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
+			return guesses(30, func(i int) string { return guessFrom(fmt.Sprintf("2001:db8:ffff:1::%x", i+1), i) })
+		}},
+		{"flood", "200k /64s fail, then 30 wrong from a new /64", "in <5s; HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
+			// The limiter is filled directly: 200,000 real handshakes
+			// would take minutes.
+			start := time.Now()
+			for i := range 200_000 {
+				srv.failures.fail(floodClient(i).key())
+			}
+			filled := "in <5s; "
+			if d := time.Since(start); d >= 5*time.Second {
+				filled = fmt.Sprintf("in %v; ", d.Round(time.Second))
+			}
+			return filled + guesses(30, func(i int) string { return guessFrom("2001:db8:ffff:2::1", i) })
+		}},
+		{"flood", "a valid handshake while fresh /64s fail", "HTTP 101 within 1s", func() string {
+			var wg sync.WaitGroup
+			var failed atomic.Int64
+			stop, underWay := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			for w := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						guessFrom(fmt.Sprintf("2001:db8:fe%02x:%x::1", w, i), i)
+						if failed.Add(1) == 40 {
+							once.Do(func() { close(underWay) })
+						}
+					}
+				}()
+			}
+			<-underWay
+			start := time.Now()
+			got := rawRequest(freshIP(), p.plain, handshake(q(p.freshToken(t), victim)))
+			took := time.Since(start)
+			close(stop)
+			wg.Wait()
+			if got == "HTTP 101" && took < time.Second {
+				return "HTTP 101 within 1s"
+			}
+			return fmt.Sprintf("%s after %v", got, took.Round(time.Millisecond))
 		}},
 
 		{"forwarded", "client claims 30 X-Forwarded-For, 30 wrong", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {

@@ -78,8 +78,9 @@ type Options struct {
 	// MaxSessions and MaxSessionsPerContainer bound concurrent sessions
 	// (0: no bound); beyond them requests get 503 with Retry-After.
 	MaxSessions, MaxSessionsPerContainer int
-	// AuthFailureLimit refuses (429) a client address after this many
-	// failed authorizations (401, 403) within AuthFailureWindow; 0: off.
+	// AuthFailureLimit refuses (429) a client (an IPv4 address, an IPv6
+	// /64) after this many wrong tokens (401) within AuthFailureWindow;
+	// 0: off.
 	AuthFailureLimit  int
 	AuthFailureWindow time.Duration
 	// TrustedProxies are the peers believed when they name the client (by
@@ -578,7 +579,10 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *sessionInf
 	status, text, reason := answer(err)
 	s.opts.Metrics.Refused(reason)
 	w.Header().Set("X-Session-Id", info.id)
-	if status == http.StatusUnauthorized || status == http.StatusForbidden {
+	// Only wrong tokens count: any web page can make its visitors'
+	// browsers send handshakes with a foreign Origin (403), and those must
+	// not lock a visitor's address, or its whole NAT, out of the CLI.
+	if status == http.StatusUnauthorized {
 		s.failures.fail(info.client.key())
 	}
 	var re *retryError
