@@ -292,6 +292,55 @@ func TestReaderStreamEnds(t *testing.T) {
 	if _, err := NewReader(bytes.NewReader(nil), ReaderOptions{}).NextFrame(); err != io.EOF {
 		t.Errorf("an empty stream: %v, want io.EOF", err)
 	}
+	// Headers that end the stream, their last bytes with io.EOF.
+	for _, last := range [][]byte{header(0x82, false, 0), header(0x82, true, 0), header(0x82, false, 126, ext16(200)...)} {
+		r := NewReader(&pieces{last}, ReaderOptions{FromClient: last[1]&0x80 != 0})
+		if _, err := r.NextFrame(); err != nil {
+			t.Errorf("header %x with io.EOF: %v", last, err)
+		}
+	}
+	// The call that returns a frame's last bytes says so: one Read for a
+	// small frame.
+	r := NewReader(bytes.NewReader(append(frame, frame...)), ReaderOptions{})
+	r.NextFrame()
+	p := make([]byte, 10)
+	if n, err := r.Read(p); n != 3 || err != io.EOF {
+		t.Errorf("Read of a 3-byte frame: %d bytes, %v; want 3, io.EOF", n, err)
+	}
+}
+
+// Bytes read with the handshake, however many, are the first of the
+// stream: every frame arrives, and Buffered counts those the read-ahead
+// buffer holds.
+func TestReaderHandshakeBytes(t *testing.T) {
+	var wire []byte
+	for _, n := range []int{250, 0, 300, 5} {
+		wire = append(wire, maskedFrame(t, bytes.Repeat([]byte{'x'}, n))...)
+	}
+	for _, early := range []int{1, 5, 255, 256, 257, 300, len(wire)} {
+		r := NewReader(&stepReader{r: bytes.NewReader(wire[early:]), step: 100}, ReaderOptions{FromClient: true, Buffered: wire[:early]})
+		if got := r.Buffered(); early <= ReadAhead && got != early {
+			t.Errorf("%d bytes with the handshake: Buffered() = %d", early, got)
+		}
+		var lengths []int
+		for {
+			h, err := r.NextFrame()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%d bytes with the handshake: frame %d: %v", early, len(lengths), err)
+			}
+			p, err := io.ReadAll(r)
+			if err != nil || len(p) != int(h.Length) || bytes.Count(p, []byte{'x'}) != len(p) {
+				t.Fatalf("%d bytes with the handshake: frame %d: %d bytes, %v", early, len(lengths), len(p), err)
+			}
+			lengths = append(lengths, len(p))
+		}
+		if fmt.Sprint(lengths) != "[250 0 300 5]" {
+			t.Errorf("%d bytes with the handshake: frames of %v bytes", early, lengths)
+		}
+	}
 }
 
 // NextFrame skips what was not read of the frame before, whatever the
