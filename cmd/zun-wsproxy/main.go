@@ -418,6 +418,8 @@ func reloadable(cfg *config.Config, baseScheme string) server.Reloadable {
 			IdleTimeout:  p.IdleTimeout,
 			MaxDuration:  p.MaxSessionDuration,
 			WriteTimeout: p.WriteTimeout,
+			// A frame, once begun, gets the headers' time to progress.
+			FrameTimeout: p.HeaderTimeout,
 		},
 		MaxSessions:             p.MaxSessions,
 		MaxSessionsPerContainer: p.MaxSessionsPerContainer,

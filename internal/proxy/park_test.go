@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -134,10 +135,113 @@ func (w *bytesBuffer) Write(p []byte) (int, error) { w.b = append(w.b, p...); re
 func TestParksRightAfterPong(t *testing.T) {
 	p := idle.New()
 	t.Cleanup(func() { p.Close() })
-	h := start(t, true, Options{Poller: p, IdleAfter: time.Minute, Heartbeat: 200 * time.Millisecond})
+	h := start(t, true, Options{Poller: p, IdleAfter: time.Minute, Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
 	go h.docker.answerPings()
 	waitParked(t, p, 1) // the container side, long before a minute
 	if n := pumpGoroutines(); n != 1 {
 		t.Fatalf("%d pump goroutines, want 1 (the client side, not pinged)", n)
 	}
+}
+
+// A peer that stops inside a frame is ended after FrameTimeout, wherever
+// in the frame it stops, whether or not its session can park: a client
+// with 1008, Docker as a lost connection.
+func TestStalledFrameEnds(t *testing.T) {
+	for _, stall := range []struct {
+		name       string
+		fromDocker bool
+		bytes      []byte
+	}{
+		{"client, inside a header", false, []byte{0x82}},
+		{"client, inside a payload", false, append([]byte{0x82, 0xfe, 0x03, 0xe8, 1, 2, 3, 4}, make([]byte, 10)...)},
+		{"client, inside a ping's payload", false, append([]byte{0x89, 0xb2, 1, 2, 3, 4}, make([]byte, 5)...)},
+		{"Docker, inside a payload", true, append([]byte{0x82, 0x7e, 0x03, 0xe8}, make([]byte, 10)...)},
+	} {
+		for _, parks := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s, parks=%v", stall.name, parks), func(t *testing.T) {
+				t.Parallel()
+				opts := Options{IdleAfter: 50 * time.Millisecond}
+				if parks {
+					opts, _ = parkedOptions(t)
+				}
+				opts.FrameTimeout, opts.CloseTimeout = 300*time.Millisecond, 100*time.Millisecond
+				h := start(t, true, opts)
+				code, reason, end := websocket.ClosePolicyViolation, "frame stalled for 300ms", EndClientStalled
+				if stall.fromDocker {
+					h.docker.conn.Write(stall.bytes)
+					code, reason, end = websocket.CloseInternalError, "lost connection to the container", EndContainerLost
+				} else {
+					h.client.conn.Write(stall.bytes)
+				}
+				m := h.client.recv(t)
+				for m.op != websocket.OpClose { // what came of Docker's frame
+					m = h.client.recv(t)
+				}
+				if m.code != code || m.reason != reason {
+					t.Fatalf("client got %+v, want close %d %q", m, code, reason)
+				}
+				if r := h.result(t); r.End != end {
+					t.Fatalf("ended with %s (%s), want %s", r.End, r.Reason, end)
+				}
+			})
+		}
+	}
+}
+
+// A frame that comes slowly but steadily is not a stalled one.
+func TestSlowClientFrameIsNotStalled(t *testing.T) {
+	opts, _ := parkedOptions(t)
+	opts.FrameTimeout, opts.CloseTimeout = 300*time.Millisecond, 100*time.Millisecond
+	h := start(t, true, opts)
+	payload := []byte(strings.Repeat("x", 1000))
+	var wire bytesBuffer
+	websocket.NewWriter(&wire, true).WriteFrame(true, websocket.OpBinary, append(make([]byte, websocket.MaxHeaderLen), payload...), websocket.MaxHeaderLen, websocket.MaxHeaderLen+len(payload))
+	// 1.2 s in all, a piece every 100 ms.
+	for i := 0; i < len(wire.b); i += 85 {
+		h.client.conn.Write(wire.b[i:min(i+85, len(wire.b))])
+		time.Sleep(100 * time.Millisecond)
+	}
+	if m := h.docker.recvMessage(t); string(m.payload) != string(payload) {
+		t.Fatalf("docker got %d bytes", len(m.payload))
+	}
+}
+
+// Many clients stalled inside frames: each holds a pump goroutine and a
+// bulk buffer for FrameTimeout, then is ended; nothing of them is left.
+func TestStalledClientsAreEnded(t *testing.T) {
+	const n = 100
+	opts, p := parkedOptions(t)
+	opts.FrameTimeout, opts.CloseTimeout = 500*time.Millisecond, 100*time.Millisecond
+	var before, stalled, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+	hs := make([]*harness, n)
+	for i := range hs {
+		hs[i] = start(t, true, opts)
+		// A 1000-byte frame of which 10 bytes come.
+		hs[i].client.conn.Write(append([]byte{0x82, 0xfe, 0x03, 0xe8, 1, 2, 3, 4}, make([]byte, 10)...))
+	}
+	waitParked(t, p, n) // the container sides; the client sides wait in their frames
+	runtime.GC()
+	runtime.ReadMemStats(&stalled)
+	g1 := runtime.NumGoroutine()
+	if pumps := pumpGoroutines(); pumps != n {
+		t.Fatalf("%d pump goroutines with %d stalled clients", pumps, n)
+	}
+	for i, h := range hs {
+		if r := h.result(t); r.End != EndClientStalled {
+			t.Fatalf("session %d ended with %s (%s)", i, r.End, r.Reason)
+		}
+	}
+	if pumps := pumpGoroutines(); pumps != 0 {
+		t.Fatalf("%d pump goroutines after the stalled clients were ended", pumps)
+	}
+	runtime.GC()
+	runtime.GC() // pooled buffers go at the second
+	runtime.ReadMemStats(&after)
+	t.Logf("%d clients stalled inside frames: %+d goroutines, %+d KiB heap (%.1f KiB each) while stalled; %+d KiB heap once ended",
+		n, g1-g0, (int64(stalled.HeapInuse)-int64(before.HeapInuse))>>10,
+		float64(int64(stalled.HeapInuse)-int64(before.HeapInuse))/n/1024,
+		(int64(after.HeapInuse)-int64(before.HeapInuse))>>10)
 }

@@ -16,10 +16,11 @@ import (
 // A session has no goroutine of its own. Each direction runs a pump
 // goroutine while there is something to read; a direction that has read
 // nothing for IdleAfter parks on the Poller and its goroutine ends, so an
-// idle session is only its memory and two sockets. Whoever sees the
-// session end first (a pump, the context, the heartbeat timer) finishes
-// it: sends the close frames, waits for the running pumps, closes both
-// connections and calls done.
+// idle session is only its memory and two sockets. (A web console session
+// also runs one goroutine while a resize is pending: resize.go.) Whoever
+// sees the session end first (a pump, the context, the heartbeat timer)
+// finishes it: sends the close frames, stops resizing, waits for the
+// running pumps, closes both connections and calls done.
 
 // life is the part of a Session that starts, parks, wakes and finishes it.
 type life struct {
@@ -43,6 +44,7 @@ func (s *Session) Start(ctx context.Context, done func(Result)) {
 	for _, t := range []*atomic.Int64{&s.clientSeen, &s.backendSeen, &s.dataSeen} {
 		t.Store(s.started.UnixNano())
 	}
+	s.clientIn.since, s.backendIn.since = s.started, s.started
 	s.done = done
 	s.stopped = make(chan struct{})
 	s.mu.Lock()
@@ -119,6 +121,9 @@ func (s *Session) pumpEnded(e end) {
 // connections closed, done called.
 func (s *Session) finish(first end) {
 	res := s.closeBoth(first)
+	if s.resize != nil {
+		s.resize.stop()
+	}
 	s.mu.Lock()
 	wait := s.running > 0
 	if s.timer != nil {
@@ -136,7 +141,7 @@ func (s *Session) finish(first end) {
 	s.fromContainer.release()
 	s.backend.Close()
 	if res.ClientCode != 0 {
-		lingerClose(s.client, s.opts.CloseTimeout)
+		s.clientDL.lingerClose(s.opts.CloseTimeout)
 	} else {
 		s.client.Close()
 	}
@@ -167,17 +172,19 @@ type direction struct {
 	pump func() end
 	// rc reaches the socket for the Poller; nil if it cannot park.
 	rc     syscall.RawConn
-	conn   net.Conn
-	parked bool        // guarded by s.mu
-	cancel func() bool // guarded by s.mu, while parked
+	dl     *deadlines        // the connection's
+	r      *websocket.Reader // its frames; nil on an exec stream
+	parked bool              // guarded by s.mu
+	cancel func() bool       // guarded by s.mu, while parked
 	// boundary: the pump waits for a new frame, with all its state in the
 	// Session, so a timeout there may park it. Owned by the pump.
 	boundary bool
 }
 
-// init sets the direction up to read c; io is c as the pump reads it.
-func (d *direction) init(s *Session, sd side, c, io net.Conn, in *idleConn, pump func() end) {
-	d.s, d.side, d.conn, d.pump = s, sd, c, pump
+// init sets the direction up to read c, whose deadlines dl owns; io is c
+// as the pump reads it.
+func (d *direction) init(s *Session, sd side, c, io net.Conn, in *idleConn, dl *deadlines, pump func() end) {
+	d.s, d.side, d.dl, d.pump = s, sd, dl, pump
 	in.conn, in.d = io, d
 	if s.opts.Poller != nil {
 		d.rc = rawConn(c)
@@ -232,18 +239,13 @@ func (d *direction) release() {
 	}
 }
 
-// arm sets the idle read deadline, unless the session is closing (its
-// deadlines must stand).
+// arm sets the idle read deadline (unless the session is closing: its
+// deadlines stand).
 func (d *direction) arm() {
 	if d.rc == nil {
 		return
 	}
-	s := d.s
-	s.mu.Lock()
-	if !s.closing {
-		d.conn.SetReadDeadline(time.Now().Add(s.opts.IdleAfter))
-	}
-	s.mu.Unlock()
+	d.dl.SetReadDeadline(time.Now().Add(d.s.opts.IdleAfter))
 }
 
 // park waits on the Poller for the socket to become readable; it reports
@@ -259,7 +261,7 @@ func (d *direction) park() bool {
 	cancel, err := s.opts.Poller.Wait(d.rc, d.wake)
 	if err != nil {
 		d.rc = nil // never try again; block in reads as without a Poller
-		d.conn.SetReadDeadline(time.Time{})
+		d.dl.SetReadDeadline(time.Time{})
 		return false
 	}
 	d.parked, d.cancel = true, cancel
@@ -311,23 +313,65 @@ func (s *Session) isClosing() bool {
 	return s.closing
 }
 
-// idleConn is a connection as a pump reads it. The idle deadline is set
-// lazily, once per IdleAfter, not per message, so it can expire in the
-// middle of a frame: there it is renewed and the read goes on. Only at a
-// frame boundary (or on an exec stream, where every read is one) does it
-// reach the pump, which may then park.
+// errStalled: a peer sent none of a begun frame's bytes for FrameTimeout.
+var errStalled = errors.New("frame stalled")
+
+// inFrame reports whether the direction is inside a frame: past its
+// header, or with part of the header read.
+func (d *direction) inFrame() bool {
+	return !d.boundary || (d.r != nil && d.r.Buffered() > 0)
+}
+
+// idleConn is a connection as a pump reads it. The read deadline is set
+// lazily, once per IdleAfter, not per read, so it can expire anywhere:
+//
+//   - Between frames (or on an exec stream, where every read is between
+//     frames) the expiry reaches the pump, which parks. A direction that
+//     cannot park has no deadline there, and waits on.
+//   - Inside a frame the read goes on with a new deadline, as long as each
+//     expiry finds bytes read since the one before; a frame that gets none
+//     for FrameTimeout fails with errStalled. A peer that stops in the
+//     middle of a frame cannot hold the pump (and its buffer) for ever.
+//     Where the direction cannot park, a read that may wait inside a frame
+//     arms the deadline first.
 type idleConn struct {
 	conn net.Conn
 	d    *direction
+	// Owned by the pump.
+	armed bool      // a deadline is set (tracked where the direction cannot park)
+	n     int64     // bytes read
+	mark  int64     // n at the last expiry
+	since time.Time // the last expiry that found bytes read since the one before
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
+	d := c.d
+	frameTimeout := d.s.opts.FrameTimeout
+	if d.rc == nil && !c.armed && frameTimeout > 0 && d.inFrame() {
+		c.armed = true
+		d.dl.SetReadDeadline(time.Now().Add(d.s.opts.IdleAfter))
+	}
 	for {
 		n, err := c.conn.Read(p)
-		if err == nil || c.d.rc == nil || c.d.boundary || !errors.Is(err, os.ErrDeadlineExceeded) || c.d.s.isClosing() {
+		c.n += int64(n)
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || d.s.isClosing() {
 			return n, err
 		}
-		c.d.arm()
+		now := time.Now()
+		if c.n != c.mark {
+			c.mark, c.since = c.n, now
+		}
+		switch {
+		case !d.inFrame() && d.rc != nil:
+			return n, err // the pump may park
+		case !d.inFrame():
+			c.armed = false
+			d.dl.SetReadDeadline(time.Time{})
+		case frameTimeout > 0 && now.Sub(c.since) >= frameTimeout:
+			return n, errStalled
+		default:
+			d.dl.SetReadDeadline(now.Add(d.s.opts.IdleAfter))
+		}
 		if n > 0 {
 			return n, nil
 		}

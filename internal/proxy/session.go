@@ -2,6 +2,18 @@
 // container's console stream and back, with bounded buffers and no
 // allocation per message, and closes both sides with a close code that says
 // why the session ended.
+//
+// A session waiting between frames parks (run.go) and costs only its
+// memory. A peer that stops inside a frame is not parked but ended, once
+// FrameTimeout (header_timeout) passes without a byte of the frame: the
+// client with 1008 "frame stalled for …", Docker as a lost connection.
+// Parking there would keep the pump's state half-way through a frame
+// (a chunk read in part, the base64 carry, a control payload) and could
+// not help a TLS client, whose reads cannot be waited on from outside; a
+// console's frames are keystrokes and pastes that arrive whole within
+// milliseconds, so a frame that makes no progress for seconds is a client
+// gone or hostile, and ending it bounds what it holds (a goroutine and a
+// 64 KiB buffer) to that time.
 package proxy
 
 import (
@@ -47,7 +59,10 @@ type Options struct {
 	MaxMessage int64
 	// Resize, when set, makes client text messages control messages (see
 	// ParseControl) instead of keystrokes: the web console's subprotocol.
-	// Keystrokes then travel in binary messages only.
+	// Keystrokes then travel in binary messages only. It is called off
+	// the client's read path, one call at a time, with the last size asked
+	// (sizes asked during a call come down to one); ctx ends with the
+	// session, which ends once the call has returned.
 	Resize func(ctx context.Context, rows, cols int) error
 	// Heartbeat pings Docker's attach socket (and the client, with
 	// PingClient) this often; a side that answers nothing for two intervals
@@ -64,10 +79,21 @@ type Options struct {
 	// WriteTimeout disconnects a client that does not take output for this
 	// long (backpressure stops the container meanwhile). 0: off.
 	WriteTimeout time.Duration
+	// FrameTimeout ends a session whose peer stops inside a frame: once a
+	// frame has begun, its bytes must keep coming, none of them more than
+	// FrameTimeout after the one before (give or take IdleAfter). The
+	// client is closed with 1008. 0: off.
+	FrameTimeout time.Duration
+	// CheckInterval is how often heartbeats and timeouts are looked at.
+	// Default: twice per heartbeat, and often enough to honour each
+	// timeout within a quarter of its length, but for them no more than
+	// once a second.
+	CheckInterval time.Duration
 	// Poller, when set, parks a direction of the session that has had
 	// nothing to read for IdleAfter (default 1s): its goroutine ends and
 	// the Poller starts a new one when the socket becomes readable, so an
 	// idle session holds no goroutine. Only plain sockets park (not TLS).
+	// IdleAfter is also how often a frame's progress is looked at.
 	Poller    Poller
 	IdleAfter time.Duration
 	// FirstOutput, when set, is called once, when the first container
@@ -94,6 +120,7 @@ const (
 	EndClientClosed    = "client_closed"    // the client sent a close frame
 	EndClientProtocol  = "client_protocol"  // the client broke the protocol
 	EndClientGone      = "client_gone"      // the client vanished or stopped reading
+	EndClientStalled   = "client_stalled"   // the client stopped inside a frame
 	EndClientNoPong    = "client_no_pong"   // the client missed heartbeats
 	EndIdleTimeout     = "idle_timeout"     // idle_timeout
 	EndMaxDuration     = "max_duration"     // max_session_duration
@@ -188,10 +215,12 @@ var b64Pool = sync.Pool{New: func() any {
 // stream. It owns both connections and closes them when it ends.
 type Session struct {
 	client    net.Conn
-	clientIn  idleConn // the client, as its reader reads it
+	clientDL  deadlines // the client's deadlines
+	clientIn  idleConn  // the client, as its reader reads it
 	clientR   *websocket.Reader
 	clientW   *websocket.Writer
 	backend   net.Conn
+	backendDL deadlines
 	backendIn idleConn
 	backendIO net.Conn          // backend, as the pump writes to it (rawsock)
 	backendR  *websocket.Reader // attach only
@@ -207,6 +236,8 @@ type Session struct {
 	// The two directions: fromClient pumps client messages to the
 	// container, fromContainer container output to the client.
 	fromClient, fromContainer direction
+	// resize applies the web console's resizes; nil without Resize.
+	resize *resizer
 
 	life // start, park, wake and finish (run.go)
 
@@ -240,24 +271,33 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	clientIO, backendIO := rawsock.Wrap(client), rawsock.Wrap(backend.Conn)
 	s := &Session{
 		client:    client,
+		clientDL:  deadlines{conn: client},
 		clientW:   websocket.NewWriter(clientIO, false),
 		backend:   backend.Conn,
+		backendDL: deadlines{conn: backend.Conn},
 		backendIO: backendIO,
 		opts:      opts,
 	}
-	s.fromClient.init(s, clientSide, client, clientIO, &s.clientIn, s.pumpClient)
-	s.fromContainer.init(s, containerSide, backend.Conn, backendIO, &s.backendIn, s.pumpContainer)
+	s.fromClient.init(s, clientSide, client, clientIO, &s.clientIn, &s.clientDL, s.pumpClient)
+	s.fromContainer.init(s, containerSide, backend.Conn, backendIO, &s.backendIn, &s.backendDL, s.pumpContainer)
 	s.clientR = websocket.NewReader(&s.clientIn, websocket.ReaderOptions{FromClient: true, Buffered: clientBuffered, MaxPayload: opts.MaxMessage})
-	if opts.WriteTimeout > 0 {
-		s.clientW.SetTimeout(client, opts.WriteTimeout)
+	s.fromClient.r = s.clientR
+	if opts.Resize != nil {
+		s.resize = &resizer{apply: opts.Resize}
 	}
+	// Writes move deadlines through their owner, which closing overrides.
+	s.clientW.SetTimeout(&s.clientDL, opts.WriteTimeout)
 	if backend.Framed {
 		s.backendR = websocket.NewReader(&s.backendIn, websocket.ReaderOptions{Buffered: backend.Buffered})
+		s.fromContainer.r = s.backendR
 		s.backendW = websocket.NewWriter(backendIO, true)
+		var bound time.Duration
 		if opts.Heartbeat > 0 {
-			// Pings must not hang on a frozen Docker connection.
-			s.backendW.SetTimeout(backend.Conn, 2*opts.Heartbeat)
+			// Writes must not hang on a frozen Docker connection longer
+			// than the heartbeat takes to find it.
+			bound = 2 * opts.Heartbeat
 		}
+		s.backendW.SetTimeout(&s.backendDL, bound)
 	} else {
 		s.pending = backend.Buffered
 		// An exec stream has no frames: every read waits at a boundary.
@@ -293,49 +333,27 @@ type end struct {
 	park bool
 }
 
-// lingerClose closes a connection after a close frame went out on it:
-// it sends FIN first and discards what the client still sends until it
-// closes too. Closing with unread input would make the kernel send a
-// reset, which can destroy the close frame (and the output before it)
-// before the client reads it. A client that is still sending is slow to
-// see the close, not gone: the wait goes on while bytes keep coming, each
-// read within d, for at most 10 d in all (as nginx's lingering close).
-func lingerClose(c net.Conn, d time.Duration) {
-	defer c.Close()
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		if cw.CloseWrite() != nil {
-			return
-		}
-	}
-	limit := time.Now().Add(10 * d)
-	var discard [2048]byte
-	for {
-		next := time.Now().Add(d)
-		if next.After(limit) {
-			next = limit
-		}
-		c.SetReadDeadline(next)
-		if _, err := c.Read(discard[:]); err != nil {
-			return
-		}
-	}
-}
-
-// checkInterval is how often Run looks at heartbeats and timeouts: often
-// enough to honour each within a quarter of its length, but no more than
-// once a second.
+// checkInterval is how often the session looks at heartbeats and
+// timeouts (0: never): CheckInterval, or often enough to honour each
+// timeout within a quarter of its length but no more than once a second
+// (looking more often buys nothing), and twice per heartbeat (a silent
+// peer is found within two and a half heartbeats, however short).
 func (s *Session) checkInterval() time.Duration {
+	o := s.opts
 	var every time.Duration
-	for _, d := range []time.Duration{s.opts.Heartbeat / 2, s.opts.IdleTimeout / 4, s.opts.MaxDuration / 4} {
+	shorter := func(d time.Duration) {
 		if d > 0 && (every == 0 || d < every) {
 			every = d
 		}
 	}
-	if every > 0 && every < time.Second {
-		every = time.Second
+	for _, d := range []time.Duration{o.IdleTimeout / 4, o.MaxDuration / 4} {
+		if d > 0 {
+			shorter(max(d, time.Second))
+		}
 	}
-	if s.opts.Heartbeat > 0 && s.opts.Heartbeat < 2*time.Second {
-		every = s.opts.Heartbeat / 2 // short heartbeats are for tests
+	shorter(o.Heartbeat / 2)
+	if every > 0 && o.CheckInterval > 0 {
+		every = o.CheckInterval
 	}
 	return every
 }
@@ -359,13 +377,14 @@ func (s *Session) check(now, start time.Time) (end, bool) {
 	if s.backendW != nil && now.Sub(time.Unix(0, s.backendSeen.Load())) > 2*o.Heartbeat {
 		return end{side: containerSide, err: fmt.Errorf("docker attach socket: %w", errNoPong)}, true
 	}
-	// A ping that would wait behind a write in progress is skipped: that
-	// write is bounded by WriteTimeout.
+	// A ping that would wait behind a write in progress is skipped (that
+	// write has bounds of its own), and one the peer does not take within
+	// a check interval is given up: the checks go on, whatever a peer does.
 	if o.PingClient {
-		s.clientW.TryWriteControl(websocket.OpPing, nil)
+		s.clientW.TryWriteControl(websocket.OpPing, nil, s.every)
 	}
 	if s.backendW != nil {
-		s.backendW.TryWriteControl(websocket.OpPing, nil)
+		s.backendW.TryWriteControl(websocket.OpPing, nil, s.every)
 	}
 	return end{}, false
 }
@@ -401,10 +420,6 @@ func (s *Session) closeBoth(first end) Result {
 			res.End = EndContainerLost
 			clientCode, clientReason = websocket.CloseInternalError, "lost connection to the container"
 		}
-		if first.closed {
-			// Deliver the last bytes even if they end inside a character.
-			s.flushHeld()
-		}
 		waitForClient = true
 	case clientSide:
 		var pe *websocket.ProtocolError
@@ -421,6 +436,11 @@ func (s *Session) closeBoth(first end) Result {
 			res.Reason = "client protocol error: " + pe.Reason
 			res.End = EndClientProtocol
 			clientCode, clientReason = pe.Code, pe.Reason
+		case errors.Is(first.err, errStalled):
+			res.Reason = "client stalled: " + first.err.Error()
+			res.End = EndClientStalled
+			clientCode = websocket.ClosePolicyViolation
+			clientReason = fmt.Sprintf("frame stalled for %v", s.opts.FrameTimeout)
 		case errors.Is(first.err, errNoPong):
 			// Perhaps only half gone: tell it, in case it still listens.
 			res.Reason = "client disconnected: " + first.err.Error()
@@ -447,21 +467,25 @@ func (s *Session) closeBoth(first end) Result {
 		waitForClient = true
 	}
 
-	// Tell Docker's attach endpoint we are leaving, unless it is gone.
-	if s.backendW != nil && !(first.side == containerSide && !first.closed) {
-		s.backend.SetWriteDeadline(time.Now().Add(s.opts.CloseTimeout))
-		s.backendW.SetTimeout(s.backend, s.opts.CloseTimeout)
-		s.backendW.WriteClose(backendCode, "")
+	// The closing deadlines, first: from now on no read or write on either
+	// side, under way or to come, waits longer than closing allows.
+	now := time.Now()
+	// Nothing more is wanted from the container side, and Docker's attach
+	// endpoint is told we are leaving, unless it is gone.
+	tellDocker := s.backendW != nil && !(first.side == containerSide && !first.closed)
+	backendWrite := now
+	if tellDocker {
+		backendWrite = now.Add(s.opts.CloseTimeout)
 	}
-	// Unblock the container side now: nothing more is wanted from it.
-	s.backend.SetDeadline(time.Now())
-
+	s.backendDL.end(now, backendWrite)
+	// A close frame to the client may take its time: when the container
+	// side ended, the client is not at fault, and a frame being written to
+	// it must not be cut (that would corrupt the stream before the close
+	// frame), as long as it reads. Then the client has a moment to answer
+	// (its reader goroutine returns when the answer, or anything fatal,
+	// arrives).
+	clientRead, clientWrite := now, now
 	if clientCode != 0 {
-		// The deadline also frees a pump goroutine stuck writing to a
-		// client that stopped reading, so the close can take the lock.
-		// When the container side ended, the client is not at fault: a
-		// frame being written to it must not be cut (that would corrupt
-		// the stream before the close frame), as long as it reads.
 		bound := s.opts.CloseTimeout
 		if first.side == containerSide {
 			bound = max(bound, s.opts.WriteTimeout)
@@ -469,18 +493,24 @@ func (s *Session) closeBoth(first end) Result {
 				bound = 10 * s.opts.CloseTimeout
 			}
 		}
-		s.client.SetWriteDeadline(time.Now().Add(bound))
-		s.clientW.SetTimeout(s.client, bound)
-		if s.clientW.WriteClose(clientCode, clientReason) == nil {
-			res.ClientCode = clientCode
-		}
+		clientWrite = now.Add(bound)
 	}
 	if waitForClient {
-		// Give the client a moment to answer our close frame; its reader
-		// goroutine returns when the answer (or anything fatal) arrives.
-		s.client.SetReadDeadline(time.Now().Add(s.opts.CloseTimeout))
-	} else {
-		s.client.SetDeadline(time.Now())
+		clientRead = now.Add(s.opts.CloseTimeout)
+	}
+	s.clientDL.end(clientRead, clientWrite)
+
+	if tellDocker {
+		s.backendW.WriteClose(backendCode, "")
+		now := time.Now()
+		s.backendDL.end(now, now)
+	}
+	if first.side == containerSide && first.closed {
+		// Deliver the last bytes even if they end inside a character.
+		s.flushHeld()
+	}
+	if clientCode != 0 && s.clientW.WriteClose(clientCode, clientReason) == nil {
+		res.ClientCode = clientCode
 	}
 	return res
 }
@@ -566,15 +596,12 @@ func (s *Session) control(h websocket.Header) error {
 	if err != nil {
 		return &websocket.ProtocolError{Code: websocket.CloseInvalidPayload, Reason: err.Error()}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	if s.opts.Tap != nil {
 		if err := s.opts.Tap.Resize(c.Rows, c.Cols); err != nil {
 			return tapError(err)
 		}
 	}
-	// A failed resize leaves the terminal usable: not a reason to end.
-	s.opts.Resize(ctx, c.Rows, c.Cols)
+	s.resize.request(c.Rows, c.Cols)
 	return nil
 }
 
@@ -590,7 +617,12 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 	if decode {
 		dp := b64Pool.Get().(*[]byte)
 		defer b64Pool.Put(dp)
-		decoded, op = *dp, websocket.OpBinary
+		decoded = *dp
+		// Decoded, the message is binary: its first frame says so, and
+		// its continuation frames stay continuations.
+		if op == websocket.OpText {
+			op = websocket.OpBinary
+		}
 	}
 	// Relayed to Docker as they are, the client's bytes are unmasked and
 	// masked again in one pass, when the write masks them.
@@ -882,6 +914,5 @@ func (s *Session) flushHeld() {
 	copy(s.small[room:], s.held[:s.nheld])
 	n := s.nheld
 	s.nheld = 0
-	s.clientW.SetTimeout(s.client, s.opts.CloseTimeout)
 	s.writeClient(s.small[:], room, room+n)
 }

@@ -134,6 +134,69 @@ func (p *peer) recv(t *testing.T) message {
 	}
 }
 
+// recvMessage receives one whole data message and checks its framing as
+// a strict peer does (RFC 6455 section 5.4): a text or binary frame, then
+// continuation frames up to the one with FIN, control frames between
+// them allowed.
+func (p *peer) recvMessage(t *testing.T) message {
+	t.Helper()
+	p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var m message
+	var ctrl [125]byte
+	for frames := 0; ; {
+		h, err := p.r.NextFrame()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if h.Op.IsControl() {
+			p.r.ReadControl(ctrl[:])
+			continue
+		}
+		switch {
+		case frames == 0 && h.Op == websocket.OpContinuation:
+			t.Fatal("a message begins with a continuation frame")
+		case frames > 0 && h.Op != websocket.OpContinuation:
+			t.Fatalf("frame %d of a message is %v, not a continuation", frames+1, h.Op)
+		}
+		if frames == 0 {
+			m.op = h.Op
+		}
+		frames++
+		data, err := io.ReadAll(p.r)
+		if err != nil {
+			t.Fatalf("recv payload: %v", err)
+		}
+		m.payload = append(m.payload, data...)
+		if h.Fin {
+			return m
+		}
+	}
+}
+
+// sendFragments sends payload as one message of len(cuts)+1 frames, cut
+// at the given offsets.
+func (p *peer) sendFragments(t *testing.T, op websocket.Opcode, payload []byte, cuts ...int) {
+	t.Helper()
+	if err := writeFragments(p.w, op, payload, cuts...); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+func writeFragments(w *websocket.Writer, op websocket.Opcode, payload []byte, cuts ...int) error {
+	from := 0
+	for i, to := range append(cuts, len(payload)) {
+		buf := append(make([]byte, websocket.MaxHeaderLen), payload[from:to]...)
+		if i > 0 {
+			op = websocket.OpContinuation
+		}
+		if err := w.WriteFrame(i == len(cuts), op, buf, websocket.MaxHeaderLen, len(buf)); err != nil {
+			return err
+		}
+		from = to
+	}
+	return nil
+}
+
 type harness struct {
 	client  *peer
 	docker  *peer    // attach
@@ -144,20 +207,43 @@ type harness struct {
 
 func start(t *testing.T, framed bool, opts Options) *harness {
 	t.Helper()
-	return startAfter(t, framed, opts, nil)
+	return startSetup(t, setup{framed: framed, opts: opts})
 }
 
-// startAfter is start for a container stream of which buffered was read
-// along with the handshake.
-func startAfter(t *testing.T, framed bool, opts Options, buffered []byte) *harness {
+// startAfter is start for a client connection and a container stream of
+// which clientEarly and containerEarly were read along with their
+// handshakes.
+func startAfter(t *testing.T, framed bool, opts Options, clientEarly, containerEarly []byte) *harness {
 	t.Helper()
+	return startSetup(t, setup{framed: framed, opts: opts, clientEarly: clientEarly, containerEarly: containerEarly})
+}
+
+// setup is how a test session starts.
+type setup struct {
+	framed                      bool // attach (a WebSocket), else exec
+	opts                        Options
+	clientEarly, containerEarly []byte // read with the handshakes
+	// tightClient, tightContainer: the smallest socket buffers on that
+	// side, so that a peer that reads nothing soon blocks writes.
+	tightClient, tightContainer bool
+}
+
+func startSetup(t *testing.T, su setup) *harness {
+	t.Helper()
+	framed, opts := su.framed, su.opts
 	if opts.Poller == nil && parkAll {
 		p := idle.New()
 		t.Cleanup(func() { p.Close() })
 		opts.Poller, opts.IdleAfter = p, 20*time.Millisecond
 	}
-	clientEnd, proxyClientEnd := testenv.SocketPair(t, "tcp")
-	proxyBackendEnd, backendEnd := testenv.SocketPair(t, "tcp")
+	pair := func(tight bool) (net.Conn, net.Conn) {
+		if tight {
+			return testenv.TightSocketPair(t)
+		}
+		return testenv.SocketPair(t, "tcp")
+	}
+	clientEnd, proxyClientEnd := pair(su.tightClient)
+	proxyBackendEnd, backendEnd := pair(su.tightContainer)
 	h := &harness{
 		client:  &peer{conn: clientEnd, r: websocket.NewReader(clientEnd, websocket.ReaderOptions{}), w: websocket.NewWriter(clientEnd, true)},
 		results: make(chan Result, 1),
@@ -169,7 +255,7 @@ func startAfter(t *testing.T, framed bool, opts Options, buffered []byte) *harne
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	s := New(proxyClientEnd, nil, console.Stream{Conn: proxyBackendEnd, Framed: framed, Buffered: buffered}, opts)
+	s := New(proxyClientEnd, su.clientEarly, console.Stream{Conn: proxyBackendEnd, Framed: framed, Buffered: su.containerEarly}, opts)
 	go func() { h.results <- s.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -321,9 +407,40 @@ func TestAttachOutputReadWithHandshake(t *testing.T) {
 	}
 	for _, early := range []int{100, chunk + 1000} {
 		t.Run(fmt.Sprintf("early=%d", early), func(t *testing.T) {
-			h := startAfter(t, true, Options{}, frames.Bytes()[:early])
+			h := startAfter(t, true, Options{}, nil, frames.Bytes()[:early])
 			go h.docker.conn.Write(frames.Bytes()[early:])
 			h.client.recvOutput(t, want)
+		})
+	}
+}
+
+// A client may send frames right behind its handshake, and the proxy
+// reads them along with it: however many bytes that is, and with a pong
+// among them (after which a direction may park at once), every frame
+// reaches the container.
+func TestClientFramesReadWithHandshake(t *testing.T) {
+	// A 250-byte frame (242 bytes of payload) and a 6-byte pong fill the
+	// reader's 256-byte read-ahead exactly; a 300-byte frame follows.
+	var wire bytes.Buffer
+	w := websocket.NewWriter(&wire, true)
+	a, b := bytes.Repeat([]byte("a"), 242), bytes.Repeat([]byte("b"), 300)
+	writeFragments(w, websocket.OpBinary, a)
+	w.WriteControl(websocket.OpPong, nil)
+	writeFragments(w, websocket.OpBinary, b)
+	for _, early := range []int{100, 256, wire.Len()} {
+		t.Run(fmt.Sprintf("early=%d", early), func(t *testing.T) {
+			t.Parallel()
+			opts, _ := parkedOptions(t)
+			opts.CloseTimeout = 100 * time.Millisecond
+			h := startAfter(t, true, opts, wire.Bytes()[:early], nil)
+			if rest := wire.Bytes()[early:]; len(rest) > 0 {
+				h.client.conn.Write(rest)
+			}
+			for _, want := range [][]byte{a, b} {
+				if m := h.docker.recvMessage(t); !bytes.Equal(m.payload, want) {
+					t.Fatalf("docker got %d bytes %.10q…, want %d bytes %.10q…", len(m.payload), m.payload, len(want), want)
+				}
+			}
 		})
 	}
 }
@@ -473,6 +590,43 @@ func TestBase64Subprotocol(t *testing.T) {
 	}
 }
 
+// A fragmented client message reaches Docker as one message: a first
+// frame, then continuation frames (RFC 6455 section 5.4), under base64
+// too, where each fragment is decoded on its own way through.
+func TestFragmentedMessageStaysOneMessage(t *testing.T) {
+	big := bytes.Repeat([]byte("paste €\n"), 30000) // over two chunks
+	for _, c := range []struct {
+		name     string
+		encoding Encoding
+		text     []byte
+		cuts     []int // where the client cuts its message into frames
+	}{
+		{"binary", Binary, []byte("echo hi\n"), []int{3, 7}},
+		{"base64", Base64, []byte("echo €\n"), []int{5}},
+		{"base64, fragments of less than a quantum", Base64, []byte("echo €\n"), []int{2, 3, 6}},
+		{"base64, bulk", Base64, big, []int{chunk + 1, 3*chunk + 2}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			h := start(t, true, Options{Encoding: c.encoding, CloseTimeout: 100 * time.Millisecond})
+			payload, op := c.text, websocket.OpBinary
+			if c.encoding == Base64 {
+				payload, op = []byte(base64.StdEncoding.EncodeToString(c.text)), websocket.OpText
+			}
+			go writeFragments(h.client.w, op, payload, c.cuts...)
+			m := h.docker.recvMessage(t)
+			if m.op != websocket.OpBinary || !bytes.Equal(m.payload, c.text) {
+				t.Fatalf("docker got a %v message of %d bytes, want binary %d bytes", m.op, len(m.payload), len(c.text))
+			}
+			// The next message is a message of its own.
+			h.client.send(t, websocket.OpBinary, []byte("x"))
+			if m := h.docker.recvMessage(t); string(m.payload) != "x" {
+				t.Fatalf("docker got %q after the fragmented message", m.payload)
+			}
+		})
+	}
+}
+
 // A client that stops reading must stop the proxy reading from the
 // container, not make it buffer.
 func TestBackpressure(t *testing.T) {
@@ -534,7 +688,7 @@ func TestFragmentedMessageTooBig(t *testing.T) {
 // A Docker attach socket that stops answering is declared dead after two
 // heartbeat intervals; the client is told with 1011.
 func TestHeartbeatBackendDead(t *testing.T) {
-	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond})
+	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
 	// The docker peer reads nothing and answers no ping.
 	start := time.Now()
 	m := h.client.recvAnswering(t)
@@ -552,7 +706,7 @@ func TestHeartbeatBackendDead(t *testing.T) {
 // A client that answers pings keeps its session; one that does not is
 // closed with 1001.
 func TestHeartbeatClient(t *testing.T) {
-	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, PingClient: true})
+	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond, PingClient: true})
 	// Docker answers pings (as x/net/websocket does); the client too, for
 	// a while, by reading.
 	go h.docker.answerPings()
@@ -581,12 +735,12 @@ func TestHeartbeatClient(t *testing.T) {
 }
 
 func TestIdleAndMaxDuration(t *testing.T) {
-	h := start(t, false, Options{IdleTimeout: 1500 * time.Millisecond})
+	h := start(t, false, Options{IdleTimeout: 1500 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
 	h.client.send(t, websocket.OpBinary, []byte("x"))
 	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseGoingAway || m.reason != "session idle for idle_timeout" {
 		t.Fatalf("idle: client got %+v", m)
 	}
-	h2 := start(t, false, Options{MaxDuration: 1500 * time.Millisecond})
+	h2 := start(t, false, Options{MaxDuration: 1500 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
 	if m := h2.client.recv(t); m.op != websocket.OpClose || m.reason != "session reached max_session_duration" {
 		t.Fatalf("max duration: client got %+v", m)
 	}
@@ -612,7 +766,7 @@ func TestWriteTimeout(t *testing.T) {
 
 // Clients outside the web console are not pinged (Zun's CLI would stall).
 func TestHeartbeatSparesCLIClients(t *testing.T) {
-	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond})
+	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
 	go h.docker.answerPings()
 	h.client.conn.SetReadDeadline(time.Now().Add(time.Second))
 	if hd, err := h.client.r.NextFrame(); err == nil {

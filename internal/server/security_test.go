@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"regexp"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -41,6 +42,7 @@ import (
 // securityProxy is the proxy under attack.
 type securityProxy struct {
 	plain, sslOnly string // addresses: TLS-or-plain, and TLS-only
+	bare           string // and a port without TLS, where sessions park
 	db             *testenv.ZunDB
 	victim         testenv.Container
 	legit          testenv.Container
@@ -155,23 +157,35 @@ func handshake(path string, extra ...string) string {
 	return h + "\r\n"
 }
 
-// afterUpgrade opens a valid session from a fresh address, sends raw
-// frame bytes, and returns the close code the proxy answers with.
-func (p *securityProxy) afterUpgrade(t *testing.T, frames []byte) string {
-	c, err := dialFrom(freshIP(), p.plain)
+// open opens a valid session on the victim from a fresh address, with
+// early (frame bytes) sent in the same write as the handshake, and returns
+// the connection (closed when the test ends) and a reader of the proxy's
+// frames, or what happened instead.
+func (p *securityProxy) open(t *testing.T, addr string, early []byte, extra ...string) (net.Conn, *websocket.Reader, string) {
+	c, err := dialFrom(freshIP(), addr)
 	if err != nil {
-		return "dial: " + err.Error()
+		return nil, nil, "dial: " + err.Error()
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, handshake("/?token="+p.freshToken(t)+"&uuid="+p.victim.UUID))
+	c.Write(append([]byte(handshake("/?token="+p.freshToken(t)+"&uuid="+p.victim.UUID, extra...)), early...))
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != 101 {
-		return fmt.Sprintf("no upgrade (%v)", err)
+		return nil, nil, fmt.Sprintf("no upgrade (%v)", err)
 	}
+	return c, websocket.NewReader(br, websocket.ReaderOptions{}), ""
+}
+
+// afterUpgrade opens a valid session from a fresh address, sends raw
+// frame bytes, and returns the close code the proxy answers with.
+func (p *securityProxy) afterUpgrade(t *testing.T, frames []byte) string {
+	c, r, failed := p.open(t, p.plain, nil)
+	if c == nil {
+		return failed
+	}
+	defer c.Close()
 	c.Write(frames)
-	r := websocket.NewReader(br, websocket.ReaderOptions{})
 	for {
 		h, err := r.NextFrame()
 		if err != nil {
@@ -212,6 +226,96 @@ func frame(b0 byte, payload []byte, unmasked bool) []byte {
 		out = append(out, c^key[i%4])
 	}
 	return out
+}
+
+// shellLine is a line for the victim's shell, padded with spaces to n
+// bytes: it prints word-42. It begins with a newline, which ends whatever
+// earlier attacks left on the shell's line.
+func shellLine(word string, n int) []byte {
+	line := "\necho " + word + "-$((6*7))"
+	return []byte(line + strings.Repeat(" ", n-len(line)-1) + "\n")
+}
+
+// output reads the proxy's frames until what the container printed
+// matches re, and returns the last match (nil if the session ended or
+// went quiet first).
+func output(r *websocket.Reader, screen *strings.Builder, re *regexp.Regexp) []string {
+	for {
+		if m := re.FindAllStringSubmatch(screen.String(), -1); m != nil {
+			return m[len(m)-1]
+		}
+		h, err := r.NextFrame()
+		if err != nil || h.Op == websocket.OpClose {
+			return nil
+		}
+		data, err := io.ReadAll(r)
+		if err != nil {
+			return nil
+		}
+		screen.Write(data)
+	}
+}
+
+// earlyData sends frames in the same write as the handshake, a pong
+// among them, and reports whether each reached the container. It uses the
+// port without TLS, where a session can park right after a pong.
+func (p *securityProxy) earlyData(t *testing.T) string {
+	// A 250-byte frame and the pong fill the reader's read-ahead exactly.
+	early := append(frame(0x82, shellLine("early1", 242), false), frame(0x8a, nil, false)...)
+	early = append(early, frame(0x82, shellLine("early2", 300), false)...)
+	c, r, failed := p.open(t, p.bare, early)
+	if c == nil {
+		return failed
+	}
+	defer c.Close()
+	var screen strings.Builder
+	got := 0
+	for _, word := range []string{"early1-42", "early2-42"} {
+		if output(r, &screen, regexp.MustCompile(word)) != nil {
+			got++
+		}
+	}
+	return fmt.Sprintf("%d of 2 frames reached the container", got)
+}
+
+// resizeBurst sends 2,000 resizes and a keystroke on the web console's
+// subprotocol, and reports whether the keystroke was answered and the
+// terminal took the last size.
+func (p *securityProxy) resizeBurst(t *testing.T) string {
+	var burst []byte
+	for i := 0; i < 2000; i++ {
+		burst = append(burst, frame(0x81, fmt.Appendf(nil, `{"type":"resize","rows":%d,"cols":%d}`, 10+i%50, 20+i%90), false)...)
+	}
+	burst = append(burst, frame(0x81, []byte(`{"type":"resize","rows":37,"cols":101}`), false)...)
+	c, r, failed := p.open(t, p.plain, nil, "Sec-WebSocket-Protocol: "+proxy.ConsoleSubprotocol)
+	if c == nil {
+		return failed
+	}
+	defer c.Close()
+	sent := time.Now()
+	c.Write(append(burst, frame(0x82, shellLine("resized", 30), false)...))
+	var screen strings.Builder
+	if output(r, &screen, regexp.MustCompile(`resized-42`)) == nil {
+		return "keystroke not answered"
+	}
+	// Far more than the keystroke takes to go through: 2,000 resize calls
+	// to Docker, one after another, take seconds.
+	if d := time.Since(sent); d > time.Second {
+		return fmt.Sprintf("keystroke answered after %v", d.Round(100*time.Millisecond))
+	}
+	// The last size reaches Docker after the keystroke, in its own time.
+	size := regexp.MustCompile(`(?m)^(\d+) (\d+)\r?$`)
+	for range 50 {
+		screen.Reset()
+		c.Write(frame(0x82, []byte("stty size\n"), false))
+		switch m := output(r, &screen, size); {
+		case m == nil:
+			return "keystroke answered, stty size unanswered"
+		case m[1] == "37" && m[2] == "101":
+			return "keystroke answered, terminal 37x101"
+		}
+	}
+	return "keystroke answered, terminal not at the last size asked"
 }
 
 // timedClose reports how long the proxy took to close a connection that
@@ -299,6 +403,7 @@ func TestSecuritySuite(t *testing.T) {
 	// port; every other peer is a client.
 	proxyIP := net.IPv4(127, 0, 200, 1)
 	trusted := NewTrustedProxies(prefixes("127.0.200.1/32"))
+	dialer := docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second})
 	srv := New(Options{
 		Ready: func(ctx context.Context) error {
 			readyChecks.Add(1)
@@ -306,10 +411,11 @@ func TestSecuritySuite(t *testing.T) {
 		},
 		TrustedProxies:          trusted,
 		Resolver:                auth.NewAuthorizer(zdb, auth.Options{TokenTTL: time.Hour, SingleUse: true}),
-		Dialer:                  docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second}),
+		Dialer:                  dialer,
 		Origin:                  auth.OriginPolicy{BaseScheme: "ws", Allowed: []string{"dashboard.example.org"}},
 		Logger:                  slog.New(slog.NewTextHandler(p.logs, nil)),
-		Session:                 proxy.Options{MaxMessage: 1 << 20},
+		Resizer:                 dialer,
+		Session:                 proxy.Options{MaxMessage: 1 << 20, FrameTimeout: 2 * time.Second},
 		ReadHeaderTimeout:       2 * time.Second,
 		MaxHeaderBytes:          16 << 10,
 		MaxSessions:             1000,
@@ -325,14 +431,20 @@ func TestSecuritySuite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.plain, p.sslOnly = ln.Addr().String(), lnTLS.Addr().String()
-	served := make(chan error, 2)
+	lnBare, err := Listen("127.0.0.1:0", ListenOptions{FirstByteTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.plain, p.sslOnly, p.bare = ln.Addr().String(), lnTLS.Addr().String(), lnBare.Addr().String()
+	served := make(chan error, 3)
 	go func() { served <- srv.Serve(ln) }()
 	go func() { served <- srv.Serve(lnTLS) }()
+	go func() { served <- srv.Serve(lnBare) }()
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
+		<-served
 		<-served
 		<-served
 	}()
@@ -346,6 +458,9 @@ func TestSecuritySuite(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Close()
+	}
+	if got := rawRequest(freshIP(), p.bare, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); got != "HTTP 200" {
+		t.Fatalf("the port without TLS answered %s", got)
 	}
 	baseG, baseFD, basePool := countGoroutines(0), countFDs(t), zdb.Stats().OpenConnections
 
@@ -484,6 +599,14 @@ func TestSecuritySuite(t *testing.T) {
 			return p.afterUpgrade(t, []byte{0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4})
 		}},
 		{"protocol", "non-minimal length", "close 1002", func() string { return p.afterUpgrade(t, []byte{0x82, 0xfe, 0, 5, 1, 2, 3, 4, 1, 2, 3, 4, 5}) }},
+
+		{"slowloris", "stops inside a frame's payload", "close 1008", func() string {
+			return p.afterUpgrade(t, frame(0x82, make([]byte, 1000), false)[:100])
+		}},
+		{"slowloris", "stops inside a frame header", "close 1008", func() string { return p.afterUpgrade(t, []byte{0x82, 0xfe}) }},
+
+		{"early data", "250-byte frame, pong, 300-byte frame", "2 of 2 frames reached the container", func() string { return p.earlyData(t) }},
+		{"resize", "2,000 resizes, then a keystroke", "keystroke answered, terminal 37x101", func() string { return p.resizeBurst(t) }},
 
 		{"slowloris", "headers never finished", "closed within header_timeout", func() string { return timedClose(p.plain, "GET / HTTP/1.1\r\nHost: x\r\n") }},
 		{"slowloris", "no byte at all", "closed within header_timeout", func() string { return timedClose(p.plain, "") }},
@@ -677,7 +800,9 @@ func TestSecuritySuite(t *testing.T) {
 	}
 	// Nothing leaked: every attack's goroutines and descriptors are gone.
 	// The database pool may have grown (a connection is a descriptor and a
-	// driver goroutine); it is bounded and counted apart.
+	// driver goroutine); it is bounded and counted apart. The Docker API
+	// client's idle connection (resizes) is closed first.
+	dialer.CloseIdle()
 	pool := zdb.Stats().OpenConnections - basePool
 	fmt.Printf("after the suite: database pool %+d connections\n", pool)
 	if g := countGoroutines(baseG + pool); g > baseG+pool {

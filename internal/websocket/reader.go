@@ -1,7 +1,6 @@
 package websocket
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -29,6 +28,9 @@ type Reader struct {
 
 	small      *[smallBufLen]byte // nil until needed, and after Release
 	start, end int                // unread bytes are small[start:end]
+	// early holds the bytes read with the handshake that did not fit in
+	// small; they come after small's and before src's.
+	early []byte
 
 	remaining int64 // payload bytes of the current frame not yet read
 	masked    bool
@@ -45,6 +47,8 @@ type ReaderOptions struct {
 	// longer frames fail with a ProtocolError carrying CloseTooBig.
 	MaxPayload int64
 	// Buffered holds bytes already read from src (past the handshake).
+	// They are the Reader's from now on, and Buffered counts them until
+	// they are returned.
 	Buffered []byte
 }
 
@@ -52,13 +56,12 @@ type ReaderOptions struct {
 func NewReader(src io.Reader, opts ReaderOptions) *Reader {
 	r := &Reader{src: src, fromClient: opts.FromClient, maxPayload: opts.MaxPayload}
 	if len(opts.Buffered) > 0 {
-		if len(opts.Buffered) <= smallBufLen {
-			r.small = smallPool.Get().(*[smallBufLen]byte)
-			r.end = copy(r.small[:], opts.Buffered)
-		} else {
+		r.small = smallPool.Get().(*[smallBufLen]byte)
+		r.end = copy(r.small[:], opts.Buffered)
+		if r.end < len(opts.Buffered) {
 			// Only a peer that pipelines a lot of data behind its handshake
 			// gets here; keep its bytes rather than drop them.
-			r.src = io.MultiReader(bytes.NewReader(opts.Buffered), src)
+			r.early = opts.Buffered[r.end:]
 		}
 	}
 	return r
@@ -66,7 +69,19 @@ func NewReader(src io.Reader, opts ReaderOptions) *Reader {
 
 // Buffered reports how many bytes the Reader holds that were read from the
 // connection but not yet returned.
-func (r *Reader) Buffered() int { return r.end - r.start }
+func (r *Reader) Buffered() int { return r.end - r.start + len(r.early) }
+
+// read reads from the bytes held from the handshake, then from src.
+func (r *Reader) read(p []byte) (int, error) {
+	if len(r.early) == 0 {
+		return r.src.Read(p)
+	}
+	n := copy(p, r.early)
+	if r.early = r.early[n:]; len(r.early) == 0 {
+		r.early = nil
+	}
+	return n, nil
+}
 
 // Release gives the read-ahead buffer back to its pool if it holds no
 // unread bytes. The Reader takes one again when it next needs it.
@@ -90,7 +105,7 @@ func (r *Reader) fill(n int) error {
 		r.start = 0
 	}
 	for r.end < n {
-		m, err := r.src.Read(r.small[r.end:])
+		m, err := r.read(r.small[r.end:])
 		r.end += m
 		if r.end >= n {
 			return nil
@@ -207,7 +222,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		// take what has arrived in the same call, so a frame that straddles
 		// the inline buffer is not cut in two.
 		var m int
-		m, err = r.src.Read(p[n:])
+		m, err = r.read(p[n:])
 		n += m
 		if err == io.EOF && int64(n) < r.remaining { // last bytes may come with EOF
 			err = io.ErrUnexpectedEOF
@@ -264,7 +279,7 @@ func (r *Reader) readChunk(p []byte, want int, unmask bool) (int, [4]byte, error
 	var err error
 	for n < want && err == nil {
 		var m int
-		m, err = r.src.Read(p[n:limit])
+		m, err = r.read(p[n:limit])
 		n += m
 	}
 	if n > want {

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMaskMatchesBytewise(t *testing.T) {
@@ -126,6 +128,62 @@ func TestReaderBufferedPrefixAndSplitReads(t *testing.T) {
 	if _, err := r.NextFrame(); err != io.EOF {
 		t.Fatalf("after last frame: %v, want EOF", err)
 	}
+}
+
+// Bytes read along with the handshake are the Reader's until returned, so
+// Buffered counts them: a relay that waits on the socket only when
+// Buffered is 0 must not wait with a frame in hand, however many bytes
+// came with the handshake.
+func TestReaderBufferedCountsHandshakeBytes(t *testing.T) {
+	// A 250-byte frame and a pong fill the 256-byte read-ahead exactly.
+	var wire bytes.Buffer
+	w := NewWriter(&wire, true)
+	var ends []int // where each frame ends on the wire
+	for _, n := range []int{242, -1, 300, 5} {
+		if n < 0 {
+			w.WriteControl(OpPong, nil)
+		} else {
+			buf, off, end := frameBuf(bytes.Repeat([]byte{'x'}, n))
+			w.WriteFrame(true, OpBinary, buf, off, end)
+		}
+		ends = append(ends, wire.Len())
+	}
+	all := wire.Bytes()
+	for _, early := range []int{10, 256, 300, len(all)} {
+		t.Run(fmt.Sprintf("early=%d", early), func(t *testing.T) {
+			src := &byteCounter{r: &stepReader{r: bytes.NewReader(all[early:]), step: 100}}
+			r := NewReader(src, ReaderOptions{FromClient: true, Buffered: all[:early]})
+			if got := r.Buffered(); got != early {
+				t.Fatalf("Buffered() = %d before any read, want the %d bytes of the handshake", got, early)
+			}
+			buf := make([]byte, 300+ReadAhead)
+			for i, end := range ends {
+				h, err := r.NextFrame()
+				if err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+				if n, err := r.ReadChunk(buf, int(h.Length)); n != int(h.Length) || err != nil {
+					t.Fatalf("frame %d: read %d of %d bytes, %v", i, n, h.Length, err)
+				}
+				// Held: what was read, from the handshake and the
+				// connection, past the frames returned.
+				if got, want := r.Buffered(), early+src.n-end; got != want {
+					t.Fatalf("after frame %d Buffered() = %d, want %d", i, got, want)
+				}
+			}
+		})
+	}
+}
+
+type byteCounter struct {
+	r io.Reader
+	n int
+}
+
+func (c *byteCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }
 
 type oneByteReader struct{ b []byte }
@@ -250,15 +308,16 @@ func FuzzReader(f *testing.F) {
 }
 
 // frames reads every frame of wire: headers and payloads, until an error.
-// With chunk > 0 payloads are read with ReadChunk(chunk) (ReadChunkMasked
-// with masked, unmasked here) from a source that returns at most step
-// bytes a read; else with Read.
-func frames(wire []byte, fromClient bool, chunk, step int, masked bool) (out []string) {
-	var src io.Reader = bytes.NewReader(wire)
+// The first early bytes come as read with the handshake. With chunk > 0
+// payloads are read with ReadChunk(chunk) (ReadChunkMasked with masked,
+// unmasked here) from a source that returns at most step bytes a read;
+// else with Read.
+func frames(wire []byte, early int, fromClient bool, chunk, step int, masked bool) (out []string) {
+	var src io.Reader = bytes.NewReader(wire[early:])
 	if step > 0 {
 		src = &stepReader{r: src, step: step}
 	}
-	r := NewReader(src, ReaderOptions{FromClient: fromClient, MaxPayload: 1 << 16})
+	r := NewReader(src, ReaderOptions{FromClient: fromClient, MaxPayload: 1 << 16, Buffered: wire[:early]})
 	buf := make([]byte, chunk+ReadAhead)
 	for i := 0; i < 100; i++ {
 		h, err := r.NextFrame()
@@ -389,18 +448,19 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// ReadChunk returns what Read returns, whatever the chunk size and however
-// the bytes arrive.
+// ReadChunk returns what Read returns, whatever the chunk size, however
+// the bytes arrive and however many came with the handshake.
 func FuzzReadChunk(f *testing.F) {
-	f.Add([]byte{0x81, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1, 0x82, 0x80, 9, 9, 9, 9}, true, uint16(3), uint8(2))
-	f.Add([]byte{0x82, 0x03, 'a', 'b', 'c', 0x02, 0x02, 'd', 'e', 0x88, 0x00}, false, uint16(2), uint8(0))
-	f.Fuzz(func(t *testing.T, wire []byte, fromClient bool, chunk uint16, step uint8) {
+	f.Add([]byte{0x81, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1, 0x82, 0x80, 9, 9, 9, 9}, true, uint16(3), uint8(2), uint16(0))
+	f.Add([]byte{0x82, 0x03, 'a', 'b', 'c', 0x02, 0x02, 'd', 'e', 0x88, 0x00}, false, uint16(2), uint8(0), uint16(7))
+	f.Fuzz(func(t *testing.T, wire []byte, fromClient bool, chunk uint16, step uint8, early uint16) {
 		c := int(chunk%4096) + 1
-		want := frames(wire, fromClient, 0, 0, false)
+		e := int(early) % (len(wire) + 1)
+		want := frames(wire, 0, fromClient, 0, 0, false)
 		for _, masked := range []bool{false, true} {
-			got := frames(wire, fromClient, c, int(step), masked)
+			got := frames(wire, e, fromClient, c, int(step), masked)
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
-				t.Fatalf("ReadChunk(%d) (masked %v), %d bytes a read:\n%s\nRead:\n%s", c, masked, step, strings.Join(got, "\n"), strings.Join(want, "\n"))
+				t.Fatalf("ReadChunk(%d) (masked %v), %d bytes with the handshake, %d bytes a read:\n%s\nRead:\n%s", c, masked, e, step, strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 		}
 	})
@@ -427,5 +487,34 @@ func TestWriterStopsAfterACutFrame(t *testing.T) {
 	}
 	if cw.writes != 1 {
 		t.Fatalf("%d writes reached the connection, want 1: nothing may follow a cut frame", cw.writes)
+	}
+}
+
+// A heartbeat to a peer that takes nothing gives up within its bound, and
+// leaves no deadline behind for the unbounded writes that follow.
+func TestTryWriteControlIsBounded(t *testing.T) {
+	// net.Pipe: a write waits until the peer reads, as one to a full
+	// socket buffer does.
+	local, remote := net.Pipe()
+	defer local.Close()
+	defer remote.Close()
+	w := NewWriter(local, false)
+	w.SetTimeout(local, 0)
+	if w.TryWriteControl(OpPing, nil, 50*time.Millisecond) {
+		t.Fatal("a ping to a peer that reads nothing was written")
+	}
+	// The ping's deadline has passed: were it left, the next write would
+	// fail at once.
+	read := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(remote, 7))
+		read <- b
+	}()
+	buf, off, end := frameBuf([]byte("hello"))
+	if err := w.WriteFrame(true, OpBinary, buf, off, end); err != nil {
+		t.Fatalf("a write after the bounded ping: %v", err)
+	}
+	if b := <-read; string(b[2:]) != "hello" {
+		t.Fatalf("peer read %q", b)
 	}
 }

@@ -26,20 +26,28 @@ type Writer struct {
 	// lock, so concurrent writers cannot undo each other's deadline).
 	deadliner interface{ SetWriteDeadline(time.Time) error }
 	timeout   time.Duration
+	bounded   bool // the deadline set last bounds writes
 }
 
 // SetTimeout bounds every later write to d, through conn's write deadline;
-// a peer that takes nothing for d makes the write fail. 0 removes it.
+// a peer that takes nothing for d makes the write fail. 0: writes are not
+// bounded (but TryWriteControl's are, through conn).
 func (w *Writer) SetTimeout(conn interface{ SetWriteDeadline(time.Time) error }, d time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.deadliner, w.timeout = conn, d
 }
 
-// write sends b; w.mu is held.
-func (w *Writer) write(b []byte) error {
-	if w.timeout > 0 {
-		w.deadliner.SetWriteDeadline(time.Now().Add(w.timeout))
+// write sends b within bound (0: unbounded); w.mu is held.
+func (w *Writer) write(b []byte, bound time.Duration) error {
+	switch {
+	case w.deadliner == nil:
+	case bound > 0:
+		w.deadliner.SetWriteDeadline(time.Now().Add(bound))
+		w.bounded = true
+	case w.bounded:
+		w.deadliner.SetWriteDeadline(time.Time{})
+		w.bounded = false
 	}
 	if w.broken {
 		return ErrBroken
@@ -138,7 +146,7 @@ func (w *Writer) writeFrame(fin bool, op Opcode, buf []byte, off, end int, inKey
 	if w.toServer || remask {
 		mask(key, 0, frame[hl:])
 	}
-	return w.write(frame)
+	return w.write(frame, w.timeout)
 }
 
 // WriteControl writes a ping or pong frame with payload p (at most 125
@@ -149,13 +157,15 @@ func (w *Writer) WriteControl(op Opcode, p []byte) error {
 	if w.closeSent {
 		return ErrCloseSent
 	}
-	return w.writeControlLocked(op, p)
+	return w.writeControlLocked(op, p, w.timeout)
 }
 
 // TryWriteControl is WriteControl unless another write is in progress, in
 // which case it writes nothing and reports false: heartbeats must not
-// queue behind a write to a peer that stopped reading.
-func (w *Writer) TryWriteControl(op Opcode, p []byte) bool {
+// queue behind a write to a peer that stopped reading. The write must
+// finish within within (or the Writer's timeout, if shorter), so that a
+// peer that takes nothing cannot hold the caller.
+func (w *Writer) TryWriteControl(op Opcode, p []byte, within time.Duration) bool {
 	if !w.mu.TryLock() {
 		return false
 	}
@@ -163,7 +173,10 @@ func (w *Writer) TryWriteControl(op Opcode, p []byte) bool {
 	if w.closeSent {
 		return false
 	}
-	return w.writeControlLocked(op, p) == nil
+	if w.timeout > 0 && (within <= 0 || w.timeout < within) {
+		within = w.timeout
+	}
+	return w.writeControlLocked(op, p, within) == nil
 }
 
 // WriteClose writes a close frame with code and reason (cut to fit 125
@@ -190,10 +203,10 @@ func (w *Writer) WriteClose(code int, reason string) error {
 		binary.BigEndian.PutUint16(p[:], uint16(code))
 		n = 2 + copy(p[2:], reason)
 	}
-	return w.writeControlLocked(OpClose, p[:n])
+	return w.writeControlLocked(OpClose, p[:n], w.timeout)
 }
 
-func (w *Writer) writeControlLocked(op Opcode, p []byte) error {
+func (w *Writer) writeControlLocked(op Opcode, p []byte, bound time.Duration) error {
 	if len(p) > maxControlPayload {
 		p = p[:maxControlPayload]
 	}
@@ -207,7 +220,7 @@ func (w *Writer) writeControlLocked(op Opcode, p []byte) error {
 	if w.toServer {
 		mask(key, 0, frame[hl:])
 	}
-	return w.write(frame)
+	return w.write(frame, bound)
 }
 
 var ctrlPool = sync.Pool{New: func() any { return new([MaxHeaderLen + maxControlPayload]byte) }}
