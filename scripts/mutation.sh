@@ -14,14 +14,16 @@ shift 2
 cd "$(dirname "$0")/.."
 
 # gremlins gives each mutant's test run a time limit of the coverage run's
-# duration times the coefficient. -count=1: a cached coverage run takes
-# milliseconds, which would make every mutant "time out". Coefficient 10:
-# tests that notice a mutant by a wake that never comes (5 s waits in
-# internal/idle) are counted as having noticed it, not as timed out.
+# duration times the coefficient, compiling included. -count=1: a cached
+# coverage run takes milliseconds, which would make every mutant "time
+# out". Coefficient 30: on a busy machine compiling a mutant alone can take
+# ten times the coverage run, and tests that notice a mutant by a wait that
+# never ends (5 s bounds in internal/idle and internal/websocket) must be
+# counted as noticing it, not as timed out.
 export GOFLAGS=-count=1
 summary=() fail=0
 for pkg in "$@"; do
-	out=$("$gremlins" unleash --workers 1 --timeout-coefficient 10 --output-statuses lt "./$pkg" 2>&1) || {
+	out=$("$gremlins" unleash --workers 1 --timeout-coefficient 30 --output-statuses lt "./$pkg" 2>&1) || {
 		echo "$out"
 		echo "$pkg: gremlins failed" >&2
 		fail=1

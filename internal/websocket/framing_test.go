@@ -130,7 +130,9 @@ func TestReaderFramingRules(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := NewReader(bytes.NewReader(c.wire), ReaderOptions{FromClient: c.fromClient, MaxPayload: c.maxPayload})
-			h, err := r.NextFrame()
+			var h Header
+			var err error
+			within(t, "NextFrame", func() { h, err = r.NextFrame() })
 			if c.want.code != 0 {
 				var pe *ProtocolError
 				if !errors.As(err, &pe) || pe.Code != c.want.code {
@@ -391,7 +393,10 @@ func TestReadChunkRoom(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := make([]byte, 1000)
-		if n, err := r.ReadChunk(p, 1000); err != nil || !bytes.Equal(p[:n], payload) {
+		var n int
+		var err error
+		within(t, "ReadChunk", func() { n, err = r.ReadChunk(p, 1000) })
+		if err != nil || !bytes.Equal(p[:n], payload) {
 			t.Fatalf("read %d bytes, %v", n, err)
 		}
 	})
@@ -404,7 +409,10 @@ func TestReadChunkRoom(t *testing.T) {
 		}
 		r.Release()
 		p := make([]byte, 1000+ReadAhead)
-		if n, err := r.ReadChunk(p, 1000); err != nil || !bytes.Equal(p[:n], payload) {
+		var n int
+		var err error
+		within(t, "ReadChunk", func() { n, err = r.ReadChunk(p, 1000) })
+		if err != nil || !bytes.Equal(p[:n], payload) {
 			t.Fatalf("read %d bytes, %v", n, err)
 		}
 		if r.Buffered() != len(next) {
@@ -539,4 +547,50 @@ func (f *failFirst) Write(p []byte) (int, error) {
 		return 0, errors.New("i/o timeout")
 	}
 	return f.wire.Write(p)
+}
+
+// deadlines records the write deadlines a Writer sets.
+type deadlines []time.Time
+
+func (d *deadlines) SetWriteDeadline(t time.Time) error { *d = append(*d, t); return nil }
+
+// A heartbeat's write is bounded by the shorter of its own bound and the
+// Writer's timeout (either alone when the other is 0); a later write
+// without a bound clears the deadline it left.
+func TestTryWriteControlBound(t *testing.T) {
+	const short, long = 50 * time.Millisecond, time.Second
+	cases := []struct {
+		timeout, within, want time.Duration // want 0: no deadline
+	}{
+		{0, 0, 0},
+		{0, short, short},
+		{long, 0, long},
+		{long, short, short},
+		{short, long, short},
+		{short, short, short},
+	}
+	for _, c := range cases {
+		var wire bytes.Buffer
+		var set deadlines
+		w := NewWriter(&wire, false)
+		w.SetTimeout(&set, c.timeout)
+		before := time.Now()
+		if !w.TryWriteControl(OpPing, nil, c.within) {
+			t.Fatalf("timeout %v, within %v: ping not written", c.timeout, c.within)
+		}
+		after := time.Now()
+		switch {
+		case c.want == 0 && len(set) != 0:
+			t.Errorf("timeout %v, within %v: deadlines %v set, want none", c.timeout, c.within, set)
+		case c.want != 0 && (len(set) != 1 || set[0].Before(before.Add(c.want)) || set[0].After(after.Add(c.want))):
+			t.Errorf("timeout %v, within %v: deadlines %v, want one %v from now", c.timeout, c.within, set, c.want)
+		}
+		buf, off, end := frameBuf([]byte("x"))
+		if err := w.WriteFrame(true, OpBinary, buf, off, end); err != nil {
+			t.Fatal(err)
+		}
+		if c.timeout == 0 && c.want != 0 && (len(set) != 2 || !set[1].IsZero()) {
+			t.Errorf("timeout 0, within %v: deadlines %v, want the ping's cleared by the next write", c.within, set)
+		}
+	}
 }
