@@ -277,38 +277,40 @@ func TestReaderStreamEnds(t *testing.T) {
 			})
 		}
 	}
-	for _, cut := range []struct {
-		wire       []byte
-		fromClient bool
-	}{
-		{frame[:1], false},
-		{header(0x82, false, 126, 1), false},
-		{header(0x82, false, 127, 0, 0, 0, 0, 0, 1, 0), false},
-		{header(0x82, true, 3)[:5], true},
-	} {
-		r := NewReader(bytes.NewReader(cut.wire), ReaderOptions{FromClient: cut.fromClient})
-		if _, err := r.NextFrame(); err != io.ErrUnexpectedEOF {
-			t.Errorf("header cut after %x: %v, want io.ErrUnexpectedEOF", cut.wire, err)
+	within(t, "the reads at the stream's end", func() {
+		for _, cut := range []struct {
+			wire       []byte
+			fromClient bool
+		}{
+			{frame[:1], false},
+			{header(0x82, false, 126, 1), false},
+			{header(0x82, false, 127, 0, 0, 0, 0, 0, 1, 0), false},
+			{header(0x82, true, 3)[:5], true},
+		} {
+			r := NewReader(bytes.NewReader(cut.wire), ReaderOptions{FromClient: cut.fromClient})
+			if _, err := r.NextFrame(); err != io.ErrUnexpectedEOF {
+				t.Errorf("header cut after %x: %v, want io.ErrUnexpectedEOF", cut.wire, err)
+			}
 		}
-	}
-	if _, err := NewReader(bytes.NewReader(nil), ReaderOptions{}).NextFrame(); err != io.EOF {
-		t.Errorf("an empty stream: %v, want io.EOF", err)
-	}
-	// Headers that end the stream, their last bytes with io.EOF.
-	for _, last := range [][]byte{header(0x82, false, 0), header(0x82, true, 0), header(0x82, false, 126, ext16(200)...)} {
-		r := NewReader(&pieces{last}, ReaderOptions{FromClient: last[1]&0x80 != 0})
-		if _, err := r.NextFrame(); err != nil {
-			t.Errorf("header %x with io.EOF: %v", last, err)
+		if _, err := NewReader(bytes.NewReader(nil), ReaderOptions{}).NextFrame(); err != io.EOF {
+			t.Errorf("an empty stream: %v, want io.EOF", err)
 		}
-	}
-	// The call that returns a frame's last bytes says so: one Read for a
-	// small frame.
-	r := NewReader(bytes.NewReader(append(frame, frame...)), ReaderOptions{})
-	r.NextFrame()
-	p := make([]byte, 10)
-	if n, err := r.Read(p); n != 3 || err != io.EOF {
-		t.Errorf("Read of a 3-byte frame: %d bytes, %v; want 3, io.EOF", n, err)
-	}
+		// Headers that end the stream, their last bytes with io.EOF.
+		for _, last := range [][]byte{header(0x82, false, 0), header(0x82, true, 0), header(0x82, false, 126, ext16(200)...)} {
+			r := NewReader(&pieces{last}, ReaderOptions{FromClient: last[1]&0x80 != 0})
+			if _, err := r.NextFrame(); err != nil {
+				t.Errorf("header %x with io.EOF: %v", last, err)
+			}
+		}
+		// The call that returns a frame's last bytes says so: one Read for a
+		// small frame.
+		r := NewReader(bytes.NewReader(append(frame, frame...)), ReaderOptions{})
+		r.NextFrame()
+		p := make([]byte, 10)
+		if n, err := r.Read(p); n != 3 || err != io.EOF {
+			t.Errorf("Read of a 3-byte frame: %d bytes, %v; want 3, io.EOF", n, err)
+		}
+	})
 }
 
 // Bytes read with the handshake, however many, are the first of the
