@@ -62,6 +62,7 @@ type Proxy struct {
 	BaseURL        string        // base_url: the URL clients are given
 	AllowedOrigins []string      // allowed_origins
 	SSLOnly        bool          // ssl_only
+	Engine         string        // engine: goroutines or loop
 	Cert           string        // cert; "" when TLS is off
 	Key            string        // key; "" when the key is in Cert
 	BackendTimeout time.Duration // backend_timeout (extension): connect + handshake with Docker
@@ -125,6 +126,7 @@ var defaults = map[string]map[string]string{
 		"base_url":        "ws://$wsproxy_host:$wsproxy_port/",
 		"allowed_origins": "",
 		"ssl_only":        "false",
+		"engine":          "goroutines",
 		"cert":            "self.pem",
 		"key":             "",
 		"backend_timeout": "10",
@@ -424,6 +426,11 @@ func (r *reader) config() (*Config, error) {
 		}
 	}
 	p.SSLOnly = r.bool(wp, "ssl_only")
+	var engineEntry entry
+	p.Engine, engineEntry = r.get(wp, "engine")
+	if p.Engine != "goroutines" && p.Engine != "loop" {
+		r.fail(engineEntry, wp, "engine", fmt.Errorf("invalid engine %q (want goroutines or loop)", p.Engine))
+	}
 	p.BackendTimeout = r.seconds(wp, "backend_timeout")
 	p.TokenTTL = time.Duration(r.int(wp, "token_ttl", 0, 86400*365)) * time.Second
 	p.SingleUseTokens = r.bool(wp, "single_use_tokens")

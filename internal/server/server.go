@@ -26,6 +26,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/loop"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/recording"
@@ -68,6 +69,12 @@ type Options struct {
 	Path string
 	// Session tunes each proxied session (its Encoding is set per client).
 	Session proxy.Options
+	// Engine runs sessions of plain sockets on event loops ("loop", one
+	// per processor: proxy.Options.Loop) or on pump goroutines
+	// ("goroutines", the default). TLS sessions always use goroutines.
+	// The environment's ZUN_WSPROXY_ENGINE, when set, overrides it (the
+	// test suites run either engine with it).
+	Engine string
 	// ReadHeaderTimeout bounds reading a request's headers, against slow
 	// clients holding connections open (default 10s).
 	ReadHeaderTimeout time.Duration
@@ -112,6 +119,9 @@ type Server struct {
 	stopping bool
 	// poller holds idle sessions' sockets, so they hold no goroutines.
 	poller *idle.Poller
+	// loops serve sessions on the loop engine; started with the first.
+	loopsOnce sync.Once
+	loops     *loop.Group
 }
 
 // New returns a Server.
@@ -177,13 +187,40 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return s.poller.Close()
 	case <-ctx.Done():
+		s.log.Info("drain time over: closing the remaining sessions")
+		s.stopSessions()
+		<-done // each session closes within its close timeouts
 	}
-	s.log.Info("drain time over: closing the remaining sessions")
-	s.stopSessions()
-	<-done // each session closes within its close timeouts
+	s.loopsOnce.Do(func() {}) // none start from now on
+	if s.loops != nil {
+		s.loops.Close()
+	}
 	return s.poller.Close()
+}
+
+// loop returns the event loop for a new session, or nil on the goroutine
+// engine (or if the loops cannot start: sessions then use goroutines).
+func (s *Server) loop() proxy.Loop {
+	engine := s.opts.Engine
+	if e := os.Getenv("ZUN_WSPROXY_ENGINE"); e != "" {
+		engine = e
+	}
+	if engine != "loop" {
+		return nil
+	}
+	s.loopsOnce.Do(func() {
+		g, err := loop.NewGroup(0)
+		if err != nil {
+			s.log.Warn("event loops cannot start: sessions run on goroutines", "error", err)
+			return
+		}
+		s.loops = g
+	})
+	if s.loops == nil {
+		return nil
+	}
+	return s.loops.Pick()
 }
 
 // stopSessions ends every running session with 1001, each in a goroutine
@@ -321,6 +358,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := *s.session.Load()
 	opts.Encoding = encoding
 	opts.Poller = s.poller
+	if lp := s.loop(); lp != nil {
+		opts.Loop = lp
+	}
 	if info.rec != nil {
 		opts.Tap = info.rec
 	}
