@@ -80,6 +80,8 @@ func (s *Session) startOnLoop() bool {
 	if s.lp == nil {
 		return false
 	}
+	// Looked at before the loop may serve the session.
+	s.early = s.clientR.Buffered() > 0 || len(s.pending) > 0 || (s.backendR != nil && s.backendR.Buffered() > 0)
 	if err := s.enterLoopLocked(); err != nil {
 		s.lp = nil
 		return false
@@ -89,7 +91,7 @@ func (s *Session) startOnLoop() bool {
 
 // serveEarly serves, on the loop, bytes read with the handshakes.
 func (s *Session) serveEarly() {
-	if s.clientR.Buffered() > 0 || len(s.pending) > 0 || (s.backendR != nil && s.backendR.Buffered() > 0) {
+	if s.early {
 		s.lp.Post(func() {
 			s.fromClient.serve()
 			s.fromContainer.serve()

@@ -41,6 +41,7 @@ type life struct {
 	lp      Loop
 	onLoop  bool        // both sockets are served on the loop
 	ticking bool        // a heartbeat is under way off the loop
+	early   bool        // bytes came with the handshakes (set by Start)
 	inline  atomic.Bool // the loop goroutine is serving the session
 	serving *direction  // the direction it serves, if any (loop goroutine only)
 }
