@@ -165,6 +165,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		// Sessions still work; idle ones keep their goroutines.
 		s.log.Warn("idle sessions will not be parked", "error", err)
 	}
+	// The event loops, if the engine is theirs, are there from the start,
+	// as the Poller is.
+	s.loop()
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
