@@ -14,10 +14,14 @@
 # nginx (Debian's package, installed if missing) runs in the same rounds as
 # a plain WebSocket reverse proxy in front of the same backend, as the
 # reference to beat; BENCH_NGINX=0 leaves it out.
+#
+# BENCH_ENGINE=loop runs the proxy's sessions on the event-loop engine
+# ([websocket_proxy] engine; default goroutines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 NGINX=${BENCH_NGINX:-1}
+ENGINE=${BENCH_ENGINE:-goroutines}
 # Installs first, then the rest in the tests' network namespace, where the
 # test MariaDB listens (and from where nothing can be fetched).
 if [ "${ZUN_WSPROXY_TEST_NS:-}" != "$TEST_NS" ]; then
@@ -71,6 +75,7 @@ my_ip = 127.0.0.1
 [websocket_proxy]
 wsproxy_host = 127.0.0.1
 wsproxy_port = $PROXY_PORT
+engine = $ENGINE
 max_sessions = 0
 max_sessions_per_container = 0
 [database]
@@ -137,6 +142,7 @@ if [ "${BENCH_EMBEDDED:-1}" != 0 ] && [[ " $* " != *" -only "* ]]; then
 [websocket_proxy]
 wsproxy_host = 127.0.0.1
 wsproxy_port = $SA_PORT
+engine = $ENGINE
 max_sessions = 0
 max_sessions_per_container = 0
 [docker]

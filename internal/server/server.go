@@ -72,8 +72,6 @@ type Options struct {
 	// Engine runs sessions of plain sockets on event loops ("loop", one
 	// per processor: proxy.Options.Loop) or on pump goroutines
 	// ("goroutines", the default). TLS sessions always use goroutines.
-	// The environment's ZUN_WSPROXY_ENGINE, when set, overrides it (the
-	// test suites run either engine with it).
 	Engine string
 	// ReadHeaderTimeout bounds reading a request's headers, against slow
 	// clients holding connections open (default 10s).
@@ -205,11 +203,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // loop returns the event loop for a new session, or nil on the goroutine
 // engine (or if the loops cannot start: sessions then use goroutines).
 func (s *Server) loop() proxy.Loop {
-	engine := s.opts.Engine
-	if e := os.Getenv("ZUN_WSPROXY_ENGINE"); e != "" {
-		engine = e
-	}
-	if engine != "loop" {
+	if s.opts.Engine != "loop" {
 		return nil
 	}
 	s.loopsOnce.Do(func() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +30,17 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// onLoops: -loop runs the servers' sessions on the event-loop engine.
+var onLoops = flag.Bool("loop", false, "run every server's sessions on the event-loop engine")
+
+// engine is the Options.Engine of the tests' servers.
+func engine() string {
+	if *onLoops {
+		return "loop"
+	}
+	return "goroutines"
+}
+
 // newServer wires a Server as main does, against the real MariaDB and
 // Docker engine, and serves it on loopback; more changes its options.
 func newServer(t *testing.T, db *testenv.ZunDB, more ...func(*Options)) (*Server, string) {
@@ -43,6 +55,7 @@ func newServer(t *testing.T, db *testenv.ZunDB, more ...func(*Options)) (*Server
 		Dialer:   docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second}),
 		Origin:   auth.OriginPolicy{BaseScheme: "ws"},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Engine:   engine(),
 	}
 	for _, f := range more {
 		f(&opts)
