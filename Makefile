@@ -58,7 +58,7 @@ soak:
 
 # unit runs only the tests that need no external component.
 unit:
-	$(GO) test -race -count=1 ./internal/websocket/ ./internal/proxy/ ./internal/auth/ ./internal/config/
+	$(GO) test -race -count=1 ./internal/websocket/ ./internal/proxy/ ./internal/auth/ ./internal/config/ ./internal/proxyproto/
 
 # fuzz runs each fuzz target briefly (FUZZTIME=30s by default).
 FUZZTIME ?= 30s
@@ -69,7 +69,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzOriginCheck$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDatabaseURL$$' -fuzztime $(FUZZTIME) ./internal/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./internal/recording/
+	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/proxyproto/
+	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/proxyproto/
+	$(GO) test -run '^$$' -fuzz '^FuzzForwardedFor$$' -fuzztime $(FUZZTIME) ./internal/server/
 
 # bench prints the performance figures (docs/PERFORMANCE.md); bench-100k
 # holds 100,000 idle sessions through the proxy and prints their memory.

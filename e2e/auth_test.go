@@ -87,6 +87,9 @@ func TestAuthorizationAnswers(t *testing.T) {
 	s.db.Exec("UPDATE container SET name = 'my-console' WHERE id = ?", named.ID)
 	s.db.InsertContainer(t, testenv.Container{Name: "twin", DockerID: good.DockerID, Token: "t1"})
 	s.db.InsertContainer(t, testenv.Container{Name: "twin", DockerID: good.DockerID, Token: "t2"})
+	// Two containers with one name and one token: the token cannot tell.
+	s.db.InsertContainer(t, testenv.Container{Name: "clone", DockerID: good.DockerID, Token: "t3"})
+	s.db.InsertContainer(t, testenv.Container{Name: "clone", DockerID: good.DockerID, Token: "t3"})
 	never := s.db.InsertContainer(t, testenv.Container{DockerID: good.DockerID}) // never attached: no token
 	// Nothing listens on port 1: the runtime is down.
 	down := s.db.InsertContainer(t, testenv.Container{Token: "tok-down", WebsocketURL: "ws://127.0.0.1:1/v1.26/containers/x/attach/ws?stream=1"})
@@ -113,7 +116,9 @@ func TestAuthorizationAnswers(t *testing.T) {
 		{"unknown container name", q(good.Token, "no-such-console"), nil, 401},
 		{"container never attached", q("", never.UUID), nil, 401},
 		{"empty token vs no token", q("%20", never.UUID), nil, 401},
-		{"ambiguous name", q("t1", "twin"), nil, 409},
+		{"shared name, one's token", q("t2", "twin"), nil, 101},
+		{"shared name, wrong token", q("wrong", "twin"), nil, 401},
+		{"shared name and token", q("t3", "clone"), nil, 409},
 		{"exec with attach token", q(good.Token, good.UUID) + "&exec_id=" + execID, nil, 401},
 		{"unknown exec", q("exec-token", good.UUID) + "&exec_id=nope", nil, 401},
 		{"missing uuid", "/?token=" + good.Token, nil, 400},
@@ -199,6 +204,8 @@ func TestBadConfigStopsStartup(t *testing.T) {
 		{"[websocket_proxy]\nwsproxy_port = abc\n", `[websocket_proxy] wsproxy_port: invalid port "abc" (want 0-65535)`},
 		{"[websocket_proxy]\ncert = /nonexistent.pem\n", `[websocket_proxy] cert: unreadable: /nonexistent.pem: no such file or directory`},
 		{"[database]\nconnection = postgresql://zun@db/zun\n", `[database] connection: unsupported database "postgresql"`},
+		{"[database]\nconnection = mysql+pymysql://zun:s3cret@db/zun?charset=utf8&foo=1\n", `[database] connection: unknown option "foo"`},
+		{"[database]\nconnection = mysql+pymysql://zun:s3cret@db/zun?ssl_ca=/nonexistent/ca.pem\n", `[database] connection: ssl_ca: unreadable: /nonexistent/ca.pem: no such file or directory`},
 	}
 	for _, c := range cases {
 		path := filepath.Join(dir, "zun.conf")
@@ -209,7 +216,7 @@ func TestBadConfigStopsStartup(t *testing.T) {
 			continue
 		}
 		got := strings.TrimSpace(string(out))
-		if strings.Count(got, "\n") != 0 || !strings.HasPrefix(got, "zun-wsproxy: "+path+": "+c.want) {
+		if strings.Count(got, "\n") != 0 || !strings.HasPrefix(got, "zun-wsproxy: "+path+": "+c.want) || strings.Contains(got, "s3cret") {
 			t.Errorf("output %q, want one line starting with %q", got, "zun-wsproxy: "+path+": "+c.want)
 		}
 	}

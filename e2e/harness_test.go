@@ -186,8 +186,24 @@ func startProxyAt(t *testing.T, host string, port int, args ...string) *proxy {
 		}
 		args = append(args[:len(args):len(args)], "--config-file", path)
 	}
-	p := &proxy{host: host, port: port, logs: &logBuffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(binary, args...)
+	return startProxyCmd(t, host, port, exec.Command(binary, args...))
+}
+
+// startProxyCmd runs cmd, which runs the binary (perhaps through a
+// wrapper that execs it), listening on host:port, until the test ends.
+func startProxyCmd(t *testing.T, host string, port int, cmd *exec.Cmd) *proxy {
+	t.Helper()
+	p := launchProxyCmd(t, host, port, cmd)
+	if !testenv.WaitFor(10*time.Second, func() bool { return accepts(p.addr()) }) {
+		t.Fatalf("zun-wsproxy did not start listening; log:\n%s", p.logs)
+	}
+	return p
+}
+
+// launchProxyCmd is startProxyCmd without waiting for the proxy to listen.
+func launchProxyCmd(t *testing.T, host string, port int, cmd *exec.Cmd) *proxy {
+	t.Helper()
+	p := &proxy{host: host, port: port, logs: &logBuffer{}, done: make(chan error, 1), cmd: cmd}
 	p.cmd.Dir = t.TempDir()
 	stderr, _ := p.cmd.StderrPipe()
 	p.cmd.Stdout = os.Stdout
@@ -221,9 +237,6 @@ func startProxyAt(t *testing.T, host string, port int, args ...string) *proxy {
 			t.Logf("zun-wsproxy log:\n%s", p.logs)
 		}
 	})
-	if !testenv.WaitFor(10*time.Second, func() bool { return accepts(p.addr()) }) {
-		t.Fatalf("zun-wsproxy did not start listening; log:\n%s", p.logs)
-	}
 	return p
 }
 

@@ -195,6 +195,21 @@ func startHAProxy(t *testing.T, conf string) {
 	})
 }
 
+// waitReady waits for a replica behind HAProxy to answer url (its
+// /readyz) with 200: HAProxy's health check has marked it up.
+func waitReady(t *testing.T, client *http.Client, url string) {
+	t.Helper()
+	if !testenv.WaitFor(10*time.Second, func() bool {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	}) {
+		t.Fatalf("HAProxy did not answer %s", url)
+	}
+}
+
 // logWriter feeds a logBuffer.
 type logWriter struct{ l *logBuffer }
 
@@ -237,15 +252,7 @@ func TestHAProxyFailover(t *testing.T) {
 	})
 	startHAProxy(t, conf)
 	base := fmt.Sprintf("127.0.0.1:%d", front)
-	if !testenv.WaitFor(10*time.Second, func() bool {
-		resp, err := http.Get("http://" + base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	}) {
-		t.Fatal("HAProxy did not answer /readyz")
-	}
+	waitReady(t, http.DefaultClient, "http://"+base+"/readyz")
 
 	c := s.attachable(t, "cat")
 	ctx := ctxTimeout(t, 90*time.Second)

@@ -42,13 +42,15 @@ docker_remote_api_version = %s
 `, port, testenv.DockerAddr, testenv.APIVersion)
 }
 
-func newStandalone(t *testing.T, withAdmin bool) *standalone {
+// newStandalone runs the proxy in standalone mode, with the token API when
+// withAdmin is set, and more configuration appended.
+func newStandalone(t *testing.T, withAdmin bool, more ...string) *standalone {
 	t.Helper()
 	d := testenv.NewDocker(t)
 	dir := t.TempDir()
 	port := freePort(t)
 	s := &standalone{docker: d, dataDir: filepath.Join(dir, "data"), conf: filepath.Join(dir, "zun.conf")}
-	conf := standaloneConf(port)
+	conf := standaloneConf(port) + strings.Join(more, "")
 	if withAdmin {
 		s.adminKey = "admin-key-" + testenv.NewUUID()
 		keyFile := filepath.Join(dir, "admin.key")

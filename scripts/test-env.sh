@@ -6,14 +6,16 @@
 #   - the network namespace $TEST_NS (loopback only);
 #   - in it, the tests' own MariaDB on 127.0.0.1:3306 (its own data
 #     directory: an installed MariaDB is left as it is) with a `zuntest`
-#     user limited to the tests' databases (zun_*);
+#     user limited to the tests' databases (zun_*), and a second MariaDB on
+#     127.0.0.1:3307 (and 127.0.0.2:3307) whose test users must use TLS
+#     (REQUIRE SSL, REQUIRE X509), with certificates made here;
 #   - in it, the tests' own Docker engine on 127.0.0.1:2375 and a second
 #     one that only speaks TLS with client certificates on 127.0.0.1:2376
 #     (own data roots and sockets under $RUN_DIR: a Docker engine already
 #     running here is left as it is);
 #   - the image zun-wsproxy-test/busybox:latest in both, built offline from
 #     Debian's busybox-static (no registry is needed);
-#   - python3-zunclient, Horizon's console page, chromium, playwright-core,
+#   - python3-zunclient, PyMySQL and SQLAlchemy, Horizon's console page, chromium, playwright-core,
 #     HAProxy, systemd-analyze (Debian's systemd, for the unit's checks;
 #     systemd need not run), make, and the Go modules (the namespace has no
 #     route out).
@@ -36,7 +38,8 @@ SECONDS=0
 
 # 1. Packages from Debian's archive.
 packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core haproxy
-	python3-django-horizon python3-xstatic-term.js python3-xstatic-angular python3-xstatic-jquery fonts-wqy-microhei make systemd)
+	python3-django-horizon python3-xstatic-term.js python3-xstatic-angular python3-xstatic-jquery fonts-wqy-microhei make systemd
+	python3-pymysql python3-sqlalchemy)
 apt_install "${packages[@]}"
 
 # 2. The network namespace.
@@ -95,6 +98,72 @@ SQL
 in_ns mariadb --no-defaults -h 127.0.0.1 -P 3306 -u"$MYSQL_USER" -p"$MYSQL_PASS" -e 'SELECT 1' >/dev/null ||
 	die "cannot log in to the tests' MariaDB at 127.0.0.1:3306 in $TEST_NS as $MYSQL_USER"
 log "MariaDB ready on 127.0.0.1:3306 in $TEST_NS"
+
+# 3b. A second MariaDB in the namespace, for TLS to the database: its test
+# users must use TLS (zuntls: REQUIRE SSL; zuntlsx509: REQUIRE X509, a
+# client certificate from the CA made here) and may use only databases
+# named zuntls_*. It listens on 127.0.0.1 and 127.0.0.2, an address its
+# certificate does not name.
+TLSDB_DIR=$STATE_DIR/mariadb-tls
+TLSDB_CERTS=$TLSDB_DIR/certs
+TLSDB_RUN=$RUN_DIR/mysql-tls
+TLSDB_LOG=$LOG_DIR/mariadb-tls.log
+TLSDB_PORT=3307
+if [ ! -f "$TLSDB_CERTS/client.pem" ]; then
+	log "making the database test CA and certificates in $TLSDB_CERTS"
+	$SUDO rm -rf "$TLSDB_CERTS"
+	$SUDO mkdir -p "$TLSDB_CERTS"
+	$SUDO sh -c "cd '$TLSDB_CERTS' && umask 077 &&
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca-key.pem -out ca.pem -days 3650 -subj '/CN=zun-wsproxy test database CA' &&
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server-key.pem -out server.csr -subj '/CN=127.0.0.1' &&
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext &&
+		openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 3650 -extfile server.ext &&
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client-key.pem -out client.csr -subj '/CN=zuntlsx509' &&
+		printf 'extendedKeyUsage=clientAuth\n' >client.ext &&
+		openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out client.pem -days 3650 -extfile client.ext &&
+		rm -f server.csr client.csr server.ext client.ext" >/dev/null 2>&1 ||
+		die "could not make the database TLS certificates"
+fi
+# Keys 0600: the server's for mariadbd, the client's for whoever runs the
+# tests (root, in the namespace).
+$SUDO chmod 0644 "$TLSDB_CERTS"/ca.pem "$TLSDB_CERTS"/server.pem "$TLSDB_CERTS"/client.pem
+$SUDO chmod 0600 "$TLSDB_CERTS"/*-key.pem
+$SUDO chown mysql:mysql "$TLSDB_CERTS"/server-key.pem
+$SUDO chmod 0711 "$TLSDB_DIR"
+$SUDO chmod 0755 "$TLSDB_CERTS"
+tlsdb() { $SUDO mariadb --no-defaults --protocol=socket --socket="$TLSDB_RUN/mysqld.sock" -uroot "$@"; }
+tlsdb_up() { $SUDO mariadb-admin --no-defaults --protocol=socket --socket="$TLSDB_RUN/mysqld.sock" -uroot ping >/dev/null 2>&1; }
+if ! tlsdb_up; then
+	log "starting a second mariadbd with TLS on 127.0.0.1:$TLSDB_PORT in $TEST_NS (log $TLSDB_LOG)"
+	$SUDO mkdir -p "$TLSDB_RUN" "$TLSDB_DIR/data"
+	$SUDO chown mysql:mysql "$TLSDB_RUN" "$TLSDB_DIR/data"
+	$SUDO chmod 0700 "$TLSDB_DIR/data"
+	if [ ! -d "$TLSDB_DIR/data/mysql" ]; then
+		$SUDO mariadb-install-db --no-defaults --user=mysql --datadir="$TLSDB_DIR/data" >/dev/null ||
+			{ $SUDO rm -rf "$TLSDB_DIR/data"; die "mariadb-install-db failed for $TLSDB_DIR/data"; }
+	fi
+	in_ns_daemon "$TLSDB_LOG" mariadbd --no-defaults --user=mysql --datadir="$TLSDB_DIR/data" \
+		--socket="$TLSDB_RUN/mysqld.sock" --pid-file="$TLSDB_RUN/mysqld.pid" \
+		--port=$TLSDB_PORT --bind-address=127.0.0.1,127.0.0.2 --skip-name-resolve --skip-log-bin \
+		--ssl-ca="$TLSDB_CERTS/ca.pem" --ssl-cert="$TLSDB_CERTS/server.pem" --ssl-key="$TLSDB_CERTS/server-key.pem"
+	for _ in $(seq 1 60); do tlsdb_up && break; sleep 1; done
+	tlsdb_up || { $SUDO tail -20 "$TLSDB_LOG" || true; die "the TLS MariaDB did not start (log: $TLSDB_LOG)"; }
+fi
+# Quoted: the grants' backquotes are SQL's.
+tlsdb <<'SQL'
+CREATE USER IF NOT EXISTS 'zuntls'@'127.0.0.%' IDENTIFIED BY 'zuntls-secret';
+ALTER USER 'zuntls'@'127.0.0.%' IDENTIFIED BY 'zuntls-secret' REQUIRE SSL;
+GRANT ALL PRIVILEGES ON `zuntls\_%`.* TO 'zuntls'@'127.0.0.%';
+CREATE USER IF NOT EXISTS 'zuntlsx509'@'127.0.0.%' IDENTIFIED BY 'zuntlsx509-secret';
+ALTER USER 'zuntlsx509'@'127.0.0.%' IDENTIFIED BY 'zuntlsx509-secret' REQUIRE X509;
+GRANT ALL PRIVILEGES ON `zuntls\_%`.* TO 'zuntlsx509'@'127.0.0.%';
+FLUSH PRIVILEGES;
+SQL
+tls_login() { in_ns mariadb --no-defaults -h 127.0.0.1 -P $TLSDB_PORT -uzuntls -pzuntls-secret "$@" -e 'SELECT 1' >/dev/null 2>&1; }
+tls_login --ssl --ssl-ca="$TLSDB_CERTS/ca.pem" --ssl-verify-server-cert ||
+	die "cannot log in to the TLS MariaDB at 127.0.0.1:$TLSDB_PORT as zuntls over verified TLS (log: $TLSDB_LOG)"
+! tls_login --skip-ssl || die "the TLS MariaDB let zuntls in without TLS"
+log "MariaDB with TLS required of its test users ready on 127.0.0.1:$TLSDB_PORT in $TEST_NS (certificates in $TLSDB_CERTS)"
 
 # 4. Docker's engine in the namespace: its own data root, state and socket
 # (root only), and the plain API on the namespace's loopback.

@@ -46,6 +46,16 @@ func TestHandler(t *testing.T) {
 			t.Errorf("%s: %q, want %q", name, got, want)
 		}
 	}
+	// The page may open WebSockets to its own origin only ('self' covers
+	// ws: and wss: on it, CSP Level 3), not to any host.
+	directives := map[string]string{}
+	for _, d := range strings.Split(w.Header().Get("Content-Security-Policy"), ";") {
+		name, value, _ := strings.Cut(strings.TrimSpace(d), " ")
+		directives[name] = value
+	}
+	if got := directives["connect-src"]; got != "'self'" {
+		t.Errorf("connect-src %q, want 'self'", got)
+	}
 	if !strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") {
 		t.Errorf("content type %q", w.Header().Get("Content-Type"))
 	}

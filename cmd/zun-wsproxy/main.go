@@ -18,8 +18,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -39,6 +37,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/redact"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/sdnotify"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/server"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/sidehttp"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/standalone"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/tokendb"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/zunsql"
@@ -107,16 +106,17 @@ func newDialer(cfg *config.Config) (*docker.Dialer, error) {
 }
 
 // openTokens opens standalone mode's store: the shared database when
-// [database] connection is set, else SQLite in the data directory.
-func openTokens(cfg *config.Config, dataDir string) (*tokendb.DB, error) {
+// [database] connection is set, else SQLite in the data directory. Its
+// migration runs until ctx ends.
+func openTokens(ctx context.Context, cfg *config.Config, dataDir string) (*tokendb.DB, error) {
 	if cfg.Database.Connection != "" {
-		db, err := tokendb.OpenMySQL(cfg.Database.DSN, cfg.Database.MaxOpen, cfg.Database.MaxIdle, cfg.Database.QueryTimeout)
+		db, err := tokendb.OpenMySQL(ctx, cfg.Database.DSN, cfg.Database.MaxOpen, cfg.Database.MaxIdle, cfg.Database.QueryTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("[database] connection: %w", err)
 		}
 		return db, nil
 	}
-	db, err := tokendb.OpenSQLite(dataDir)
+	db, err := tokendb.OpenSQLite(ctx, dataDir)
 	if err != nil {
 		return nil, fmt.Errorf("--data-dir: %w", err)
 	}
@@ -124,6 +124,15 @@ func openTokens(cfg *config.Config, dataDir string) (*tokendb.DB, error) {
 }
 
 func serve(args []string) error {
+	// Signals first, so that none arriving while the proxy starts (a
+	// logrotate SIGHUP during a slow migration) kills it. Never stopped: a
+	// signal arriving while the process exits must not kill it with a
+	// signal status either.
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	starting := watchStartUp(signals)
+	defer starting.finish()
+
 	fs := flag.NewFlagSet("zun-wsproxy", flag.ContinueOnError)
 	var c common
 	c.register(fs)
@@ -153,6 +162,9 @@ func serve(args []string) error {
 		return err
 	}
 	defer closeLog()
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	// Under systemd (Type=notify): started once listening, reloading and
 	// stopping as they happen.
 	notifier, err := sdnotify.FromEnv()
@@ -175,7 +187,7 @@ func serve(args []string) error {
 	runtimeURL := cfg.Docker.Endpoint
 	if cfg.Mode == "zun" {
 		db, err := zunsql.Open(cfg.Database.DSN, zunsql.Options{
-			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout,
+			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout, Logger: log,
 		})
 		if err != nil {
 			return fmt.Errorf("[database] connection: %w", err)
@@ -184,8 +196,11 @@ func serve(args []string) error {
 		resolver = auth.NewAuthorizer(db, auth.Options{TokenTTL: cfg.Proxy.TokenTTL, SingleUse: cfg.Proxy.SingleUseTokens})
 		storePing, runtimeURL = db.Ping, cfg.Docker.APIURL
 	} else {
-		db, err := openTokens(cfg, c.dataDir)
+		db, err := openTokens(starting.ctx, cfg, c.dataDir)
 		if err != nil {
+			if _, sig := starting.finish(); sig != nil {
+				return stoppedStarting(log, sig)
+			}
 			return err
 		}
 		defer db.Close()
@@ -228,6 +243,10 @@ func serve(args []string) error {
 		}
 		defer auditLog.Close()
 	}
+	m.CountAuditDrops(auditLog.Dropped)
+	// Shared by the server (X-Forwarded-For) and its listener (PROXY
+	// headers); SIGHUP changes it for both.
+	trusted := server.NewTrustedProxies(cfg.Proxy.TrustedProxies)
 	srv := server.New(server.Options{
 		Metrics:      m,
 		Audit:        auditLog,
@@ -261,18 +280,29 @@ func serve(args []string) error {
 		MaxSessionsPerContainer: live.MaxSessionsPerContainer,
 		AuthFailureLimit:        live.AuthFailureLimit,
 		AuthFailureWindow:       live.AuthFailureWindow,
+		RecordingMaxSize:        cfg.RecordingMaxSize,
+		TrustedProxies:          trusted,
 	})
 	addr := net.JoinHostPort(cfg.Proxy.Host, strconv.Itoa(cfg.Proxy.Port))
-	ln, err := server.Listen(addr, server.ListenOptions{TLS: listenTLS, SSLOnly: cfg.Proxy.SSLOnly, FirstByteTimeout: cfg.Proxy.HeaderTimeout})
+	ln, err := server.Listen(addr, server.ListenOptions{
+		TLS: listenTLS, SSLOnly: cfg.Proxy.SSLOnly, FirstByteTimeout: cfg.Proxy.HeaderTimeout,
+		ProxyProtocol: cfg.Proxy.ProxyProtocol, Trusted: trusted, Logger: log, Metrics: m,
+	})
 	if err != nil {
 		return fmt.Errorf("[websocket_proxy] listen on %s: %w", addr, err)
 	}
-	log.Info("zun-wsproxy listening", "address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
-		"ssl_only", cfg.Proxy.SSLOnly, "base_url", cfg.Proxy.BaseURL, "version", version)
+	started := []any{"address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
+		"ssl_only", cfg.Proxy.SSLOnly, "proxy_protocol", cfg.Proxy.ProxyProtocol, "base_url", cfg.Proxy.BaseURL, "version", version}
+	if cfg.Database.Connection != "" {
+		started = append(started, "database_tls", cfg.Database.TLS.String())
+	}
+	log.Info("zun-wsproxy listening", started...)
 
 	served := make(chan error, 3)
 	go func() { served <- srv.Serve(ln) }()
-	var adminSrv *admin.Server
+	// The side listeners hold connections as briefly as the console's.
+	side := sidehttp.Limits{HeaderTimeout: cfg.Proxy.HeaderTimeout, MaxHeaderBytes: cfg.Proxy.MaxHeaderBytes}
+	var adminSrv *sidehttp.Server
 	if cfg.Admin.Listen != "" {
 		if tokens == nil {
 			return errors.New("[admin] listen: the token API exists in standalone mode only")
@@ -281,41 +311,56 @@ func serve(args []string) error {
 		if err != nil {
 			return fmt.Errorf("[admin] key_file: %w", err)
 		}
-		adminSrv = admin.New(tokens, key, cfg.Proxy.BaseURL, log)
-		adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
+		if adminSrv, err = sidehttp.Listen(cfg.Admin.Listen, admin.New(tokens, key, cfg.Proxy.BaseURL, log), side, log); err != nil {
 			return fmt.Errorf("[admin] listen on %s: %w", cfg.Admin.Listen, err)
 		}
-		log.Info("token API listening", "address", adminLn.Addr().String())
-		go func() { served <- adminSrv.Serve(adminLn) }()
+		log.Info("token API listening", "address", adminSrv.Addr().String())
+		go func() { served <- adminSrv.Serve() }()
 	}
 
-	var metricsSrv *http.Server
+	var metricsSrv *sidehttp.Server
 	if m != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", m.Handler())
-		if cfg.Profiling {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		metricsLn, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
+		if metricsSrv, err = sidehttp.Listen(cfg.MetricsListen, m.Mux(cfg.Profiling), side, log); err != nil {
 			return fmt.Errorf("[metrics] listen on %s: %w", cfg.MetricsListen, err)
 		}
-		log.Info("metrics listening", "address", metricsLn.Addr().String())
-		go func() { served <- metricsSrv.Serve(metricsLn) }()
+		log.Info("metrics listening", "address", metricsSrv.Addr().String())
+		go func() { served <- metricsSrv.Serve() }()
 	}
 
-	signals := make(chan os.Signal, 1)
-	// Never stopped: a signal arriving while the process exits must not
-	// kill it with a signal status.
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	// Every listener is bound (connections queue until accepted), the
-	// store is open (standalone: migrated) and signals are handled.
+	// Origins, limits and session timeouts, from the same files; the
+	// certificate; a rotated audit log, reopened at its path.
+	reload := func() {
+		notify(sdnotify.Reloading())
+		if cert != nil {
+			logReload(log, cert.Reload(), "SIGHUP")
+		}
+		if err := auditLog.Reopen(); err != nil {
+			log.Error("audit log not reopened; writing on in the old file", "error", err)
+		}
+		if newCfg, err := c.load(); err != nil {
+			log.Error("configuration not reloaded; the running one stays", "error", err)
+		} else {
+			srv.Reload(reloadable(newCfg, base.Scheme))
+			log.Info("configuration reloaded", "allowed_origins", strings.Join(newCfg.Proxy.AllowedOrigins, ","),
+				"trusted_proxies", fmt.Sprint(newCfg.Proxy.TrustedProxies))
+			if newCfg.Proxy.ProxyProtocol != cfg.Proxy.ProxyProtocol {
+				// It changes what the port expects, as ssl_only does.
+				log.Warn("proxy_protocol changed: it takes effect on restart", "running", cfg.Proxy.ProxyProtocol)
+			}
+		}
+		notify(sdnotify.Ready)
+	}
+	// Every listener is bound (connections queue until accepted) and the
+	// store is open (standalone: migrated). From here the loop below reads
+	// the signals; a SIGHUP that came while starting is applied now.
+	hup, sig := starting.finish()
+	if sig != nil {
+		return stoppedStarting(log, sig)
+	}
 	notify(sdnotify.Ready, sdnotify.Status("listening on "+ln.Addr().String()))
+	if hup {
+		reload()
+	}
 wait:
 	for {
 		select {
@@ -323,22 +368,7 @@ wait:
 			return err
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
-				notify(sdnotify.Reloading())
-				if cert != nil {
-					logReload(log, cert.Reload(), "SIGHUP")
-				}
-				// A rotated audit log is reopened at its path.
-				if err := auditLog.Reopen(); err != nil {
-					log.Error("audit log not reopened; writing on in the old file", "error", err)
-				}
-				// Origins, limits and session timeouts, from the same files.
-				if newCfg, err := c.load(); err != nil {
-					log.Error("configuration not reloaded; the running one stays", "error", err)
-				} else {
-					srv.Reload(reloadable(newCfg, base.Scheme))
-					log.Info("configuration reloaded", "allowed_origins", strings.Join(newCfg.Proxy.AllowedOrigins, ","))
-				}
-				notify(sdnotify.Ready)
+				reload()
 				continue
 			}
 			log.Info("shutting down: no new sessions; running ones may go on for shutdown_timeout",
@@ -396,6 +426,7 @@ func reloadable(cfg *config.Config, baseScheme string) server.Reloadable {
 		MaxSessionsPerContainer: p.MaxSessionsPerContainer,
 		AuthFailureLimit:        p.AuthFailureLimit,
 		AuthFailureWindow:       p.AuthFailureWindow,
+		TrustedProxies:          p.TrustedProxies,
 	}
 }
 

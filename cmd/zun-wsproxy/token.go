@@ -47,7 +47,7 @@ func tokenCommand(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	db, err := openTokens(cfg, c.dataDir)
+	db, err := openTokens(context.Background(), cfg, c.dataDir)
 	if err != nil {
 		return err
 	}

@@ -58,6 +58,20 @@ try {
   }
   await page.waitForSelector('#state[data-state="connected"]', { timeout: 15000 });
   if (new URL(page.url()).search.includes("token")) throw new Error("the token stays in the address bar");
+
+  // The page's policy lets it open WebSockets to its own origin (the
+  // console's, just connected) and to no other.
+  const elsewhere = `ws://127.0.0.2:${new URL(url).port || 80}/`;
+  const blocked = await page.evaluate((target) => new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(""), 3000);
+    document.addEventListener("securitypolicyviolation", (e) => {
+      clearTimeout(timer);
+      resolve(e.effectiveDirective);
+    }, { once: true });
+    try { new WebSocket(target); } catch (e) { /* refused at once: the event says why */ }
+  }), elsewhere);
+  if (blocked !== "connect-src") throw new Error(`a WebSocket to ${elsewhere} was not refused by connect-src`);
+  console.log(`a WebSocket to ${elsewhere} was refused by connect-src`);
   await page.click("#terminal");
 
   await type("echo hello-$((6*7))");

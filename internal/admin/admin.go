@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -29,13 +28,13 @@ type Tokens interface {
 	Revoke(ctx context.Context, id string) error
 }
 
-// Server is the token API.
+// Server is the token API, an http.Handler (served by package sidehttp).
 type Server struct {
 	tokens  Tokens
 	key     []byte
 	baseURL string
 	log     *slog.Logger
-	http    *http.Server
+	handler http.Handler
 }
 
 // New returns the API; key is the contents of [admin] key_file.
@@ -45,23 +44,12 @@ func New(tokens Tokens, key []byte, baseURL string, log *slog.Logger) *Server {
 	mux.HandleFunc("POST /v1/tokens", s.create)
 	mux.HandleFunc("GET /v1/tokens", s.list)
 	mux.HandleFunc("DELETE /v1/tokens/{id}", s.revoke)
-	s.http = &http.Server{Handler: s.authenticate(mux), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16 << 10}
+	s.handler = s.authenticate(mux)
 	return s
 }
 
-// Serve serves on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error {
-	if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
-// Shutdown stops the API.
-func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
-
-// Handler is the API's handler, for tests.
-func (s *Server) Handler() http.Handler { return s.http.Handler }
+// ServeHTTP serves one API request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

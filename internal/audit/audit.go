@@ -2,15 +2,18 @@
 // which container's console, from where, when, for how long, how much
 // went each way and why it ended. Records are lines of JSON (one object
 // per line), appended to a file or written to standard output.
+//
+// A record that cannot be written (a full disk) is dropped whole and
+// counted; the log recovers by itself once writes succeed again.
 package audit
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,23 +46,26 @@ type Record struct {
 
 // Log writes records. A nil *Log writes nothing.
 type Log struct {
-	mu     sync.Mutex
-	path   string // "" for standard output
-	w      *bufio.Writer
-	closer io.Closer
+	mu   sync.Mutex // guards f and failed, and keeps records whole
+	path string     // "" for standard output
+	f    *os.File
+	// failed: the last write failed, so the next one opens the file
+	// again first (it may be on a file system that went away).
+	failed  bool
+	dropped atomic.Uint64
 }
 
 // Open appends to the file at path (created 0600), or writes to standard
 // output when path is "-".
 func Open(path string) (*Log, error) {
 	if path == "-" {
-		return &Log{w: bufio.NewWriter(os.Stdout)}, nil
+		return &Log{f: os.Stdout}, nil
 	}
 	f, err := openFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return &Log{path: path, w: bufio.NewWriter(f), closer: f}, nil
+	return &Log{path: path, f: f}, nil
 }
 
 func openFile(path string) (*os.File, error) {
@@ -82,14 +88,23 @@ func (l *Log) Reopen() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.w.Flush()
-	l.closer.Close()
-	l.w, l.closer = bufio.NewWriter(f), f
+	l.f.Close()
+	l.f, l.failed = f, false
 	return nil
 }
 
-// Write appends r as one line, flushed at once so that a record is never
-// held back (or half written) when the process dies.
+// Dropped reports how many records could not be written.
+func (l *Log) Dropped() uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.dropped.Load()
+}
+
+// Write appends r as one line, in one write with no buffer, so that a
+// record is never held back when the process dies and a failed write
+// leaves nothing behind to fail the next. A record that cannot be written
+// is dropped (and counted); the error says why.
 func (l *Log) Write(r Record) error {
 	if l == nil {
 		return nil
@@ -99,27 +114,48 @@ func (l *Log) Write(r Record) error {
 	r.DurationMS = r.End.Sub(r.Start).Milliseconds()
 	b, err := json.Marshal(r)
 	if err != nil {
-		return err
+		l.dropped.Add(1)
+		return fmt.Errorf("audit record dropped: %w", err)
 	}
+	b = append(b, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.w.Write(b)
-	l.w.WriteByte('\n')
-	return l.w.Flush()
+	if err := l.write(b); err != nil {
+		l.dropped.Add(1)
+		return fmt.Errorf("audit record dropped: %w", err)
+	}
+	return nil
 }
 
-// Close flushes and closes the file.
+// write writes one record. After a failure it opens the file again first
+// (keeping the old one if that fails), and a record written in part is
+// cut off again, so the file holds whole lines only.
+func (l *Log) write(b []byte) error {
+	if l.failed && l.path != "" {
+		if f, err := openFile(l.path); err == nil {
+			l.f.Close()
+			l.f = f
+		}
+	}
+	n, err := l.f.Write(b)
+	if l.failed = err != nil; !l.failed {
+		return nil
+	}
+	if n > 0 && l.path != "" {
+		// Appending left the offset at the end of what was written.
+		if end, serr := l.f.Seek(0, io.SeekCurrent); serr == nil {
+			l.f.Truncate(end - int64(n))
+		}
+	}
+	return err
+}
+
+// Close closes the file (not standard output).
 func (l *Log) Close() error {
-	if l == nil {
+	if l == nil || l.path == "" {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	err := l.w.Flush()
-	if l.closer != nil {
-		if cerr := l.closer.Close(); err == nil {
-			err = cerr
-		}
-	}
-	return err
+	return l.f.Close()
 }

@@ -3,13 +3,17 @@ package audit
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
 func TestRecordsAreWholeLines(t *testing.T) {
@@ -83,4 +87,83 @@ func TestReopenAfterRotation(t *testing.T) {
 			t.Errorf("%s holds %q, want one record with %s", file, data, want)
 		}
 	}
+}
+
+// fill writes to a file in dir until the file system is full.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 512)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling the file system: %v", err)
+			}
+			return path
+		}
+	}
+}
+
+// A full disk drops records (each whole: no torn line is left behind),
+// and once space is freed the next record is written, without a reopen.
+func TestRecoversWhenSpaceIsFreed(t *testing.T) {
+	testenv.OnSmallFS(t, 16<<10, func(t *testing.T, dir string) {
+		path := filepath.Join(dir, "audit.log")
+		l, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		rec := func(id string) Record {
+			return Record{Session: id, Kind: "attach", Container: "c", Client: "127.0.0.1:1", Detail: strings.Repeat("d", 300)}
+		}
+		if err := l.Write(rec("before")); err != nil {
+			t.Fatal(err)
+		}
+		filler := fill(t, dir)
+		// What is left of the log's last page takes a few records; then
+		// one is torn and dropped, and the rest are dropped whole.
+		written, dropped := 1, 0
+		for i := 0; dropped < 3; i++ {
+			if err := l.Write(rec(fmt.Sprint("full-", i))); err == nil {
+				written++
+			} else if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("record %d: %v, want ENOSPC", i, err)
+			} else {
+				dropped++
+			}
+			if i > 100 {
+				t.Fatal("the full file system took 100 records")
+			}
+		}
+		if got := l.Dropped(); got != uint64(dropped) {
+			t.Errorf("%d records counted as dropped, want %d", got, dropped)
+		}
+		if os.Remove(filler) != nil {
+			t.Fatal("cannot free the space")
+		}
+		if err := l.Write(rec("after")); err != nil {
+			t.Fatalf("first record after the space was freed: %v", err)
+		}
+		written++
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+		for _, line := range lines {
+			var r Record
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("torn line %.60q…: %v", line, err)
+			}
+		}
+		if len(lines) != written || !strings.Contains(lines[len(lines)-1], `"session":"after"`) {
+			t.Fatalf("%d records in the log, want %d ending with \"after\"", len(lines), written)
+		}
+	})
 }

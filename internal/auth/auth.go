@@ -74,8 +74,8 @@ func ParseQuery(rawQuery string) (Request, error) {
 // database, and uses tokens up when they are single-use.
 type Containers interface {
 	ContainerByUUID(ctx context.Context, uuid string) (store.Container, error)
-	ContainerByName(ctx context.Context, name string) (store.Container, error)
-	ExecInstance(ctx context.Context, containerID int64, execID string) (store.ExecInstance, error)
+	ContainersByName(ctx context.Context, name string) ([]store.Container, error)
+	ExecInstances(ctx context.Context, containerIDs []int64, execID string) ([]store.ExecInstance, error)
 	ConsumeAttachToken(ctx context.Context, containerID int64, token string) (bool, error)
 	ConsumeExecToken(ctx context.Context, containerID int64, execID, token string) (bool, error)
 }
@@ -116,28 +116,26 @@ func (a *Authorizer) fresh(updated time.Time) bool {
 // Resolve finds the container r names (by uuid when r.UUID looks like one,
 // else by name) and returns its console target if r's token matches: the
 // container's websocket_token for attach, the exec instance's token for
-// exec.
+// exec. A name several containers share is no answer of its own: the
+// container whose token matches is the one meant, and a token that matches
+// none is refused as for an unknown name, so names cannot be probed. Only
+// a token that matches more than one of them (no use of Zun hands out
+// such) is store.ErrAmbiguous.
 func (a *Authorizer) Resolve(ctx context.Context, r Request) (console.Target, error) {
 	if r.UUID == "" {
 		return console.Target{}, fmt.Errorf("%w: parameter uuid is missing", ErrMalformed)
 	}
-	var c store.Container
-	var err error
-	if IsUUIDLike(r.UUID) {
-		c, err = a.containers.ContainerByUUID(ctx, r.UUID)
-	} else {
-		c, err = a.containers.ContainerByName(ctx, r.UUID)
-	}
+	cs, err := a.candidates(ctx, r.UUID)
 	if errors.Is(err, store.ErrNotFound) {
 		return console.Target{}, fmt.Errorf("%w: %w", ErrUnauthorized, err)
 	}
 	if err != nil {
 		return console.Target{}, err
 	}
-	t := console.Target{ContainerUUID: c.UUID, ContainerID: c.ContainerID, Name: c.Name, Host: c.Host, ProjectID: c.ProjectID, UserID: c.UserID}
 	if r.ExecID == "" {
-		if !tokenMatches(r.Token, c.WebsocketToken) {
-			return console.Target{}, fmt.Errorf("%w: attach token does not match container %s", ErrUnauthorized, c.UUID)
+		c, err := only(cs, func(c store.Container) string { return c.WebsocketToken }, r.Token)
+		if err != nil {
+			return console.Target{}, fmt.Errorf("attach token of container %s: %w", r.UUID, err)
 		}
 		if !a.fresh(c.UpdatedAt) {
 			return console.Target{}, fmt.Errorf("%w: attach token of container %s expired (token_ttl)", ErrUnauthorized, c.UUID)
@@ -152,18 +150,30 @@ func (a *Authorizer) Resolve(ctx context.Context, r Request) (console.Target, er
 				return console.Target{}, fmt.Errorf("%w: attach token of container %s already used", ErrUnauthorized, c.UUID)
 			}
 		}
+		t := target(c)
 		t.Kind, t.URL = console.Attach, c.WebsocketURL
 		return t, nil
 	}
-	e, err := a.containers.ExecInstance(ctx, c.ID, r.ExecID)
+	ids := make([]int64, len(cs))
+	for i, c := range cs {
+		ids[i] = c.ID
+	}
+	es, err := a.containers.ExecInstances(ctx, ids, r.ExecID)
 	if errors.Is(err, store.ErrNotFound) {
 		return console.Target{}, fmt.Errorf("%w: %w", ErrUnauthorized, err)
 	}
 	if err != nil {
 		return console.Target{}, err
 	}
-	if !tokenMatches(r.Token, e.Token) {
-		return console.Target{}, fmt.Errorf("%w: exec token does not match exec %s of container %s", ErrUnauthorized, r.ExecID, c.UUID)
+	e, err := only(es, func(e store.ExecInstance) string { return e.Token }, r.Token)
+	if err != nil {
+		return console.Target{}, fmt.Errorf("token of exec %s of container %s: %w", r.ExecID, r.UUID, err)
+	}
+	var c store.Container
+	for _, c = range cs {
+		if c.ID == e.ContainerID {
+			break
+		}
 	}
 	if !a.fresh(e.UpdatedAt) {
 		return console.Target{}, fmt.Errorf("%w: token of exec %s expired (token_ttl)", ErrUnauthorized, r.ExecID)
@@ -178,8 +188,47 @@ func (a *Authorizer) Resolve(ctx context.Context, r Request) (console.Target, er
 			return console.Target{}, fmt.Errorf("%w: token of exec %s already used", ErrUnauthorized, r.ExecID)
 		}
 	}
+	t := target(c)
 	t.Kind, t.URL, t.ExecID = console.Exec, e.URL, e.ExecID
 	return t, nil
+}
+
+// candidates are the containers a request's uuid parameter may mean: the
+// one with that uuid, or those with that name.
+func (a *Authorizer) candidates(ctx context.Context, uuidOrName string) ([]store.Container, error) {
+	if !IsUUIDLike(uuidOrName) {
+		return a.containers.ContainersByName(ctx, uuidOrName)
+	}
+	c, err := a.containers.ContainerByUUID(ctx, uuidOrName)
+	if err != nil {
+		return nil, err
+	}
+	return []store.Container{c}, nil
+}
+
+// only returns the one of rows whose stored token (tokenOf) is given. Every
+// row is compared, each in constant time, so the answer's timing does not
+// tell which matched.
+func only[T any](rows []T, tokenOf func(T) string, given string) (T, error) {
+	var found T
+	n := 0
+	for _, row := range rows {
+		if tokenMatches(given, tokenOf(row)) {
+			found = row
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return found, fmt.Errorf("%w: token does not match", ErrUnauthorized)
+	case n > 1:
+		return found, fmt.Errorf("token matches %d containers: %w", n, store.ErrAmbiguous)
+	}
+	return found, nil
+}
+
+func target(c store.Container) console.Target {
+	return console.Target{ContainerUUID: c.UUID, ContainerID: c.ContainerID, Name: c.Name, Host: c.Host, ProjectID: c.ProjectID, UserID: c.UserID}
 }
 
 // tokenMatches compares in constant time. An empty stored token (none

@@ -134,14 +134,14 @@ func (c containers) ContainerByUUID(_ context.Context, uuid string) (store.Conta
 	return store.Container{}, store.ErrNotFound
 }
 
-func (c containers) ContainerByName(_ context.Context, name string) (store.Container, error) {
-	switch v := c.byName[name]; len(v) {
-	case 0:
-		return store.Container{}, store.ErrNotFound
-	case 1:
-		return v[0], nil
+func (c containers) ContainersByName(_ context.Context, name string) ([]store.Container, error) {
+	if c.err != nil {
+		return nil, c.err
 	}
-	return store.Container{}, store.ErrAmbiguous
+	if v := c.byName[name]; len(v) > 0 {
+		return v, nil
+	}
+	return nil, store.ErrNotFound
 }
 
 func (c containers) ConsumeAttachToken(_ context.Context, id int64, token string) (bool, error) {
@@ -162,22 +162,39 @@ func (c containers) consume(kind string, id int64, token string) bool {
 	return true
 }
 
-func (c containers) ExecInstance(_ context.Context, id int64, execID string) (store.ExecInstance, error) {
-	if v, ok := c.execs[execID]; ok && id == 1 {
-		return v, nil
+func (c containers) ExecInstances(_ context.Context, ids []int64, execID string) ([]store.ExecInstance, error) {
+	var out []store.ExecInstance
+	for _, id := range ids {
+		if v, ok := c.execs[fmt.Sprint(id, "/", execID)]; ok {
+			out = append(out, v)
+		}
 	}
-	return store.ExecInstance{}, store.ErrNotFound
+	if len(out) == 0 {
+		return nil, store.ErrNotFound
+	}
+	return out, nil
 }
 
 func TestResolve(t *testing.T) {
 	const uuid = "6f1e2c9a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 	web := store.Container{ID: 1, UUID: uuid, Name: "web", ContainerID: "abc", WebsocketURL: "ws://docker/attach", WebsocketToken: "tok"}
 	noToken := store.Container{ID: 2, UUID: "00000000-0000-0000-0000-000000000002", Name: "fresh"}
+	// Two containers named twin, with tokens of their own; two named clone
+	// with the same token.
+	twinA := store.Container{ID: 3, UUID: "00000000-0000-0000-0000-000000000003", Name: "twin", ContainerID: "a", WebsocketURL: "ws://docker/a", WebsocketToken: "ta"}
+	twinB := store.Container{ID: 4, UUID: "00000000-0000-0000-0000-000000000004", Name: "twin", ContainerID: "b", WebsocketURL: "ws://docker/b", WebsocketToken: "tb"}
+	clone1 := store.Container{ID: 5, Name: "clone", WebsocketURL: "ws://docker/c1", WebsocketToken: "same"}
+	clone2 := store.Container{ID: 6, Name: "clone", WebsocketURL: "ws://docker/c2", WebsocketToken: "same"}
 	db := containers{
 		byUUID: map[string]store.Container{uuid: web, noToken.UUID: noToken},
-		byName: map[string][]store.Container{"web": {web}, "twin": {web, web}, "fresh": {noToken}},
-		execs:  map[string]store.ExecInstance{"e1": {ExecID: "e1", Token: "etok", URL: "tcp://docker:2375"}},
-		used:   map[string]bool{},
+		byName: map[string][]store.Container{"web": {web}, "twin": {twinA, twinB}, "clone": {clone1, clone2}, "fresh": {noToken}},
+		execs: map[string]store.ExecInstance{
+			"1/e1": {ContainerID: 1, ExecID: "e1", Token: "etok", URL: "tcp://docker:2375"},
+			"4/e4": {ContainerID: 4, ExecID: "e4", Token: "e4tok", URL: "tcp://docker-b:2375"},
+			"5/ec": {ContainerID: 5, ExecID: "ec", Token: "ectok", URL: "tcp://docker-c:2375"},
+			"6/ec": {ContainerID: 6, ExecID: "ec", Token: "ectok", URL: "tcp://docker-c:2375"},
+		},
+		used: map[string]bool{},
 	}
 	cases := []struct {
 		name string
@@ -189,11 +206,20 @@ func TestResolve(t *testing.T) {
 		{"attach by name", Request{Token: "tok", UUID: "web"}, console.Target{Kind: console.Attach, ContainerUUID: uuid, ContainerID: "abc", Name: "web", URL: "ws://docker/attach"}, nil},
 		{"wrong token", Request{Token: "nope", UUID: uuid}, console.Target{}, ErrUnauthorized},
 		{"unknown container", Request{Token: "tok", UUID: "ghost"}, console.Target{}, ErrUnauthorized},
-		{"ambiguous name", Request{Token: "tok", UUID: "twin"}, console.Target{}, store.ErrAmbiguous},
+		{"shared name, first one's token", Request{Token: "ta", UUID: "twin"}, console.Target{Kind: console.Attach, ContainerUUID: twinA.UUID, ContainerID: "a", Name: "twin", URL: "ws://docker/a"}, nil},
+		{"shared name, second one's token", Request{Token: "tb", UUID: "twin"}, console.Target{Kind: console.Attach, ContainerUUID: twinB.UUID, ContainerID: "b", Name: "twin", URL: "ws://docker/b"}, nil},
+		{"shared name, wrong token", Request{Token: "nope", UUID: "twin"}, console.Target{}, ErrUnauthorized},
+		{"shared name, another container's token", Request{Token: "tok", UUID: "twin"}, console.Target{}, ErrUnauthorized},
+		{"shared name and token", Request{Token: "same", UUID: "clone"}, console.Target{}, store.ErrAmbiguous},
+		{"shared name and token, wrong token", Request{Token: "nope", UUID: "clone"}, console.Target{}, ErrUnauthorized},
 		{"container never attached", Request{Token: "x", UUID: "fresh"}, console.Target{}, ErrUnauthorized},
 		{"exec", Request{Token: "etok", UUID: uuid, ExecID: "e1"}, console.Target{Kind: console.Exec, ContainerUUID: uuid, ContainerID: "abc", Name: "web", URL: "tcp://docker:2375", ExecID: "e1"}, nil},
 		{"exec with attach token", Request{Token: "tok", UUID: uuid, ExecID: "e1"}, console.Target{}, ErrUnauthorized},
 		{"unknown exec", Request{Token: "etok", UUID: uuid, ExecID: "e2"}, console.Target{}, ErrUnauthorized},
+		{"exec of a shared name", Request{Token: "e4tok", UUID: "twin", ExecID: "e4"}, console.Target{Kind: console.Exec, ContainerUUID: twinB.UUID, ContainerID: "b", Name: "twin", URL: "tcp://docker-b:2375", ExecID: "e4"}, nil},
+		{"exec of a shared name, wrong token", Request{Token: "nope", UUID: "twin", ExecID: "e4"}, console.Target{}, ErrUnauthorized},
+		{"exec of a shared name, unknown exec", Request{Token: "e4tok", UUID: "twin", ExecID: "e9"}, console.Target{}, ErrUnauthorized},
+		{"exec of a shared name and token", Request{Token: "ectok", UUID: "clone", ExecID: "ec"}, console.Target{}, store.ErrAmbiguous},
 		{"no uuid", Request{Token: "tok"}, console.Target{}, ErrMalformed},
 	}
 	a := NewAuthorizer(db, Options{})
@@ -276,7 +302,7 @@ func TestTokenTTLAndSingleUse(t *testing.T) {
 	web := store.Container{ID: 1, UUID: uuid, WebsocketURL: "ws://docker/attach", WebsocketToken: "tok", UpdatedAt: now.Add(-90 * time.Second)}
 	db := containers{
 		byUUID: map[string]store.Container{uuid: web},
-		execs:  map[string]store.ExecInstance{"e1": {ExecID: "e1", Token: "etok", URL: "tcp://docker:2375", UpdatedAt: now.Add(-30 * time.Second)}},
+		execs:  map[string]store.ExecInstance{"1/e1": {ContainerID: 1, ExecID: "e1", Token: "etok", URL: "tcp://docker:2375", UpdatedAt: now.Add(-30 * time.Second)}},
 		used:   map[string]bool{},
 	}
 	clock := func() time.Time { return now }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -104,6 +105,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Debug || c.LogFile != "" {
 		t.Errorf("debug %v log_file %q", c.Debug, c.LogFile)
+	}
+	if c.RecordingDir != "" || c.RecordingMaxSize != 100<<20 {
+		t.Errorf("recording dir %q max_size %d", c.RecordingDir, c.RecordingMaxSize)
 	}
 	// Without my_ip, the host's own address; never empty.
 	c, err = load(t, "")
@@ -257,12 +261,13 @@ func TestErrorMessages(t *testing.T) {
 		{"[websocket_proxy]\ncert = /nonexistent/cert.pem\n", `[websocket_proxy] cert: unreadable: /nonexistent/cert.pem: no such file or directory`},
 		{"[websocket_proxy]\nbase_url = ftp://x/\n", `[websocket_proxy] base_url: invalid URL "ftp://x/" (want ws://, wss://, http:// or https://host/)`},
 		{"[websocket_proxy]\nbackend_timeout = -1\n", `[websocket_proxy] backend_timeout: invalid number of seconds "-1" (want a positive number)`},
+		{"[websocket_proxy]\nheartbeat = NaN\n", `[websocket_proxy] heartbeat: invalid number of seconds "NaN" (want a positive number, or 0 for off)`},
 		{"[docker]\nca_file = /nonexistent/ca.pem\n", `[docker] ca_file: unreadable: /nonexistent/ca.pem: no such file or directory`},
 		{"[docker]\ndocker_remote_api_port = x\n", `[docker] docker_remote_api_port: invalid port "x" (want 0-65535)`},
 		{"[database]\nconnection = sqlite:///zun.db\n", `[database] connection: unsupported database "sqlite" (supported: mysql://, mysql+pymysql://, mysql+mysqldb://, mysql+mysqlconnector://, mariadb://)`},
 		{"[DEFAULT]\ndebug = 2\n", `[DEFAULT] debug: invalid boolean "2" (want true or false)`},
 		{"[database]\nmax_retries = -2\n", `[database] max_retries: invalid integer "-2" (want -1-2147483647)`},
-		{"[websocket_proxy]\ntoken_ttl = -5\n", `[websocket_proxy] token_ttl: invalid integer "-5" (want 0-31536000)`},
+		{"[websocket_proxy]\ntoken_ttl = -5\n", `[websocket_proxy] token_ttl: invalid number of seconds "-5" (want a positive number, or 0 for off)`},
 		{"[websocket_proxy]\nmax_header_size = 10\n", `[websocket_proxy] max_header_size: invalid integer "10" (want 1024-1048576)`},
 		{"[websocket_proxy]\nmode = both\n", `[websocket_proxy] mode: invalid mode "both" (want zun or standalone)`},
 		{"[websocket_proxy]\nmode = zun\n", `[websocket_proxy] mode: zun needs [database] connection`},
@@ -270,6 +275,14 @@ func TestErrorMessages(t *testing.T) {
 		{"[admin]\nlisten = 127.0.0.1:6785\n", `[admin] key_file: required when [admin] listen is set`},
 		{"[admin]\nlisten = 6785\nkey_file = /k\n", `[admin] listen: invalid address "6785" (want host:port)`},
 		{"[metrics]\nprofiling = true\n", `[metrics] profiling: needs [metrics] listen`},
+		{"[recording]\nmax_size = 100\n", `[recording] max_size: invalid size 100 (want 0 for no bound, or at least 4096 bytes)`},
+		{"[recording]\nmax_size = 1e6\n", `[recording] max_size: invalid integer "1e6" (want 0-1099511627776)`},
+		{"[websocket_proxy]\ntrusted_proxies = 10.0.0.5, haproxy.internal\n", `[websocket_proxy] trusted_proxies: invalid address or CIDR "haproxy.internal" (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)`},
+		{"[websocket_proxy]\ntrusted_proxies = 10.0.0.0/33\n", `[websocket_proxy] trusted_proxies: invalid address or CIDR "10.0.0.0/33" (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)`},
+		{"[websocket_proxy]\ntrusted_proxies = fe80::1%eth0\n", `[websocket_proxy] trusted_proxies: invalid address or CIDR "fe80::1%eth0" (want e.g. 10.0.0.5, 10.0.0.0/24 or fd00::/64)`},
+		{"[websocket_proxy]\ntrusted_proxies = 10.0.0.5/24\n", `[websocket_proxy] trusted_proxies: invalid CIDR "10.0.0.5/24": bits set past the prefix length (did you mean 10.0.0.0/24?)`},
+		{"[websocket_proxy]\nproxy_protocol = true\n", `[websocket_proxy] proxy_protocol: true, but trusted_proxies is empty: no peer may send a PROXY header`},
+		{"[websocket_proxy]\nproxy_protocol = v2\ntrusted_proxies = 10.0.0.5\n", `[websocket_proxy] proxy_protocol: invalid boolean "v2" (want true or false)`},
 	}
 	for _, c := range cases {
 		path := f(c.body)
@@ -286,6 +299,32 @@ func TestErrorMessages(t *testing.T) {
 	_, err := Load([]string{f("[a]\nbroken line\n")}, nil)
 	if err == nil || !strings.Contains(err.Error(), "zun.conf:2:") {
 		t.Errorf("parse error: %v", err)
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	cases := []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{"10.0.0.5", []string{"10.0.0.5/32"}},
+		{" 10.0.0.0/8 , 192.0.2.7,fd00::/64, ::1 ,", []string{"10.0.0.0/8", "192.0.2.7/32", "fd00::/64", "::1/128"}},
+		{"::ffff:10.0.0.5, ::ffff:10.0.0.0/104", []string{"10.0.0.5/32", "10.0.0.0/8"}},
+		{"0.0.0.0/0", []string{"0.0.0.0/0"}},
+	}
+	for _, c := range cases {
+		cfg, err := load(t, "[websocket_proxy]\ntrusted_proxies = "+c.in+"\nproxy_protocol = "+map[bool]string{true: "true", false: "false"}[c.want != nil]+"\n")
+		if err != nil {
+			t.Fatalf("%q: %v", c.in, err)
+		}
+		var got []string
+		for _, p := range cfg.Proxy.TrustedProxies {
+			got = append(got, p.String())
+		}
+		if !reflect.DeepEqual(got, c.want) || cfg.Proxy.ProxyProtocol != (c.want != nil) {
+			t.Errorf("%q -> %q proxy_protocol %v, want %q", c.in, got, cfg.Proxy.ProxyProtocol, c.want)
+		}
 	}
 }
 
@@ -315,44 +354,142 @@ func TestListenerTLS(t *testing.T) {
 	}
 }
 
-func TestMySQLDSN(t *testing.T) {
-	cases := []struct{ in, want, err string }{
-		{"mysql+pymysql://zun:secret@127.0.0.1/zun?charset=utf8", "zun:secret@tcp(127.0.0.1:3306)/zun?interpolateParams=true&parseTime=true&charset=utf8", ""},
-		{"mysql://zun:secret@db:3307/zun", "zun:secret@tcp(db:3307)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mysql+mysqldb://zun@[::1]/zun", "zun@tcp([::1]:3306)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mariadb://u:p%2Fa%3Ab%40c@h/d", "u:p/a:b@c@tcp(h:3306)/d?interpolateParams=true&parseTime=true", ""},
-		{"mysql+pymysql://zun:pw@/zun?unix_socket=/run/mysqld/mysqld.sock&read_timeout=5", "zun:pw@unix(/run/mysqld/mysqld.sock)/zun?interpolateParams=true&parseTime=true", ""},
-		{"mysql://zun:pw@db/zun?charset=sjis", "zun:pw@tcp(db:3306)/zun?parseTime=true&charset=sjis", ""},
-		{"postgresql://zun@db/zun", "", "unsupported database \"postgresql\""},
-		{"sqlite:///x.db", "", "unsupported database"},
-		{"mysql://zun:pw@db:notaport/zun", "", "invalid URL"},
-	}
-	for _, c := range cases {
-		got, err := MySQLDSN(c.in)
-		if c.err != "" {
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("%s: %v, want error %q", c.in, err, c.err)
-			}
-			if err != nil && strings.Contains(err.Error(), "pw") {
-				t.Errorf("%s: error shows the password: %v", c.in, err)
-			}
-			continue
-		}
-		if err != nil || got != c.want {
-			t.Errorf("%s -> %q %v, want %q", c.in, got, err, c.want)
-		}
-	}
-}
-
+// FuzzParse: any file is parsed and read without a panic; interpolation
+// stays within its bounds; a refusal is one line naming an option; and
+// what is accepted is within its option's bounds.
 func FuzzParse(f *testing.F) {
 	f.Add("[DEFAULT]\nmy_ip = 1.2.3.4\n[websocket_proxy]\nbase_url = ws://$my_ip:1/\n  more\n")
 	f.Add("[a]\nx: 'y'\n; c\n")
+	f.Add("[websocket_proxy]\na = xxxxxxxx\nb = $a$a$a$a$a$a$a$a\nc = $b$b$b$b$b$b$b$b\nd = $c$c$c$c$c$c$c$c\nallowed_origins = $d$d$d$d\n")
+	f.Add("[DEFAULT]\na = $b\nb = ${a}\n[websocket_proxy]\nheartbeat = $a\ntoken_ttl = 1e-3\n")
 	f.Fuzz(func(t *testing.T, data string) {
 		into := ini{}
 		if err := into.parse(data, "f"); err != nil {
 			return
 		}
-		r := &reader{ini: into}
-		r.config() // must not panic, however odd the values
+		r := newReader()
+		r.ini = into
+		c, err := r.config() // must not panic, however odd the values
+		for section, opts := range into {
+			for name, e := range opts {
+				v, _, _ := r.get(section, name)
+				if len(v) > max(maxExpanded, len(e.value)) {
+					t.Fatalf("[%s] %s expanded to %d bytes", section, name, len(v))
+				}
+			}
+		}
+		if err != nil {
+			if msg := err.Error(); strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "f: [") && !strings.HasPrefix(msg, "[") {
+				t.Fatalf("error %q: not one line naming an option", msg)
+			}
+			return
+		}
+		for _, o := range options {
+			if o.dst == nil {
+				continue
+			}
+			switch v := reflect.ValueOf(o.dst(c)).Elem().Interface().(type) {
+			case time.Duration:
+				if v < 0 || v > maxSeconds*time.Second {
+					t.Fatalf("[%s] %s = %v", o.section, o.name, v)
+				}
+			case int:
+				if k, ok := o.kind.(integer); ok && (v < k.lo || v > k.hi) {
+					t.Fatalf("[%s] %s = %d", o.section, o.name, v)
+				}
+			}
+		}
 	})
+}
+
+// token_ttl is seconds like every other duration: fractions too.
+func TestTokenTTLSeconds(t *testing.T) {
+	cases := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"0", 0},
+		{"90", 90 * time.Second},
+		{"1.5", 1500 * time.Millisecond},
+		{"0.25", 250 * time.Millisecond},
+	}
+	for _, c := range cases {
+		cfg, err := load(t, "[websocket_proxy]\ntoken_ttl = "+c.in+"\n")
+		if err != nil {
+			t.Errorf("token_ttl = %s: %v", c.in, err)
+			continue
+		}
+		if cfg.Proxy.TokenTTL != c.want {
+			t.Errorf("token_ttl = %s: %v, want %v", c.in, cfg.Proxy.TokenTTL, c.want)
+		}
+	}
+}
+
+// Interpolation is bounded in size, depth and work: a few hundred bytes of
+// file cannot grow into gigabytes or hours, and the error names the option.
+func TestInterpolationBounded(t *testing.T) {
+	chain := func(prefix string, n int, first, next string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s0 = %s\n", prefix, first)
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(&b, "%s%d = %s\n", prefix, i, strings.ReplaceAll(next, "@", fmt.Sprintf("$%s%d", prefix, i-1)))
+		}
+		return b.String()
+	}
+	cases := []struct {
+		name, body, err string
+	}{
+		// 16 bytes, each option naming the one before four times: 256 KiB
+		// at $a7 (at $a9, 4 MiB; had nesting no bound, 16 GiB at $a13).
+		{"growing", chain("a", 7, "xxxxxxxxxxxxxxxx", "@@@@") + "allowed_origins = $a7\n",
+			"allowed_origins: $a7 expands to more than 65536 bytes"},
+		{"growing far", chain("a", 9, "xxxxxxxxxxxxxxxx", "@@@@") + "allowed_origins = $a9\n",
+			"allowed_origins: $a7 expands to more than 65536 bytes"},
+		{"growing at the top", chain("a", 6, "xxxxxxxxxxxxxxxx", "@@@@") + "allowed_origins = $a6,$a6\n",
+			"allowed_origins: expands to more than 65536 bytes"},
+		{"deep", chain("d", 10, "x", "@") + "allowed_origins = $d10\n",
+			"allowed_origins: interpolation nested deeper than 10 levels (at $d0)"},
+		// 10 references to 10 references... of an empty value: 10^12
+		// expansions unless each option is expanded once.
+		{"wide", chain("w", 9, "", "@@@@@@@@@@") + "allowed_origins = $w9\n", ""},
+		{"ten deep", chain("d", 9, "x", "@") + "allowed_origins = $d9\n", ""},
+		{"64 KiB", chain("a", 6, "xxxxxxxxxxxxxxxx", "@@@@") + "allowed_origins = $a6\n", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := write(t, t.TempDir(), "zun.conf", "[websocket_proxy]\n"+c.body)
+			done := make(chan error, 1)
+			go func() { _, err := Load([]string{path}, nil); done <- err }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(2 * time.Second):
+				t.Fatal("Load did not return within 2s")
+			}
+			switch {
+			case c.err == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case c.err != "" && (err == nil || err.Error() != path+": [websocket_proxy] "+c.err):
+				t.Fatalf("error %v\nwant  %s: [websocket_proxy] %s", err, path, c.err)
+			}
+		})
+	}
+}
+
+// --config-dir skips names starting with '.', as oslo.config's glob does:
+// an editor's lock link (.#name.conf, dangling) or a hidden file.
+func TestConfigDirSkipsDotFiles(t *testing.T) {
+	confd := t.TempDir()
+	write(t, confd, "10-port.conf", "[websocket_proxy]\nwsproxy_port = 3000\n")
+	write(t, confd, ".hidden.conf", "[websocket_proxy]\nwsproxy_port = 9\n")
+	if err := os.Symlink("user@host.1234:1700000000", filepath.Join(confd, ".#10-port.conf")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(nil, []string{confd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Proxy.Port != 3000 || len(c.Files) != 1 {
+		t.Errorf("port %d from %q, want 3000 from 10-port.conf alone", c.Proxy.Port, c.Files)
+	}
 }

@@ -248,14 +248,23 @@ func (d *Dialer) startExec(conn net.Conn, execID string) ([]byte, error) {
 }
 
 // bindDeadline makes conn's I/O end with ctx (its deadline or its
-// cancellation) until the returned function is called.
+// cancellation) until the returned function is called, which leaves conn
+// with no deadline. A cancellation already under way when release is
+// called is waited for, so its past deadline cannot land after the clear
+// and fail a dial that has completed.
 func bindDeadline(ctx context.Context, conn net.Conn) (release func()) {
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	cancelled := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(cancelled)
+		conn.SetDeadline(time.Unix(1, 0))
+	})
 	return func() {
-		stop()
+		if !stop() {
+			<-cancelled
+		}
 		conn.SetDeadline(time.Time{})
 	}
 }

@@ -6,16 +6,27 @@
 // socket it reads has something to read (data, end of stream or an error);
 // the direction's goroutine then ends. One goroutine per Poller waits for
 // all parked sockets with epoll, next to Go's own netpoller.
+//
+// If that wait fails (for anything but an interrupted call), the Poller
+// fails loudly rather than leaving sockets parked forever: it wakes every
+// parked socket, refuses to park more (Wait returns an error wrapping
+// ErrFailed, so callers keep their goroutines) and reports the cause to
+// OnFail.
 package idle
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"syscall"
 )
 
-// ErrClosed: the Poller was closed.
-var ErrClosed = errors.New("idle poller closed")
+var (
+	// ErrClosed: the Poller was closed.
+	ErrClosed = errors.New("idle poller closed")
+	// ErrFailed: the Poller's wait failed; it parks nothing any more.
+	ErrFailed = errors.New("idle poller failed")
+)
 
 // waiter is one parked socket.
 type waiter struct {
@@ -25,9 +36,15 @@ type waiter struct {
 
 // Poller calls back parked sockets when they become readable.
 type Poller struct {
-	mu      sync.Mutex
-	impl    *poller // nil until the first Wait; started lazily
+	// OnFail, when set (before Start or the first Wait), is called once,
+	// from the Poller's goroutine, if the Poller fails; err wraps
+	// ErrFailed and the cause.
+	OnFail func(err error)
+
+	mu      sync.Mutex // guards the fields below
+	impl    *poller    // nil until the first Wait; started lazily
 	closed  bool
+	failed  error // why the loop ended, if not by Close
 	waiters map[uint64]waiter
 	next    uint64
 	done    chan struct{} // closed when the loop has ended
@@ -40,8 +57,9 @@ func New() *Poller {
 }
 
 // Wait arranges for wake to be called, in a goroutine of its own, once the
-// socket behind rc is readable or hung up. Cancel undoes it. rc's socket
-// must stay open until wake is called or Cancel returns.
+// socket behind rc is readable or hung up, or the Poller fails. Cancel
+// undoes it. rc's socket must stay open until wake is called or Cancel
+// returns.
 func (p *Poller) Wait(rc syscall.RawConn, wake func()) (cancel func() bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -77,6 +95,9 @@ func (p *Poller) Start() error {
 func (p *Poller) startLocked() error {
 	if p.closed {
 		return ErrClosed
+	}
+	if p.failed != nil {
+		return p.failed
 	}
 	if p.impl == nil {
 		impl, err := start(p)
@@ -117,7 +138,11 @@ func (p *Poller) loop() {
 	for {
 		var err error
 		ready, err = p.impl.wait(ready[:0])
+		if errors.Is(err, ErrClosed) {
+			return
+		}
 		if err != nil {
+			p.fail(err)
 			return
 		}
 		for _, id := range ready {
@@ -132,6 +157,26 @@ func (p *Poller) loop() {
 				go w.wake()
 			}
 		}
+	}
+}
+
+// fail marks the Poller failed, wakes every parked socket and reports
+// err.
+func (p *Poller) fail(err error) {
+	err = fmt.Errorf("%w: %w", ErrFailed, err)
+	p.mu.Lock()
+	p.failed = err
+	parked := p.waiters
+	p.waiters = make(map[uint64]waiter)
+	for _, w := range parked {
+		p.impl.remove(w.fd)
+	}
+	p.mu.Unlock()
+	if p.OnFail != nil {
+		p.OnFail(err)
+	}
+	for _, w := range parked {
+		go w.wake()
 	}
 }
 

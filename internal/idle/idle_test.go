@@ -1,7 +1,9 @@
 package idle
 
 import (
+	"errors"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -125,5 +127,72 @@ func TestClose(t *testing.T) {
 	}
 	if err := New().Close(); err != nil {
 		t.Fatalf("closing an unused poller: %v", err)
+	}
+}
+
+// breakEpoll puts another file (/dev/null) under the Poller's epoll
+// descriptor, as a stray close and reuse of its number elsewhere in the
+// process would: the wait in progress goes on, the next one fails.
+func breakEpoll(t *testing.T, p *Poller) {
+	t.Helper()
+	null, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(null)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := syscall.Dup3(null, p.impl.epfd, syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A Poller whose epoll fails wakes every parked socket, so that none
+// hangs, refuses to park more (their owners keep their goroutines) and
+// says why.
+func TestFailureWakesParkedAndRefusesWaits(t *testing.T) {
+	p := New()
+	failures := make(chan error, 2)
+	p.OnFail = func(err error) { failures <- err }
+	defer p.Close()
+	first, firstPeer := pair(t)
+	other, _ := pair(t)
+	wakes := map[string]chan struct{}{"first": make(chan struct{}, 1), "other": make(chan struct{}, 1)}
+	for name, c := range map[string]*net.TCPConn{"first": first, "other": other} {
+		ch := wakes[name]
+		if _, err := p.Wait(rawConn(t, c), func() { ch <- struct{}{} }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	breakEpoll(t, p)
+	firstPeer.Write([]byte("x")) // ends the wait in progress
+	for name, ch := range wakes {
+		if !woken(ch, 5*time.Second) {
+			t.Errorf("%s parked socket not woken after the poller failed", name)
+		}
+	}
+	if n := p.Parked(); n != 0 {
+		t.Errorf("%d still parked after the poller failed", n)
+	}
+	select {
+	case err := <-failures:
+		if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "epoll_wait") {
+			t.Errorf("failure reported as %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("failure not reported")
+	}
+	c, _ := pair(t)
+	if cancel, err := p.Wait(rawConn(t, c), func() {}); !errors.Is(err, ErrFailed) {
+		if err == nil {
+			cancel()
+		}
+		t.Fatalf("Wait on a failed poller: %v, want ErrFailed", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Errorf("closing a failed poller: %v", err)
+	}
+	if len(failures) != 0 {
+		t.Error("failure reported more than once")
 	}
 }

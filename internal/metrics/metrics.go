@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +67,20 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
+// Mux serves the metrics listener: /metrics, and with profiling Go's
+// profiles under /debug/pprof/ (for go tool pprof).
+func (m *Metrics) Mux(profiling bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
 // SessionStarted counts a session that began setupTime after its request.
 func (m *Metrics) SessionStarted(kind string, setup time.Duration) {
 	if m == nil {
@@ -94,6 +109,17 @@ func (m *Metrics) SessionEnded(kind, reason string, lasted time.Duration, toClie
 	m.duration.WithLabelValues(kind).Observe(lasted.Seconds())
 	m.bytes.WithLabelValues("to_client").Add(float64(toClient))
 	m.bytes.WithLabelValues("to_container").Add(float64(toContainer))
+}
+
+// CountAuditDrops exports dropped, the number of audit records that could
+// not be written, as zun_wsproxy_audit_records_dropped_total. Call it once.
+func (m *Metrics) CountAuditDrops(dropped func() uint64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "zun_wsproxy", Name: "audit_records_dropped_total",
+		Help: "Audit records that could not be written (a full disk, say) and were dropped."},
+		func() float64 { return float64(dropped()) }))
 }
 
 // Refused counts a request refused before the upgrade.

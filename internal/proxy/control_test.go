@@ -86,7 +86,7 @@ func resizeMessage(rows, cols int) []byte {
 // goroutine is left.
 func TestResizeBurstDoesNotHoldKeystrokes(t *testing.T) {
 	docker := newDockerResize()
-	h := start(t, true, Options{Resize: docker.resize})
+	h := start(t, true, Options{Resize: docker.resize, CloseTimeout: 100 * time.Millisecond})
 	go func() {
 		for i := 0; i < 2000; i++ {
 			if h.client.trySend(websocket.OpText, resizeMessage(1+i%1000, 1+(7*i)%1000)) != nil {
@@ -114,7 +114,7 @@ func TestResizeBurstDoesNotHoldKeystrokes(t *testing.T) {
 // ends only once that call has returned: no Docker call outlives it.
 func TestResizeEndsWithSession(t *testing.T) {
 	docker := newDockerResize()
-	h := start(t, true, Options{Resize: docker.resize})
+	h := start(t, true, Options{Resize: docker.resize, CloseTimeout: 100 * time.Millisecond})
 	h.client.send(t, websocket.OpText, resizeMessage(40, 120))
 	<-docker.entered
 	h.cancel()

@@ -34,19 +34,21 @@ func (g *gateTap) hold() {
 	})
 }
 
-func (g *gateTap) Output([]byte) {
+func (g *gateTap) Output([]byte) error {
 	if !g.input {
 		g.hold()
 	}
+	return nil
 }
 
-func (g *gateTap) Input([]byte) {
+func (g *gateTap) Input([]byte) error {
 	if g.input {
 		g.hold()
 	}
+	return nil
 }
 
-func (g *gateTap) Resize(int, int) {}
+func (g *gateTap) Resize(int, int) error { return nil }
 
 // A write that begins after the session began closing is bounded by the
 // closing deadlines, not by the write bounds of a running session
@@ -64,6 +66,7 @@ func TestWriteAfterCloseReturnsAtOnce(t *testing.T) {
 		{"to Docker, after it failed", false, EndContainerLost},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			gate := newGateTap(!c.toClient)
 			// Bounds far beyond the harness's wait for the result.
 			h := startSetup(t, setup{framed: true, tightClient: c.toClient, tightContainer: !c.toClient,
@@ -111,6 +114,7 @@ func TestFrozenClientDoesNotStopTimeouts(t *testing.T) {
 		{"idle_timeout", Options{IdleTimeout: 300 * time.Millisecond}, EndIdleTimeout},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			// net.Pipe: every write waits for the peer to read, as one to a
 			// full socket buffer does; this peer reads nothing.
 			clientEnd, proxyClientEnd := net.Pipe()

@@ -175,11 +175,12 @@ func TestStalledFrameEnds(t *testing.T) {
 	} {
 		for _, parks := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s, parks=%v", stall.name, parks), func(t *testing.T) {
-				opts := Options{FrameTimeout: 300 * time.Millisecond, IdleAfter: 50 * time.Millisecond}
+				t.Parallel()
+				opts := Options{IdleAfter: 50 * time.Millisecond}
 				if parks {
 					opts, _ = parkedOptions(t)
-					opts.FrameTimeout = 300 * time.Millisecond
 				}
+				opts.FrameTimeout, opts.CloseTimeout = 300*time.Millisecond, 100*time.Millisecond
 				h := start(t, true, opts)
 				code, reason, end := websocket.ClosePolicyViolation, "frame stalled for 300ms", EndClientStalled
 				if stall.fromDocker {
@@ -206,7 +207,7 @@ func TestStalledFrameEnds(t *testing.T) {
 // A frame that comes slowly but steadily is not a stalled one.
 func TestSlowClientFrameIsNotStalled(t *testing.T) {
 	opts, _ := parkedOptions(t)
-	opts.FrameTimeout = 300 * time.Millisecond
+	opts.FrameTimeout, opts.CloseTimeout = 300*time.Millisecond, 100*time.Millisecond
 	h := start(t, true, opts)
 	payload := []byte(strings.Repeat("x", 1000))
 	var wire bytesBuffer
@@ -226,7 +227,7 @@ func TestSlowClientFrameIsNotStalled(t *testing.T) {
 func TestStalledClientsAreEnded(t *testing.T) {
 	const n = 100
 	opts, p := parkedOptions(t)
-	opts.FrameTimeout = 500 * time.Millisecond
+	opts.FrameTimeout, opts.CloseTimeout = 500*time.Millisecond, 100*time.Millisecond
 	var before, stalled, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)

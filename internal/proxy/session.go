@@ -131,14 +131,55 @@ const (
 	EndShutdown        = "shutdown"         // the proxy is stopping
 )
 
-// Tap observes a session's data. The slices are only valid during the call.
+// Tap observes a session's data. The slices are only valid during the
+// call. Each method is called before the data goes on; an error ends the
+// session instead, and the data is not forwarded: the client is closed
+// with the Code and Reason of a *TapError (1011 and "internal error"
+// for any other error).
 type Tap interface {
 	// Output is container output, as sent to the client.
-	Output(p []byte)
+	Output(p []byte) error
 	// Input is what the client typed, as sent to the container.
-	Input(p []byte)
+	Input(p []byte) error
 	// Resize is a terminal size change asked by the client.
-	Resize(rows, cols int)
+	Resize(rows, cols int) error
+}
+
+// TapError is how a Tap ends a session.
+type TapError struct {
+	Code   int    // close code for the client
+	Reason string // close reason for the client (at most 123 bytes)
+	End    string // the Result's End
+	Err    error  // the cause, in the Result's Reason
+}
+
+func (e *TapError) Error() string {
+	if e.Err == nil {
+		return e.Reason
+	}
+	return e.Reason + ": " + e.Err.Error()
+}
+func (e *TapError) Unwrap() error { return e.Err }
+
+// EndTap: a Tap failed with an error that is not a *TapError.
+const EndTap = "tap_failed"
+
+// tapError is a Tap's error as a *TapError.
+func tapError(err error) *TapError {
+	var te *TapError
+	if !errors.As(err, &te) {
+		te = &TapError{Code: websocket.CloseInternalError, Reason: "internal error", End: EndTap, Err: err}
+	}
+	return te
+}
+
+// endFor is how a direction ends after err on side, or as a Tap asked.
+func endFor(sd side, err error) end {
+	var te *TapError
+	if errors.As(err, &te) {
+		return end{side: proxySide, why: te.Reason, end: te.End, code: te.Code, err: te.Err}
+	}
+	return end{side: sd, err: err}
 }
 
 // Result tells how a session went.
@@ -420,7 +461,13 @@ func (s *Session) closeBoth(first end) Result {
 		if first.why != "" {
 			res.Reason, clientReason, res.End = first.why, first.why, first.end
 		}
+		if first.err != nil { // a Tap's
+			res.Reason += ": " + first.err.Error()
+		}
 		clientCode = websocket.CloseGoingAway
+		if first.code != 0 {
+			clientCode = first.code
+		}
 		backendCode = websocket.CloseGoingAway
 		waitForClient = true
 	}
@@ -520,7 +567,7 @@ func (s *Session) pumpClient() end {
 			}
 			if h.Op == websocket.OpText && s.opts.Resize != nil {
 				if err := s.control(h); err != nil {
-					return end{side: clientSide, err: err}
+					return endFor(clientSide, err)
 				}
 				continue
 			}
@@ -555,7 +602,9 @@ func (s *Session) control(h websocket.Header) error {
 		return &websocket.ProtocolError{Code: websocket.CloseInvalidPayload, Reason: err.Error()}
 	}
 	if s.opts.Tap != nil {
-		s.opts.Tap.Resize(c.Rows, c.Cols)
+		if err := s.opts.Tap.Resize(c.Rows, c.Cols); err != nil {
+			return tapError(err)
+		}
 	}
 	s.resize.request(c.Rows, c.Cols)
 	return nil
@@ -609,7 +658,9 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 		}
 		// Before the write: writing to Docker masks the bytes in place.
 		if s.opts.Tap != nil && stop > off {
-			s.opts.Tap.Input(out[off:stop])
+			if err := s.opts.Tap.Input(out[off:stop]); err != nil {
+				return endFor(clientSide, tapError(err)), false
+			}
 		}
 		if s.backendW != nil {
 			if remask {
@@ -822,7 +873,7 @@ func (s *Session) sendToClient(buf []byte, n int) (end, bool) {
 		return end{}, true
 	}
 	if err := s.writeClient(buf, start, stop); err != nil {
-		return end{side: clientSide, err: fmt.Errorf("write to client: %w", err)}, false
+		return endFor(clientSide, fmt.Errorf("write to client: %w", err)), false
 	}
 	return end{}, true
 }
@@ -833,7 +884,9 @@ func (s *Session) writeClient(buf []byte, off, stop int) error {
 	n := stop - off
 	op := websocket.OpBinary
 	if s.opts.Tap != nil {
-		s.opts.Tap.Output(buf[off:stop])
+		if err := s.opts.Tap.Output(buf[off:stop]); err != nil {
+			return tapError(err)
+		}
 	}
 	if s.opts.Encoding == Base64 {
 		bp := b64Pool.Get().(*[]byte)

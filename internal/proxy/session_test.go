@@ -460,7 +460,9 @@ func TestClientFramesReadWithHandshake(t *testing.T) {
 	writeFragments(w, websocket.OpBinary, b)
 	for _, early := range []int{100, 256, wire.Len()} {
 		t.Run(fmt.Sprintf("early=%d", early), func(t *testing.T) {
+			t.Parallel()
 			opts, _ := parkedOptions(t)
+			opts.CloseTimeout = 100 * time.Millisecond
 			h := startAfter(t, true, opts, wire.Bytes()[:early], nil)
 			if rest := wire.Bytes()[early:]; len(rest) > 0 {
 				h.client.conn.Write(rest)
@@ -636,7 +638,8 @@ func TestFragmentedMessageStaysOneMessage(t *testing.T) {
 		{"base64, bulk", Base64, big, []int{chunk + 1, 3*chunk + 2}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			h := start(t, true, Options{Encoding: c.encoding})
+			t.Parallel()
+			h := start(t, true, Options{Encoding: c.encoding, CloseTimeout: 100 * time.Millisecond})
 			payload, op := c.text, websocket.OpBinary
 			if c.encoding == Base64 {
 				payload, op = []byte(base64.StdEncoding.EncodeToString(c.text)), websocket.OpText
@@ -808,14 +811,39 @@ type recordingTap struct {
 	mu      sync.Mutex
 	in, out []byte
 	sizes   [][2]int
+	// fail names the method that returns err instead.
+	fail string
+	err  error
 }
 
-func (r *recordingTap) Output(p []byte) { r.mu.Lock(); r.out = append(r.out, p...); r.mu.Unlock() }
-func (r *recordingTap) Input(p []byte)  { r.mu.Lock(); r.in = append(r.in, p...); r.mu.Unlock() }
-func (r *recordingTap) Resize(rows, cols int) {
+func (r *recordingTap) Output(p []byte) error {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail == "output" {
+		return r.err
+	}
+	r.out = append(r.out, p...)
+	return nil
+}
+
+func (r *recordingTap) Input(p []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail == "input" {
+		return r.err
+	}
+	r.in = append(r.in, p...)
+	return nil
+}
+
+func (r *recordingTap) Resize(rows, cols int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail == "resize" {
+		return r.err
+	}
 	r.sizes = append(r.sizes, [2]int{rows, cols})
-	r.mu.Unlock()
+	return nil
 }
 
 func TestTapSeesWhatIsForwarded(t *testing.T) {
@@ -844,5 +872,54 @@ func TestTapSeesWhatIsForwarded(t *testing.T) {
 	}
 	if len(tap.sizes) != 1 || tap.sizes[0] != [2]int{40, 120} {
 		t.Errorf("tap resizes %v, want [[40 120]]", tap.sizes)
+	}
+}
+
+// A Tap that refuses data ends the session: what it refused goes neither
+// to the client nor to the container, and the client is told why.
+func TestTapRefusal(t *testing.T) {
+	limit := &TapError{Code: websocket.ClosePolicyViolation, Reason: "limit reached", End: "limited", Err: errors.New("too much")}
+	cases := []struct {
+		fail        string
+		err         error
+		code        int
+		reason, end string
+	}{
+		{"output", limit, websocket.ClosePolicyViolation, "limit reached", "limited"},
+		{"input", limit, websocket.ClosePolicyViolation, "limit reached", "limited"},
+		{"resize", limit, websocket.ClosePolicyViolation, "limit reached", "limited"},
+		{"output", errors.New("disk full"), websocket.CloseInternalError, "internal error", EndTap},
+	}
+	for _, c := range cases {
+		t.Run(c.fail+" "+c.end, func(t *testing.T) {
+			tap := &recordingTap{fail: c.fail, err: c.err}
+			h := start(t, true, Options{Tap: tap, Resize: func(context.Context, int, int) error { return nil }})
+			switch c.fail {
+			case "output":
+				h.docker.send(t, websocket.OpBinary, []byte("secret output"))
+			case "input":
+				h.client.send(t, websocket.OpBinary, []byte("typed"))
+			case "resize":
+				h.client.send(t, websocket.OpText, []byte(`{"type":"resize","rows":40,"cols":120}`))
+			}
+			f := h.client.recv(t)
+			if f.op != websocket.OpClose {
+				t.Fatalf("client got a %v frame %q, want the close", f.op, f.payload)
+			}
+			if f.code != c.code || f.reason != c.reason {
+				t.Fatalf("client closed with %d %q, want %d %q", f.code, f.reason, c.code, c.reason)
+			}
+			h.client.w.WriteClose(f.code, "") // as clients do: no wait for it
+			h.client.conn.Close()
+			if c.fail == "input" {
+				if f := h.docker.recv(t); f.op != websocket.OpClose {
+					t.Fatalf("the container got a %v frame %q, want the close", f.op, f.payload)
+				}
+			}
+			r := h.result(t)
+			if r.End != c.end || r.ClientCode != c.code || !strings.Contains(r.Reason, c.err.Error()) {
+				t.Fatalf("result %+v", r)
+			}
+		})
 	}
 }

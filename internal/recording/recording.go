@@ -5,9 +5,10 @@
 package recording
 
 import (
-	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,25 +40,37 @@ type Options struct {
 	// Input records what the client typed too ("i" events).
 	Input bool
 	Title string
+	// MaxSize bounds the file, in bytes (0: no bound). An event that would
+	// take it past MaxSize is not written: the call returns ErrLimit.
+	MaxSize int64
 }
 
-// Recorder writes one session's recording. It is a proxy.Tap: Output,
-// Input and Resize are called by the session's pumps as data goes by.
+// ErrLimit: the recording reached Options.MaxSize.
+var ErrLimit = errors.New("recording size limit reached")
+
+// Recorder writes one session's recording. Its Output, Input and Resize
+// are called by the session's pumps as data goes by (server adapts it to
+// a proxy.Tap). Each event is written through as it comes, so that a full
+// disk shows at once, in the call that could not record: its caller can
+// refuse to forward what was not recorded. After the first error every
+// call returns it.
 type Recorder struct {
-	mu      sync.Mutex
+	mu      sync.Mutex // guards the following
 	f       *os.File
-	w       *bufio.Writer
 	path    string
 	opts    Options
 	start   time.Time
-	header  bool  // written
-	err     error // first write error: recording stops, the session goes on
+	size    int64 // bytes in the file
+	events  int   // written after the header
+	err     error // first error: nothing more is written
 	outTail []byte
 	inTail  []byte
 }
 
 // Create makes the recording file for a session in dir (created 0700 if
-// missing); the file is 0600 and named so that names sort by time.
+// missing); the file is 0600 and named so that names sort by time. The
+// header is written and synced before Create returns, so that a full or
+// failing disk refuses the session rather than leaving it unrecorded.
 func Create(dir, container, session string, opts Options) (*Recorder, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("recording dir: %w", err)
@@ -69,7 +82,17 @@ func Create(dir, container, session string, opts Options) (*Recorder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
 	}
-	return &Recorder{f: f, w: bufio.NewWriterSize(f, 32<<10), path: path, opts: opts, start: now}, nil
+	r := &Recorder{f: f, path: path, opts: opts, start: now}
+	err = r.write(r.header(DefaultCols, DefaultRows))
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("recording %s: %w", path, err)
+	}
+	return r, nil
 }
 
 // safeName keeps a file name to letters, digits, '-', '_' and '.'.
@@ -95,74 +118,107 @@ func safeName(s string) string {
 func (r *Recorder) Path() string { return r.path }
 
 // Output records container output.
-func (r *Recorder) Output(p []byte) {
+func (r *Recorder) Output(p []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.outTail = r.text("o", r.outTail, p)
+	var err error
+	r.outTail, err = r.text("o", r.outTail, p)
+	return err
 }
 
 // Input records keystrokes, if asked to.
-func (r *Recorder) Input(p []byte) {
+func (r *Recorder) Input(p []byte) error {
 	if !r.opts.Input {
-		return
+		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.inTail = r.text("i", r.inTail, p)
+	var err error
+	r.inTail, err = r.text("i", r.inTail, p)
+	return err
 }
 
-// Resize records a terminal size change; before any output it sets the
+// Resize records a terminal size change; before any event it sets the
 // header's size instead.
-func (r *Recorder) Resize(rows, cols int) {
+func (r *Recorder) Resize(rows, cols int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.header {
-		r.writeHeader(cols, rows)
-		return
+	if r.events == 0 && r.err == nil {
+		return r.rewriteHeader(cols, rows)
 	}
-	r.event("r", fmt.Sprintf("%dx%d", cols, rows))
+	return r.event("r", fmt.Sprintf("%dx%d", cols, rows))
 }
 
 // text records p after the bytes held from before, holding back an
 // incomplete UTF-8 character at the end: event data are JSON strings.
-func (r *Recorder) text(kind string, held, p []byte) []byte {
+func (r *Recorder) text(kind string, held, p []byte) ([]byte, error) {
 	buf := append(held, p...)
 	keep := utf8tail.Incomplete(buf)
+	var err error
 	if n := len(buf) - keep; n > 0 {
-		r.event(kind, string(buf[:n]))
+		err = r.event(kind, string(buf[:n]))
 	}
-	return append(held[:0], buf[len(buf)-keep:]...)
+	return append(held[:0], buf[len(buf)-keep:]...), err
 }
 
-func (r *Recorder) writeHeader(cols, rows int) {
-	r.header = true
+func (r *Recorder) header(cols, rows int) []byte {
 	h := Header{Version: 2, Width: cols, Height: rows, Timestamp: r.start.Unix(), Title: r.opts.Title,
 		Env: map[string]string{"TERM": "xterm-256color"}}
 	b, _ := json.Marshal(h)
-	r.write(b)
+	return append(b, '\n')
 }
 
-func (r *Recorder) event(kind, data string) {
-	if !r.header {
-		r.writeHeader(DefaultCols, DefaultRows)
+// rewriteHeader replaces the header, the file's only line, with one of
+// another size.
+func (r *Recorder) rewriteHeader(cols, rows int) error {
+	if err := r.f.Truncate(0); err != nil {
+		r.err = fmt.Errorf("recording: %w", err)
+		return r.err
 	}
+	if _, err := r.f.Seek(0, io.SeekStart); err != nil {
+		r.err = fmt.Errorf("recording: %w", err)
+		return r.err
+	}
+	r.size = 0
+	return r.write(r.header(cols, rows))
+}
+
+func (r *Recorder) event(kind, data string) error {
 	// Invalid UTF-8 inside data becomes U+FFFD (encoding/json does it).
 	d, _ := json.Marshal(data)
-	line := fmt.Appendf(nil, "[%.6f, %q, %s]", time.Since(r.start).Seconds(), kind, d)
-	r.write(line)
+	line := fmt.Appendf(nil, "[%.6f, %q, %s]\n", time.Since(r.start).Seconds(), kind, d)
+	if err := r.write(line); err != nil {
+		return err
+	}
+	r.events++
+	return nil
 }
 
-func (r *Recorder) write(line []byte) {
+// write appends one whole line, or nothing: a line that would pass
+// MaxSize is not written, and what a failed write left of its line is cut
+// off again, so the file stays a valid recording.
+func (r *Recorder) write(line []byte) error {
 	if r.err != nil {
-		return
+		return r.err
 	}
-	r.w.Write(line)
-	if err := r.w.WriteByte('\n'); err != nil {
-		r.err = err
+	if r.opts.MaxSize > 0 && r.size+int64(len(line)) > r.opts.MaxSize {
+		r.err = fmt.Errorf("%w (%d bytes)", ErrLimit, r.opts.MaxSize)
+		return r.err
 	}
+	if n, err := r.f.Write(line); err != nil {
+		if n > 0 {
+			r.f.Truncate(r.size)
+			r.f.Seek(r.size, io.SeekStart)
+		}
+		r.err = fmt.Errorf("recording: %w", err)
+		return r.err
+	}
+	r.size += int64(len(line))
+	return nil
 }
 
-// Close writes what was held back and closes the file.
+// Close writes what was held back, if it can, and closes the file. It
+// returns the first error the recording met, if any.
 func (r *Recorder) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -172,15 +228,12 @@ func (r *Recorder) Close() error {
 	if len(r.inTail) > 0 {
 		r.event("i", string(r.inTail))
 	}
-	if !r.header {
-		r.writeHeader(DefaultCols, DefaultRows)
-	}
-	err := r.w.Flush()
-	if cerr := r.f.Close(); err == nil {
-		err = cerr
-	}
+	err := r.f.Close()
 	if r.err != nil {
 		return r.err
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("recording: %w", err)
+	}
+	return nil
 }

@@ -3,10 +3,15 @@ package recording
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
 // record runs steps against a Recorder and returns the file's events.
@@ -91,6 +96,112 @@ func TestRecorder(t *testing.T) {
 				t.Errorf("output %q, want %q", out, c.wantOutput)
 			}
 		})
+	}
+}
+
+// A recording never passes MaxSize: the event that would is not written,
+// and it and every later call return ErrLimit; the file stays readable.
+func TestMaxSize(t *testing.T) {
+	dir := t.TempDir()
+	const max = 4096
+	r, err := Create(dir, "web", "s1", Options{Input: true, MaxSize: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := []byte(strings.Repeat("x", 100) + "\r\n")
+	var wrote int
+	for err = r.Output(line); err == nil; err = r.Output(line) {
+		wrote++
+	}
+	if !errors.Is(err, ErrLimit) {
+		t.Fatalf("past MaxSize: %v, want ErrLimit", err)
+	}
+	for _, call := range []func() error{func() error { return r.Input([]byte("x")) }, func() error { return r.Resize(1, 1) }, r.Close} {
+		if err := call(); !errors.Is(err, ErrLimit) {
+			t.Errorf("after the limit: %v, want ErrLimit", err)
+		}
+	}
+	fi, err := os.Stat(r.Path())
+	if err != nil || fi.Size() > max || fi.Size() < max-200 {
+		t.Fatalf("file of %v bytes (%v), want at most %d and within a line of it", fi.Size(), err, max)
+	}
+	_, evs, err := ReadFile(r.Path())
+	if err != nil || len(evs) != wrote {
+		t.Fatalf("%d events (%v), want the %d written", len(evs), err, wrote)
+	}
+}
+
+// On a full disk: Create fails (the session is refused, not started
+// unrecorded); a write that fails fails the call that made it and every
+// later one (the session can refuse to forward what was not recorded), and
+// the file keeps the whole events written before.
+func TestFullDisk(t *testing.T) {
+	testenv.OnSmallFS(t, 64<<10, func(t *testing.T, dir string) {
+		fill := filepath.Join(dir, "fill")
+		f, err := os.Create(fill)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for page := make([]byte, 4096); err == nil; {
+			_, err = f.Write(page)
+		}
+		f.Close()
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("filling the disk: %v", err)
+		}
+		if _, err := Create(dir, "web", "s1", Options{}); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("Create on a full disk: %v, want ENOSPC", err)
+		}
+		if names, _ := os.ReadDir(dir); len(names) != 1 {
+			t.Fatalf("%d files on the full disk, want the filler only", len(names))
+		}
+		// One page free (tmpfs allocates by pages): the header and a
+		// short event fit, a long one does not.
+		fi, _ := os.Stat(fill)
+		if err := os.Truncate(fill, fi.Size()-4096); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Create(dir, "web", "s2", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Output([]byte("kept")); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Output(bytes.Repeat([]byte("lost "), 2000)); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("a write past the disk's end: %v, want ENOSPC", err)
+		}
+		if err := r.Output([]byte("x")); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("a write after a failed one: %v, want ENOSPC", err)
+		}
+		if err := r.Close(); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("Close after a failed write: %v, want ENOSPC", err)
+		}
+		_, evs, err := ReadFile(r.Path())
+		if err != nil || len(evs) != 1 || evs[0].Data != "kept" {
+			t.Fatalf("events %+v (%v), want the one written before", evs, err)
+		}
+	})
+}
+
+// Create writes the header at once: a session is refused, not started
+// unrecorded, when nothing can be written.
+func TestCreateWritesTheHeader(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Create(dir, "web", "s1", Options{Title: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h, evs, err := ReadFile(r.Path())
+	if err != nil || h.Version != 2 || h.Title != "web" || len(evs) != 0 {
+		t.Fatalf("before any event: header %+v, %d events, %v", h, len(evs), err)
+	}
+	if _, err := Create(dir, "web", "s2", Options{MaxSize: 10}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("a header over MaxSize: %v", err)
+	}
+	if names, _ := os.ReadDir(dir); len(names) != 1 {
+		t.Fatalf("%d files, want the first recording's only", len(names))
 	}
 }
 

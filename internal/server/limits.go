@@ -2,9 +2,12 @@ package server
 
 import (
 	"errors"
-	"net"
+	"hash/maphash"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Limit errors, answered 503 or 429 with Retry-After.
@@ -71,89 +74,203 @@ func (s *sessionSlots) release(key string) {
 	}
 }
 
-// failureLimiter counts failed authorizations per client address in fixed
-// windows; an address over the limit is refused until its window ends.
-// Memory is bounded: at most maxTracked addresses are remembered.
+// failureLimiter counts failed authorizations (wrong tokens) per client
+// in fixed windows: a client's window starts at its first failure, and
+// once it has failed limit times in it, it is refused until the window
+// ends. A client is an IPv4 address or an IPv6 /64 (client.key): a host
+// has a /64 to itself and can send from any address in it.
+//
+// Its memory is fixed and each check or failure is O(1), however many
+// clients fail: the table is set-associative, as a CPU cache is. A
+// client's key, hashed with a secret seed, picks one set of limiterWays
+// entries, with a lock of its own; a check or failure looks at that set
+// only, and nothing ever walks the table. A client that fails when its
+// set is full takes the place of
+//
+//   - an entry whose window has ended (it counts nothing any more); else
+//   - the entry with the fewest failures in its window, the one that
+//     failed least recently among equals.
+//
+// So a flood of fresh addresses, each failing once, replaces only
+// clients that failed once, least recent first, never one that keeps
+// failing.
+//
+// That is the approximation: a client with n failures is forgotten only
+// when the other limiterWays-1 clients of its set each have n or more in
+// their windows. An attacker who cannot see the hash, to do that to one
+// client, must do it to every set: as many addresses failing n times as
+// the table holds, which gains it nothing those addresses did not
+// already have. Short of that, counts are exact.
 type failureLimiter struct {
-	mu     sync.Mutex
+	conf  atomic.Pointer[limiterConf]
+	now   func() time.Time
+	epoch time.Time // times are kept as nanoseconds since it
+	seed  maphash.Seed
+	nsets int
+	// sets is the table, nsets sets allocated at the first failure.
+	sets  atomic.Pointer[[]limiterSet]
+	alloc sync.Mutex // taken to allocate sets
+}
+
+type limiterConf struct {
 	limit  int // failures allowed per window; 0: no limit
 	window time.Duration
-	now    func() time.Time
-	byAddr map[string]*failures
 }
 
-type failures struct {
-	count int
-	start time.Time
-}
-
-const maxTracked = 100_000
+const (
+	limiterWays = 8
+	// maxTracked bounds the clients the limiter remembers, and
+	// limiterMemory what they take (2,176 KiB, allocated at the first
+	// failure and never more).
+	maxTracked    = 1 << 16
+	limiterMemory = maxTracked / limiterWays * int(unsafe.Sizeof(limiterSet{}))
+)
 
 func newFailureLimiter(limit int, window time.Duration) *failureLimiter {
-	return &failureLimiter{limit: limit, window: window, now: time.Now, byAddr: map[string]*failures{}}
+	return newFailureLimiterSize(limit, window, maxTracked)
 }
 
-// clientIP is the address part of a RemoteAddr.
-func clientIP(remoteAddr string) string {
-	if h, _, err := net.SplitHostPort(remoteAddr); err == nil {
-		return h
-	}
-	return remoteAddr
+// newFailureLimiterSize returns a limiter that remembers up to capacity
+// clients.
+func newFailureLimiterSize(limit int, window time.Duration, capacity int) *failureLimiter {
+	l := &failureLimiter{now: time.Now, seed: maphash.MakeSeed(), nsets: max(1, capacity/limiterWays)}
+	l.epoch = l.now()
+	l.setLimit(limit, window)
+	return l
 }
 
 func (l *failureLimiter) setLimit(limit int, window time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if window <= 0 {
 		window = time.Minute
 	}
-	l.limit, l.window = limit, window
+	l.conf.Store(&limiterConf{limit: limit, window: window})
 }
 
-// check refuses an address that failed too often in its current window.
-func (l *failureLimiter) check(addr string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.limit <= 0 {
+// check refuses a client that failed too often in its current window.
+func (l *failureLimiter) check(client netip.Prefix) error {
+	conf := l.conf.Load()
+	sets := l.table(false)
+	if conf.limit <= 0 || sets == nil {
 		return nil
 	}
-	f := l.byAddr[addr]
-	if f == nil {
-		return nil
-	}
-	if rest := l.window - l.now().Sub(f.start); rest > 0 && f.count >= l.limit {
-		return &retryError{err: errRateLimited, after: rest}
+	k := limiterKey(client)
+	s := l.set(sets, k)
+	s.mu.Lock()
+	rest := s.refused(k, l.elapsed(), int64(conf.window), conf.limit)
+	s.mu.Unlock()
+	if rest > 0 {
+		return &retryError{err: errRateLimited, after: time.Duration(rest)}
 	}
 	return nil
 }
 
 // fail records a failed authorization.
-func (l *failureLimiter) fail(addr string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.limit <= 0 {
+func (l *failureLimiter) fail(client netip.Prefix) {
+	conf := l.conf.Load()
+	if conf.limit <= 0 {
 		return
 	}
-	now := l.now()
-	f := l.byAddr[addr]
-	if f == nil || now.Sub(f.start) >= l.window {
-		if f == nil && len(l.byAddr) >= maxTracked {
-			l.sweep(now)
-			if len(l.byAddr) >= maxTracked {
-				return // under a flood of addresses, stop tracking new ones
-			}
-		}
-		l.byAddr[addr] = &failures{count: 1, start: now}
-		return
-	}
-	f.count++
+	k := limiterKey(client)
+	s := l.set(l.table(true), k)
+	s.mu.Lock()
+	s.fail(k, l.elapsed(), int64(conf.window))
+	s.mu.Unlock()
 }
 
-// sweep forgets addresses whose window has ended.
-func (l *failureLimiter) sweep(now time.Time) {
-	for a, f := range l.byAddr {
-		if now.Sub(f.start) >= l.window {
-			delete(l.byAddr, a)
+// table returns the sets, allocating them if create is set; else nil
+// before the first failure.
+func (l *failureLimiter) table(create bool) []limiterSet {
+	if t := l.sets.Load(); t != nil || !create {
+		if t == nil {
+			return nil
+		}
+		return *t
+	}
+	l.alloc.Lock()
+	defer l.alloc.Unlock()
+	if l.sets.Load() == nil {
+		sets := make([]limiterSet, l.nsets)
+		l.sets.Store(&sets)
+	}
+	return *l.sets.Load()
+}
+
+func (l *failureLimiter) elapsed() int64 { return int64(l.now().Sub(l.epoch)) }
+
+func (l *failureLimiter) set(sets []limiterSet, k clientKey) *limiterSet {
+	return &sets[maphash.Comparable(l.seed, k)%uint64(len(sets))]
+}
+
+// clientKey is a client as the limiter keys it: its address as 16 bytes
+// (an IPv4 one mapped, an IPv6 /64 with its low half zero, so the two
+// never meet), or all ones for peers that are not IP.
+type clientKey [16]byte
+
+func limiterKey(p netip.Prefix) clientKey {
+	if !p.IsValid() {
+		var k clientKey
+		for i := range k {
+			k[i] = 0xff
+		}
+		return k
+	}
+	return p.Masked().Addr().As16()
+}
+
+// limiterSet is one set of the limiter's table.
+type limiterSet struct {
+	mu   sync.Mutex // guards the following
+	ways [limiterWays]limiterEntry
+	// clock counts the set's failures: an entry's last is its value at
+	// the entry's last failure, which orders them however coarse the
+	// system clock is.
+	clock uint32
+}
+
+type limiterEntry struct {
+	key   clientKey
+	start int64  // the window's start
+	fails uint32 // in the window; 0: the entry is free
+	last  uint32 // the set's clock at its last failure
+}
+
+// refused returns how long k is still refused, or 0.
+func (s *limiterSet) refused(k clientKey, now, window int64, limit int) int64 {
+	for i := range s.ways {
+		e := &s.ways[i]
+		if e.fails > 0 && e.key == k {
+			if rest := e.start + window - now; rest > 0 && int64(e.fails) >= int64(limit) {
+				return rest
+			}
+			return 0
 		}
 	}
+	return 0
+}
+
+// fail counts a failure of k, in its entry or in the one it replaces.
+func (s *limiterSet) fail(k clientKey, now, window int64) {
+	s.clock++
+	victim, vFails := 0, uint32(0)
+	for i := range s.ways {
+		e := &s.ways[i]
+		fails := e.fails
+		if fails > 0 && e.key == k {
+			if now-e.start >= window {
+				e.start, e.fails = now, 1
+			} else if e.fails < ^uint32(0) {
+				e.fails++
+			}
+			e.last = s.clock
+			return
+		}
+		if now-e.start >= window {
+			fails = 0 // ended: as good as free
+		}
+		// Clock values are compared as serial numbers: they wrap.
+		if i == 0 || fails < vFails || (fails == vFails && int32(e.last-s.ways[victim].last) < 0) {
+			victim, vFails = i, fails
+		}
+	}
+	s.ways[victim] = limiterEntry{key: k, start: now, fails: 1, last: s.clock}
 }

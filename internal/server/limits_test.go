@@ -1,9 +1,17 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 func TestSessionSlots(t *testing.T) {
@@ -32,33 +40,310 @@ func TestSessionSlots(t *testing.T) {
 	}
 }
 
+// clientAt is a client at addr.
+func clientAt(addr string) client { return client{addr: netip.MustParseAddr(addr)} }
+
 func TestFailureLimiter(t *testing.T) {
+	type step struct {
+		after time.Duration // the clock moves on first
+		addr  string
+		fails int           // failures recorded, then a check
+		want  time.Duration // the check's Retry-After; 0: allowed
+	}
+	cases := []struct {
+		name  string
+		limit int
+		steps []step
+	}{
+		{"limited until the window ends", 3, []step{
+			{0, "192.0.2.1", 2, 0},
+			{0, "192.0.2.1", 1, time.Minute},
+			{30 * time.Second, "192.0.2.1", 0, 30 * time.Second},
+			{30 * time.Second, "192.0.2.1", 0, 0},
+		}},
+		{"another address is not limited", 3, []step{
+			{0, "192.0.2.1", 3, time.Minute},
+			{0, "192.0.2.2", 0, 0},
+			{0, "2001:db8::1", 0, 0},
+		}},
+		{"a window starts at the first failure after the last one ended", 3, []step{
+			{0, "192.0.2.1", 2, 0},
+			{61 * time.Second, "192.0.2.1", 2, 0},
+			{58 * time.Second, "192.0.2.1", 1, 2 * time.Second},
+		}},
+		{"failures in earlier windows do not add up", 3, []step{
+			{0, "192.0.2.1", 2, 0},
+			{time.Minute, "192.0.2.1", 2, 0},
+			{time.Minute, "192.0.2.1", 2, 0},
+		}},
+		{"an IPv6 /64 is one client", 3, []step{
+			{0, "2001:db8:0:1::1", 1, 0},
+			{0, "2001:db8:0:1::2", 1, 0},
+			{0, "2001:db8:0:1:ffff:ffff:ffff:ffff", 1, time.Minute},
+			{0, "2001:db8:0:1:abcd::9", 0, time.Minute},
+			{0, "2001:db8:0:2::1", 0, 0},
+			{0, "2001:db8:1:1::1", 0, 0},
+		}},
+		{"an IPv4 address is one client", 3, []step{
+			{0, "192.0.2.1", 3, time.Minute},
+			{0, "192.0.2.0", 0, 0},
+			{0, "192.0.2.255", 0, 0},
+			{0, "::ffff:192.0.2.2", 0, 0},
+		}},
+		{"IPv4 and the IPv6 /64 around ::ffff:0:0/96 are apart", 1, []step{
+			{0, "::1", 1, time.Minute},
+			{0, "0.0.0.1", 0, 0},
+			{0, "::2", 0, time.Minute},
+		}},
+		{"limit 0 is off", 0, []step{
+			{0, "192.0.2.1", 100, 0},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			now := time.Unix(1000, 0)
+			l := newFailureLimiter(c.limit, time.Minute)
+			l.now = func() time.Time { return now }
+			for i, s := range c.steps {
+				now = now.Add(s.after)
+				for range s.fails {
+					l.fail(clientAt(s.addr).key())
+				}
+				err := l.check(clientAt(s.addr).key())
+				var re *retryError
+				switch {
+				case s.want == 0 && err != nil:
+					t.Fatalf("step %d (%s): %v, want allowed", i, s.addr, err)
+				case s.want != 0 && (!errors.As(err, &re) || !errors.Is(err, errRateLimited)):
+					t.Fatalf("step %d (%s): %v, want limited", i, s.addr, err)
+				case s.want != 0 && re.after != s.want:
+					t.Fatalf("step %d (%s): Retry-After %v, want %v", i, s.addr, re.after, s.want)
+				}
+			}
+		})
+	}
+}
+
+// Which client a failure in a full set replaces: one whose window
+// ended, else the one with the fewest failures, the least recently
+// failing among equals.
+func TestLimiterSetReplacement(t *testing.T) {
+	// failures: clients from to to (keys, inclusive) fail times each, at
+	// second at.
+	type failures struct{ from, to, times, at int }
+	cases := []struct {
+		name string
+		do   []failures
+		want map[int]uint32 // the clients remembered, with their failures
+	}{
+		{"a fresh client replaces the oldest single failure",
+			[]failures{{1, 1, 3, 0}, {2, 2, 1, 1}, {3, 3, 1, 2}, {4, 8, 1, 3}, {9, 10, 1, 4}},
+			map[int]uint32{1: 3, 4: 1, 5: 1, 6: 1, 7: 1, 8: 1, 9: 1, 10: 1}},
+		{"a client that keeps failing outlasts a flood",
+			[]failures{{1, 1, 2, 0}, {2, 1000, 1, 1}, {1, 1, 1, 2}},
+			map[int]uint32{1: 3, 994: 1, 995: 1, 996: 1, 997: 1, 998: 1, 999: 1, 1000: 1}},
+		{"the least recently failing among equals, however coarse the clock",
+			[]failures{{1, 8, 1, 0}, {8, 8, 1, 0}, {7, 7, 1, 0}, {6, 6, 1, 0}, {5, 5, 1, 0}, {4, 4, 1, 0}, {3, 3, 1, 0}, {2, 2, 1, 0}, {1, 1, 1, 0}, {9, 9, 1, 0}},
+			map[int]uint32{1: 2, 2: 2, 3: 2, 4: 2, 5: 2, 6: 2, 7: 2, 9: 1}},
+		{"ended windows go first",
+			[]failures{{1, 7, 5, 0}, {8, 8, 5, 30}, {9, 9, 1, 61}},
+			map[int]uint32{8: 5, 9: 1}},
+		{"else the fewest failures",
+			[]failures{{1, 1, 1, 0}, {2, 8, 2, 0}, {9, 9, 1, 1}},
+			map[int]uint32{2: 2, 3: 2, 4: 2, 5: 2, 6: 2, 7: 2, 8: 2, 9: 1}},
+	}
+	window := int64(time.Minute)
+	key := func(i int) clientKey { return clientKey{14: byte(i >> 8), 15: byte(i)} }
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var s limiterSet
+			var now int64
+			for _, f := range c.do {
+				now = int64(f.at) * int64(time.Second)
+				for k := f.from; k <= f.to; k++ {
+					for range f.times {
+						s.fail(key(k), now, window)
+					}
+				}
+			}
+			got := map[int]uint32{}
+			for _, e := range s.ways {
+				if e.fails > 0 && now-e.start < window {
+					got[int(e.key[14])<<8|int(e.key[15])] = e.fails
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(c.want) {
+				t.Errorf("remembered %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+// floodAddr is the i-th address of a flood, each in a /64 of its own.
+func floodAddr(i int) string { return floodClient(i).addr.String() }
+
+func floodClient(i int) client {
+	a := [16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i), 15: 1}
+	return client{addr: netip.AddrFrom16(a)}
+}
+
+// A flood of fresh addresses costs the same at each address however
+// many came before, stays within the limiter's memory bound, and pushes
+// out none of the addresses that keep failing: an attacker inside the
+// flood is limited after exactly its limit of failures.
+func TestFailureLimiterFlood(t *testing.T) {
+	const flood = 200_000
 	now := time.Unix(1000, 0)
-	l := newFailureLimiter(3, time.Minute)
+	l := newFailureLimiter(20, time.Minute)
 	l.now = func() time.Time { return now }
-	for i := 0; i < 3; i++ {
-		if err := l.check("1.2.3.4"); err != nil {
-			t.Fatalf("check before failure %d: %v", i, err)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	n := 0
+	// One handshake of the flood: a check, then its failure.
+	fresh := func(count int) {
+		for range count {
+			k := floodClient(n).key()
+			n++
+			if err := l.check(k); err != nil {
+				t.Fatalf("fresh address %s: %v", floodAddr(n-1), err)
+			}
+			l.fail(k)
+			if n%1000 == 0 && time.Since(start) > 20*time.Second {
+				t.Fatalf("%d fresh addresses took %v: each costs more the more there are", n, time.Since(start))
+			}
 		}
-		l.fail("1.2.3.4")
 	}
-	err := l.check("1.2.3.4")
-	var re *retryError
-	if !errors.As(err, &re) || !errors.Is(err, errRateLimited) || re.after != time.Minute {
-		t.Fatalf("after 3 failures: %v", err)
+	attacker := func(addr string, fails int, between int) {
+		t.Helper()
+		for i := range fails {
+			if err := l.check(clientAt(addr).key()); err != nil {
+				t.Fatalf("%s limited before its failure %d of %d: %v", addr, i+1, fails, err)
+			}
+			l.fail(clientAt(addr).key())
+			fresh(between)
+		}
 	}
-	if err := l.check("5.6.7.8"); err != nil {
-		t.Fatalf("another address: %v", err)
+	// An attacker who failed twice before the flood, one who starts once
+	// the limiter holds as many addresses as it can, and one inside an
+	// IPv6 /64 who changes address at every try.
+	attacker("192.0.2.1", 2, 0)
+	fresh(flood / 2)
+	attacker("192.0.2.1", 18, 1000)
+	attacker("198.51.100.7", 20, 1000)
+	for i := range 20 {
+		attacker(fmt.Sprintf("2001:db8:ffff:1::%x", i+1), 1, 1000)
 	}
-	now = now.Add(61 * time.Second)
-	if err := l.check("1.2.3.4"); err != nil {
-		t.Fatalf("next window: %v", err)
+	fresh(flood - n)
+	for _, a := range []string{"192.0.2.1", "198.51.100.7", "2001:db8:ffff:1::99"} {
+		if err := l.check(clientAt(a).key()); !errors.Is(err, errRateLimited) {
+			t.Errorf("%s after its 20 failures during a flood of %d addresses: %v, want limited", a, n, err)
+		}
 	}
-	// Bounded memory under a flood of addresses.
-	for i := 0; i < maxTracked+10; i++ {
-		l.fail(string(rune(i)))
+	t.Logf("%d fresh addresses in %v", n, time.Since(start))
+	if got := l.tracked(); got > maxTracked {
+		t.Errorf("%d clients tracked, past the bound of %d", got, maxTracked)
 	}
-	if len(l.byAddr) > maxTracked {
-		t.Fatalf("%d addresses tracked", len(l.byAddr))
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("heap grew %d KiB for %d addresses", grown>>10, n)
+	// The slack is for what else the process allocates meanwhile.
+	if grown > int64(limiterMemory)+256<<10 {
+		t.Errorf("heap grew %d KiB, past the limiter's bound of %d KiB", grown>>10, limiterMemory>>10)
+	}
+	runtime.KeepAlive(l)
+}
+
+// Only token failures count: a web page can make its visitor's browser
+// send handshakes with its own Origin, and those must not lock the
+// visitor's address (or its whole NAT) out of the CLI. Wrong tokens still
+// do.
+func TestOriginRefusalsDoNotLockOut(t *testing.T) {
+	_, url := serveShell(t, "originlimit", func(o *Options, _ *ListenOptions) {
+		o.AuthFailureLimit, o.AuthFailureWindow = 3, time.Minute
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dial := func(url string, header http.Header) (*websocket.Conn, int) {
+		t.Helper()
+		conn, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header, Subprotocols: []string{"binary"}})
+		if err == nil {
+			return conn, http.StatusSwitchingProtocols
+		}
+		if resp == nil {
+			t.Fatalf("dial: %v", err)
+		}
+		return nil, resp.StatusCode
+	}
+	evil := http.Header{"Origin": {"http://evil.example"}}
+	var got []int
+	for range 20 {
+		_, code := dial(url, evil)
+		got = append(got, code)
+	}
+	conn, code := dial(url, nil)
+	got = append(got, code)
+	if want := strings.Repeat("403 ", 20) + "101"; strings.Trim(fmt.Sprint(got), "[]") != want {
+		t.Fatalf("20 bad-Origin handshakes, then the CLI: %v, want %s", got, want)
+	}
+	conn.Write(ctx, websocket.MessageBinary, []byte("echo ok-$((40+2))\n"))
+	var out strings.Builder
+	for !strings.Contains(out.String(), "ok-42") {
+		_, data, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("the CLI session after bad-Origin handshakes: %v", err)
+		}
+		out.Write(data)
+	}
+	conn.Close(websocket.StatusNormalClosure, "")
+
+	wrong := strings.Replace(url, "token=", "token=wrong", 1)
+	got = nil
+	for range 4 {
+		_, code := dial(wrong, nil)
+		got = append(got, code)
+	}
+	if fmt.Sprint(got) != "[401 401 401 429]" {
+		t.Errorf("4 wrong tokens: %v, want [401 401 401 429]", got)
+	}
+}
+
+// tracked counts the clients remembered.
+func (l *failureLimiter) tracked() int {
+	n := 0
+	sets := l.table(false)
+	for i := range sets {
+		s := &sets[i]
+		s.mu.Lock()
+		for _, e := range s.ways {
+			if e.fails > 0 {
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// Each check and failure costs the same however many clients the
+// limiter holds: the table is full and every failure is a fresh client
+// that replaces one.
+func BenchmarkFailureLimiter(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("tracked=%d", n), func(b *testing.B) {
+			l := newFailureLimiterSize(20, time.Minute, n)
+			for i := range n {
+				l.fail(floodClient(i).key())
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				k := floodClient(n + i).key()
+				l.check(k)
+				l.fail(k)
+			}
+		})
 	}
 }

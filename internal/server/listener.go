@@ -5,9 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/proxyproto"
 )
 
 // tlsRecordHandshake is the first byte of every TLS ClientHello.
@@ -23,8 +27,19 @@ type ListenOptions struct {
 	// SSLOnly refuses plain connections with a short HTTP 400.
 	SSLOnly bool
 	// FirstByteTimeout bounds the wait for a new connection's first byte
-	// (default 10s), so silent clients cannot pile up.
+	// (default 10s), so silent clients cannot pile up; and for its PROXY
+	// header.
 	FirstByteTimeout time.Duration
+	// ProxyProtocol: a connection from one of Trusted starts with a PROXY
+	// protocol header (version 1 or 2), whose source, for a relayed TCP
+	// connection, becomes its remote address. Without a valid header it is
+	// closed, logged and counted (Metrics' refused, reason proxy_header).
+	// Other peers send none: what they send is read as HTTP or TLS, a
+	// header included (which makes a bad request).
+	ProxyProtocol bool
+	Trusted       *TrustedProxies
+	Logger        *slog.Logger     // default: discard
+	Metrics       *metrics.Metrics // nil: off
 }
 
 // Listen opens the proxy's socket on addr.
@@ -38,32 +53,44 @@ func Listen(addr string, opts ListenOptions) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tlsConfig == nil {
+	if tlsConfig == nil && !opts.ProxyProtocol {
 		return ln, nil
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &sniffListener{
-		Listener: ln,
-		tls:      tlsConfig,
-		sslOnly:  sslOnly,
-		conns:    make(chan net.Conn),
-		done:     make(chan struct{}),
-		ctx:      ctx,
-		cancel:   cancel,
-		timeout:  opts.FirstByteTimeout,
+		Listener:      ln,
+		tls:           tlsConfig,
+		sslOnly:       sslOnly,
+		proxyProtocol: opts.ProxyProtocol,
+		trusted:       opts.Trusted,
+		log:           opts.Logger,
+		metrics:       opts.Metrics,
+		conns:         make(chan net.Conn),
+		done:          make(chan struct{}),
+		ctx:           ctx,
+		cancel:        cancel,
+		timeout:       opts.FirstByteTimeout,
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l, nil
 }
 
-// sniffListener classifies each accepted connection in a goroutine of its
-// own, so a client that sends nothing cannot stall the accept loop.
+// sniffListener reads what comes before HTTP on each accepted connection
+// (the PROXY header, the first byte telling TLS from plain) in a goroutine
+// of its own, so a client that sends nothing cannot stall the accept loop.
 type sniffListener struct {
 	net.Listener
-	tls     *tls.Config
-	sslOnly bool
-	timeout time.Duration // for the first byte
+	tls           *tls.Config // nil: plain only
+	sslOnly       bool
+	proxyProtocol bool
+	trusted       *TrustedProxies
+	log           *slog.Logger
+	metrics       *metrics.Metrics
+	timeout       time.Duration // for the PROXY header and the first byte
 
 	conns     chan net.Conn
 	done      chan struct{}
@@ -100,20 +127,19 @@ func (l *sniffListener) acceptLoop() {
 
 func (l *sniffListener) sniff(c net.Conn) {
 	defer l.wg.Done()
-	var first [1]byte
 	c.SetReadDeadline(time.Now().Add(l.timeout))
 	// Close must not wait out a silent client.
 	stop := context.AfterFunc(l.ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
-	_, err := c.Read(first[:])
+	out, first, err := l.preamble(c)
 	stop()
 	if err != nil {
 		c.Close()
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	var out net.Conn = &prefixConn{Conn: c, first: first[0], pending: true}
 	switch {
-	case first[0] == tlsRecordHandshake:
+	case l.tls == nil:
+	case first == tlsRecordHandshake:
 		out = tls.Server(out, l.tls)
 	case l.sslOnly:
 		c.SetWriteDeadline(time.Now().Add(l.timeout))
@@ -126,6 +152,36 @@ func (l *sniffListener) sniff(c net.Conn) {
 	case <-l.done:
 		out.Close()
 	}
+}
+
+// preamble reads what precedes HTTP on c: a trusted peer's PROXY header
+// (with proxy_protocol) and, with TLS on, the first byte, which tells TLS
+// from plain. out reads on from there.
+func (l *sniffListener) preamble(c net.Conn) (out net.Conn, first byte, err error) {
+	out = c
+	if l.proxyProtocol && l.trusted.containsPeer(c.RemoteAddr()) {
+		h, err := proxyproto.Read(c)
+		if err != nil {
+			if l.ctx.Err() == nil { // not the listener closing
+				l.log.Warn("connection refused: no valid PROXY protocol header from a trusted proxy", "client", c.RemoteAddr().String(), "error", err.Error())
+				l.metrics.Refused("proxy_header")
+			}
+			return nil, 0, err
+		}
+		// LOCAL (a health check), UNKNOWN and the like name no client:
+		// the peer is the one.
+		if src, ok := h.Client(); ok {
+			out = &proxiedConn{Conn: c, remote: net.TCPAddrFromAddrPort(src)}
+		}
+	}
+	if l.tls == nil {
+		return out, 0, nil
+	}
+	var b [1]byte
+	if _, err := c.Read(b[:]); err != nil {
+		return nil, 0, err
+	}
+	return &prefixConn{Conn: out, first: b[0], pending: true}, b[0], nil
 }
 
 func (l *sniffListener) Accept() (net.Conn, error) {
@@ -163,4 +219,35 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 		return 1, nil
 	}
 	return c.Conn.Read(p)
+}
+
+// proxiedConn is a connection whose client a PROXY header named.
+type proxiedConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
+
+// unwrap gives back the socket under a plain connection once the
+// listener's wrappers have done their work, so that a session reads,
+// parks and half-closes the socket itself (a wrapper is neither a
+// syscall.Conn nor has CloseWrite): the one that names the client
+// (nothing of it is buffered: the header was read to its last byte and
+// no further), and the one that gives back the byte read to tell TLS
+// from plain, which net/http has read by the time it serves a request.
+func unwrap(c net.Conn) net.Conn {
+	for {
+		switch w := c.(type) {
+		case *proxiedConn:
+			c = w.Conn
+		case *prefixConn:
+			if w.pending {
+				return c // its byte is still to be read
+			}
+			c = w.Conn
+		default:
+			return c
+		}
+	}
 }

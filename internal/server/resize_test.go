@@ -47,7 +47,7 @@ func TestResizeBurst(t *testing.T) {
 	dialer := docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second})
 	t.Cleanup(dialer.CloseIdle)
 	rz := &heldResizer{docker: dialer, open: make(chan struct{})}
-	srv, addr := newServer(t, z, func(o *Options) { o.Resizer = rz })
+	srv, addr := newServer(t, z, func(o *Options, _ *ListenOptions) { o.Resizer = rz })
 	c := z.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"regexp"
 	"runtime/pprof"
@@ -26,6 +27,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/docker"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/proxyproto"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/zunsql"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
@@ -112,6 +114,36 @@ func rawRequest(ip net.IP, addr, req string) string {
 		out += " retry-after"
 	}
 	return out
+}
+
+// sameAnswer sends two requests, each from a fresh address, and reports
+// whether they got the same answer: status, headers (but the request's own
+// X-Session-Id and the Date) and body.
+func sameAnswer(addr string, a, b string) string {
+	var answers [2]string
+	for i, req := range []string{a, b} {
+		c, err := dialFrom(freshIP(), addr)
+		if err != nil {
+			return "dial: " + err.Error()
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			c.Close()
+			return "closed"
+		}
+		resp.Header.Del("X-Session-Id")
+		resp.Header.Del("Date")
+		var dump bytes.Buffer
+		resp.Write(&dump)
+		c.Close()
+		answers[i] = dump.String()
+	}
+	if answers[0] != answers[1] {
+		return fmt.Sprintf("%q vs %q", answers[0], answers[1])
+	}
+	return "same answer"
 }
 
 func handshake(path string, extra ...string) string {
@@ -305,6 +337,21 @@ func timedClose(addr, pre string) string {
 	}
 }
 
+// runs sums answers up in runs of equal ones: "HTTP 401 x20, then HTTP
+// 429 retry-after x10".
+func runs(got []string) string {
+	var out []string
+	for i := 0; i < len(got); {
+		j := i
+		for j < len(got) && got[j] == got[i] {
+			j++
+		}
+		out = append(out, fmt.Sprintf("%s x%d", got[i], j-i))
+		i = j
+	}
+	return strings.Join(out, ", then ")
+}
+
 func tlsHandshake(addr string, cfg *tls.Config) string {
 	c, err := dialFrom(freshIP(), addr)
 	if err != nil {
@@ -334,6 +381,12 @@ func TestSecuritySuite(t *testing.T) {
 	db.Exec(`UPDATE container SET updated_at = UTC_TIMESTAMP() - INTERVAL 2 HOUR WHERE id = ?`, stale.ID)
 	p.execID = d.Exec(p.other.DockerID, "sh")
 	db.InsertExec(t, p.other.ID, p.execID, "exec-token", "tcp://"+testenv.DockerAddr)
+	// Two containers with one name (Zun allows it), both consoles of the
+	// other container's engine; the second has an exec instance too.
+	twinA := db.InsertContainer(t, testenv.Container{Name: "twin", DockerID: p.other.DockerID, Token: testenv.NewUUID()})
+	twinB := db.InsertContainer(t, testenv.Container{Name: "twin", DockerID: p.other.DockerID, Token: testenv.NewUUID()})
+	twinExec := d.Exec(p.other.DockerID, "sh")
+	db.InsertExec(t, twinB.ID, twinExec, "twin-exec-token", "tcp://"+testenv.DockerAddr)
 
 	zdb, err := zunsql.Open(db.DSN(), zunsql.Options{})
 	if err != nil {
@@ -345,8 +398,18 @@ func TestSecuritySuite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var readyChecks atomic.Int64
+	// A load balancer on 127.0.200.1 sends PROXY headers to the plain
+	// port; every other peer is a client.
+	proxyIP := net.IPv4(127, 0, 200, 1)
+	trusted := NewTrustedProxies(prefixes("127.0.200.1/32"))
 	dialer := docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second})
 	srv := New(Options{
+		Ready: func(ctx context.Context) error {
+			readyChecks.Add(1)
+			return zdb.Ping(ctx)
+		},
+		TrustedProxies:          trusted,
 		Resolver:                auth.NewAuthorizer(zdb, auth.Options{TokenTTL: time.Hour, SingleUse: true}),
 		Dialer:                  dialer,
 		Origin:                  auth.OriginPolicy{BaseScheme: "ws", Allowed: []string{"dashboard.example.org"}},
@@ -361,7 +424,7 @@ func TestSecuritySuite(t *testing.T) {
 		Engine:                  engine(),
 		AuthFailureWindow:       time.Minute,
 	})
-	ln, err := Listen("127.0.0.1:0", ListenOptions{TLS: cert.TLSConfig(), FirstByteTimeout: 2 * time.Second})
+	ln, err := Listen("127.0.0.1:0", ListenOptions{TLS: cert.TLSConfig(), FirstByteTimeout: 2 * time.Second, ProxyProtocol: true, Trusted: trusted})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,6 +481,24 @@ func TestSecuritySuite(t *testing.T) {
 	fresh := func(extra ...string) func() string {
 		return func() string { return req(q(p.freshToken(t), victim), extra...)() }
 	}
+	guess := func(i int) string { return fmt.Sprintf("guess-%d", i) }
+	guesses := func(n int, try func(i int) string) string {
+		var got []string
+		for i := 0; i < n; i++ {
+			got = append(got, try(i))
+		}
+		return runs(got)
+	}
+	// What the load balancer sends first: a PROXY line naming a client,
+	// or a LOCAL header (its own request, as an HTTP-mode balancer's
+	// X-Forwarded-For would be).
+	proxyLine := func(client string) string { return fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40000 6784\r\n", client) }
+	proxyLine6 := func(client string) string { return fmt.Sprintf("PROXY TCP6 %s ::1 40000 6784\r\n", client) }
+	// guessFrom sends a wrong token as the client a PROXY line names.
+	guessFrom := func(client string, i int) string {
+		return rawRequest(proxyIP, p.plain, proxyLine6(client)+handshake(q(guess(i), victim)))
+	}
+	local := string(proxyproto.Header{Version: 2, Command: proxyproto.Local}.Append(nil))
 	bigHeader := "X-Junk: " + strings.Repeat("a", 20<<10)
 	var manyHeaders []string
 	for i := 0; i < 200; i++ {
@@ -463,13 +544,27 @@ func TestSecuritySuite(t *testing.T) {
 		{"token", "token in other case", "HTTP 401", func() string { return req(q(strings.ToUpper(p.freshToken(t)), victim))() }},
 		{"token", "token with a trailing space", "HTTP 401", func() string { return req(q(p.freshToken(t)+"%20", victim))() }},
 
+		{"names", "shared name, wrong token", "HTTP 401", req(q("wrong", "twin"))},
+		{"names", "shared name, no token", "HTTP 401", req("/?uuid=twin")},
+		{"names", "shared name, wrong exec token", "HTTP 401", req(q("wrong", "twin") + "&exec_id=" + twinExec)},
+		{"names", "shared vs unknown name, wrong token", "same answer", func() string {
+			return sameAnswer(p.plain, handshake(q("wrong", "twin")), handshake(q("wrong", "no-such-name")))
+		}},
+		{"names", "shared vs unknown name, other's token", "same answer", func() string {
+			return sameAnswer(p.plain, handshake(q(p.other.Token, "twin")), handshake(q(p.other.Token, "no-such-name")))
+		}},
+		{"names", "shared name, one twin's token (control)", "HTTP 101", req(q(twinA.Token, "twin"))},
+		{"names", "shared name, the other twin's exec (control)", "HTTP 101", req(q("twin-exec-token", "twin") + "&exec_id=" + twinExec)},
+
 		{"origin", "evil origin", "HTTP 403", fresh("Origin: http://evil.example")},
 		{"origin", "origin null", "HTTP 403", fresh("Origin: null")},
 		{"origin", "file:// origin", "HTTP 403", fresh("Origin: file:///etc/passwd")},
 		{"origin", "userinfo trick", "HTTP 403", fresh("Origin: http://127.0.0.1@evil.example")},
 		{"origin", "suffix trick", "HTTP 403", fresh("Origin: http://127.0.0.1.evil.example")},
 		{"origin", "https origin on a ws:// proxy", "HTTP 403", fresh("Origin: https://127.0.0.1")},
-		{"origin", "X-Forwarded-Proto https", "HTTP 403", fresh("Origin: http://127.0.0.1", "X-Forwarded-Proto: https")},
+		{"origin", "X-Forwarded-Proto https (from the trusted proxy)", "HTTP 403", func() string {
+			return rawRequest(proxyIP, p.plain, local+handshake(q(p.freshToken(t), victim), "Origin: http://127.0.0.1", "X-Forwarded-Proto: https"))
+		}},
 		{"origin", "malformed origin", "HTTP 403", fresh("Origin: http://%zz")},
 		{"origin", "two origins in one header", "HTTP 403", fresh("Origin: http://evil.example, http://127.0.0.1")},
 		{"origin", "allowed origin (control)", "HTTP 101", fresh("Origin: http://dashboard.example.org")},
@@ -518,22 +613,30 @@ func TestSecuritySuite(t *testing.T) {
 		{"slowloris", "no byte at all", "closed within header_timeout", func() string { return timedClose(p.plain, "") }},
 		{"slowloris", "TLS hello never sent", "closed within header_timeout", func() string { return timedClose(p.sslOnly, "\x16") }},
 
-		{"brute force", "30 wrong tokens from one address", "HTTP 401 x20, then HTTP 429 retry-after", func() string {
+		{"readiness", "200 concurrent /readyz", "200 x HTTP 200, a check a second at most", func() string {
+			before, start := readyChecks.Load(), time.Now()
+			var wg sync.WaitGroup
+			var ok atomic.Int64
+			for i := 0; i < 200; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if rawRequest(freshIP(), p.plain, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n") == "HTTP 200" {
+						ok.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			checks, took := readyChecks.Load()-before, time.Since(start)
+			if checks > int64(took/readyFor)+2 {
+				return fmt.Sprintf("%d x HTTP 200, %d checks in %v", ok.Load(), checks, took.Round(time.Millisecond))
+			}
+			return fmt.Sprintf("%d x HTTP 200, a check a second at most", ok.Load())
+		}},
+
+		{"brute force", "30 wrong tokens from one address", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
 			ip := freshIP()
-			var got []string
-			for i := 0; i < 30; i++ {
-				got = append(got, rawRequest(ip, p.plain, handshake(q(fmt.Sprintf("guess-%d", i), victim))))
-			}
-			n := 0
-			for n < len(got) && got[n] == "HTTP 401" {
-				n++
-			}
-			for _, g := range got[n:] {
-				if g != got[n] {
-					return strings.Join(got, ",")
-				}
-			}
-			return fmt.Sprintf("HTTP 401 x%d, then %s", n, got[n])
+			return guesses(30, func(i int) string { return rawRequest(ip, p.plain, handshake(q(guess(i), victim))) })
 		}},
 		{"brute force", "valid token from a locked-out address", "HTTP 429 retry-after", func() string {
 			ip := freshIP()
@@ -541,6 +644,119 @@ func TestSecuritySuite(t *testing.T) {
 				rawRequest(ip, p.plain, handshake(q("guess", victim)))
 			}
 			return rawRequest(ip, p.plain, handshake(q(p.freshToken(t), victim)))
+		}},
+
+		{"brute force", "30 bad-Origin handshakes, then the CLI", "HTTP 403 x30, then HTTP 101 x1", func() string {
+			ip := freshIP()
+			got := make([]string, 0, 31)
+			for range 30 {
+				got = append(got, rawRequest(ip, p.plain, handshake(q(p.freshToken(t), victim), "Origin: http://evil.example")))
+			}
+			return runs(append(got, rawRequest(ip, p.plain, handshake(q(p.freshToken(t), victim)))))
+		}},
+		{"brute force", "30 wrong tokens from 30 addresses of one /64", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
+			return guesses(30, func(i int) string { return guessFrom(fmt.Sprintf("2001:db8:ffff:1::%x", i+1), i) })
+		}},
+		{"flood", "200k /64s fail, then 30 wrong from a new /64", "in <5s; HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
+			// The limiter is filled directly: 200,000 real handshakes
+			// would take minutes.
+			start := time.Now()
+			for i := range 200_000 {
+				srv.failures.fail(floodClient(i).key())
+			}
+			filled := "in <5s; "
+			if d := time.Since(start); d >= 5*time.Second {
+				filled = fmt.Sprintf("in %v; ", d.Round(time.Second))
+			}
+			return filled + guesses(30, func(i int) string { return guessFrom("2001:db8:ffff:2::1", i) })
+		}},
+		{"flood", "a valid handshake while fresh /64s fail", "HTTP 101 within 1s", func() string {
+			var wg sync.WaitGroup
+			var failed atomic.Int64
+			stop, underWay := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			for w := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						guessFrom(fmt.Sprintf("2001:db8:fe%02x:%x::1", w, i), i)
+						if failed.Add(1) == 40 {
+							once.Do(func() { close(underWay) })
+						}
+					}
+				}()
+			}
+			<-underWay
+			start := time.Now()
+			got := rawRequest(freshIP(), p.plain, handshake(q(p.freshToken(t), victim)))
+			took := time.Since(start)
+			close(stop)
+			wg.Wait()
+			if got == "HTTP 101" && took < time.Second {
+				return "HTTP 101 within 1s"
+			}
+			return fmt.Sprintf("%s after %v", got, took.Round(time.Millisecond))
+		}},
+
+		{"forwarded", "client claims 30 X-Forwarded-For, 30 wrong", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
+			ip := freshIP()
+			return guesses(30, func(i int) string {
+				return rawRequest(ip, p.plain, handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", i+1)))
+			})
+		}},
+		{"forwarded", "client named by another's X-Forwarded-For", "HTTP 101", func() string {
+			attacker, client := freshIP(), freshIP()
+			for i := 0; i < 20; i++ {
+				rawRequest(attacker, p.plain, handshake(q(guess(i), victim), "X-Forwarded-For: "+client.String()))
+			}
+			return rawRequest(client, p.plain, handshake(q(p.freshToken(t), victim)))
+		}},
+		{"forwarded", "PROXY v1 header from a client", "HTTP 400", func() string {
+			return rawRequest(freshIP(), p.plain, proxyLine("198.51.100.1")+handshake(q(p.freshToken(t), victim)))
+		}},
+		{"forwarded", "PROXY v2 header from a client", "HTTP 400", func() string {
+			h := proxyproto.Header{Version: 2, Command: proxyproto.Proxy, Transport: proxyproto.TCP4,
+				Source: netip.MustParseAddrPort("198.51.100.1:40000"), Destination: netip.MustParseAddrPort("127.0.0.1:6784")}
+			return rawRequest(freshIP(), p.plain, string(h.Append(nil))+handshake(q(p.freshToken(t), victim)))
+		}},
+		{"forwarded", "trusted proxy without a PROXY header", "closed", func() string {
+			return rawRequest(proxyIP, p.plain, handshake(q(p.freshToken(t), victim)))
+		}},
+		{"forwarded", "trusted proxy, malformed PROXY header", "closed", func() string {
+			return rawRequest(proxyIP, p.plain, "PROXY TCP4 198.51.100.1 127.0.0.1 040000 6784\r\n"+handshake(q(p.freshToken(t), victim)))
+		}},
+		{"forwarded", "30 clients behind a trusted proxy (PROXY)", "HTTP 401 x30", func() string {
+			return guesses(30, func(i int) string {
+				return rawRequest(proxyIP, p.plain, proxyLine(fmt.Sprintf("198.51.100.%d", 100+i))+handshake(q(guess(i), victim)))
+			})
+		}},
+		{"forwarded", "30 clients behind a proxy (X-Forwarded-For)", "HTTP 401 x30", func() string {
+			return guesses(30, func(i int) string {
+				return rawRequest(proxyIP, p.plain, local+handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", 150+i)))
+			})
+		}},
+		{"forwarded", "1 client behind a proxy, 30 wrong tokens", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
+			return guesses(30, func(i int) string {
+				return rawRequest(proxyIP, p.plain, local+handshake(q(guess(i), victim), "X-Forwarded-For: 198.51.100.200"))
+			})
+		}},
+		{"forwarded", "client behind PROXY forging X-Forwarded-For", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
+			return guesses(30, func(i int) string {
+				return rawRequest(proxyIP, p.plain, proxyLine("198.51.100.201")+handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", i+1)))
+			})
+		}},
+		{"forwarded", "X-Forwarded-Proto from an untrusted peer", "HTTP 403", fresh("Origin: https://127.0.0.1", "X-Forwarded-Proto: http")},
+		{"forwarded", "X-Forwarded-Proto from a trusted proxy (control)", "HTTP 101", func() string {
+			return rawRequest(proxyIP, p.plain, local+handshake(q(p.freshToken(t), victim), "Origin: https://127.0.0.1", "X-Forwarded-Proto: http"))
+		}},
+		{"forwarded", "valid token behind the proxy (control)", "HTTP 101", func() string {
+			return rawRequest(proxyIP, p.plain, proxyLine("198.51.100.202")+handshake(q(p.freshToken(t), victim)))
 		}},
 
 		{"tls", "plain HTTP to an ssl_only port", "HTTP 400", func() string { return rawRequest(freshIP(), p.sslOnly, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") }},
@@ -559,7 +775,7 @@ func TestSecuritySuite(t *testing.T) {
 	}
 
 	var table strings.Builder
-	fmt.Fprintf(&table, "%-12s %-44s %-40s %s\n", "CLASS", "INPUT", "EXPECTED", "ACTUAL")
+	fmt.Fprintf(&table, "%-12s %-44s %-44s %s\n", "CLASS", "INPUT", "EXPECTED", "ACTUAL")
 	failures := 0
 	for _, r := range rows {
 		got := r.do()
@@ -568,7 +784,7 @@ func TestSecuritySuite(t *testing.T) {
 			mark = "  <-- FAIL"
 			failures++
 		}
-		fmt.Fprintf(&table, "%-12s %-44s %-40s %s%s\n", r.class, r.input, r.want, got, mark)
+		fmt.Fprintf(&table, "%-12s %-44s %-44s %s%s\n", r.class, r.input, r.want, got, mark)
 	}
 	fmt.Printf("security suite: %d inputs, %d failed\n%s", len(rows), failures, table.String())
 	if failures > 0 {

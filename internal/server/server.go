@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -60,7 +61,8 @@ type Options struct {
 	// nil means 404 there.
 	Console http.Handler
 	// Ready reports whether the proxy can serve new sessions (its store and
-	// a container runtime answer), for /readyz; nil means always ready.
+	// a container runtime answer), for /readyz; nil means always ready. It
+	// runs once at a time and its result is kept for a second (ready.go).
 	Ready  func(context.Context) error
 	Origin auth.OriginPolicy
 	Logger *slog.Logger
@@ -81,18 +83,26 @@ type Options struct {
 	// MaxSessions and MaxSessionsPerContainer bound concurrent sessions
 	// (0: no bound); beyond them requests get 503 with Retry-After.
 	MaxSessions, MaxSessionsPerContainer int
-	// AuthFailureLimit refuses (429) a client address after this many
-	// failed authorizations (401, 403) within AuthFailureWindow; 0: off.
+	// AuthFailureLimit refuses (429) a client (an IPv4 address, an IPv6
+	// /64) after this many wrong tokens (401) within AuthFailureWindow;
+	// 0: off.
 	AuthFailureLimit  int
 	AuthFailureWindow time.Duration
+	// TrustedProxies are the peers believed when they name the client (by
+	// X-Forwarded-For; by a PROXY header, which the listener reads): share
+	// it with Listen. Nil trusts no one.
+	TrustedProxies *TrustedProxies
 	// Metrics, Audit: nil when off.
 	Metrics *metrics.Metrics
 	Audit   *audit.Log
 	// RecordingDir, when set, records every session there (asciicast v2);
 	// RecordInput records keystrokes too. A session whose recording
-	// cannot be created is refused (503): recording is for audit.
-	RecordingDir string
-	RecordInput  bool
+	// cannot be created is refused (503), and one whose recording fails
+	// or reaches RecordingMaxSize (0: no bound) is ended: recording is for
+	// audit (record.go).
+	RecordingDir     string
+	RecordInput      bool
+	RecordingMaxSize int64
 }
 
 // Server serves console connections. It owns the sessions it starts and
@@ -103,6 +113,8 @@ type Server struct {
 	http     *http.Server
 	slots    *sessionSlots
 	failures *failureLimiter
+	readyz   *readiness // nil: always ready
+	trusted  *TrustedProxies
 	// What Reload may change, read at each request.
 	origin   atomic.Pointer[auth.OriginPolicy]
 	session  atomic.Pointer[proxy.Options]
@@ -141,11 +153,22 @@ func New(opts Options) *Server {
 		log:      opts.Logger,
 		slots:    newSessionSlots(opts.MaxSessions, opts.MaxSessionsPerContainer),
 		failures: newFailureLimiter(opts.AuthFailureLimit, opts.AuthFailureWindow),
+		trusted:  opts.TrustedProxies,
+	}
+	if s.trusted == nil {
+		s.trusted = NewTrustedProxies(nil)
+	}
+	if opts.Ready != nil {
+		s.readyz = &readiness{check: opts.Ready}
 	}
 	s.origin.Store(&opts.Origin)
 	s.session.Store(&opts.Session)
 	s.live = make(map[*proxy.Session]struct{})
 	s.poller = idle.New()
+	s.poller.OnFail = func(err error) {
+		// Parked sessions are woken and carry on with goroutines.
+		s.log.Error("idle sessions can no longer be parked", "error", err)
+	}
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
@@ -244,6 +267,7 @@ type Reloadable struct {
 	MaxSessions, MaxSessionsPerContainer int
 	AuthFailureLimit                     int
 	AuthFailureWindow                    time.Duration
+	TrustedProxies                       []netip.Prefix
 }
 
 // Reload applies r.
@@ -252,6 +276,7 @@ func (s *Server) Reload(r Reloadable) {
 	s.session.Store(&r.Session)
 	s.slots.setLimits(r.MaxSessions, r.MaxSessionsPerContainer)
 	s.failures.setLimit(r.AuthFailureLimit, r.AuthFailureWindow)
+	s.trusted.Set(r.TrustedProxies)
 }
 
 // Sessions returns how many sessions are running.
@@ -263,7 +288,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil && v != http.ErrAbortHandler {
 			// Logged without the request: its query holds a token.
-			s.log.Error("panic serving a request", "client", r.RemoteAddr, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			s.log.Error("panic serving a request", "client", s.clientOf(r).text, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
 	}()
 	switch r.URL.Path {
@@ -284,8 +309,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
-	info := &sessionInfo{id: newSessionID(), requested: time.Now(), client: r.RemoteAddr}
-	if err := s.failures.check(clientIP(r.RemoteAddr)); err != nil {
+	info := &sessionInfo{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
+	if err := s.failures.check(info.client.key()); err != nil {
 		s.reject(w, r, info, err)
 		return
 	}
@@ -294,7 +319,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, info, err)
 		return
 	}
-	if err := s.origin.Load().Check(r.Header.Get("Origin"), r.Host, r.Header.Get("X-Forwarded-Proto")); err != nil {
+	if err := s.origin.Load().Check(r.Header.Get("Origin"), r.Host, s.forwardedProto(r)); err != nil {
 		s.reject(w, r, info, err)
 		return
 	}
@@ -333,7 +358,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if name == "" {
 			name = target.ContainerUUID
 		}
-		info.rec, err = recording.Create(s.opts.RecordingDir, name, info.id, recording.Options{Input: s.opts.RecordInput, Title: name})
+		info.rec, err = recording.Create(s.opts.RecordingDir, name, info.id, recording.Options{Input: s.opts.RecordInput, Title: name, MaxSize: s.opts.RecordingMaxSize})
 		if err != nil {
 			stream.Conn.Close()
 			s.log.Error("session refused: cannot record it", "session", info.id, "error", err)
@@ -349,7 +374,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			info.rec.Close()
 			os.Remove(info.rec.Path())
 		}
-		s.log.Info("session not started", "session", info.id, "container", target.ContainerUUID, "kind", target.Kind.String(), "client", r.RemoteAddr, "error", err)
+		s.log.Info("session not started", "session", info.id, "container", target.ContainerUUID, "kind", target.Kind.String(), "client", info.client.text, "error", err)
 		return
 	}
 	opts := *s.session.Load()
@@ -359,7 +384,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		opts.Loop = lp
 	}
 	if info.rec != nil {
-		opts.Tap = info.rec
+		opts.Tap = recordingTap{info.rec}
 	}
 	if s.opts.Metrics != nil {
 		opts.FirstOutput = func() { s.opts.Metrics.FirstOutput(time.Since(info.requested)) }
@@ -372,11 +397,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	handedOff = true
 	info.target, info.slot, info.subprotocol = target, slot, subprotocol
-	s.start(proxy.New(conn, buffered, stream, opts), info)
+	s.start(proxy.New(unwrap(conn), buffered, stream, opts), info)
 }
 
-// ready answers /readyz: 200 when the store and a runtime answer and the
-// proxy is not shutting down; 503 with a generic reason otherwise.
+// ready answers /readyz: 200 when the store and a runtime answer (as last
+// checked, at most readyFor ago) and the proxy is not shutting down; 503
+// with a generic reason otherwise.
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -386,10 +412,8 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if closing {
 		err = errors.New("shutting down")
-	} else if s.opts.Ready != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		defer cancel()
-		err = s.opts.Ready(ctx)
+	} else if s.readyz != nil {
+		err = s.readyz.get(r.Context())
 	}
 	if err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -404,7 +428,7 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 type sessionInfo struct {
 	id          string
 	requested   time.Time
-	client      string
+	client      client
 	target      console.Target
 	slot        string
 	subprotocol string
@@ -446,7 +470,7 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 	// The session's attributes are built for each line rather than kept
 	// in a logger per session: an idle session should hold little.
 	attrs := func(more ...any) []any {
-		a := []any{"session", info.id, "container", t.ContainerUUID, "kind", t.Kind.String(), "client", info.client}
+		a := []any{"session", info.id, "container", t.ContainerUUID, "kind", t.Kind.String(), "client", info.client.text}
 		if t.Kind == console.Exec {
 			a = append(a, "exec_id", t.ExecID)
 		}
@@ -483,7 +507,7 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 			Session: info.id, Kind: t.Kind.String(), ExecID: t.ExecID,
 			Container: t.ContainerUUID, Name: t.Name, RuntimeID: t.ContainerID, Host: t.Host,
 			TokenID: t.TokenID, ProjectID: t.ProjectID, UserID: t.UserID,
-			Client: info.client, Subprotocol: info.subprotocol, Start: started, End: ended,
+			Client: info.client.text, Subprotocol: info.subprotocol, Start: started, End: ended,
 			ToClient: res.ToClient, ToContainer: res.ToContainer, CloseCode: res.ClientCode,
 			EndReason: res.End, Detail: res.Reason, Recording: recPath,
 		})
@@ -592,8 +616,11 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *sessionInf
 	status, text, reason := answer(err)
 	s.opts.Metrics.Refused(reason)
 	w.Header().Set("X-Session-Id", info.id)
-	if status == http.StatusUnauthorized || status == http.StatusForbidden {
-		s.failures.fail(clientIP(r.RemoteAddr))
+	// Only wrong tokens count: any web page can make its visitors'
+	// browsers send handshakes with a foreign Origin (403), and those must
+	// not lock a visitor's address, or its whole NAT, out of the CLI.
+	if status == http.StatusUnauthorized {
+		s.failures.fail(info.client.key())
 	}
 	var re *retryError
 	if errors.As(err, &re) {
@@ -603,7 +630,7 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *sessionInf
 	if status >= 500 {
 		level = slog.LevelWarn
 	}
-	s.log.Log(r.Context(), level, "request refused", "session", info.id, "status", status, "client", r.RemoteAddr, "error", err.Error())
+	s.log.Log(r.Context(), level, "request refused", "session", info.id, "status", status, "client", info.client.text, "error", err.Error())
 	if status == http.StatusUpgradeRequired {
 		w.Header().Set("Sec-WebSocket-Version", "13")
 	}

@@ -42,8 +42,9 @@ func engine() string {
 }
 
 // newServer wires a Server as main does, against the real MariaDB and
-// Docker engine, and serves it on loopback; more changes its options.
-func newServer(t *testing.T, db *testenv.ZunDB, more ...func(*Options)) (*Server, string) {
+// Docker engine, and serves it on loopback; configure may change the
+// options first.
+func newServer(t *testing.T, db *testenv.ZunDB, configure ...func(*Options, *ListenOptions)) (*Server, string) {
 	t.Helper()
 	zdb, err := zunsql.Open(db.DSN(), zunsql.Options{})
 	if err != nil {
@@ -57,11 +58,12 @@ func newServer(t *testing.T, db *testenv.ZunDB, more ...func(*Options)) (*Server
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Engine:   engine(),
 	}
-	for _, f := range more {
-		f(&opts)
+	var lopts ListenOptions
+	for _, c := range configure {
+		c(&opts, &lopts)
 	}
 	srv := New(opts)
-	ln, err := Listen("127.0.0.1:0", ListenOptions{})
+	ln, err := Listen("127.0.0.1:0", lopts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,11 +81,11 @@ func newServer(t *testing.T, db *testenv.ZunDB, more ...func(*Options)) (*Server
 // serveShell serves a Server (newServer) in front of a real container
 // running a shell, in a Zun database of its own named db, and returns the
 // server and the container's console URL.
-func serveShell(t *testing.T, db string) (*Server, string) {
+func serveShell(t *testing.T, db string, configure ...func(*Options, *ListenOptions)) (*Server, string) {
 	t.Helper()
 	z := testenv.NewZunDB(t, db)
 	d := testenv.NewDocker(t)
-	srv, addr := newServer(t, z)
+	srv, addr := newServer(t, z, configure...)
 	c := z.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
 	return srv, fmt.Sprintf("ws://%s/?token=%s&uuid=%s", addr, c.Token, c.UUID)
 }

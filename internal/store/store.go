@@ -24,18 +24,24 @@ type Container struct {
 
 // ExecInstance is an interactive exec session created through Zun's API.
 type ExecInstance struct {
-	ExecID string // Docker's exec id
-	Token  string
-	URL    string // Docker API URL of the container's host
+	ContainerID int64  // the container's primary key (Container.ID)
+	ExecID      string // Docker's exec id
+	Token       string
+	URL         string // Docker API URL of the container's host
 	// UpdatedAt is when the row (and its token) was last written.
 	UpdatedAt time.Time
 }
+
+// MaxSameName bounds how many containers of one name a lookup reads: a
+// name shared by more is looked for among the oldest MaxSameName.
+const MaxSameName = 100
 
 // Lookup errors. Callers map them to answers in one place.
 var (
 	// ErrNotFound: no such container or exec instance.
 	ErrNotFound = errors.New("not found")
-	// ErrAmbiguous: a name matches more than one container.
+	// ErrAmbiguous: a name matches more than one container, and the
+	// token does not tell which is meant.
 	ErrAmbiguous = errors.New("more than one container has this name")
 	// ErrUnavailable: the database could not answer.
 	ErrUnavailable = errors.New("database unavailable")

@@ -47,7 +47,7 @@ func TestEnvironmentIsContained(t *testing.T) {
 			t.Errorf("%s is mode %v: others can read the key", key, fi.Mode().Perm())
 		}
 	}
-	db, err := sql.Open("mysql", dsn(""))
+	db, err := sql.Open("mysql", shared.dsn(""))
 	if err != nil {
 		t.Fatal(err)
 	}

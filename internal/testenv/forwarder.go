@@ -15,13 +15,14 @@ type Forwarder struct {
 	target string
 	ln     net.Listener
 
-	mu     sync.Mutex
-	frozen bool
-	cut    bool
-	conns  []net.Conn
-	wake   *sync.Cond
-	wg     sync.WaitGroup
-	closed bool
+	mu       sync.Mutex
+	accepted int // connections relayed so far
+	frozen   bool
+	cut      bool
+	conns    []net.Conn
+	wake     *sync.Cond
+	wg       sync.WaitGroup
+	closed   bool
 }
 
 // NewForwarder relays 127.0.0.1:random to target until tb ends.
@@ -59,6 +60,7 @@ func (f *Forwarder) accept() {
 			continue
 		}
 		f.conns = append(f.conns, c, up)
+		f.accepted++
 		f.wg.Add(2)
 		f.mu.Unlock()
 		go f.pipe(up, c)
@@ -92,6 +94,13 @@ func (f *Forwarder) pipe(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// Accepted counts the connections relayed so far.
+func (f *Forwarder) Accepted() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.accepted
 }
 
 // Freeze stops relaying bytes; connections stay open.

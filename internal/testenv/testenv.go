@@ -65,21 +65,33 @@ func RepoRoot() string {
 type ZunDB struct {
 	*sql.DB
 	Name string
+	srv  server
 }
 
 // DSN returns the go-sql-driver DSN of the database.
-func (z *ZunDB) DSN() string { return dsn(z.Name) }
+func (z *ZunDB) DSN() string { return z.srv.dsn(z.Name) }
 
 // URL returns the database as zun.conf writes it: an SQLAlchemy URL.
 func (z *ZunDB) URL() string {
-	return fmt.Sprintf("mysql+pymysql://%s:%s@%s/%s?charset=utf8", MySQLUser, MySQLPass, MySQLAddr, z.Name)
+	return fmt.Sprintf("mysql+pymysql://%s:%s@%s/%s?charset=utf8", z.srv.user, z.srv.pass, z.srv.addr, z.Name)
 }
 
-func dsn(db string) string {
+// server is a MariaDB the tests make databases on, as one of its users.
+type server struct {
+	addr, user, pass string
+	tls              string // the driver's TLS configuration for it; "" = none
+	prefix           string // of the names of the databases the user may make
+}
+
+// shared is the MariaDB every test uses.
+var shared = server{addr: MySQLAddr, user: MySQLUser, pass: MySQLPass, prefix: "zun"}
+
+func (s server) dsn(db string) string {
 	c := mysql.NewConfig()
-	c.User, c.Passwd, c.Net, c.Addr, c.DBName = MySQLUser, MySQLPass, "tcp", MySQLAddr, db
+	c.User, c.Passwd, c.Net, c.Addr, c.DBName = s.user, s.pass, "tcp", s.addr, db
 	c.ParseTime, c.MultiStatements = true, true
 	c.Timeout = 5 * time.Second
+	c.TLSConfig = s.tls
 	return c.FormatDSN()
 }
 
@@ -87,7 +99,12 @@ func dsn(db string) string {
 // (testdata/zun-schema.sql) into it and drops it when tb ends.
 func NewZunDB(tb testing.TB, prefix string) *ZunDB {
 	tb.Helper()
-	z := NewEmptyDB(tb, prefix)
+	return newZunDB(tb, shared, prefix)
+}
+
+func newZunDB(tb testing.TB, srv server, prefix string) *ZunDB {
+	tb.Helper()
+	z := newEmptyDB(tb, srv, prefix)
 	schema, err := os.ReadFile(filepath.Join(RepoRoot(), "testdata", "zun-schema.sql"))
 	if err != nil {
 		tb.Fatal(err)
@@ -102,30 +119,35 @@ func NewZunDB(tb testing.TB, prefix string) *ZunDB {
 // when tb ends.
 func NewEmptyDB(tb testing.TB, prefix string) *ZunDB {
 	tb.Helper()
-	admin, err := sql.Open("mysql", dsn(""))
+	return newEmptyDB(tb, shared, prefix)
+}
+
+func newEmptyDB(tb testing.TB, srv server, prefix string) *ZunDB {
+	tb.Helper()
+	admin, err := sql.Open("mysql", srv.dsn(""))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer admin.Close()
 	if err := admin.Ping(); err != nil {
-		tb.Fatalf("MariaDB at %s as %s is not reachable (%v): %s", MySQLAddr, MySQLUser, err, setupHint)
+		tb.Fatalf("MariaDB at %s as %s is not reachable (%v): %s", srv.addr, srv.user, err, setupHint)
 	}
-	name := fmt.Sprintf("zun_%s_%s", prefix, randomHex(4))
+	name := fmt.Sprintf("%s_%s_%s", srv.prefix, prefix, randomHex(4))
 	if _, err := admin.Exec("CREATE DATABASE " + name + " CHARACTER SET utf8"); err != nil {
 		tb.Fatal(err)
 	}
-	db, err := sql.Open("mysql", dsn(name))
+	db, err := sql.Open("mysql", srv.dsn(name))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
 		db.Close()
-		if a, err := sql.Open("mysql", dsn("")); err == nil {
+		if a, err := sql.Open("mysql", srv.dsn("")); err == nil {
 			a.Exec("DROP DATABASE IF EXISTS " + name)
 			a.Close()
 		}
 	})
-	return &ZunDB{DB: db, Name: name}
+	return &ZunDB{DB: db, Name: name, srv: srv}
 }
 
 // Container is a Zun container row.

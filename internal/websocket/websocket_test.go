@@ -305,15 +305,16 @@ func FuzzReader(f *testing.F) {
 }
 
 // frames reads every frame of wire: headers and payloads, until an error.
-// With chunk > 0 payloads are read with ReadChunk(chunk) (ReadChunkMasked
-// with masked, unmasked here) from a source that returns at most step
-// bytes a read; else with Read.
-func frames(wire []byte, fromClient bool, chunk, step int, masked bool) (out []string) {
-	var src io.Reader = bytes.NewReader(wire)
+// The first early bytes come as read with the handshake. With chunk > 0
+// payloads are read with ReadChunk(chunk) (ReadChunkMasked with masked,
+// unmasked here) from a source that returns at most step bytes a read;
+// else with Read.
+func frames(wire []byte, early int, fromClient bool, chunk, step int, masked bool) (out []string) {
+	var src io.Reader = bytes.NewReader(wire[early:])
 	if step > 0 {
 		src = &stepReader{r: src, step: step}
 	}
-	r := NewReader(src, ReaderOptions{FromClient: fromClient, MaxPayload: 1 << 16})
+	r := NewReader(src, ReaderOptions{FromClient: fromClient, MaxPayload: 1 << 16, Buffered: wire[:early]})
 	buf := make([]byte, chunk+ReadAhead)
 	for i := 0; i < 100; i++ {
 		h, err := r.NextFrame()
@@ -444,18 +445,19 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// ReadChunk returns what Read returns, whatever the chunk size and however
-// the bytes arrive.
+// ReadChunk returns what Read returns, whatever the chunk size, however
+// the bytes arrive and however many came with the handshake.
 func FuzzReadChunk(f *testing.F) {
-	f.Add([]byte{0x81, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1, 0x82, 0x80, 9, 9, 9, 9}, true, uint16(3), uint8(2))
-	f.Add([]byte{0x82, 0x03, 'a', 'b', 'c', 0x02, 0x02, 'd', 'e', 0x88, 0x00}, false, uint16(2), uint8(0))
-	f.Fuzz(func(t *testing.T, wire []byte, fromClient bool, chunk uint16, step uint8) {
+	f.Add([]byte{0x81, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1, 0x82, 0x80, 9, 9, 9, 9}, true, uint16(3), uint8(2), uint16(0))
+	f.Add([]byte{0x82, 0x03, 'a', 'b', 'c', 0x02, 0x02, 'd', 'e', 0x88, 0x00}, false, uint16(2), uint8(0), uint16(7))
+	f.Fuzz(func(t *testing.T, wire []byte, fromClient bool, chunk uint16, step uint8, early uint16) {
 		c := int(chunk%4096) + 1
-		want := frames(wire, fromClient, 0, 0, false)
+		e := int(early) % (len(wire) + 1)
+		want := frames(wire, 0, fromClient, 0, 0, false)
 		for _, masked := range []bool{false, true} {
-			got := frames(wire, fromClient, c, int(step), masked)
+			got := frames(wire, e, fromClient, c, int(step), masked)
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
-				t.Fatalf("ReadChunk(%d) (masked %v), %d bytes a read:\n%s\nRead:\n%s", c, masked, step, strings.Join(got, "\n"), strings.Join(want, "\n"))
+				t.Fatalf("ReadChunk(%d) (masked %v), %d bytes with the handshake, %d bytes a read:\n%s\nRead:\n%s", c, masked, e, step, strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 		}
 	})

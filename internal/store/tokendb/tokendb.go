@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -63,12 +64,20 @@ var (
 )
 
 // OpenSQLite opens (creating it and its directory if needed) the SQLite
-// store tokens.db in dataDir.
-func OpenSQLite(dataDir string) (*DB, error) {
+// store tokens.db in dataDir, migrating it until ctx ends. The directory is
+// made 0700 and the store's files 0600, whatever the umask, also where
+// they exist already.
+func OpenSQLite(ctx context.Context, dataDir string) (*DB, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	if err := os.Chmod(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("make data dir private: %w", err)
+	}
 	path := filepath.Join(dataDir, "tokens.db")
+	if err := privateFiles(path); err != nil {
+		return nil, err
+	}
 	// WAL lets readers run beside the writer; busy_timeout queues writers
 	// instead of failing them.
 	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
@@ -80,17 +89,33 @@ func OpenSQLite(dataDir string) (*DB, error) {
 	// atomic consume free of SQLITE_BUSY.
 	db.SetMaxOpenConns(1)
 	d := &DB{db: db, dialect: sqliteDialect, timeout: 5 * time.Second}
-	if err := d.setUp(context.Background()); err != nil {
+	if err := d.setUp(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	os.Chmod(path, 0o600)
 	return d, nil
 }
 
+// privateFiles makes the SQLite database at path and its side files 0600.
+// SQLite creates the -wal and -shm files with the database file's mode, so
+// the database file is created 0600 before SQLite opens it.
+func privateFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("make %s private: %w", p, err)
+		}
+	}
+	return nil
+}
+
 // OpenMySQL opens the store in a MySQL/MariaDB database (a
-// go-sql-driver/mysql DSN), migrating it.
-func OpenMySQL(dsn string, maxOpen, maxIdle int, timeout time.Duration) (*DB, error) {
+// go-sql-driver/mysql DSN), migrating it until ctx ends.
+func OpenMySQL(ctx context.Context, dsn string, maxOpen, maxIdle int, timeout time.Duration) (*DB, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("database dsn: %w", err)
@@ -111,7 +136,7 @@ func OpenMySQL(dsn string, maxOpen, maxIdle int, timeout time.Duration) (*DB, er
 	db.SetMaxIdleConns(max(maxIdle, 1))
 	db.SetConnMaxLifetime(time.Hour)
 	d := &DB{db: db, dialect: mysqlDialect, timeout: timeout}
-	if err := d.setUp(context.Background()); err != nil {
+	if err := d.setUp(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}

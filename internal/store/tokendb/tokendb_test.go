@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 // MariaDB: one code, both databases.
 func stores(t *testing.T, f func(t *testing.T, db *DB)) {
 	t.Run("sqlite", func(t *testing.T) {
-		db, err := OpenSQLite(t.TempDir())
+		db, err := OpenSQLite(context.Background(), t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -28,7 +29,7 @@ func stores(t *testing.T, f func(t *testing.T, db *DB)) {
 	})
 	t.Run("mariadb", func(t *testing.T) {
 		z := testenv.NewEmptyDB(t, "tokens")
-		db, err := OpenMySQL(z.DSN(), 20, 5, 5*time.Second)
+		db, err := OpenMySQL(context.Background(), z.DSN(), 20, 5, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,7 +148,7 @@ func TestSingleUseUnderConcurrency(t *testing.T) {
 // The database holds a hash, never the token.
 func TestOnlyHashStored(t *testing.T) {
 	dir := t.TempDir()
-	db, err := OpenSQLite(dir)
+	db, err := OpenSQLite(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestOnlyHashStored(t *testing.T) {
 func TestMigrationsIdempotent(t *testing.T) {
 	dir := t.TempDir()
 	for i := 0; i < 2; i++ {
-		db, err := OpenSQLite(dir)
+		db, err := OpenSQLite(context.Background(), dir)
 		if err != nil {
 			t.Fatalf("open #%d: %v", i+1, err)
 		}
@@ -188,7 +189,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			db, err := OpenMySQL(z.DSN(), 2, 1, 5*time.Second)
+			db, err := OpenMySQL(context.Background(), z.DSN(), 2, 1, 5*time.Second)
 			if err == nil {
 				db.Close()
 			}
@@ -206,5 +207,70 @@ func TestMigrationsIdempotent(t *testing.T) {
 	z.QueryRow(`SELECT COUNT(*) FROM zun_wsproxy_schema`).Scan(&n)
 	if n != len(migrations) {
 		t.Errorf("%d schema versions recorded, want %d", n, len(migrations))
+	}
+}
+
+// The SQLite store's files are the proxy's alone whatever the umask: the
+// data directory 0700, tokens.db and its -wal and -shm 0600, also where an
+// earlier version left them readable.
+func TestSQLiteFilesPrivate(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	for _, tc := range []struct {
+		name  string
+		setUp func(t *testing.T, dir string)
+	}{
+		{"new directory", func(t *testing.T, dir string) {}},
+		{"directory 0755", func(t *testing.T, dir string) {
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"files 0644", func(t *testing.T, dir string) {
+			db, err := OpenSQLite(context.Background(), dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			os.Chmod(dir, 0o755)
+			for _, suffix := range []string{"", "-wal", "-shm"} {
+				path := filepath.Join(dir, "tokens.db"+suffix)
+				if err := os.WriteFile(path, nil, 0o644); suffix != "" && err != nil {
+					t.Fatal(err)
+				}
+				os.Chmod(path, 0o644)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			tc.setUp(t, dir)
+			check := func(when string) {
+				t.Helper()
+				if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+					t.Errorf("%s: data directory %v %v, want 0700", when, fi.Mode().Perm(), err)
+				}
+				for _, name := range []string{"tokens.db", "tokens.db-wal", "tokens.db-shm"} {
+					if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o600 {
+						t.Errorf("%s: %s %v %v, want 0600", when, name, fi.Mode().Perm(), err)
+					}
+				}
+			}
+			db, err := OpenSQLite(context.Background(), dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			check("after open")
+			for i := 0; i < 3; i++ {
+				if _, _, err := db.Create(context.Background(), attachToken(time.Minute, 1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := db.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+				t.Fatal(err)
+			}
+			check("after writes and a checkpoint")
+		})
 	}
 }

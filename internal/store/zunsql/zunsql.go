@@ -8,6 +8,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -20,12 +23,14 @@ type Options struct {
 	MaxOpen      int           // most open connections (0: 55, oslo.db's 5+50)
 	MaxIdle      int           // most idle connections (0: 5)
 	QueryTimeout time.Duration // per lookup (0: 5s)
+	Logger       *slog.Logger  // for the driver's messages (nil: its default, standard error)
 }
 
 // DB looks up containers and exec instances in Zun's database.
 type DB struct {
 	db      *sql.DB
 	timeout time.Duration
+	tls     bool // connections use TLS
 }
 
 // Open prepares a pool for dsn (a go-sql-driver/mysql DSN). It does not
@@ -43,6 +48,9 @@ func Open(dsn string, opts Options) (*DB, error) {
 		cfg.Timeout = opts.QueryTimeout // dial timeout
 	}
 	cfg.ParseTime = true
+	if opts.Logger != nil {
+		cfg.Logger = driverLog{opts.Logger}
+	}
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database dsn: %w", err)
@@ -59,7 +67,7 @@ func Open(dsn string, opts Options) (*DB, error) {
 	// Servers drop idle connections (wait_timeout); recycle before they do.
 	db.SetConnMaxLifetime(time.Hour)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{db: db, timeout: opts.QueryTimeout}, nil
+	return &DB{db: db, timeout: opts.QueryTimeout, tls: cfg.TLS != nil}, nil
 }
 
 // Stats reports the connection pool's state.
@@ -94,20 +102,18 @@ func (d *DB) ContainerByUUID(ctx context.Context, uuid string) (store.Container,
 	return cs[0], nil
 }
 
-// ContainerByName returns the one container with this name; two or more
-// are store.ErrAmbiguous.
-func (d *DB) ContainerByName(ctx context.Context, name string) (store.Container, error) {
-	cs, err := d.containers(ctx, containerColumns+`WHERE name = ? AND container_type = 0 LIMIT 2`, name)
+// ContainersByName returns the containers with this name, oldest first,
+// at most store.MaxSameName of them; none is store.ErrNotFound. Zun lets
+// names repeat: which one a request means is for its token to tell.
+func (d *DB) ContainersByName(ctx context.Context, name string) ([]store.Container, error) {
+	cs, err := d.containers(ctx, containerColumns+`WHERE name = ? AND container_type = 0 ORDER BY id LIMIT `+strconv.Itoa(store.MaxSameName), name)
 	if err != nil {
-		return store.Container{}, fmt.Errorf("look up container by name: %w", err)
+		return nil, fmt.Errorf("look up container by name: %w", err)
 	}
-	switch len(cs) {
-	case 0:
-		return store.Container{}, fmt.Errorf("container named %q: %w", name, store.ErrNotFound)
-	case 1:
-		return cs[0], nil
+	if len(cs) == 0 {
+		return nil, fmt.Errorf("container named %q: %w", name, store.ErrNotFound)
 	}
-	return store.Container{}, fmt.Errorf("container named %q: %w", name, store.ErrAmbiguous)
+	return cs, nil
 }
 
 func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.Container, error) {
@@ -115,7 +121,7 @@ func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.
 	defer cancel()
 	rows, err := d.db.QueryContext(ctx, query, arg)
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, d.unavailable(err)
 	}
 	defer rows.Close()
 	var out []store.Container
@@ -124,7 +130,7 @@ func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.
 		var uuid, name, cid, host, url, token, project, user sql.NullString
 		var updated sql.NullTime
 		if err := rows.Scan(&c.ID, &uuid, &name, &cid, &host, &url, &token, &updated, &project, &user); err != nil {
-			return nil, unavailable(err)
+			return nil, d.unavailable(err)
 		}
 		c.ProjectID, c.UserID = project.String, user.String
 		c.UUID, c.Name, c.ContainerID, c.Host = uuid.String, name.String, cid.String, host.String
@@ -132,30 +138,50 @@ func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, unavailable(err)
+		return nil, d.unavailable(err)
 	}
 	return out, nil
 }
 
-// ExecInstance returns the exec instance execID of the container with
-// primary key containerID.
-func (d *DB) ExecInstance(ctx context.Context, containerID int64, execID string) (store.ExecInstance, error) {
+// ExecInstances returns the exec instances execID of the containers with
+// primary keys containerIDs (one, or the containers sharing a name); none
+// is store.ErrNotFound.
+func (d *DB) ExecInstances(ctx context.Context, containerIDs []int64, execID string) ([]store.ExecInstance, error) {
+	if len(containerIDs) == 0 {
+		return nil, fmt.Errorf("exec %s: %w", execID, store.ErrNotFound)
+	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	var e store.ExecInstance
-	var token, url sql.NullString
-	var updated sql.NullTime
-	err := d.db.QueryRowContext(ctx,
-		`SELECT exec_id, token, url, COALESCE(updated_at, created_at) FROM exec_instance WHERE container_id = ? AND exec_id = ?`,
-		containerID, execID).Scan(&e.ExecID, &token, &url, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.ExecInstance{}, fmt.Errorf("exec %s: %w", execID, store.ErrNotFound)
+	args := []any{execID}
+	for _, id := range containerIDs {
+		args = append(args, id)
 	}
+	in := strings.Repeat(",?", len(containerIDs))[1:]
+	rows, err := d.db.QueryContext(ctx,
+		`SELECT container_id, exec_id, token, url, COALESCE(updated_at, created_at) FROM exec_instance WHERE exec_id = ? AND container_id IN (`+in+`) ORDER BY container_id`,
+		args...)
 	if err != nil {
-		return store.ExecInstance{}, fmt.Errorf("look up exec instance: %w", unavailable(err))
+		return nil, fmt.Errorf("look up exec instance: %w", d.unavailable(err))
 	}
-	e.Token, e.URL, e.UpdatedAt = token.String, url.String, updated.Time
-	return e, nil
+	defer rows.Close()
+	var out []store.ExecInstance
+	for rows.Next() {
+		var e store.ExecInstance
+		var token, url sql.NullString
+		var updated sql.NullTime
+		if err := rows.Scan(&e.ContainerID, &e.ExecID, &token, &url, &updated); err != nil {
+			return nil, fmt.Errorf("look up exec instance: %w", d.unavailable(err))
+		}
+		e.Token, e.URL, e.UpdatedAt = token.String, url.String, updated.Time
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up exec instance: %w", d.unavailable(err))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("exec %s: %w", execID, store.ErrNotFound)
+	}
+	return out, nil
 }
 
 // ConsumeAttachToken clears the container's websocket_token if it still is
@@ -177,16 +203,30 @@ func (d *DB) consume(ctx context.Context, query string, args ...any) (bool, erro
 	defer cancel()
 	res, err := d.db.ExecContext(ctx, query, args...)
 	if err != nil {
-		return false, fmt.Errorf("consume token: %w", unavailable(err))
+		return false, fmt.Errorf("consume token: %w", d.unavailable(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return false, fmt.Errorf("consume token: %w", unavailable(err))
+		return false, fmt.Errorf("consume token: %w", d.unavailable(err))
 	}
 	return n == 1, nil
 }
 
 // unavailable marks a database failure as store.ErrUnavailable.
-func unavailable(err error) error {
+func (d *DB) unavailable(err error) error {
+	var me *mysql.MySQLError
+	if !d.tls && errors.As(err, &me) && me.Number == erAccessDenied {
+		// What an account that must use TLS gets without it.
+		return fmt.Errorf("%w: %w (the connection is not TLS: if the account requires it, set ssl_ca in [database] connection)", store.ErrUnavailable, err)
+	}
 	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 }
+
+// erAccessDenied is the server's ER_ACCESS_DENIED_ERROR.
+const erAccessDenied = 1045
+
+// driverLog passes the driver's own messages (why a connection broke,
+// which its errors do not always say) to the proxy's log.
+type driverLog struct{ log *slog.Logger }
+
+func (l driverLog) Print(v ...any) { l.log.Warn("database driver: " + fmt.Sprint(v...)) }

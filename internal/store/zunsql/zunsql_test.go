@@ -17,9 +17,10 @@ func TestLookups(t *testing.T) {
 	z := testenv.NewZunDB(t, "zunsql")
 	dockerID := strings.Repeat("ab", 32) // Docker ids are 64 characters
 	web := z.InsertContainer(t, testenv.Container{Name: "web", DockerID: dockerID, Token: testenv.NewUUID()})
-	z.InsertContainer(t, testenv.Container{Name: "twin", DockerID: "1"})
-	z.InsertContainer(t, testenv.Container{Name: "twin", DockerID: "2"})
+	twin1 := z.InsertContainer(t, testenv.Container{Name: "twin", DockerID: "1"})
+	twin2 := z.InsertContainer(t, testenv.Container{Name: "twin", DockerID: "2"})
 	z.InsertExec(t, web.ID, "exec1", "etok", "tcp://127.0.0.1:2375")
+	z.InsertExec(t, twin2.ID, "exec2", "etok2", "tcp://127.0.0.2:2375")
 	// A capsule (container_type 1) is never a console target.
 	capsule := testenv.NewUUID()
 	if _, err := z.Exec(`INSERT INTO container (uuid, name, container_type, websocket_token) VALUES (?, 'pod', 1, 'x')`, capsule); err != nil {
@@ -46,27 +47,33 @@ func TestLookups(t *testing.T) {
 	if c, err := db.ContainerByUUID(ctx, strings.ToUpper(web.UUID)); err != nil || c.ID != web.ID {
 		t.Errorf("upper-case uuid: %+v %v", c, err)
 	}
-	if c, err := db.ContainerByName(ctx, "web"); err != nil || c.ID != web.ID {
-		t.Errorf("by name: %+v %v", c, err)
+	if cs, err := db.ContainersByName(ctx, "web"); err != nil || len(cs) != 1 || cs[0].ID != web.ID {
+		t.Errorf("by name: %+v %v", cs, err)
 	}
-	if _, err := db.ContainerByName(ctx, "twin"); !errors.Is(err, store.ErrAmbiguous) {
-		t.Errorf("twin: %v", err)
+	if cs, err := db.ContainersByName(ctx, "twin"); err != nil || len(cs) != 2 || cs[0].ID != twin1.ID || cs[1].ID != twin2.ID {
+		t.Errorf("twin: %+v %v", cs, err)
 	}
-	if _, err := db.ContainerByName(ctx, "nobody"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := db.ContainersByName(ctx, "nobody"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("nobody: %v", err)
 	}
 	if _, err := db.ContainerByUUID(ctx, capsule); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("capsule: %v", err)
 	}
-	if _, err := db.ContainerByName(ctx, "pod"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := db.ContainersByName(ctx, "pod"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("capsule by name: %v", err)
 	}
-	e, err := db.ExecInstance(ctx, web.ID, "exec1")
-	if err != nil || e.Token != "etok" || e.URL != "tcp://127.0.0.1:2375" || e.ExecID != "exec1" {
-		t.Errorf("exec: %+v %v", e, err)
+	es, err := db.ExecInstances(ctx, []int64{web.ID}, "exec1")
+	if err != nil || len(es) != 1 || es[0].Token != "etok" || es[0].URL != "tcp://127.0.0.1:2375" || es[0].ExecID != "exec1" || es[0].ContainerID != web.ID {
+		t.Errorf("exec: %+v %v", es, err)
 	}
-	if _, err := db.ExecInstance(ctx, web.ID+1, "exec1"); !errors.Is(err, store.ErrNotFound) {
+	if es, err := db.ExecInstances(ctx, []int64{twin1.ID, twin2.ID}, "exec2"); err != nil || len(es) != 1 || es[0].ContainerID != twin2.ID || es[0].Token != "etok2" {
+		t.Errorf("exec of one of two containers: %+v %v", es, err)
+	}
+	if _, err := db.ExecInstances(ctx, []int64{twin1.ID}, "exec1"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("exec of another container: %v", err)
+	}
+	if _, err := db.ExecInstances(ctx, nil, "exec1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("exec of no container: %v", err)
 	}
 }
 
@@ -78,7 +85,7 @@ func TestDatabaseDown(t *testing.T) {
 	}
 	defer db.Close()
 	start := time.Now()
-	_, err = db.ContainerByName(context.Background(), "web")
+	_, err = db.ContainersByName(context.Background(), "web")
 	if !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("got %v, want ErrUnavailable", err)
 	}
@@ -116,8 +123,8 @@ func TestConsumeTokens(t *testing.T) {
 	if got.WebsocketToken != "" {
 		t.Fatalf("token still stored: %q", got.WebsocketToken)
 	}
-	e, _ := db.ExecInstance(ctx, c.ID, "e1")
-	if e.Token != "" || e.UpdatedAt.IsZero() {
-		t.Fatalf("exec after consume: %+v", e)
+	es, _ := db.ExecInstances(ctx, []int64{c.ID}, "e1")
+	if len(es) != 1 || es[0].Token != "" || es[0].UpdatedAt.IsZero() {
+		t.Fatalf("exec after consume: %+v", es)
 	}
 }

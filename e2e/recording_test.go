@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/recording"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+)
+
+// startProxyOnSmallFS runs the binary with args in a mount namespace of its
+// own, where dir is a tmpfs of size bytes (nothing of it is seen outside,
+// and it goes with the process). The test reaches its files through
+// inside(path).
+func startProxyOnSmallFS(t *testing.T, port, size int, dir string, args ...string) (p *proxy, inside func(string) string) {
+	t.Helper()
+	cmd := exec.Command("sh", append([]string{"-c", `mount -t tmpfs -o "size=$1,mode=0700" zun-wsproxy-test "$2" && shift 2 && exec "$@"`,
+		"sh", strconv.Itoa(size), dir, binary}, args...)...)
+	// Go makes the new namespace's mounts private before the command runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	p = startProxyCmd(t, "127.0.0.1", port, cmd)
+	return p, func(path string) string { return fmt.Sprintf("/proc/%d/root%s", p.cmd.Process.Pid, path) }
+}
+
+// recorded runs a session that types cmd and reads until the proxy closes
+// it, and returns the close and the output the client got.
+func recorded(t *testing.T, p *proxy, c testenv.Container, cmd string) (websocket.CloseError, string) {
+	t.Helper()
+	ctx := ctxTimeout(t, 30*time.Second)
+	conn, _, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil)
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	defer conn.CloseNow()
+	if err := conn.Write(ctx, websocket.MessageBinary, []byte(cmd+"\n")); err != nil {
+		t.Fatal(err)
+	}
+	var got strings.Builder
+	for {
+		_, data, err := conn.Read(ctx)
+		if err == nil {
+			got.Write(data)
+			continue
+		}
+		var ce websocket.CloseError
+		if !errors.As(err, &ce) {
+			t.Fatalf("session ended without a close frame: %v (got %d bytes)", err, got.Len())
+		}
+		return ce, got.String()
+	}
+}
+
+// auditOf waits for the audit record of the n-th session to end.
+func auditOf(t *testing.T, file string, n int) map[string]any {
+	t.Helper()
+	var lines []string
+	testenv.WaitFor(5*time.Second, func() bool {
+		data, _ := os.ReadFile(file)
+		lines = strings.Split(strings.TrimSpace(string(data)), "\n")
+		return len(lines) >= n && lines[0] != ""
+	})
+	if len(lines) < n {
+		t.Fatalf("audit log has %d records, want %d", len(lines), n)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(lines[n-1]), &rec); err != nil {
+		t.Fatalf("audit record %q: %v", lines[n-1], err)
+	}
+	return rec
+}
+
+// A session that should be recorded is never unrecorded, on a filesystem
+// of 64 KiB: past max_size it is ended (1008), on a full disk it is refused
+// before the upgrade (503), when the disk fills under it it is ended
+// (1011); each end is audited, and the recording holds exactly the output
+// the client got.
+func TestRecordingFailsClosed(t *testing.T) {
+	db := testenv.NewZunDB(t, "recfull")
+	d := testenv.NewDocker(t)
+	// One proxy records on an ordinary disk with a small max_size, one on
+	// a tmpfs of 64 KiB with the default max_size; they share the audit log.
+	auditFile := filepath.Join(t.TempDir(), "audit.log")
+	const maxSize = 16 << 10
+	limited := freePort(t)
+	recDir := t.TempDir()
+	pl := startProxy(t, limited, baseConf(db, limited), fmt.Sprintf("[recording]\ndir = %s\nmax_size = %d\n[audit]\nfile = %s\n", recDir, maxSize, auditFile))
+	dir := t.TempDir() // the mount point: the tmpfs covers it inside only
+	port := freePort(t)
+	p, inside := startProxyOnSmallFS(t, port, 64<<10, dir, confArgs(t, baseConf(db, port),
+		fmt.Sprintf("[recording]\ndir = %s\n[audit]\nfile = %s\n", dir, auditFile))...)
+	files := map[*proxy]func(string) string{pl: func(path string) string { return path }, p: inside}
+	shell := func() testenv.Container {
+		return db.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
+	}
+	// The marker is printed only when all the output was: the typed line
+	// the terminal echoes does not hold it.
+	flood := "yes 0123456789abcdef | head -c 200000; echo flood-$((6*7))"
+	check := func(t *testing.T, p *proxy, n int, ce websocket.CloseError, got string, code websocket.StatusCode, reason, endReason string) {
+		t.Helper()
+		if ce.Code != code || ce.Reason != reason {
+			t.Fatalf("client got %v after %d bytes, want %d %q", ce, len(got), code, reason)
+		}
+		if strings.Contains(got, "flood-42") {
+			t.Fatalf("the session went on to the end of the output")
+		}
+		rec := auditOf(t, auditFile, n)
+		if rec["end_reason"] != endReason || rec["close_code"] != float64(code) || rec["bytes_to_client"] != float64(len(got)) {
+			t.Fatalf("audit record %v", rec)
+		}
+		path := fmt.Sprint(rec["recording"])
+		fi, err := os.Stat(files[p](path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, events, err := recording.ReadFile(files[p](path))
+		if err != nil {
+			t.Fatalf("recording %s (%d bytes) does not read: %v", path, fi.Size(), err)
+		}
+		var out strings.Builder
+		for _, e := range events {
+			if e.Kind == "o" {
+				out.WriteString(e.Data)
+			}
+		}
+		if out.String() != got {
+			t.Fatalf("the recording holds %d bytes of output, the client got %d", out.Len(), len(got))
+		}
+		t.Logf("%s: %d bytes to the client, recording of %d bytes", endReason, len(got), fi.Size())
+		if endReason == "recording_limit" && fi.Size() > maxSize {
+			t.Fatalf("recording of %d bytes, over max_size %d", fi.Size(), maxSize)
+		}
+	}
+
+	t.Run("max_size reached", func(t *testing.T) {
+		ce, got := recorded(t, pl, shell(), flood)
+		check(t, pl, 1, ce, got, websocket.StatusPolicyViolation, "recording size limit reached", "recording_limit")
+	})
+
+	fill := inside(dir + "/fill")
+	t.Run("disk full", func(t *testing.T) {
+		f, err := os.Create(fill)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for buf := make([]byte, 4096); err == nil; {
+			_, err = f.Write(buf)
+		}
+		f.Close()
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("filling the disk: %v", err)
+		}
+		c := shell()
+		status, body, _ := handshake(t, p.addr(), "/?token="+c.Token+"&uuid="+c.UUID, nil)
+		if status != 503 || !strings.Contains(body, "recording unavailable") {
+			t.Fatalf("with the disk full: %d %q, want 503 recording unavailable", status, body)
+		}
+		if casts, _ := filepath.Glob(inside(dir + "/*.cast")); len(casts) != 0 {
+			t.Errorf("recordings on the full disk: %v, want none", casts)
+		}
+	})
+
+	t.Run("disk fills during the session", func(t *testing.T) {
+		// One page free (tmpfs allocates by pages): room for the header
+		// and a line or two, not for the bulk of the output.
+		fi, err := os.Stat(fill)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(fill, fi.Size()-4096); err != nil {
+			t.Fatal(err)
+		}
+		ce, got := recorded(t, p, shell(), flood)
+		check(t, p, 2, ce, got, websocket.StatusInternalError, "session recording failed", "recording_failed")
+	})
+}

@@ -1,0 +1,33 @@
+package metrics
+
+import (
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/audit"
+)
+
+// Audit records that a full disk refused are counted on the metrics page.
+func TestAuditDropsCounted(t *testing.T) {
+	l, err := audit.Open("/dev/full") // every write fails with ENOSPC
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	m := New()
+	m.CountAuditDrops(l.Dropped)
+	for i := 0; i < 2; i++ {
+		if err := l.Write(audit.Record{Session: "s", Start: time.Now(), End: time.Now()}); err == nil {
+			t.Fatal("a record was written to /dev/full")
+		}
+	}
+	w := httptest.NewRecorder()
+	m.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(w.Body)
+	if !strings.Contains(string(body), "\nzun_wsproxy_audit_records_dropped_total 2\n") {
+		t.Fatalf("metrics page lacks zun_wsproxy_audit_records_dropped_total 2:\n%s", body)
+	}
+}

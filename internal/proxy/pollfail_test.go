@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+)
+
+// failingPoller parks like idle.Poller and, once failed, does what a
+// failed idle.Poller does: it wakes everything parked (nothing is
+// readable) and refuses to park more.
+type failingPoller struct {
+	mu      sync.Mutex
+	failed  bool
+	next    int
+	parked  map[int]func()
+	parks   chan struct{} // one per park
+	refused chan struct{} // one per Wait refused
+}
+
+func (p *failingPoller) Wait(_ syscall.RawConn, wake func()) (func() bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failed {
+		p.refused <- struct{}{}
+		return nil, fmt.Errorf("%w: epoll_wait: bad file descriptor", idle.ErrFailed)
+	}
+	p.next++
+	id := p.next
+	p.parked[id] = wake
+	p.parks <- struct{}{}
+	return func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		_, ok := p.parked[id]
+		delete(p.parked, id)
+		return ok
+	}, nil
+}
+
+func (p *failingPoller) fail() {
+	p.mu.Lock()
+	p.failed = true
+	parked := p.parked
+	p.parked = nil
+	p.mu.Unlock()
+	for _, wake := range parked {
+		go wake()
+	}
+}
+
+// Sessions parked on a poller that fails wake up, keep their goroutines
+// from then on and relay both ways.
+func TestParkedSessionOutlivesPollerFailure(t *testing.T) {
+	for _, framed := range []bool{true, false} {
+		name := map[bool]string{true: "attach", false: "exec"}[framed]
+		t.Run(name, func(t *testing.T) {
+			p := &failingPoller{parked: map[int]func(){}, parks: make(chan struct{}, 16), refused: make(chan struct{}, 16)}
+			h := start(t, framed, Options{Poller: p, IdleAfter: 20 * time.Millisecond})
+			for _, ch := range []chan struct{}{p.parks, p.parks} {
+				select {
+				case <-ch:
+				case <-time.After(5 * time.Second):
+					t.Fatal("directions did not park")
+				}
+			}
+			p.fail()
+			// Woken with nothing to read, each direction idles again and
+			// tries to park; refused, it keeps its goroutine.
+			for _, ch := range []chan struct{}{p.refused, p.refused} {
+				select {
+				case <-ch:
+				case <-time.After(5 * time.Second):
+					t.Fatal("woken directions did not try to park again")
+				}
+			}
+			if n := pumpGoroutines(); n != 2 {
+				t.Fatalf("%d pump goroutines after the poller failed, want 2", n)
+			}
+			for i := 0; i < 3; i++ {
+				h.client.send(t, websocket.OpBinary, []byte("ls\n"))
+				if framed {
+					if m := h.docker.recv(t); string(m.payload) != "ls\n" {
+						t.Fatalf("docker got %q", m.payload)
+					}
+					h.docker.send(t, websocket.OpBinary, []byte("bin\n"))
+				} else {
+					got := make([]byte, 3)
+					if _, err := h.exec.Read(got); err != nil || string(got) != "ls\n" {
+						t.Fatalf("exec got %q, %v", got, err)
+					}
+					h.exec.Write([]byte("bin\n"))
+				}
+				if m := h.client.recv(t); string(m.payload) != "bin\n" {
+					t.Fatalf("client got %q", m.payload)
+				}
+			}
+		})
+	}
+}
