@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,7 +29,12 @@ import (
 
 var binary string
 
+// onLoops: -loop runs every proxy started from config files on the
+// event-loop engine (one more config file sets it).
+var onLoops = flag.Bool("loop", false, "run the proxies' sessions on the event-loop engine")
+
 func TestMain(m *testing.M) {
+	flag.Parse()
 	dir, err := os.MkdirTemp("", "zun-wsproxy-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -172,6 +179,13 @@ func startProxyArgs(t *testing.T, port int, args ...string) *proxy {
 // test ends.
 func startProxyAt(t *testing.T, host string, port int, args ...string) *proxy {
 	t.Helper()
+	if *onLoops && slices.Contains(args, "--config-file") {
+		path := filepath.Join(t.TempDir(), "engine.conf")
+		if err := os.WriteFile(path, []byte("[websocket_proxy]\nengine = loop\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args[:len(args):len(args)], "--config-file", path)
+	}
 	return startProxyCmd(t, host, port, exec.Command(binary, args...))
 }
 

@@ -98,6 +98,7 @@ func TestSoak(t *testing.T) {
 		Resolver: soakResolver{backend: backendAddr},
 		Dialer:   docker.NewDialer(docker.Options{Timeout: 5 * time.Second}),
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Engine:   engine(),
 		Session:  proxy.Options{IdleAfter: *soakParkAfter},
 	})
 	ln, err := Listen("127.0.0.1:0", ListenOptions{})
