@@ -1,7 +1,7 @@
 # zun-wsproxy: build and test.
 GO ?= go
 
-.PHONY: bench bench-100k all build image test test-env check unit fuzz clean web demo demo-stop security soak
+.PHONY: bench bench-100k all build image test test-env check unit fuzz mutation clean web demo demo-stop security soak
 
 all: build
 
@@ -77,6 +77,21 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/proxyproto/
 	$(GO) test -run '^$$' -fuzz '^FuzzForwardedFor$$' -fuzztime $(FUZZTIME) ./internal/server/
 
+# mutation measures how many small deliberate bugs the pure packages' tests
+# notice (gremlins' test efficacy) and fails if a package is below
+# MUTATION_MIN percent; docs/MUTATION.md lists the mutants no test can
+# notice. Slow (about 15 minutes): not part of test. gremlins is installed,
+# at the pinned version, in .tools/ (module proxy needed the first time).
+GREMLINS_VERSION ?= v0.6.0
+GREMLINS = .tools/gremlins-$(GREMLINS_VERSION)/gremlins
+MUTATION_MIN ?= 90
+MUTATION_PKGS ?= internal/utf8tail internal/auth internal/recording internal/idle internal/config internal/websocket
+mutation: $(GREMLINS)
+	$(IN_ENV) bash scripts/mutation.sh $(CURDIR)/$(GREMLINS) $(MUTATION_MIN) $(MUTATION_PKGS)
+
+$(GREMLINS):
+	GOBIN=$(CURDIR)/$(dir $(GREMLINS)) $(GO) install github.com/go-gremlins/gremlins/cmd/gremlins@$(GREMLINS_VERSION)
+
 # bench prints the performance figures (docs/PERFORMANCE.md); bench-100k
 # holds 100,000 idle sessions through the proxy and prints their memory.
 bench:
@@ -91,7 +106,7 @@ bench-100k:
 	BENCH_NGINX=0 BENCH_BACKENDS=8 bash scripts/bench.sh -only idle -idle $$n -idle-settle 10s
 
 clean:
-	rm -rf bin
+	rm -rf bin .tools
 
 # web rebuilds the web console's assets (web/dist, embedded in the binary)
 # from the npm packages pinned in web/package-lock.json.

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -28,7 +29,12 @@ import (
 
 var binary string
 
+// onLoops: -loop runs every proxy started from config files on the
+// event-loop engine (one more config file sets it).
+var onLoops = flag.Bool("loop", false, "run the proxies' sessions on the event-loop engine")
+
 func TestMain(m *testing.M) {
+	flag.Parse()
 	dir, err := os.MkdirTemp("", "zun-wsproxy-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -124,6 +130,13 @@ func confArgs(t *testing.T, conf, override string) []string {
 // listens.
 func startProxyArgs(t *testing.T, args ...string) *proxy {
 	t.Helper()
+	if *onLoops && slices.Contains(args, "--config-file") {
+		path := filepath.Join(t.TempDir(), "engine.conf")
+		if err := os.WriteFile(path, []byte("[websocket_proxy]\nengine = loop\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args[:len(args):len(args)], "--config-file", path)
+	}
 	return startProxyCmd(t, exec.Command(binary, args...))
 }
 

@@ -14,10 +14,19 @@
 # nginx (Debian's package, installed if missing) runs in the same rounds as
 # a plain WebSocket reverse proxy in front of the same backend, as the
 # reference to beat; BENCH_NGINX=0 leaves it out.
+#
+# BENCH_ENGINE=loop runs the proxy's sessions on the event-loop engine
+# ([websocket_proxy] engine; default goroutines). BENCH_PPROF=127.0.0.1:PORT
+# serves the Zun-mode proxy's profiles there ([metrics] profiling), e.g.
+# for `go tool pprof http://127.0.0.1:PORT/debug/pprof/profile?seconds=2`
+# during a round. BENCH_REF_ENGINE=loop (with BENCH_NGINX=0) runs a second
+# proxy on that engine as the reference, in the same rounds: the engines
+# side by side on one machine load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 NGINX=${BENCH_NGINX:-1}
+ENGINE=${BENCH_ENGINE:-goroutines}
 # Installs first, then the rest in the tests' network namespace, where the
 # test MariaDB listens (and from where nothing can be fetched).
 if [ "${ZUN_WSPROXY_TEST_NS:-}" != "$TEST_NS" ]; then
@@ -71,11 +80,15 @@ my_ip = 127.0.0.1
 [websocket_proxy]
 wsproxy_host = 127.0.0.1
 wsproxy_port = $PROXY_PORT
+engine = $ENGINE
 max_sessions = 0
 max_sessions_per_container = 0
 [database]
 connection = mysql+pymysql://zuntest:zuntest@127.0.0.1/$DB
 CONF
+if [ -n "${BENCH_PPROF:-}" ]; then
+	printf '[metrics]\nlisten = %s\nprofiling = true\n' "$BENCH_PPROF" >>"$work/zun.conf"
+fi
 bin/zun-wsproxy --config-file "$work/zun.conf" >"$work/proxy.log" 2>&1 &
 proxy_pid=$!
 pids+=($proxy_pid)
@@ -84,6 +97,16 @@ wait_port "$PROXY_PORT" || true
 echo "machine: $(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{print int($2/1024/1024)}') GiB; $(go version | cut -d' ' -f3)"
 extra=()
 [ -n "$idle_urls" ] && extra+=(-idle-urls "$idle_urls" -source-ips "$sources")
+if [ -n "${BENCH_REF_ENGINE:-}" ] && [ "$NGINX" = 0 ]; then
+	REF_PORT=$(free_port)
+	sed -e "s/^wsproxy_port = .*/wsproxy_port = $REF_PORT/" -e "s/^engine = .*/engine = $BENCH_REF_ENGINE/" -e '/^\[metrics\]/,$d' "$work/zun.conf" >"$work/ref.conf"
+	bin/zun-wsproxy --config-file "$work/ref.conf" >"$work/ref.log" 2>&1 &
+	ref_pid=$!
+	pids+=($ref_pid)
+	wait_port "$REF_PORT" || true
+	extra+=(-ref "ws://127.0.0.1:$REF_PORT/?token=$TOKEN&uuid=bench-{mode}" -ref-name "engine=$BENCH_REF_ENGINE" -ref-pids "$ref_pid")
+	echo "reference: zun-wsproxy, engine = $BENCH_REF_ENGINE"
+fi
 if [ "$NGINX" != 0 ]; then
 	NGINX_PORT=$(free_port)
 	mkdir -p "$work/nginx"
@@ -137,6 +160,7 @@ if [ "${BENCH_EMBEDDED:-1}" != 0 ] && [[ " $* " != *" -only "* ]]; then
 [websocket_proxy]
 wsproxy_host = 127.0.0.1
 wsproxy_port = $SA_PORT
+engine = $ENGINE
 max_sessions = 0
 max_sessions_per_container = 0
 [docker]

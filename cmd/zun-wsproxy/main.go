@@ -273,6 +273,7 @@ func serve(args []string) error {
 			return nil
 		},
 
+		Engine:                  cfg.Proxy.Engine,
 		ReadHeaderTimeout:       cfg.Proxy.HeaderTimeout,
 		MaxHeaderBytes:          cfg.Proxy.MaxHeaderBytes,
 		MaxSessions:             live.MaxSessions,

@@ -170,10 +170,15 @@ func (a *Authorizer) Resolve(ctx context.Context, r Request) (console.Target, er
 		return console.Target{}, fmt.Errorf("token of exec %s of container %s: %w", r.ExecID, r.UUID, err)
 	}
 	var c store.Container
-	for _, c = range cs {
-		if c.ID == e.ContainerID {
+	found := false
+	for _, cand := range cs {
+		if cand.ID == e.ContainerID {
+			c, found = cand, true
 			break
 		}
+	}
+	if !found { // the store returned an exec of no candidate: never a console
+		return console.Target{}, fmt.Errorf("%w: exec %s belongs to none of the containers named %s", ErrUnauthorized, r.ExecID, r.UUID)
 	}
 	if !a.fresh(e.UpdatedAt) {
 		return console.Target{}, fmt.Errorf("%w: token of exec %s expired (token_ttl)", ErrUnauthorized, r.ExecID)

@@ -114,6 +114,46 @@ func TestOriginPolicy(t *testing.T) {
 	}
 }
 
+// TestParseOriginBytes puts every byte value at each place of an Origin and
+// holds ParseOrigin to what each place admits: a scheme starts with a letter
+// and goes on with letters, digits, '+', '-' and '.' (RFC 3986); a hostname
+// is letters, digits, '-', '_' and '.', ended by ':', '/', '?' or '#'; a port
+// is any printable ASCII but '@' and '%'.
+func TestParseOriginBytes(t *testing.T) {
+	in := func(set string, c byte) bool { return strings.IndexByte(set, c) >= 0 }
+	const (
+		letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		digits  = "0123456789"
+	)
+	for i := range 256 {
+		c := byte(i)
+		if _, _, ok := ParseOrigin(string(c) + "x://proxy"); ok != in(letters, c) {
+			t.Errorf("scheme starting with %q: ok = %v", c, ok)
+		}
+		scheme, _, ok := ParseOrigin("x" + string(c) + "://proxy")
+		if want := in(letters+digits+"+-.", c); ok != want || ok && scheme != strings.ToLower("x"+string(c)) {
+			t.Errorf("scheme x%q: %q, ok = %v", c, scheme, ok)
+		}
+		_, host, ok := ParseOrigin("http://p" + string(c) + "x")
+		switch {
+		case in(letters+digits+"-_.", c):
+			if !ok || host != strings.ToLower("p"+string(c)+"x") {
+				t.Errorf("hostname p%qx: %q, ok = %v", c, host, ok)
+			}
+		case in(":/?#", c):
+			if !ok || host != "p" {
+				t.Errorf("hostname p ended by %q: %q, ok = %v", c, host, ok)
+			}
+		case ok:
+			t.Errorf("hostname p%qx accepted as %q", c, host)
+		}
+		_, host, ok = ParseOrigin("http://proxy:8" + string(c))
+		if want := c > ' ' && c < 0x7f && c != '@' && c != '%'; ok != want || ok && host != "proxy" {
+			t.Errorf("port 8%q: %q, ok = %v", c, host, ok)
+		}
+	}
+}
+
 // containers is an in-memory Containers for the token rules; the MariaDB
 // lookups themselves are tested in package zunsql.
 type containers struct {
@@ -361,6 +401,16 @@ func TestTokenTTLAndSingleUse(t *testing.T) {
 	if _, err := ttl.Resolve(context.Background(), Request{Token: "etok", UUID: uuid, ExecID: "e1"}); err != nil {
 		t.Errorf("exec token 30s old with a 60s ttl: %v", err)
 	}
+	// "Older than token_ttl" is refused; exactly token_ttl old is not older.
+	for _, c := range []struct {
+		age  time.Duration
+		want error
+	}{{time.Minute, nil}, {time.Minute + time.Nanosecond, ErrUnauthorized}} {
+		at := NewAuthorizer(db, Options{TokenTTL: time.Minute, Now: func() time.Time { return web.UpdatedAt.Add(c.age) }})
+		if _, err := at.Resolve(context.Background(), Request{Token: "tok", UUID: uuid}); !errors.Is(err, c.want) {
+			t.Errorf("attach token %v old with a 60s ttl: %v, want %v", c.age, err, c.want)
+		}
+	}
 	once := NewAuthorizer(db, Options{SingleUse: true, Now: clock})
 	for i, want := range []error{nil, ErrUnauthorized} {
 		if _, err := once.Resolve(context.Background(), Request{Token: "tok", UUID: uuid}); !errors.Is(err, want) {
@@ -369,5 +419,21 @@ func TestTokenTTLAndSingleUse(t *testing.T) {
 		if _, err := once.Resolve(context.Background(), Request{Token: "etok", UUID: uuid, ExecID: "e1"}); !errors.Is(err, want) {
 			t.Errorf("single-use exec, use %d: %v", i+1, err)
 		}
+	}
+}
+
+// An exec row the store returns for none of the candidate containers never
+// becomes a console of one of them (another container's identity would
+// carry the session).
+func TestExecOfNoCandidateRefused(t *testing.T) {
+	const uuid = "6f1e2c9a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
+	db := containers{
+		byUUID: map[string]store.Container{uuid: {ID: 1, UUID: uuid, WebsocketURL: "ws://docker/attach", WebsocketToken: "tok"}},
+		execs:  map[string]store.ExecInstance{"1/e9": {ContainerID: 99, ExecID: "e9", Token: "etok", URL: "tcp://docker:2375"}},
+		used:   map[string]bool{},
+	}
+	a := NewAuthorizer(db, Options{})
+	if target, err := a.Resolve(context.Background(), Request{Token: "etok", UUID: uuid, ExecID: "e9"}); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("exec of container 99 resolved for container 1: %+v, %v", target, err)
 	}
 }

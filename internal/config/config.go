@@ -69,6 +69,7 @@ type Proxy struct {
 	BaseURL        string        // base_url: the URL clients are given
 	AllowedOrigins []string      // allowed_origins
 	SSLOnly        bool          // ssl_only
+	Engine         string        // engine: goroutines or loop (extension)
 	Cert           string        // cert; "" when TLS is off
 	Key            string        // key; "" when the key is in Cert
 	BackendTimeout time.Duration // backend_timeout (extension): connect + handshake with Docker

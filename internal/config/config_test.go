@@ -3,9 +3,11 @@ package config
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,6 +38,7 @@ func TestParse(t *testing.T) {
 		{"equals and colon", "[a]\nx = 1\ny: 2\nz = a:b\nw: a=b\n", map[string]map[string]string{"a": {"x": "1", "y": "2", "z": "a:b", "w": "a=b"}}},
 		{"comments and blanks", "# c\n; c\n[a]\n\n# x = 9\nx = 1\n", map[string]map[string]string{"a": {"x": "1"}}},
 		{"quotes stripped", "[a]\nx = \"q v\"\ny = 'q'\nz = \"half\n", map[string]map[string]string{"a": {"x": "q v", "y": "q", "z": "\"half"}}},
+		{"empty quotes", "[a]\nx = \"\"\ny = ''\nz = \"\nw = \"'\n", map[string]map[string]string{"a": {"x": "", "y": "", "z": "\"", "w": "\"'"}}},
 		{"continuation", "[a]\nx = one\n  two\n\tthree\ny = 2\n", map[string]map[string]string{"a": {"x": "one\ntwo\nthree", "y": "2"}}},
 		{"section case", "[WebSocket_Proxy]\nx = 1\n[DEFAULT]\ny = 2\n", map[string]map[string]string{"websocket_proxy": {"x": "1"}, "DEFAULT": {"y": "2"}}},
 		{"dashes", "[a]\nwsproxy-port = 1\n", map[string]map[string]string{"a": {"wsproxy_port": "1"}}},
@@ -86,7 +89,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Proxy{Host: "192.0.2.7", Port: 6784, BaseURL: "ws://192.0.2.7:6784/", BackendTimeout: 10 * time.Second,
+	want := Proxy{Host: "192.0.2.7", Port: 6784, BaseURL: "ws://192.0.2.7:6784/", Engine: "goroutines", BackendTimeout: 10 * time.Second,
 		HeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16384, MaxMessageBytes: 1 << 20, MaxSessions: 100000,
 		MaxSessionsPerContainer: 100, AuthFailureLimit: 20, AuthFailureWindow: time.Minute,
 		Heartbeat: 30 * time.Second, WriteTimeout: 30 * time.Second, ShutdownTimeout: 30 * time.Second}
@@ -113,6 +116,101 @@ func TestDefaults(t *testing.T) {
 	c, err = load(t, "")
 	if err != nil || c.MyIP == "" || c.Proxy.Host != c.MyIP {
 		t.Errorf("default my_ip %q host %q err %v", c.MyIP, c.Proxy.Host, err)
+	}
+}
+
+// my_ip's default is the first IPv4 address of the host's interfaces that
+// is not a loopback one. The test runs again in network and user namespaces
+// of its own (so it needs no privilege), where it gives its loopback
+// interface 2001:db8::9 and 192.0.2.9 besides 127.0.0.1 and ::1.
+func TestDefaultMyIP(t *testing.T) {
+	const env = "ZUN_WSPROXY_CONFIG_TEST_NETNS"
+	if os.Getenv(env) == "1" {
+		c, err := load(t, "")
+		if err != nil || c.MyIP != "127.0.0.1" {
+			t.Fatalf("with loopback addresses only: my_ip %q (%v), want 127.0.0.1", c.MyIP, err)
+		}
+		for _, args := range [][]string{{"link", "set", "lo", "up"}, {"addr", "add", "2001:db8::9/128", "dev", "lo"}, {"addr", "add", "192.0.2.9/32", "dev", "lo"}} {
+			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+				t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
+		if c, err = load(t, ""); err != nil || c.MyIP != "192.0.2.9" {
+			t.Fatalf("my_ip %q (%v), want 192.0.2.9", c.MyIP, err)
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDefaultMyIP$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), env+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
+		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+		GidMappingsEnableSetgroups: false,
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestDefaultMyIP ") {
+		t.Fatalf("in a network namespace of its own: %v\n%s", err, out)
+	}
+}
+
+// Without --config-file, the files and directories are found as
+// oslo.config finds them: each name from the first of ~/.zun, ~, /etc/zun
+// and /etc that has it as a file (a directory, for the .d names).
+func TestDefaultFilesAndDirs(t *testing.T) {
+	home := t.TempDir()
+	mkdir := func(p string) {
+		if err := os.MkdirAll(filepath.Join(home, p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkdir(".zun/zun.conf") // a directory: passed over
+	mkdir(".zun/zun-wsproxy.conf.d")
+	mkdir("zun-wsproxy.conf.d") // behind ~/.zun's
+	mkdir("zun.conf.d")
+	write(t, home, "zun.conf", "")
+	write(t, home, ".zun/zun-wsproxy.conf", "")
+	write(t, home, "zun-wsproxy.conf", "") // behind ~/.zun's
+	write(t, home, ".zun/zun.conf.d", "")  // a file: passed over
+	underHome := func(paths []string) []string {
+		var out []string
+		for _, p := range paths {
+			if strings.HasPrefix(p, home+"/") {
+				out = append(out, strings.TrimPrefix(p, home+"/"))
+			}
+		}
+		return out
+	}
+	t.Setenv("HOME", home)
+	if got, want := underHome(DefaultFiles()), []string{"zun.conf", ".zun/zun-wsproxy.conf"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("DefaultFiles in ~: %q, want %q", got, want)
+	}
+	if got, want := underHome(DefaultDirs()), []string{"zun.conf.d", ".zun/zun-wsproxy.conf.d"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("DefaultDirs in ~: %q, want %q", got, want)
+	}
+	t.Setenv("HOME", "")
+	if got := underHome(append(DefaultFiles(), DefaultDirs()...)); got != nil {
+		t.Errorf("without a home directory: %q found there", got)
+	}
+}
+
+// Docker's API is TLS for exec only when api_insecure is false and the
+// three files are all set.
+func TestDockerTLS(t *testing.T) {
+	for i := range 16 {
+		d := Docker{APIInsecure: i&1 != 0}
+		if i&2 != 0 {
+			d.CAFile = "ca.pem"
+		}
+		if i&4 != 0 {
+			d.CertFile = "cert.pem"
+		}
+		if i&8 != 0 {
+			d.KeyFile = "key.pem"
+		}
+		if got, want := d.TLS(), i == 14; got != want {
+			t.Errorf("%+v: TLS() = %v, want %v", d, got, want)
+		}
 	}
 }
 
@@ -200,9 +298,13 @@ func TestInterpolation(t *testing.T) {
 		{"$nosuch", "", "unknown option $nosuch"},
 		{"a $ b", "", "'$' not followed by an option name"},
 		{"${open", "", "unterminated ${"},
+		{"${my_ip}", "192.0.2.1", ""},
+		{"$$$my_ip$$", "$192.0.2.1$", ""},
+		{"ends with $", "", "'$' not followed by an option name"},
+		{"${}", "", "unknown option $ in"},
 	}
 	for _, c := range cases {
-		cfg, err := load(t, "[DEFAULT]\nmy_ip = 192.0.2.1\n[websocket_proxy]\nallowed_origins = "+c.in+"\n")
+		cfg, err := loadWithin(t, write(t, t.TempDir(), "zun.conf", "[DEFAULT]\nmy_ip = 192.0.2.1\n[websocket_proxy]\nallowed_origins = "+c.in+"\n"))
 		switch {
 		case c.err != "":
 			if err == nil || !strings.Contains(err.Error(), c.err) {
@@ -217,6 +319,49 @@ func TestInterpolation(t *testing.T) {
 	_, err := load(t, "[websocket_proxy]\nwsproxy_host = $base_url\n")
 	if err == nil || !strings.Contains(err.Error(), "interpolation loop") {
 		t.Errorf("loop: %v", err)
+	}
+}
+
+// A $name reference is the longest run of letters, digits and '_' after
+// the '$'; any other byte ends it.
+func TestInterpolationNames(t *testing.T) {
+	dir := t.TempDir()
+	for c := byte(0x21); c < 0x7f; c++ {
+		in := "$zz" + string(c) + "|"
+		cfg, err := loadWithin(t, write(t, dir, "zun.conf", "[websocket_proxy]\nzz = v\nallowed_origins = "+in+"\n"))
+		switch {
+		case c == '$':
+			if err == nil || !strings.Contains(err.Error(), "'$' not followed by an option name") {
+				t.Errorf("%q: %v, want an error for the lone '$'", in, err)
+			}
+		case c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z':
+			if want := "unknown option $zz" + string(c) + " "; err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%q: %v, want %q", in, err, want)
+			}
+		case err != nil:
+			t.Errorf("%q: %v", in, err)
+		case strings.Join(cfg.Proxy.AllowedOrigins, ",") != "v"+string(c)+"|":
+			t.Errorf("%q -> %q, want %q", in, cfg.Proxy.AllowedOrigins, "v"+string(c)+"|")
+		}
+	}
+}
+
+// loadWithin loads the config file at path, failing the test if that
+// takes more than 2 seconds.
+func loadWithin(t *testing.T, path string) (*Config, error) {
+	t.Helper()
+	type result struct {
+		c   *Config
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { c, err := Load([]string{path}, nil); done <- result{c, err} }()
+	select {
+	case r := <-done:
+		return r.c, r.err
+	case <-time.After(2 * time.Second):
+		t.Fatal("Load did not return within 2s")
+		return nil, nil
 	}
 }
 
@@ -256,6 +401,7 @@ func TestErrorMessages(t *testing.T) {
 		{"[websocket_proxy]\nwsproxy_port = abc\n", `[websocket_proxy] wsproxy_port: invalid port "abc" (want 0-65535)`},
 		{"[websocket_proxy]\nwsproxy_port = 70000\n", `[websocket_proxy] wsproxy_port: invalid port "70000" (want 0-65535)`},
 		{"[websocket_proxy]\nssl_only = maybe\n", `[websocket_proxy] ssl_only: invalid boolean "maybe" (want true or false)`},
+		{"[websocket_proxy]\nengine = threads\n", `[websocket_proxy] engine: invalid engine "threads" (want goroutines or loop)`},
 		{"[websocket_proxy]\nssl_only = true\n", `[websocket_proxy] ssl_only: true, but no certificate is configured (cert)`},
 		{"[websocket_proxy]\ncert = /nonexistent/cert.pem\n", `[websocket_proxy] cert: unreadable: /nonexistent/cert.pem: no such file or directory`},
 		{"[websocket_proxy]\nbase_url = ftp://x/\n", `[websocket_proxy] base_url: invalid URL "ftp://x/" (want ws://, wss://, http:// or https://host/)`},
@@ -452,19 +598,17 @@ func TestInterpolationBounded(t *testing.T) {
 		// expansions unless each option is expanded once.
 		{"wide", chain("w", 9, "", "@@@@@@@@@@") + "allowed_origins = $w9\n", ""},
 		{"ten deep", chain("d", 9, "x", "@") + "allowed_origins = $d9\n", ""},
+		// $d5 is expanded first near the top, then again eight levels
+		// down: the kept expansion still counts its five levels.
+		{"deep the second time", chain("d", 5, "x", "@") + chain("e", 6, "$d5", "@") + "allowed_origins = $d5 $e6\n",
+			"allowed_origins: interpolation nested deeper than 10 levels (at $d5)"},
+		{"ten deep the second time", chain("d", 5, "x", "@") + chain("e", 3, "$d5", "@") + "allowed_origins = $d5 $e3\n", ""},
 		{"64 KiB", chain("a", 6, "xxxxxxxxxxxxxxxx", "@@@@") + "allowed_origins = $a6\n", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			path := write(t, t.TempDir(), "zun.conf", "[websocket_proxy]\n"+c.body)
-			done := make(chan error, 1)
-			go func() { _, err := Load([]string{path}, nil); done <- err }()
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(2 * time.Second):
-				t.Fatal("Load did not return within 2s")
-			}
+			_, err := loadWithin(t, path)
 			switch {
 			case c.err == "" && err != nil:
 				t.Fatalf("refused: %v", err)

@@ -155,6 +155,12 @@ func TestParseDatabaseURL(t *testing.T) {
 			warnings: []string{"ssl_check_hostname is not read by mysqlclient"}},
 		{name: "mysqlclient REQUIRED with CA", url: "mysql://zun:pw@db/zun?ssl_mode=REQUIRED&ssl_ca={ca}",
 			tls: DatabaseTLS{Mode: TLSRequired, ServerName: "db", CAFile: "{ca}"}, warnings: []string{"ssl_ca notwithstanding", "not verified"}},
+		{name: "mysqlclient DISABLED alone", url: "mysql://zun:pw@db/zun?ssl_mode=DISABLED",
+			dsn: "zun:pw@tcp(db:3306)/zun?interpolateParams=true&parseTime=true", tls: DatabaseTLS{ServerName: "db"}},
+		{name: "mysqlclient ciphers", url: "mysql://zun:pw@db/zun?ssl_mode=VERIFY_CA&ssl_ca={ca}&ssl_cipher=ECDHE-RSA-AES256-GCM-SHA384",
+			tls: DatabaseTLS{Mode: TLSRequired, Verify: true, ServerName: "db", CAFile: "{ca}", Ciphers: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384}}},
+		{name: "a year of timeout", url: "mysql+pymysql://zun:pw@db/zun?read_timeout=31536000&write_timeout=1",
+			dsn: "zun:pw@tcp(db:3306)/zun?interpolateParams=true&parseTime=true&readTimeout=8760h0m0s&writeTimeout=1s", tls: DatabaseTLS{ServerName: "db"}},
 
 		// Refused.
 		{name: "unknown option", url: "mysql+pymysql://zun:pw@db/zun?charset=utf8&foo=1", err: `unknown option "foo"`},
@@ -169,6 +175,7 @@ func TestParseDatabaseURL(t *testing.T) {
 		{name: "key password", url: "mysql+pymysql://zun:pw@db/zun?ssl_key_password=pw", err: "encrypted client keys are not supported"},
 		{name: "bad boolean", url: "mysql+pymysql://zun:pw@db/zun?ssl_ca={ca}&ssl_check_hostname=maybe", err: `ssl_check_hostname: invalid boolean "maybe"`},
 		{name: "bad timeout", url: "mysql+pymysql://zun:pw@db/zun?connect_timeout=0", err: `connect_timeout: invalid number of seconds "0"`},
+		{name: "timeout over a year", url: "mysql+pymysql://zun:pw@db/zun?write_timeout=31536001", err: `write_timeout: invalid number of seconds "31536001"`},
 		{name: "fractional timeout", url: "mysql+pymysql://zun:pw@db/zun?read_timeout=2.5", err: `read_timeout: invalid number of seconds "2.5"`},
 		{name: "missing CA", url: "mysql+pymysql://zun:pw@db/zun?ssl_ca=/nonexistent/ca.pem", err: "ssl_ca: unreadable: /nonexistent/ca.pem: no such file or directory"},
 		{name: "CA not PEM", url: "mysql+pymysql://zun:pw@db/zun?ssl_ca=" + os.DevNull, err: "ssl_ca: no PEM certificate in /dev/null"},

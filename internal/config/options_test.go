@@ -193,3 +193,48 @@ func TestOptionKinds(t *testing.T) {
 		}
 	}
 }
+
+// Each kind's bounds are inclusive: the values at them are accepted, the
+// ones just past them refused. A size is 0 (no bound) or from its minimum.
+// IPv4-mapped prefixes are their IPv4 equivalents down to ::ffff:0:0/96.
+func TestKindBounds(t *testing.T) {
+	cases := []struct {
+		kind kind
+		in   string
+		want any // nil: refused
+	}{
+		{integer{1, 10}, "0", nil},
+		{integer{1, 10}, "1", 1},
+		{integer{1, 10}, "10", 10},
+		{integer{1, 10}, "11", nil},
+		{size{min: 4096, max: 1 << 40}, "0", 0},
+		{size{min: 4096, max: 1 << 40}, "1", nil},
+		{size{min: 4096, max: 1 << 40}, "4095", nil},
+		{size{min: 4096, max: 1 << 40}, "4096", 4096},
+		{size{min: 4096, max: 1 << 40}, "1099511627776", 1 << 40},
+		{size{min: 4096, max: 1 << 40}, "1099511627777", nil},
+		{size{min: 4096, max: 1 << 40}, "-1", nil},
+		{port{}, "-1", nil},
+		{port{}, "0", 0},
+		{port{}, "65535", 65535},
+		{port{}, "65536", nil},
+		{seconds{}, "0", nil},
+		{seconds{optional: true}, "0", time.Duration(0)},
+		{seconds{}, "0.001", time.Millisecond},
+		{seconds{}, "31536000", 365 * 24 * time.Hour},
+		{seconds{}, "31536000.001", nil},
+		{prefixes{}, "::ffff:10.0.0.0/104", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		{prefixes{}, "::ffff:0:0/96", []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}},
+		{prefixes{}, "::ffff:10.0.0.5", []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32")}},
+		{prefixes{}, "::/95", []netip.Prefix{netip.MustParsePrefix("::/95")}},
+	}
+	for _, c := range cases {
+		got, err := c.kind.read(c.in)
+		switch {
+		case c.want == nil && err == nil:
+			t.Errorf("%v %q: accepted as %v", c.kind, c.in, got)
+		case c.want != nil && (err != nil || !reflect.DeepEqual(got, c.want)):
+			t.Errorf("%v %q: %v, %v; want %v", c.kind, c.in, got, err, c.want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"syscall"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/loop"
 )
 
 // failingPoller parks like idle.Poller and, once failed, does what a
@@ -60,7 +62,8 @@ func TestParkedSessionOutlivesPollerFailure(t *testing.T) {
 		name := map[bool]string{true: "attach", false: "exec"}[framed]
 		t.Run(name, func(t *testing.T) {
 			p := &failingPoller{parked: map[int]func(){}, parks: make(chan struct{}, 16), refused: make(chan struct{}, 16)}
-			h := start(t, framed, Options{Poller: p, IdleAfter: 20 * time.Millisecond})
+			// The goroutine engine's parking, whatever -loop says.
+			h := start(t, framed, Options{Poller: p, IdleAfter: 20 * time.Millisecond, Loop: noLoop{}})
 			for _, ch := range []chan struct{}{p.parks, p.parks} {
 				select {
 				case <-ch:
@@ -85,3 +88,13 @@ func TestParkedSessionOutlivesPollerFailure(t *testing.T) {
 		})
 	}
 }
+
+// noLoop is a Loop that takes no session: sessions given it run on the
+// goroutine engine.
+type noLoop struct{}
+
+func (noLoop) Add(syscall.RawConn, func()) (*loop.Reg, error) {
+	return nil, errors.New("sessions run on goroutines here")
+}
+func (noLoop) Post(fn func()) { fn() }
+func (noLoop) Handoff()       {}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/zun-wsproxy/zun-wsproxy/internal/loop"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
@@ -34,6 +36,14 @@ type life struct {
 	every     time.Duration
 	stopCtx   func() bool
 	done      func(Result)
+
+	// The loop engine's (engine.go).
+	lp      Loop
+	onLoop  bool        // both sockets are served on the loop
+	ticking bool        // a heartbeat is under way off the loop
+	early   bool        // bytes came with the handshakes (set by Start)
+	inline  atomic.Bool // the loop goroutine is serving the session
+	serving *direction  // the direction it serves, if any (loop goroutine only)
 }
 
 // Start runs the session: done is called once, from some goroutine, after
@@ -49,13 +59,20 @@ func (s *Session) Start(ctx context.Context, done func(Result)) {
 	s.done = done
 	s.stopped = make(chan struct{})
 	s.mu.Lock()
-	s.running = 2
+	onLoop := s.startOnLoop()
+	if !onLoop {
+		s.running = 2
+	}
 	if s.every = s.checkInterval(); s.every > 0 {
 		s.timer = s.opts.Clock.AfterFunc(s.every, s.tick)
 	}
 	s.mu.Unlock()
-	go s.fromClient.run()
-	go s.fromContainer.run()
+	if onLoop {
+		s.serveEarly()
+	} else {
+		go s.fromClient.run()
+		go s.fromContainer.run()
+	}
 	if ctx.Done() == nil {
 		return // never cancelled: the owner calls Stop instead
 	}
@@ -77,12 +94,38 @@ func (s *Session) Run(ctx context.Context) Result {
 	return <-res
 }
 
-// tick applies heartbeats and timeouts.
+// tick applies heartbeats and timeouts (on the loop, for a session
+// there).
 func (s *Session) tick() {
-	if e, stop := s.check(s.opts.Clock.Now(), s.started); stop {
+	s.mu.Lock()
+	if s.finishing {
+		s.mu.Unlock()
+		return
+	}
+	if s.onLoop {
+		s.mu.Unlock()
+		s.lp.Post(s.tickOnLoop)
+		return
+	}
+	s.ticking = true
+	s.mu.Unlock()
+	e, stop := s.check(s.opts.Clock.Now(), s.started)
+	s.mu.Lock()
+	s.ticking = false
+	s.mu.Unlock()
+	s.afterCheck(e, stop)
+}
+
+// afterCheck acts on what check found.
+func (s *Session) afterCheck(e end, stop bool) {
+	if stop {
 		s.stop(e)
 		return
 	}
+	s.resetTimer()
+}
+
+func (s *Session) resetTimer() {
 	s.mu.Lock()
 	if !s.finishing {
 		s.timer.Reset(s.every)
@@ -95,6 +138,13 @@ func (s *Session) stop(e end) {
 	s.mu.Lock()
 	if s.finishing {
 		s.mu.Unlock()
+		return
+	}
+	if s.onLoop {
+		s.mu.Unlock()
+		if s.stopFromOutside() {
+			s.finish(e)
+		}
 		return
 	}
 	s.finishing = true
@@ -180,12 +230,22 @@ type direction struct {
 	// boundary: the pump waits for a new frame, with all its state in the
 	// Session, so a timeout there may park it. Owned by the pump.
 	boundary bool
+	in       *idleConn
+	reg      *loop.Reg // while on the loop; guarded by s.mu
+}
+
+// other is the session's other direction.
+func (d *direction) other() *direction {
+	if d == &d.s.fromClient {
+		return &d.s.fromContainer
+	}
+	return &d.s.fromClient
 }
 
 // init sets the direction up to read c, whose deadlines dl owns; io is c
 // as the pump reads it.
 func (d *direction) init(s *Session, sd side, c, io net.Conn, in *idleConn, dl *deadlines, pump func() end) {
-	d.s, d.side, d.dl, d.pump = s, sd, dl, pump
+	d.s, d.side, d.dl, d.pump, d.in = s, sd, dl, pump, in
 	in.conn, in.d = io, d
 	if s.opts.Poller != nil {
 		d.rc = rawConn(c)
@@ -210,17 +270,21 @@ func rawConn(c net.Conn) syscall.RawConn {
 func (d *direction) run() {
 	for {
 		d.arm()
-		e := d.pump()
-		if !e.park {
-			d.s.pumpEnded(e)
-			return
-		}
-		d.release()
-		if d.park() {
+		if d.after(d.pump()) {
 			return
 		}
 		// Could not park: carry on with the goroutine.
 	}
+}
+
+// after handles the end of a pump run; true: the goroutine is done.
+func (d *direction) after(e end) bool {
+	if !e.park {
+		d.s.pumpEnded(e)
+		return true
+	}
+	d.release()
+	return d.park()
 }
 
 // release gives back the buffers the direction holds while it runs; it
@@ -259,14 +323,35 @@ func (d *direction) park() bool {
 		// Keep running: the closing deadlines end the pump.
 		return false
 	}
-	cancel, err := s.opts.Poller.Wait(d.rc, d.wake)
+	if o := d.other(); s.lp != nil && s.running == 1 && !s.ticking && o.parked && o.rc != nil && o.cancel() {
+		// Both directions idle: back to the loop.
+		o.parked, o.cancel = false, nil
+		if s.enterLoopLocked() == nil {
+			s.running--
+			return true
+		}
+		if !o.waitPollerLocked() {
+			s.running++
+			go o.run()
+		}
+	}
+	if !d.waitPollerLocked() {
+		return false
+	}
+	s.running--
+	return true
+}
+
+// waitPollerLocked parks d on the Poller (s.mu is held); false if it
+// cannot park.
+func (d *direction) waitPollerLocked() bool {
+	cancel, err := d.s.opts.Poller.Wait(d.rc, d.wake)
 	if err != nil {
 		d.rc = nil // never try again; block in reads as without a Poller
 		d.dl.SetReadDeadline(time.Time{})
 		return false
 	}
 	d.parked, d.cancel = true, cancel
-	s.running--
 	return true
 }
 
@@ -302,7 +387,7 @@ func (d *direction) afterPong(r *websocket.Reader) bool {
 // ended turns a read error into the direction's end: an idle timeout at a
 // frame boundary parks it.
 func (d *direction) ended(err error) end {
-	if d.rc != nil && errors.Is(err, os.ErrDeadlineExceeded) && !d.s.isClosing() {
+	if err == errWouldBlock || d.rc != nil && errors.Is(err, os.ErrDeadlineExceeded) && !d.s.isClosing() {
 		return end{park: true}
 	}
 	return end{side: d.side, err: err}
@@ -343,10 +428,27 @@ type idleConn struct {
 	n     int64     // bytes read
 	mark  int64     // n at the last expiry
 	since time.Time // the last expiry that found bytes read since the one before
+	// On the loop: reads at a frame boundary in this serve.
+	loopReads int
+	raw       interface{ ReadNoWait([]byte) (int, error) }
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	d := c.d
+	if d.s.inline.Load() && !d.inFrame() {
+		// On the loop, between frames: one read per readiness, which
+		// does not wait; epoll says when there is more.
+		if c.loopReads > 0 {
+			return 0, errWouldBlock
+		}
+		c.loopReads++
+		n, err := c.raw.ReadNoWait(p)
+		if err == rawsock.ErrWouldBlock {
+			return 0, errWouldBlock
+		}
+		c.n += int64(n)
+		return n, err
+	}
 	frameTimeout := d.s.opts.FrameTimeout
 	if d.rc == nil && !c.armed && frameTimeout > 0 && d.inFrame() {
 		c.armed = true

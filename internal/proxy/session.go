@@ -100,6 +100,10 @@ type Options struct {
 	// IdleAfter is also how often a frame's progress is looked at.
 	Poller    Poller
 	IdleAfter time.Duration
+	// Loop, with a Poller, serves the session's plain sockets on an event
+	// loop instead of pump goroutines (engine.go). Sessions with a Tap or
+	// a TLS side run on goroutines.
+	Loop Loop
 	// FirstOutput, when set, is called once, when the first container
 	// output has been written to the client.
 	FirstOutput func()
@@ -310,6 +314,7 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	if opts.Resize != nil {
 		s.resize = &resizer{apply: opts.Resize}
 	}
+	s.useLoop(clientIO, backendIO)
 	// Writes move deadlines through their owner, which closing overrides.
 	s.clientW.SetTimeout(&s.clientDL, opts.WriteTimeout)
 	if backend.Framed {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/loop"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
@@ -31,11 +33,32 @@ import (
 
 func TestMain(m *testing.M) {
 	flag.BoolVar(&parkAll, "park-all", false, "run every session test with a Poller that parks after 20ms")
+	flag.BoolVar(&onLoops, "loop", false, "run every session test on the event-loop engine")
 	flag.Parse()
+	if onLoops {
+		g, err := loop.NewGroup(2)
+		if err != nil {
+			panic(err)
+		}
+		testLoops = g
+		code := m.Run()
+		g.Close()
+		if err := goleak.Find(); err != nil && code == 0 {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+		os.Exit(code)
+	}
 	goleak.VerifyTestMain(m)
 }
 
 var parkAll bool
+
+// onLoops: -loop; testLoops serve the sessions then.
+var (
+	onLoops   bool
+	testLoops *loop.Group
+)
 
 // peer is one end talking WebSocket frames. It behaves as real clients
 // and Docker do: a close frame it receives is answered with one (unless
@@ -289,6 +312,14 @@ func startSetup(t *testing.T, su setup) *harness {
 		p := idle.New()
 		t.Cleanup(func() { p.Close() })
 		opts.Poller, opts.IdleAfter = p, 20*time.Millisecond
+	}
+	if onLoops && opts.Loop == nil {
+		if opts.Poller == nil {
+			p := idle.New()
+			t.Cleanup(func() { p.Close() })
+			opts.Poller = p
+		}
+		opts.Loop = testLoops.Pick()
 	}
 	pair := func(tight bool) (net.Conn, net.Conn) {
 		if tight {

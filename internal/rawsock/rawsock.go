@@ -13,6 +13,7 @@
 package rawsock
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -25,6 +26,45 @@ import (
 type Conn struct {
 	net.Conn
 	rc syscall.RawConn
+	// wait, when set, is called before a read or write waits in the
+	// netpoller (internal/loop hands the loop off there).
+	wait func()
+}
+
+// SetWaitHook has f called each time a read or write is about to wait for
+// the socket, before it waits. It must be set before the Conn is used.
+func (c *Conn) SetWaitHook(f func()) { c.wait = f }
+
+// ErrWouldBlock: ReadNoWait found nothing to read.
+var ErrWouldBlock = errors.New("rawsock: nothing to read now")
+
+// ReadNoWait reads what the socket has, without waiting and whatever its
+// read deadline: ErrWouldBlock if it has nothing.
+func (c *Conn) ReadNoWait(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno syscall.Errno
+	err := c.rc.Control(func(fd uintptr) {
+		for {
+			n, errno = rawRead(fd, p)
+			if errno != syscall.EINTR {
+				return
+			}
+		}
+	})
+	if errno == syscall.EAGAIN {
+		return 0, ErrWouldBlock
+	}
+	if err := c.failed("read", err, errno); err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	afterRead()
+	return n, nil
 }
 
 // Wrap returns c with raw reads and writes if it is a TCP or Unix socket,
@@ -53,7 +93,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	o := readOps.Get().(*op)
-	o.p = p
+	o.p, o.wait = p, c.wait
 	err := c.rc.Read(o.step)
 	n, errno := o.done()
 	readOps.Put(o)
@@ -72,7 +112,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) Write(p []byte) (int, error) {
 	beforeWrite()
 	o := writeOps.Get().(*op)
-	o.p = p
+	o.p, o.wait = p, c.wait
 	err := c.rc.Write(o.step)
 	n, errno := o.done()
 	writeOps.Put(o)
@@ -87,6 +127,7 @@ type op struct {
 	p     []byte
 	n     int
 	errno syscall.Errno
+	wait  func() // the Conn's wait hook
 }
 
 var (
@@ -101,6 +142,9 @@ func (o *op) read(fd uintptr) bool {
 		switch e {
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			if o.wait != nil {
+				o.wait()
+			}
 			return false
 		default:
 			o.n, o.errno = n, e
@@ -119,6 +163,9 @@ func (o *op) write(fd uintptr) bool {
 			o.n += n
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			if o.wait != nil {
+				o.wait()
+			}
 			return false
 		default:
 			o.errno = e

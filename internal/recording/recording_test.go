@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
@@ -79,6 +82,11 @@ func TestRecorder(t *testing.T) {
 		{"input on", Options{Input: true}, func(r *Recorder) { r.Input([]byte("ls\r")); r.Output([]byte("bin")) }, 80, 24, "io", "bin"},
 		{"bytes that never complete", Options{}, func(r *Recorder) { r.Output([]byte{'a', 0xE2, 0x82}) }, 80, 24, "oo", "a\uFFFD\uFFFD"}, // one U+FFFD per invalid byte
 		{"nothing at all", Options{}, func(*Recorder) {}, 80, 24, "", ""},
+		// Event data are JSON strings: quotes, backslashes, control bytes,
+		// a NUL, HTML characters and U+2028 all come back as they went in.
+		{"JSON escaping", Options{}, func(r *Recorder) {
+			r.Output([]byte("\"q\" \\ \x1b[1m\t\x00\r\n<a&b> \u2028 €"))
+		}, 80, 24, "o", "\"q\" \\ \x1b[1m\t\x00\r\n<a&b> \u2028 €"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -129,6 +137,88 @@ func TestMaxSize(t *testing.T) {
 	_, evs, err := ReadFile(r.Path())
 	if err != nil || len(evs) != wrote {
 		t.Fatalf("%d events (%v), want the %d written", len(evs), err, wrote)
+	}
+}
+
+// A recording is named <UTC time>-<container>-<session>.cast, the names
+// kept to letters, digits, '-', '_' and '.', 64 bytes each at most and
+// never starting with a dot, so that no name leaves the directory.
+func TestFileName(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Create(dir, "../a/Zz09-_.é", strings.Repeat("s", 70), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	name := filepath.Base(r.Path())
+	if filepath.Dir(r.Path()) != dir || !regexp.MustCompile(`^\d{8}T\d{6}Z-_a_Zz09-_\._-s{64}\.cast$`).MatchString(name) {
+		t.Errorf("recording named %q in %s", name, filepath.Dir(r.Path()))
+	}
+	for c := rune(0); c < 0x180; c++ {
+		in := "x" + string(c) + "y"
+		want := "x_y"
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("-_.", c) {
+			want = in
+		}
+		if got := safeName(in); got != want {
+			t.Errorf("safeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{"": "_", "...": "_", ".a": "a", strings.Repeat("b", 64): strings.Repeat("b", 64)} {
+		if got := safeName(in); got != want {
+			t.Errorf("safeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// MaxSize is the most the file may hold: a header of exactly MaxSize bytes
+// is written, one byte less is refused.
+func TestMaxSizeExact(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Create(dir, "web", "s1", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	fi, err := os.Stat(r.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Create(dir, "web", "s2", Options{MaxSize: fi.Size()}); err != nil {
+		t.Errorf("a header of exactly MaxSize (%d bytes): %v", fi.Size(), err)
+	} else {
+		r.Close()
+	}
+	if _, err := Create(dir, "web", "s3", Options{MaxSize: fi.Size() - 1}); !errors.Is(err, ErrLimit) {
+		t.Errorf("a header one byte over MaxSize: %v, want ErrLimit", err)
+	}
+}
+
+// An event's time is the seconds from Create to the call that recorded
+// it, to the microsecond.
+func TestEventTime(t *testing.T) {
+	t0 := time.Now()
+	r, err := Create(t.TempDir(), "web", "s1", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.Now()
+	time.Sleep(20 * time.Millisecond) // the time that passes is what is recorded
+	before := time.Now()
+	if err := r.Output([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, evs, err := ReadFile(r.Path())
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("events %+v, %v", evs, err)
+	}
+	lo, hi := before.Sub(created).Seconds()-1e-6, after.Sub(t0).Seconds()+1e-6
+	if got := evs[0].Time; got < lo || got > hi {
+		t.Errorf("event at %.6fs, want between %.6fs and %.6fs", got, lo, hi)
 	}
 }
 
@@ -221,11 +311,83 @@ func TestPlay(t *testing.T) {
 	if out.String() != "hello" {
 		t.Errorf("played %q", out.String())
 	}
-	for _, bad := range []string{"", "not json\n", `{"version": 1}` + "\n", `{"version": 2}` + "\n[1, \"o\"]\n", `{"version": 2}` + "\n[-1, \"o\", \"x\"]\n"} {
-		if err := Play(context.Background(), strings.NewReader(bad), io.Discard, PlayOptions{}); err == nil {
-			t.Errorf("%q played without error", bad)
+	for _, bad := range []struct{ cast, err string }{
+		{"", "empty recording"},
+		{"not json\n", "recording header"},
+		{`{"version": 1}` + "\n", "asciicast version 1, want 2"},
+		{`{"version": 2}` + "\n[1, \"o\"]\n", "recording line 2: not an event"},
+		{`{"version": 2}` + "\n[0, \"o\", \"x\"]\n\n[-1, \"o\", \"x\"]\n", "recording line 4: negative time"},
+		{`{"version": 2}` + "\n[0, \"o\", 3]\n", "recording line 2: not an event"},
+	} {
+		err := Play(context.Background(), strings.NewReader(bad.cast), io.Discard, PlayOptions{})
+		if err == nil || !strings.Contains(err.Error(), bad.err) {
+			t.Errorf("%q: %v, want an error saying %q", bad.cast, err, bad.err)
 		}
 	}
+}
+
+// Play waits between events for their time difference divided by Speed,
+// each wait at most MaxWait, and not at all when Speed is 0 or less. Waits
+// are held to a lower bound measured on the clock (a timer never fires
+// early) and an upper one by the context's deadline, far from the time the
+// waits should take.
+func TestPlayTiming(t *testing.T) {
+	const header = `{"version": 2, "width": 80, "height": 24}` + "\n"
+	events := func(times ...float64) string {
+		s := header
+		for i, tm := range times {
+			s += fmt.Sprintf("[%g, \"o\", \"%d\"]\n", tm, i%10)
+		}
+		return s
+	}
+	// Thirty events a millisecond apart, a second in: at speed 10, 100 ms
+	// then 0.1 ms each, about 0.1 s in all; waits counted from the start
+	// instead of the last event would take 3 s.
+	var close []float64
+	for i := range 30 {
+		close = append(close, 1+float64(i)*0.001)
+	}
+	cases := []struct {
+		name     string
+		cast     string
+		opts     PlayOptions
+		min      time.Duration
+		deadline time.Duration
+	}{
+		{"slowed down", events(0, 0.05, 0.1), PlayOptions{Speed: 0.5}, 200 * time.Millisecond, time.Minute},
+		{"time zero and no cap", events(0, 0, 0.1), PlayOptions{Speed: 1, MaxWait: 0}, 100 * time.Millisecond, time.Minute},
+		{"waits from the last event", events(close...), PlayOptions{Speed: 10}, 100 * time.Millisecond, 2 * time.Second},
+		{"time going back is no wait", events(0.1, 0.05, 0.1), PlayOptions{Speed: 1}, 100 * time.Millisecond, 2 * time.Second},
+		{"capped", events(1000, 2000, 3000), PlayOptions{Speed: 1, MaxWait: 20 * time.Millisecond}, 60 * time.Millisecond, 5 * time.Second},
+		{"speed 0: no waits", events(1000, 2000), PlayOptions{Speed: 0}, 0, 5 * time.Second},
+		{"negative speed: no waits", events(1000, 2000), PlayOptions{Speed: -1}, 0, 5 * time.Second},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), c.deadline)
+			defer cancel()
+			var out strings.Builder
+			start := time.Now()
+			if err := Play(ctx, strings.NewReader(c.cast), &out, c.opts); err != nil {
+				t.Fatalf("Play: %v (after %v; the waits should take %v)", err, time.Since(start), c.min)
+			}
+			if took := time.Since(start); took < c.min {
+				t.Errorf("played in %v, want at least %v", took, c.min)
+			}
+			if want := strings.Count(c.cast, "\n") - 1; out.Len() != want {
+				t.Errorf("played %q, want %d events' output", out.String(), want)
+			}
+		})
+	}
+	t.Run("cancelled", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := Play(ctx, strings.NewReader(events(1)), io.Discard, PlayOptions{Speed: 1}); !errors.Is(err, context.Canceled) {
+			t.Errorf("Play with a cancelled context: %v", err)
+		}
+	})
 }
 
 // FuzzReader: the events read back the same once written out again,

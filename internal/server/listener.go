@@ -132,7 +132,9 @@ func (l *sniffListener) sniff(c net.Conn) {
 	stop := context.AfterFunc(l.ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	out, first, err := l.preamble(c)
 	stop()
-	if err != nil {
+	// Once the listener closes, its callback may still set the past
+	// deadline: such a connection is dropped, never handed on.
+	if err != nil || l.ctx.Err() != nil {
 		c.Close()
 		return
 	}

@@ -378,6 +378,7 @@ func TestSecuritySuite(t *testing.T) {
 		MaxSessions:             1000,
 		MaxSessionsPerContainer: 1000,
 		AuthFailureLimit:        20,
+		Engine:                  engine(),
 		AuthFailureWindow:       time.Minute,
 	})
 	ln, err := Listen("127.0.0.1:0", ListenOptions{TLS: cert.TLSConfig(), FirstByteTimeout: 2 * time.Second, ProxyProtocol: true, Trusted: trusted})

@@ -27,6 +27,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/loop"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/recording"
@@ -70,6 +71,10 @@ type Options struct {
 	Path string
 	// Session tunes each proxied session (its Encoding is set per client).
 	Session proxy.Options
+	// Engine runs sessions of plain sockets on event loops ("loop", one
+	// per processor: proxy.Options.Loop) or on pump goroutines
+	// ("goroutines", the default). TLS sessions always use goroutines.
+	Engine string
 	// ReadHeaderTimeout bounds reading a request's headers, against slow
 	// clients holding connections open (default 10s).
 	ReadHeaderTimeout time.Duration
@@ -124,6 +129,9 @@ type Server struct {
 	stopping bool
 	// poller holds idle sessions' sockets, so they hold no goroutines.
 	poller *idle.Poller
+	// loops serve sessions on the loop engine; started with the first.
+	loopsOnce sync.Once
+	loops     *loop.Group
 }
 
 // New returns a Server.
@@ -178,6 +186,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		// Sessions still work; idle ones keep their goroutines.
 		s.log.Warn("idle sessions will not be parked", "error", err)
 	}
+	// The event loops, if the engine is theirs, are there from the start,
+	// as the Poller is.
+	s.loop()
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -200,13 +211,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return s.poller.Close()
 	case <-ctx.Done():
+		s.log.Info("drain time over: closing the remaining sessions")
+		s.stopSessions()
+		<-done // each session closes within its close timeouts
 	}
-	s.log.Info("drain time over: closing the remaining sessions")
-	s.stopSessions()
-	<-done // each session closes within its close timeouts
+	s.loopsOnce.Do(func() {}) // none start from now on
+	if s.loops != nil {
+		s.loops.Close()
+	}
 	return s.poller.Close()
+}
+
+// loop returns the event loop for a new session, or nil on the goroutine
+// engine (or if the loops cannot start: sessions then use goroutines).
+func (s *Server) loop() proxy.Loop {
+	if s.opts.Engine != "loop" {
+		return nil
+	}
+	s.loopsOnce.Do(func() {
+		g, err := loop.NewGroup(0)
+		if err != nil {
+			s.log.Warn("event loops cannot start: sessions run on goroutines", "error", err)
+			return
+		}
+		s.loops = g
+	})
+	if s.loops == nil {
+		return nil
+	}
+	return s.loops.Pick()
 }
 
 // stopSessions ends every running session with 1001, each in a goroutine
@@ -346,6 +380,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := *s.session.Load()
 	opts.Encoding = encoding
 	opts.Poller = s.poller
+	if lp := s.loop(); lp != nil {
+		opts.Loop = lp
+	}
 	if info.rec != nil {
 		opts.Tap = recordingTap{info.rec}
 	}

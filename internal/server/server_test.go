@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +30,17 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// onLoops: -loop runs the servers' sessions on the event-loop engine.
+var onLoops = flag.Bool("loop", false, "run every server's sessions on the event-loop engine")
+
+// engine is the Options.Engine of the tests' servers.
+func engine() string {
+	if *onLoops {
+		return "loop"
+	}
+	return "goroutines"
+}
+
 // newServer wires a Server as main does, against the real MariaDB and
 // Docker engine, and serves it on loopback; configure may change the
 // options first.
@@ -44,6 +56,7 @@ func newServer(t *testing.T, db *testenv.ZunDB, configure ...func(*Options, *Lis
 		Dialer:   docker.NewDialer(docker.Options{APIVersion: testenv.APIVersion, Timeout: 5 * time.Second}),
 		Origin:   auth.OriginPolicy{BaseScheme: "ws"},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Engine:   engine(),
 	}
 	var lopts ListenOptions
 	for _, c := range configure {

@@ -157,6 +157,7 @@ func TestSoak(t *testing.T) {
 		// is a fault only when it hangs, which the sessions' 30 s tell.
 		Dialer:  docker.NewDialer(docker.Options{Timeout: 20 * time.Second}),
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Engine:  engine(),
 		Session: proxy.Options{IdleAfter: *soakParkAfter},
 	})
 	ln, err := Listen("127.0.0.1:0", ListenOptions{})

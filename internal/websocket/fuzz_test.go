@@ -149,19 +149,6 @@ func (*wireConn) SetDeadline(time.Time) error      { return nil }
 func (*wireConn) SetReadDeadline(time.Time) error  { return nil }
 func (*wireConn) SetWriteDeadline(time.Time) error { return nil }
 
-// hijackable is the http.ResponseWriter of a request on conn.
-type hijackable struct {
-	h    http.Header
-	conn net.Conn
-}
-
-func (w *hijackable) Header() http.Header         { return w.h }
-func (w *hijackable) Write(p []byte) (int, error) { return len(p), nil }
-func (w *hijackable) WriteHeader(int)             {}
-func (w *hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return w.conn, bufio.NewReadWriter(bufio.NewReader(w.conn), bufio.NewWriter(w.conn)), nil
-}
-
 // coderMessages reads wire with github.com/coder/websocket: as the server
 // when fromClient, else as the client.
 func coderMessages(t *testing.T, wire []byte, fromClient bool) (msgs []message, end string) {
@@ -173,7 +160,7 @@ func coderMessages(t *testing.T, wire []byte, fromClient bool) (msgs []message, 
 	if fromClient {
 		r := httptest.NewRequest("GET", "/", nil)
 		testenv.UpgradeHeaders(r.Header)
-		c, err = coder.Accept(&hijackable{h: http.Header{}, conn: conn}, r, nil)
+		c, err = coder.Accept(hijackable{ResponseWriter: httptest.NewRecorder(), conn: conn}, r, nil)
 	} else {
 		conn.handshake = make(chan struct{})
 		client := &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }}}

@@ -224,7 +224,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		var m int
 		m, err = r.read(p[n:])
 		n += m
-		if err == io.EOF {
+		if err == io.EOF && int64(n) < r.remaining { // last bytes may come with EOF
 			err = io.ErrUnexpectedEOF
 		}
 	}

@@ -245,6 +245,9 @@ func TestCheckRequest(t *testing.T) {
 	}{
 		{"valid", func(*http.Request) {}, 0},
 		{"POST", func(r *http.Request) { r.Method = "POST" }, 405},
+		{"HTTP/1.0", func(r *http.Request) { r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.0", 1, 0 }, 400},
+		{"HTTP/0.9", func(r *http.Request) { r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/0.9", 0, 9 }, 400},
+		{"HTTP/2", func(r *http.Request) { r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0 }, 0},
 		{"no upgrade", func(r *http.Request) { r.Header.Del("Upgrade") }, 400},
 		{"no connection upgrade", func(r *http.Request) { r.Header.Set("Connection", "keep-alive") }, 400},
 		{"version 8", func(r *http.Request) { r.Header.Set("Sec-WebSocket-Version", "8") }, 426},

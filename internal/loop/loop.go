@@ -1,0 +1,257 @@
+// Package loop serves sockets on event loops: a loop is a goroutine on a
+// level-triggered epoll instance that calls a socket's function inline
+// each time the socket is readable, and runs functions posted to it
+// between those calls. Only one goroutine at a time is a loop's owner, so
+// whatever its functions touch needs no lock against the loop itself.
+//
+// A function that would have to wait (a write that finds no room, a read
+// inside a frame that finds nothing) calls Handoff first: a new goroutine
+// becomes the loop's owner and goes on serving the other sockets, while
+// the caller waits as an ordinary goroutine and, once its function
+// returns, ends. Waiting is the rare case; the common one (read what is
+// ready, write it on) costs one read and one write, with no goroutine
+// switch and no wake-up of another thread.
+package loop
+
+import (
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// ErrClosed: the loop was closed.
+var ErrClosed = errors.New("event loop closed")
+
+// Loop is one event loop.
+type Loop struct {
+	impl *poller
+	// owner is the generation of the goroutine that owns the loop;
+	// Handoff starts the next one.
+	owner atomic.Uint64
+
+	mu     sync.Mutex
+	regs   map[uint64]*Reg
+	next   uint64
+	tasks  []func()
+	spare  []func()
+	closed bool
+	done   chan struct{}
+}
+
+// Reg is a socket registered with a loop.
+type Reg struct {
+	l     *Loop
+	id    uint64
+	fd    int
+	ready func()
+}
+
+// New starts a loop.
+func New() (*Loop, error) {
+	impl, err := start()
+	if err != nil {
+		return nil, err
+	}
+	l := &Loop{impl: impl, regs: make(map[uint64]*Reg), next: wakeID, done: make(chan struct{})}
+	l.owner.Store(1)
+	go l.run(1)
+	return l, nil
+}
+
+// Add registers the socket behind rc: ready is called on the loop each
+// time it is readable (data, end of stream, or an error) until Remove.
+// The socket must stay open until Remove has returned.
+func (l *Loop) Add(rc syscall.RawConn, ready func()) (*Reg, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	l.next++
+	r := &Reg{l: l, id: l.next, ready: ready}
+	var addErr error
+	if err := rc.Control(func(fd uintptr) {
+		r.fd = int(fd)
+		addErr = l.impl.add(r.fd, r.id)
+	}); err != nil {
+		return nil, err
+	}
+	if addErr != nil {
+		return nil, addErr
+	}
+	l.regs[r.id] = r
+	return r, nil
+}
+
+// Remove stops serving the socket; ready is not called again once Remove
+// has returned, unless it is running (on the loop) already.
+func (r *Reg) Remove() {
+	l := r.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.regs[r.id]; !ok {
+		return
+	}
+	delete(l.regs, r.id)
+	l.impl.remove(r.fd)
+}
+
+// Post has fn run on the loop, between calls of the sockets' functions.
+// On a closed loop fn runs at once, on the caller's goroutine.
+func (l *Loop) Post(fn func()) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		fn()
+		return
+	}
+	l.tasks = append(l.tasks, fn)
+	first := len(l.tasks) == 1
+	l.mu.Unlock()
+	if first {
+		l.impl.interrupt()
+	}
+}
+
+// Handoff is called on the loop, by a socket's function or a posted one
+// that is about to wait: another goroutine becomes the loop's owner, and
+// the caller's goroutine ends when its function returns.
+func (l *Loop) Handoff() {
+	g := l.owner.Add(1)
+	go l.run(g)
+}
+
+// run is the loop's goroutine of generation gen.
+func (l *Loop) run(gen uint64) {
+	var ready []uint64
+	for {
+		var err error
+		ready, err = l.impl.wait(ready[:0])
+		if err != nil {
+			close(l.done)
+			return
+		}
+		for _, id := range ready {
+			if id == wakeID {
+				l.impl.drain()
+				if !l.runTasks(gen) {
+					return
+				}
+				continue
+			}
+			l.mu.Lock()
+			r := l.regs[id]
+			l.mu.Unlock()
+			if r != nil {
+				r.ready()
+				if l.owner.Load() != gen {
+					return
+				}
+			}
+		}
+	}
+}
+
+// runTasks runs the posted functions; false: one of them handed the loop
+// off.
+func (l *Loop) runTasks(gen uint64) bool {
+	l.mu.Lock()
+	tasks := l.tasks
+	l.tasks, l.spare = l.spare[:0], nil
+	l.mu.Unlock()
+	for i, fn := range tasks {
+		tasks[i] = nil
+		fn()
+		if l.owner.Load() != gen {
+			// The rest run on the new owner.
+			l.mu.Lock()
+			l.tasks = append(tasks[i+1:len(tasks):len(tasks)], l.tasks...)
+			l.mu.Unlock()
+			l.impl.interrupt()
+			return false
+		}
+	}
+	l.mu.Lock()
+	if l.spare == nil {
+		l.spare = tasks[:0]
+	}
+	l.mu.Unlock()
+	return true
+}
+
+// Close stops the loop once it is between functions. Sockets still
+// registered are not served any more.
+func (l *Loop) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	tasks := l.tasks
+	l.tasks = nil
+	l.mu.Unlock()
+	for _, fn := range tasks {
+		fn()
+	}
+	l.impl.stop()
+	<-l.done
+	return l.impl.close()
+}
+
+// Group is a set of loops, about one per processor.
+type Group struct {
+	loops []*Loop
+	next  atomic.Uint32
+}
+
+// NewGroup starts n loops (0: GOMAXPROCS).
+func NewGroup(n int) (*Group, error) {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	g := &Group{}
+	for i := 0; i < n; i++ {
+		l, err := New()
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		g.loops = append(g.loops, l)
+	}
+	return g, nil
+}
+
+// Pick returns the loop for a new session, in turn.
+func (g *Group) Pick() *Loop {
+	return g.loops[int(g.next.Add(1))%len(g.loops)]
+}
+
+// Close closes every loop.
+func (g *Group) Close() error {
+	var first error
+	for _, l := range g.loops {
+		if err := l.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Registered reports how many sockets the loop serves.
+func (l *Loop) Registered() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.regs)
+}
+
+// Registered reports how many sockets the group's loops serve.
+func (g *Group) Registered() int {
+	n := 0
+	for _, l := range g.loops {
+		n += l.Registered()
+	}
+	return n
+}
