@@ -324,13 +324,9 @@ func (p *proxy) relayThrough(fwd *testenv.Forwarder) {
 	p.relays = append(p.relays, n)
 }
 
-// settle bounds what the tests wait for that is not timed by the
-// configuration: a session's end after its cause, connections closing
-// after it. The proxy does each at once; the bound only has a hang fail
-// the test, on a machine whose cores are shared (under -race, seconds
-// go by). It is below the intervals that could end a session by
-// themselves (heartbeat and write_timeout: 30 s by default).
-const settle = 10 * time.Second
+// settle is testenv.Settle: below the intervals that could end a session
+// by themselves (heartbeat and write_timeout: 30 s by default).
+const settle = testenv.Settle
 
 // sessionEnded waits for the line logging the end of a session whose
 // attributes match re, and returns it. The proxy has closed the

@@ -268,10 +268,8 @@ func writeFragments(w *websocket.Writer, op websocket.Opcode, payload []byte, cu
 	return nil
 }
 
-// settle bounds waits for what the proxy does at once (a session's end
-// after its cause, a close after a close): a hang fails the test, and a
-// machine whose cores are shared, under -race, may take seconds.
-const settle = 10 * time.Second
+// settle is testenv.Settle.
+const settle = testenv.Settle
 
 type harness struct {
 	sess    *Session

@@ -368,6 +368,14 @@ func (d *Docker) Running(containerID string) bool {
 	return info.State.Running
 }
 
+// Settle bounds a test's wait for what the code under test does at once
+// (a session's end after its cause, a close after a close, a log line
+// after what it tells of): the bound only has a hang fail the test, on a
+// machine whose cores are shared, under -race, where seconds go by. It is
+// kept below the intervals that would end a session by themselves in the
+// tests that use it.
+const Settle = 10 * time.Second
+
 // WaitFor polls cond until it holds or the timeout passes.
 func WaitFor(timeout time.Duration, cond func() bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
