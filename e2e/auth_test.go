@@ -74,6 +74,7 @@ func blackhole(t *testing.T) string {
 }
 
 func TestAuthorizationAnswers(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	good := s.attachable(t, "sh")
 	named := s.attachable(t, "sh")
@@ -192,6 +193,7 @@ func TestDatabaseDown(t *testing.T) {
 // A malformed zun.conf stops start-up with one line naming the file, the
 // section and the option.
 func TestBadConfigStopsStartup(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cases := []struct{ conf, want string }{
 		{"[websocket_proxy]\nwsproxy_port = abc\n", `[websocket_proxy] wsproxy_port: invalid port "abc" (want 0-65535)`},

@@ -43,6 +43,7 @@ func (s *session) attachable(t *testing.T, cmd string) testenv.Container {
 }
 
 func TestAttachEchoAndContainerExit(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	c := s.attachable(t, `read x; echo "bye-$x"; exit 3`)
 	ctx := ctxTimeout(t, 30*time.Second)
@@ -70,6 +71,7 @@ func TestAttachEchoAndContainerExit(t *testing.T) {
 }
 
 func TestExecEchoAndExit(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	c := s.attachable(t, "sleep 600")
 	execID, token := s.db.NewExec(t, s.docker, c, "")
@@ -95,6 +97,7 @@ func TestExecEchoAndExit(t *testing.T) {
 // side open: the proxy closes it as it reads the end of the client's
 // connection, not when a timer finds the session dead.
 func TestClientDisappears(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	for _, kind := range []string{"attach", "exec"} {
 		t.Run(kind, func(t *testing.T) {
@@ -129,6 +132,7 @@ func TestClientDisappears(t *testing.T) {
 // A client that closes cleanly gets its close answered, and the Docker side
 // is closed.
 func TestClientClosesCleanly(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	c := s.attachable(t, "sh")
 	conn := attach(t, s.proxy, c)
@@ -142,6 +146,7 @@ func TestClientClosesCleanly(t *testing.T) {
 
 // Several sessions at once, on one container and on several, stay apart.
 func TestConcurrentSessions(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	ctx := ctxTimeout(t, 60*time.Second)
 	const n = 8
@@ -176,6 +181,7 @@ func TestConcurrentSessions(t *testing.T) {
 // Old websockify clients offer only "base64": text frames carrying base64
 // both ways.
 func TestBase64Client(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	c := s.attachable(t, "sh")
 	ctx := ctxTimeout(t, 30*time.Second)
@@ -205,6 +211,7 @@ func TestBase64Client(t *testing.T) {
 // subprotocol, or of none, get binary messages with the bytes unchanged: a
 // browser would fail the connection on a text message that is not UTF-8.
 func TestAttachOutputBinaryAtDefaultAPIVersion(t *testing.T) {
+	t.Parallel()
 	if testenv.APIVersion != "1.26" {
 		t.Fatalf("the test environment's API version is %s; this test is about Zun's default, 1.26", testenv.APIVersion)
 	}

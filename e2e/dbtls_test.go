@@ -15,6 +15,7 @@ import (
 // without, the client gets 503 and the log says that the connection was
 // not TLS.
 func TestZunDatabaseOverTLS(t *testing.T) {
+	t.Parallel()
 	m := testenv.TLSMariaDB(t)
 	db := m.NewZunDB(t, "e2e")
 	d := testenv.NewDocker(t)

@@ -37,6 +37,7 @@ func tlsDocker(t *testing.T, ca *testenv.CA) string {
 // Attach over wss:// and exec over TLS, with [docker] ca_file, cert_file
 // and key_file as zun-compute's Docker uses them.
 func TestDockerTLS(t *testing.T) {
+	t.Parallel()
 	s := newDeployment(t)
 	ca := testenv.NewCA(t)
 	front := tlsDocker(t, ca)
@@ -84,6 +85,7 @@ func TestDockerTLS(t *testing.T) {
 
 // exec_instance.url may name Docker's unix socket.
 func TestExecOverUnixSocket(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	c := s.attachable(t, "sleep 600")
 	execID, token := s.db.NewExec(t, s.docker, c, "unix://"+testenv.DockerSocket)
@@ -96,6 +98,7 @@ func TestExecOverUnixSocket(t *testing.T) {
 // scripts/test-env.sh: attach over wss:// and exec over TLS verify the
 // daemon against ca_file and present the client certificate.
 func TestDockerTLSVerify(t *testing.T) {
+	t.Parallel()
 	db := testenv.NewZunDB(t, "dtls")
 	d := testenv.NewDockerTLS(t)
 	ca, cert, key := testenv.DockerTLSFiles()

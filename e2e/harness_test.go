@@ -35,6 +35,14 @@ var onLoops = flag.Bool("loop", false, "run the proxies' sessions on the event-l
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// The tests wait on processes, containers and databases far more than
+	// on the processors: four run at once, unless -parallel says how many.
+	// (Those with bounds a busy machine could break run alone.)
+	parallel := false
+	flag.Visit(func(f *flag.Flag) { parallel = parallel || f.Name == "test.parallel" })
+	if !parallel {
+		flag.Set("test.parallel", "4")
+	}
 	dir, err := os.MkdirTemp("", "zun-wsproxy-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

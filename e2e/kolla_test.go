@@ -20,6 +20,7 @@ import (
 // would (Kolla's log collection reads log_dir/zun-wsproxy.log), and the real
 // CLI works through the URL Zun's API builds from that base_url.
 func TestKollaZunConf(t *testing.T) {
+	t.Parallel()
 	db := testenv.NewZunDB(t, "e2e")
 	d := testenv.NewDocker(t)
 	logDir := t.TempDir()

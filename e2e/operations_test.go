@@ -24,6 +24,7 @@ import (
 // reads: the /metrics page, the audit record, the log lines and a
 // recording that replays the bytes the client got.
 func TestOperations(t *testing.T) {
+	t.Parallel()
 	s := newDeployment(t)
 	dir := t.TempDir()
 	auditFile, recDir := filepath.Join(dir, "audit.log"), filepath.Join(dir, "recordings")

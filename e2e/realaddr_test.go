@@ -100,6 +100,7 @@ func wantLines(t *testing.T, l *testenv.LogBuffer, re string, n int) {
 // HTTP mode: HAProxy's option forwardfor names each client in
 // X-Forwarded-For, believed from HAProxy's address only.
 func TestRealAddressHTTPMode(t *testing.T) {
+	t.Parallel()
 	db := testenv.NewZunDB(t, "realaddr")
 	s := &session{db: db, docker: testenv.NewDocker(t)}
 	dir := t.TempDir()
@@ -166,6 +167,7 @@ func TestRealAddressHTTPMode(t *testing.T) {
 // starts with a PROXY header (send-proxy-v2, or version 1 with
 // send-proxy) naming the client.
 func TestRealAddressTCPMode(t *testing.T) {
+	t.Parallel()
 	db := testenv.NewZunDB(t, "realaddr")
 	s := &session{db: db, docker: testenv.NewDocker(t)}
 	c := s.attachable(t, "cat")

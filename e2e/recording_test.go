@@ -50,6 +50,7 @@ func recorded(t *testing.T, p *proxy, c testenv.Container, cmd string) (websocke
 // (1011); each end is audited, and the recording holds exactly the output
 // the client got.
 func TestRecordingFailsClosed(t *testing.T) {
+	t.Parallel()
 	db := testenv.NewZunDB(t, "recfull")
 	d := testenv.NewDocker(t)
 	// One proxy records on an ordinary disk with a small max_size, one on

@@ -27,6 +27,7 @@ func closeOf(t *testing.T, conn *websocket.Conn) (websocket.CloseError, time.Dur
 }
 
 func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
 	s := newDeployment(t)
 	p := startProxy(t, baseConf(s.db), "[websocket_proxy]\nshutdown_timeout = 3\n")
 	c := s.attachable(t, "sh")
@@ -56,6 +57,7 @@ func TestGracefulShutdown(t *testing.T) {
 }
 
 func TestSecondSignalClosesAtOnce(t *testing.T) {
+	t.Parallel()
 	s := newDeployment(t)
 	p := startProxy(t, baseConf(s.db), "[websocket_proxy]\nshutdown_timeout = 120\n")
 	c := s.attachable(t, "sh")
@@ -72,6 +74,7 @@ func TestSecondSignalClosesAtOnce(t *testing.T) {
 }
 
 func TestHealthEndpoints(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	get := func(addr, path string) (int, string) {
 		resp, err := http.Get("http://" + addr + path)
@@ -225,6 +228,7 @@ func TestDatabaseFaults(t *testing.T) {
 
 // The container is killed under a session: the client learns it ended.
 func TestContainerKilled(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	c := s.attachable(t, "sh")
 	conn := attach(t, s.proxy, c)
@@ -298,6 +302,7 @@ func TestSlowClient(t *testing.T) {
 
 // SIGHUP applies a new allowed_origins without dropping sessions.
 func TestReloadOnSIGHUP(t *testing.T) {
+	t.Parallel()
 	s := newDeployment(t)
 	args := confArgs(t, baseConf(s.db), "[websocket_proxy]\nallowed_origins = old.example\n")
 	override := args[3]

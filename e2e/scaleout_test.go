@@ -66,6 +66,7 @@ func adminCall(t *testing.T, base, key, method, path, body string) (int, map[str
 // others, a single-use token opens exactly one session however many
 // replicas are asked at once, and a revocation on one holds on all.
 func TestReplicasShareTokens(t *testing.T) {
+	t.Parallel()
 	d := testenv.NewDocker(t)
 	db := testenv.NewEmptyDB(t, "rep")
 	dir := t.TempDir()
@@ -255,6 +256,7 @@ func waitReady(t *testing.T, client *http.Client, url string) {
 // keep working, and new sessions all go to the survivor. TLS can end at
 // HAProxy, with the Origin check honouring X-Forwarded-Proto.
 func TestHAProxyFailover(t *testing.T) {
+	t.Parallel()
 	s := newDeployment(t)
 	fronts := haFronts(t, 2)
 	front, tlsFront := fronts[0], fronts[1]

@@ -108,6 +108,7 @@ func (s *standalone) mint(t *testing.T, args ...string) (id, wsURL, consoleURL s
 }
 
 func TestStandaloneTokens(t *testing.T) {
+	t.Parallel()
 	s := newStandalone(t, false)
 	name := "sa-" + testenv.NewUUID()[:8]
 	s.docker.RunNamed(name, "sh")
@@ -199,6 +200,7 @@ func TestStandaloneTokens(t *testing.T) {
 }
 
 func TestAdminAPI(t *testing.T) {
+	t.Parallel()
 	s := newStandalone(t, true)
 	name := "api-" + testenv.NewUUID()[:8]
 	s.docker.RunNamed(name, "sh")
@@ -263,6 +265,7 @@ func TestAdminAPI(t *testing.T) {
 // is set with mode = standalone: how replicas share tokens. The data
 // directory, given to the proxy and the CLI, stays unmade.
 func TestStandaloneOnMariaDB(t *testing.T) {
+	t.Parallel()
 	db := testenv.NewEmptyDB(t, "sa")
 	s := &standalone{docker: testenv.NewDocker(t), dataDir: filepath.Join(t.TempDir(), "data")}
 	s.start(t, standaloneConf()+"\n[database]\nconnection = mysql+pymysql://"+testenv.MySQLUser+":"+testenv.MySQLPass+"@"+testenv.MySQLAddr+"/"+db.Name+

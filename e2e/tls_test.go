@@ -19,6 +19,7 @@ import (
 )
 
 func TestWSS(t *testing.T) {
+	t.Parallel()
 	s := newDeployment(t)
 	certFile, keyFile, pool := testenv.SelfSignedCert(t)
 	for _, sslOnly := range []bool{false, true} {
@@ -72,6 +73,7 @@ ssl_only = %v
 
 // SIGHUP reloads the listener's certificate without dropping sessions.
 func TestCertificateReloadOnSIGHUP(t *testing.T) {
+	t.Parallel()
 	s := newDeployment(t)
 	certA, keyA, poolA := testenv.SelfSignedCert(t)
 	certB, keyB, poolB := testenv.SelfSignedCert(t)

@@ -31,6 +31,7 @@ func zunclient(t *testing.T, args ...string) (string, int) {
 }
 
 func TestZunclientAttach(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	c := s.attachable(t, "sh")
 	out, code := zunclient(t, "attach", "--url", s.proxy.url(c.Token, c.UUID, ""),
@@ -51,6 +52,7 @@ func TestZunclientAttach(t *testing.T) {
 }
 
 func TestZunclientExec(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	c := s.attachable(t, "sleep 600")
 	execID, token := s.db.NewExec(t, s.docker, c, "")
@@ -68,6 +70,7 @@ func TestZunclientExec(t *testing.T) {
 // each message is whole characters, and the bytes are exactly the
 // container's.
 func TestZunclientMultibyteOutput(t *testing.T) {
+	t.Parallel()
 	s := newSession(t)
 	// 999,999 bytes: `head -c` of a whole number of "€€€€\n" lines (13
 	// bytes), so the output itself ends on a character. -opost keeps the
@@ -114,6 +117,7 @@ func TestZunclientWithHeartbeat(t *testing.T) {
 // listens on port 80 of its own loopback address, as a proxy behind a
 // balancer's default port does.
 func TestZunclientBaseURLWithoutPort(t *testing.T) {
+	t.Parallel()
 	const host = "127.0.0.80"
 	db := testenv.NewZunDB(t, "e2e")
 	d := testenv.NewDocker(t)
