@@ -40,6 +40,7 @@ IN_ENV = bash scripts/in-test-env.sh
 test: test-env check
 	$(IN_ENV) $(GO) test -race -count=1 -timeout 20m -skip '^(TestSecuritySuite|TestSoak)$$' ./...
 	$(IN_ENV) $(GO) test -race -count=1 ./internal/proxy/ -park-all
+	$(GO) test -count=1 -run '^TestRelayAllocatesNothing$$' ./internal/proxy/
 	$(MAKE) security
 	$(MAKE) soak
 	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
@@ -59,13 +60,14 @@ soak:
 # unit runs only the tests that need no external component.
 unit:
 	$(GO) test -race -count=1 ./internal/websocket/ ./internal/proxy/ ./internal/auth/ ./internal/config/ ./internal/proxyproto/
+	$(GO) test -count=1 -run '^TestRelayAllocatesNothing$$' ./internal/proxy/
 
 # fuzz runs each fuzz target briefly (FUZZTIME=30s by default).
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./internal/websocket/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadChunk$$' -fuzztime $(FUZZTIME) ./internal/websocket/
-	$(GO) test -run '^$$' -fuzz '^FuzzRegroup$$' -fuzztime $(FUZZTIME) ./internal/utf8tail/
+	$(GO) test -run '^$$' -fuzz '^FuzzRegroup$$' -fuzztime $(FUZZTIME) ./internal/proxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzOriginCheck$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config/

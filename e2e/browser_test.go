@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
@@ -60,11 +59,11 @@ func TestBrowserConsole(t *testing.T) {
 	}
 
 	runBrowser(t, "console.mjs", consoleURL, artifacts)
-	line := s.proxy.logs.waitLine(t, `session ended.*container=`+name, 5*time.Second)
+	line := s.proxy.sessionEnded(t, `container=`+name)
 	if !strings.Contains(line, `reason="container exited"`) {
 		t.Errorf("session end: %s", line)
 	}
-	s.proxy.logs.waitLine(t, `session started.*container=`+name+`.*subprotocol=console.zun-wsproxy.v1`, time.Second)
+	s.proxy.logs.WaitLine(t, `session started.*container=`+name+`.*subprotocol=console.zun-wsproxy.v1`, settle)
 	// The token was single-use: opening the page again explains why it
 	// cannot connect.
 	runBrowser(t, "console.mjs", consoleURL, artifacts, "--used-token")

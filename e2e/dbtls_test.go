@@ -20,23 +20,18 @@ func TestZunDatabaseOverTLS(t *testing.T) {
 	d := testenv.NewDocker(t)
 	c := db.InsertContainer(t, testenv.Container{DockerID: d.Run(`read x; echo "tls-$x"`), Token: testenv.NewUUID()})
 	start := func(query string) *proxy {
-		port := freePort(t)
-		return startProxy(t, port, baseConf(nil, port), "[database]\nconnection = "+m.URL(testenv.TLSUser, "", db.Name, query)+"\n")
+		return startProxy(t, baseConf(nil), "[database]\nconnection = "+m.URL(testenv.TLSUser, "", db.Name, query)+"\n")
 	}
 
 	t.Run("verified", func(t *testing.T) {
 		p := start("ssl_ca=" + m.CA)
-		p.logs.waitLine(t, `zun-wsproxy listening.*database_tls="required, certificate and host name verified"`, 5*time.Second)
+		p.logs.WaitLine(t, `zun-wsproxy listening.*database_tls="required, certificate and host name verified"`, settle)
 		ctx := ctxTimeout(t, 30*time.Second)
-		conn, _, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil)
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		defer conn.CloseNow()
+		conn := attach(t, p, c)
 		if err := conn.Write(ctx, websocket.MessageBinary, []byte("now\n")); err != nil {
 			t.Fatal(err)
 		}
-		readUntil(ctx, t, conn, "tls-now")
+		testenv.ReadUntil(ctx, t, conn, "tls-now")
 	})
 
 	t.Run("plaintext", func(t *testing.T) {
@@ -45,6 +40,6 @@ func TestZunDatabaseOverTLS(t *testing.T) {
 		if status != 503 || !strings.Contains(body, "container database unavailable") {
 			t.Fatalf("got %d %q, want 503 container database unavailable", status, body)
 		}
-		p.logs.waitLine(t, `request refused.*Access denied for user 'zuntls'.*the connection is not TLS`, 5*time.Second)
+		p.logs.WaitLine(t, `request refused.*Access denied for user 'zuntls'.*the connection is not TLS`, settle)
 	})
 }

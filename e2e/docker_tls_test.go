@@ -4,9 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,55 +31,13 @@ func tlsDocker(t *testing.T, ca *testenv.CA) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var open []net.Conn
-	track := func(c net.Conn) { mu.Lock(); open = append(open, c); mu.Unlock() }
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			track(c)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				if err := c.(*tls.Conn).Handshake(); err != nil {
-					return
-				}
-				up, err := net.Dial("tcp", testenv.DockerAddr)
-				if err != nil {
-					return
-				}
-				track(up)
-				defer up.Close()
-				done := make(chan struct{}, 2)
-				go func() { io.Copy(up, c); done <- struct{}{} }()
-				go func() { io.Copy(c, up); done <- struct{}{} }()
-				<-done
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
+	return testenv.Forward(t, ln, testenv.DockerAddr).Addr
 }
 
 // Attach over wss:// and exec over TLS, with [docker] ca_file, cert_file
 // and key_file as zun-compute's Docker uses them.
 func TestDockerTLS(t *testing.T) {
-	s := newSession(t)
+	s := newDeployment(t)
 	ca := testenv.NewCA(t)
 	front := tlsDocker(t, ca)
 	clientCert, clientKey := ca.Issue(t, "zun-wsproxy", x509.ExtKeyUsageClientAuth)
@@ -91,9 +46,7 @@ func TestDockerTLS(t *testing.T) {
 	id := s.docker.Run("sh")
 	wssURL := fmt.Sprintf("wss://%s/v%s/containers/%s/attach/ws?logs=0&stream=1&stdin=1&stdout=1&stderr=1", front, testenv.APIVersion, id)
 	c := s.db.InsertContainer(t, testenv.Container{DockerID: id, Token: testenv.NewUUID(), WebsocketURL: wssURL})
-	execID := s.docker.Exec(id, "sh")
-	execToken := testenv.NewUUID()
-	s.db.InsertExec(t, c.ID, execID, execToken, "tcp://"+front)
+	execID, execToken := s.db.NewExec(t, s.docker, c, "tcp://"+front)
 
 	cases := []struct {
 		name   string
@@ -106,37 +59,24 @@ func TestDockerTLS(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			port := freePort(t)
-			p := startProxy(t, port, baseConf(s.db, port), "[docker]\n"+tc.docker)
+			p := startProxy(t, baseConf(s.db), "[docker]\n"+tc.docker)
 			ctx := ctxTimeout(t, 30*time.Second)
 
-			conn, resp, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil)
 			if !tc.ok {
-				if err == nil {
-					conn.CloseNow()
-					t.Fatal("attach through an unverified Docker TLS endpoint was accepted")
-				}
-				if resp == nil || resp.StatusCode != 502 {
-					t.Fatalf("attach: %v, want 502", err)
+				if status := refusal(ctx, p.url(c.Token, c.UUID, ""), nil); status != 502 {
+					t.Fatalf("attach through an unverified Docker TLS endpoint: %d, want 502", status)
 				}
 				return
 			}
-			if err != nil {
-				t.Fatalf("attach over wss: %v", err)
-			}
-			conn.Write(ctx, websocket.MessageBinary, []byte("echo tls-$((6*7))\n"))
-			readUntil(ctx, t, conn, "tls-42")
+			conn := attach(t, p, c)
+			testenv.Echo(t, conn, "tls")
 			conn.Close(websocket.StatusNormalClosure, "")
 
 			if tc.name == "api_insecure skips verification" {
 				return // Zun talks plain HTTP to Docker for exec when api_insecure is set
 			}
-			conn, _, err = dial(ctx, p.url(execToken, c.UUID, execID), nil)
-			if err != nil {
-				t.Fatalf("exec over TLS: %v", err)
-			}
-			conn.Write(ctx, websocket.MessageBinary, []byte("echo exec-tls-$((6*7))\n"))
-			readUntil(ctx, t, conn, "exec-tls-42")
+			conn = open(ctx, t, p.url(execToken, c.UUID, execID), nil)
+			testenv.Echo(t, conn, "exec-tls")
 			conn.Close(websocket.StatusNormalClosure, "")
 		})
 	}
@@ -146,17 +86,9 @@ func TestDockerTLS(t *testing.T) {
 func TestExecOverUnixSocket(t *testing.T) {
 	s := newSession(t)
 	c := s.attachable(t, "sleep 600")
-	execID := s.docker.Exec(c.DockerID, "sh")
-	token := testenv.NewUUID()
-	s.db.InsertExec(t, c.ID, execID, token, "unix://"+testenv.DockerSocket)
-	ctx := ctxTimeout(t, 30*time.Second)
-	conn, _, err := dial(ctx, s.proxy.url(token, c.UUID, execID), nil)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	defer conn.CloseNow()
-	conn.Write(ctx, websocket.MessageBinary, []byte("echo unix-$((6*7))\n"))
-	readUntil(ctx, t, conn, "unix-42")
+	execID, token := s.db.NewExec(t, s.docker, c, "unix://"+testenv.DockerSocket)
+	conn := open(ctxTimeout(t, 30*time.Second), t, s.proxy.url(token, c.UUID, execID), nil)
+	testenv.Echo(t, conn, "unix")
 	conn.Close(websocket.StatusNormalClosure, "")
 }
 
@@ -170,27 +102,16 @@ func TestDockerTLSVerify(t *testing.T) {
 	id := d.Run("sh")
 	wssURL := fmt.Sprintf("wss://%s/v%s/containers/%s/attach/ws?logs=0&stream=1&stdin=1&stdout=1&stderr=1", testenv.DockerTLSAddr, testenv.APIVersion, id)
 	c := db.InsertContainer(t, testenv.Container{DockerID: id, Token: testenv.NewUUID(), WebsocketURL: wssURL})
-	execID := d.Exec(id, "sh")
-	execToken := testenv.NewUUID()
-	db.InsertExec(t, c.ID, execID, execToken, "tcp://"+testenv.DockerTLSAddr)
+	execID, execToken := db.NewExec(t, d, c, "tcp://"+testenv.DockerTLSAddr)
 	otherCA := testenv.NewCA(t)
 
-	port := freePort(t)
-	p := startProxy(t, port, baseConf(db, port), fmt.Sprintf("[docker]\nca_file = %s\ncert_file = %s\nkey_file = %s\n", ca, cert, key))
+	p := startProxy(t, baseConf(db), fmt.Sprintf("[docker]\nca_file = %s\ncert_file = %s\nkey_file = %s\n", ca, cert, key))
 	ctx := ctxTimeout(t, 30*time.Second)
-	conn, _, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil)
-	if err != nil {
-		t.Fatalf("attach over wss:// to dockerd --tlsverify: %v", err)
-	}
-	conn.Write(ctx, websocket.MessageBinary, []byte("echo tlsverify-$((6*7))\n"))
-	readUntil(ctx, t, conn, "tlsverify-42")
+	conn := attach(t, p, c)
+	testenv.Echo(t, conn, "tlsverify")
 	conn.Close(websocket.StatusNormalClosure, "")
-	conn, _, err = dial(ctx, p.url(execToken, c.UUID, execID), nil)
-	if err != nil {
-		t.Fatalf("exec over TLS to dockerd --tlsverify: %v", err)
-	}
-	conn.Write(ctx, websocket.MessageBinary, []byte("echo exec-tlsverify-$((6*7))\n"))
-	readUntil(ctx, t, conn, "exec-tlsverify-42")
+	conn = open(ctx, t, p.url(execToken, c.UUID, execID), nil)
+	testenv.Echo(t, conn, "exec-tlsverify")
 	conn.Close(websocket.StatusNormalClosure, "")
 
 	// A proxy that trusts another CA refuses the daemon (502); one without
@@ -199,10 +120,9 @@ func TestDockerTLSVerify(t *testing.T) {
 		"untrusted daemon":      fmt.Sprintf("[docker]\nca_file = %s\ncert_file = %s\nkey_file = %s\n", otherCA.File, cert, key),
 		"no client certificate": fmt.Sprintf("[docker]\nca_file = %s\n", ca),
 	} {
-		port := freePort(t)
-		p := startProxy(t, port, baseConf(db, port), docker)
-		if _, resp, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil); err == nil || resp == nil || resp.StatusCode != 502 {
-			t.Errorf("%s: %v, want 502", name, err)
+		p := startProxy(t, baseConf(db), docker)
+		if status := refusal(ctx, p.url(c.Token, c.UUID, ""), nil); status != 502 {
+			t.Errorf("%s: %d, want 502", name, status)
 		}
 	}
 }

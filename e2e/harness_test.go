@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
@@ -17,7 +18,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,70 +52,28 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// logBuffer collects a process's log lines.
-type logBuffer struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logBuffer) add(s string) {
-	l.mu.Lock()
-	l.lines = append(l.lines, s)
-	l.mu.Unlock()
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
-// waitLine waits for a log line matching re.
-func (l *logBuffer) waitLine(t *testing.T, re string, timeout time.Duration) string {
-	t.Helper()
-	rx := regexp.MustCompile(re)
-	var found string
-	ok := testenv.WaitFor(timeout, func() bool {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		for _, s := range l.lines {
-			if rx.MatchString(s) {
-				found = s
-				return true
-			}
-		}
-		return false
-	})
-	if !ok {
-		t.Fatalf("no log line matching %q within %v; log:\n%s", re, timeout, l)
-	}
-	return found
-}
-
 // proxy is a running zun-wsproxy process.
 type proxy struct {
 	cmd *exec.Cmd
 	// killed: the test killed the process on purpose.
 	killed bool
-	// host is the listening address when not 127.0.0.1.
+	// host and port: where the console listener is bound, as the process
+	// logged it (the tests' configurations ask for port 0: a free one).
 	host string
 	port int
-	logs *logBuffer
+	logs *testenv.LogBuffer
 	done chan error
+	// relays: the ports of relays (testenv.Forwarder) its sessions reach
+	// Docker through, besides the engine's own port.
+	relays []int
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// queryTimeout is baseConf's [database] query_timeout.
+const queryTimeout = 2 * time.Second
 
-// baseConf is a zun.conf for the test environment: loopback only.
-func baseConf(db *testenv.ZunDB, port int) string {
+// baseConf is a zun.conf for the test environment: loopback only, on a
+// free port.
+func baseConf(db *testenv.ZunDB) string {
 	conn := "mysql+pymysql://zun:nopassword@127.0.0.1:1/zun"
 	if db != nil {
 		conn = db.URL()
@@ -126,7 +84,7 @@ debug = false
 
 [websocket_proxy]
 wsproxy_host = 127.0.0.1
-wsproxy_port = %d
+wsproxy_port = 0
 allowed_origins = dashboard.example.org
 backend_timeout = 2
 shutdown_timeout = 2
@@ -138,15 +96,15 @@ docker_remote_api_port = 2375
 
 [database]
 connection = %s
-query_timeout = 2
-`, port, testenv.APIVersion, conn)
+query_timeout = %v
+`, testenv.APIVersion, conn, queryTimeout.Seconds())
 }
 
 // startProxy writes conf (and override, as a second --config-file when
 // not empty) and runs the binary until the test ends.
-func startProxy(t *testing.T, port int, conf, override string) *proxy {
+func startProxy(t *testing.T, conf, override string) *proxy {
 	t.Helper()
-	return startProxyArgs(t, port, confArgs(t, conf, override)...)
+	return startProxyArgs(t, confArgs(t, conf, override)...)
 }
 
 // confArgs writes conf (and override, when not empty) and returns the
@@ -168,16 +126,9 @@ func confArgs(t *testing.T, conf, override string) []string {
 	return args
 }
 
-// startProxyArgs runs the binary with args, listening on port, until the
-// test ends.
-func startProxyArgs(t *testing.T, port int, args ...string) *proxy {
-	t.Helper()
-	return startProxyAt(t, "127.0.0.1", port, args...)
-}
-
-// startProxyAt runs the binary with args, listening on host:port, until the
-// test ends.
-func startProxyAt(t *testing.T, host string, port int, args ...string) *proxy {
+// startProxyArgs runs the binary with args until the test ends, once it
+// listens.
+func startProxyArgs(t *testing.T, args ...string) *proxy {
 	t.Helper()
 	if *onLoops && slices.Contains(args, "--config-file") {
 		path := filepath.Join(t.TempDir(), "engine.conf")
@@ -186,24 +137,22 @@ func startProxyAt(t *testing.T, host string, port int, args ...string) *proxy {
 		}
 		args = append(args[:len(args):len(args)], "--config-file", path)
 	}
-	return startProxyCmd(t, host, port, exec.Command(binary, args...))
+	return startProxyCmd(t, exec.Command(binary, args...))
 }
 
 // startProxyCmd runs cmd, which runs the binary (perhaps through a
-// wrapper that execs it), listening on host:port, until the test ends.
-func startProxyCmd(t *testing.T, host string, port int, cmd *exec.Cmd) *proxy {
+// wrapper that execs it), until the test ends, once it listens.
+func startProxyCmd(t *testing.T, cmd *exec.Cmd) *proxy {
 	t.Helper()
-	p := launchProxyCmd(t, host, port, cmd)
-	if !testenv.WaitFor(10*time.Second, func() bool { return accepts(p.addr()) }) {
-		t.Fatalf("zun-wsproxy did not start listening; log:\n%s", p.logs)
-	}
+	p := launchProxyCmd(t, cmd)
+	p.waitListening(t, p.logs.String)
 	return p
 }
 
 // launchProxyCmd is startProxyCmd without waiting for the proxy to listen.
-func launchProxyCmd(t *testing.T, host string, port int, cmd *exec.Cmd) *proxy {
+func launchProxyCmd(t *testing.T, cmd *exec.Cmd) *proxy {
 	t.Helper()
-	p := &proxy{host: host, port: port, logs: &logBuffer{}, done: make(chan error, 1), cmd: cmd}
+	p := &proxy{logs: &testenv.LogBuffer{}, done: make(chan error, 1), cmd: cmd}
 	p.cmd.Dir = t.TempDir()
 	stderr, _ := p.cmd.StderrPipe()
 	p.cmd.Stdout = os.Stdout
@@ -215,7 +164,7 @@ func launchProxyCmd(t *testing.T, host string, port int, cmd *exec.Cmd) *proxy {
 		defer close(scanned)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			p.logs.add(sc.Text())
+			p.logs.Add(sc.Text())
 		}
 	}()
 	go func() {
@@ -238,6 +187,71 @@ func launchProxyCmd(t *testing.T, host string, port int, cmd *exec.Cmd) *proxy {
 		}
 	})
 	return p
+}
+
+// listeningLine is the start-up line naming a listener's bound address,
+// in the text and the JSON log formats.
+var listeningLine = regexp.MustCompile(`(zun-wsproxy|token API|metrics) listening"?[ ,]"?address"?[=:]"?([^"\s,]+)`)
+
+// listenAddr returns the address a listener ("zun-wsproxy", "token API"
+// or "metrics") is bound to, from the line logs (the process's log so
+// far) holds for it; "" if none yet.
+func listenAddr(logs, listener string) string {
+	for _, m := range listeningLine.FindAllStringSubmatch(logs, -1) {
+		if m[1] == listener {
+			return m[2]
+		}
+	}
+	return ""
+}
+
+// exited reports whether the process has ended, and how.
+func (p *proxy) exited() (bool, error) {
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
+// waitListening waits until logs (the process's log so far: standard
+// error, or a log file) says its console listener is bound, and takes
+// its address; the listener queues connections from then on.
+func (p *proxy) waitListening(t *testing.T, logs func() string) {
+	t.Helper()
+	var addr string
+	var gone bool
+	var exit error
+	testenv.WaitFor(10*time.Second, func() bool {
+		if gone, exit = p.exited(); gone {
+			return true
+		}
+		addr = listenAddr(logs(), "zun-wsproxy")
+		return addr != ""
+	})
+	host, port, err := net.SplitHostPort(addr)
+	switch {
+	case gone:
+		t.Fatalf("zun-wsproxy exited (%v) before it listened; log:\n%s", exit, logs())
+	case err != nil:
+		t.Fatalf("zun-wsproxy did not say it listens within 10s; log:\n%s", logs())
+	}
+	p.host = host
+	p.port, _ = strconv.Atoi(port)
+}
+
+// sideAddr waits for the token API or metrics listener ("token API",
+// "metrics") to be bound and returns its address. Side listeners are
+// bound after the console's.
+func (p *proxy) sideAddr(t *testing.T, listener string) string {
+	t.Helper()
+	var addr string
+	if !testenv.WaitFor(10*time.Second, func() bool { addr = listenAddr(p.logs.String(), listener); return addr != "" }) {
+		t.Fatalf("no %s listener within 10s; log:\n%s", listener, p.logs)
+	}
+	return addr
 }
 
 // accepts reports whether something accepts TCP connections at addr.
@@ -266,8 +280,9 @@ func (p *proxy) url(token, uuid, execID string) string {
 	return u
 }
 
-// conns counts the proxy's established TCP connections: to the Docker
-// engine, and from clients. A finished session must leave none behind.
+// conns counts the proxy's TCP connections (its descriptors, in any
+// state): to the Docker engine or a relay before it, and from clients. A
+// finished session must leave none behind.
 func (p *proxy) conns(t *testing.T) (toDocker, fromClients int) {
 	t.Helper()
 	inodes := map[string]bool{}
@@ -280,19 +295,20 @@ func (p *proxy) conns(t *testing.T) (toDocker, fromClients int) {
 	}
 	_, dockerPort, _ := net.SplitHostPort(testenv.DockerAddr)
 	dp, _ := strconv.Atoi(dockerPort)
+	backends := append([]int{dp}, p.relays...)
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", p.cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(data), "\n")[1:] {
 		f := strings.Fields(line)
-		if len(f) < 10 || f[3] != "01" || !inodes[f[9]] { // 01: ESTABLISHED
+		if len(f) < 10 || f[3] == "0A" || !inodes[f[9]] { // 0A: LISTEN
 			continue
 		}
 		local, _ := strconv.ParseInt(f[1][strings.IndexByte(f[1], ':')+1:], 16, 32)
 		remote, _ := strconv.ParseInt(f[2][strings.IndexByte(f[2], ':')+1:], 16, 32)
 		switch {
-		case int(remote) == dp:
+		case slices.Contains(backends, int(remote)):
 			toDocker++
 		case int(local) == p.port:
 			fromClients++
@@ -301,42 +317,86 @@ func (p *proxy) conns(t *testing.T) (toDocker, fromClients int) {
 	return toDocker, fromClients
 }
 
+// relayThrough has conns count connections to fwd as Docker connections.
+func (p *proxy) relayThrough(fwd *testenv.Forwarder) {
+	_, port, _ := net.SplitHostPort(fwd.Addr)
+	n, _ := strconv.Atoi(port)
+	p.relays = append(p.relays, n)
+}
+
+// settle is testenv.Settle: below the intervals that could end a session
+// by themselves (heartbeat and write_timeout: 30 s by default).
+const settle = testenv.Settle
+
+// sessionEnded waits for the line logging the end of a session whose
+// attributes match re, and returns it. The proxy has closed the
+// session's Docker connection when it logs the end.
+func (p *proxy) sessionEnded(t *testing.T, re string) string {
+	t.Helper()
+	return p.logs.WaitLine(t, `session ended.*`+re, settle)
+}
+
 // waitNoSessions asserts that every connection of finished sessions is
-// gone within timeout.
-func (p *proxy) waitNoSessions(t *testing.T, timeout time.Duration) {
+// gone: the Docker side as the session ends, a client's after the close
+// handshake.
+func (p *proxy) waitNoSessions(t *testing.T) {
 	t.Helper()
 	var d, c int
-	if !testenv.WaitFor(timeout, func() bool { d, c = p.conns(t); return d == 0 && c == 0 }) {
+	if !testenv.WaitFor(settle, func() bool { d, c = p.conns(t); return d == 0 && c == 0 }) {
 		t.Fatalf("after the session: %d connections to Docker and %d from clients still open", d, c)
 	}
 }
 
-// dial opens a console like a browser or Go client would.
-func dial(ctx context.Context, url string, header http.Header) (*websocket.Conn, *http.Response, error) {
-	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
-		Subprotocols: []string{"binary", "base64"},
-		HTTPHeader:   header,
-	})
-	if c != nil {
-		c.SetReadLimit(4 << 20)
-	}
-	return c, resp, err
-}
-
-// readUntil reads messages until their concatenation contains want.
-func readUntil(ctx context.Context, t *testing.T, c *websocket.Conn, want string) string {
+// auditOf waits for the n-th record of the audit log at path and returns
+// it. The proxy writes a session's record after logging its end.
+func auditOf(t *testing.T, path string, n int) map[string]any {
 	t.Helper()
-	var got strings.Builder
-	for !strings.Contains(got.String(), want) {
-		_, data, err := c.Read(ctx)
-		if err != nil {
-			t.Fatalf("waiting for %q: %v; got so far %q", want, err, got.String())
-		}
-		got.Write(data)
+	var lines []string
+	if !testenv.WaitFor(settle, func() bool {
+		data, _ := os.ReadFile(path)
+		lines = strings.SplitAfter(string(data), "\n")
+		return len(lines) > n // the last is what follows the n-th newline
+	}) {
+		t.Fatalf("audit log %s has %d records, want %d:\n%s", path, len(lines)-1, n, strings.Join(lines, ""))
 	}
-	return got.String()
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(lines[n-1]), &rec); err != nil {
+		t.Fatalf("audit record %q: %v", lines[n-1], err)
+	}
+	return rec
 }
 
+// dialOptions are a browser's or Go client's: the binary and base64
+// subprotocols offered, as websockify's clients do.
+func dialOptions(header http.Header) *websocket.DialOptions {
+	return &websocket.DialOptions{Subprotocols: []string{"binary", "base64"}, HTTPHeader: header}
+}
+
+// open opens a console, closed when the test ends; it fails the test
+// unless the console opens.
+func open(ctx context.Context, t *testing.T, url string, header http.Header) *websocket.Conn {
+	t.Helper()
+	c, status, err := testenv.Open(ctx, url, dialOptions(header))
+	if c == nil {
+		t.Fatalf("open %s: status %d: %v", url, status, err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// refusal opens a console that must be refused and returns the answer's
+// status: 101 when it opened after all, 0 when no HTTP answer came.
+func refusal(ctx context.Context, url string, header http.Header) int {
+	return testenv.Refused(ctx, url, dialOptions(header))
+}
+
+// attach opens c's attach console through p.
+func attach(t *testing.T, p *proxy, c testenv.Container) *websocket.Conn {
+	t.Helper()
+	return open(ctxTimeout(t, 60*time.Second), t, p.url(c.Token, c.UUID, ""), nil)
+}
+
+// ctxTimeout is a context that ends after d or with the test.
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
@@ -29,9 +28,8 @@ const horizonHost = "127.0.0.2"
 func TestHorizonConsole(t *testing.T) {
 	requireBrowser(t)
 	db := testenv.NewZunDB(t, "e2e")
-	port := freePort(t)
 	s := &session{db: db, docker: testenv.NewDocker(t),
-		proxy: startProxy(t, port, baseConf(db, port), "[websocket_proxy]\nallowed_origins = "+horizonHost+"\n")}
+		proxy: startProxy(t, baseConf(db), "[websocket_proxy]\nallowed_origins = "+horizonHost+"\n")}
 	c := s.attachable(t, `PS1='zun-prompt# ' exec sh`)
 	if !strings.Contains(c.WebsocketURL, "/v1.26/") {
 		t.Fatalf("websocket_url %s: want Zun's default Docker API version 1.26", c.WebsocketURL)
@@ -44,7 +42,7 @@ func TestHorizonConsole(t *testing.T) {
 
 	runBrowser(t, "horizon.mjs", page, artifacts)
 	// Horizon offers binary and base64: binary is chosen, as websockify does.
-	s.proxy.logs.waitLine(t, `session started.*container=`+c.UUID+`.*subprotocol=binary`, time.Second)
+	s.proxy.logs.WaitLine(t, `session started.*container=`+c.UUID+`.*subprotocol=binary`, settle)
 }
 
 // serveHorizon renders the console page for consoleURL as Horizon does

@@ -16,11 +16,10 @@ import (
 // send nothing, half a header, one request and then nothing, or a body
 // that never ends are all closed by the proxy within header_timeout.
 func TestSideListenersCloseStalledConnections(t *testing.T) {
-	metricsPort := freePort(t)
-	s := newStandalone(t, true, fmt.Sprintf("\n[websocket_proxy]\nheader_timeout = 1\n\n[metrics]\nlisten = 127.0.0.1:%d\nprofiling = true\n", metricsPort))
+	s := newStandalone(t, true, "\n[websocket_proxy]\nheader_timeout = 1\n\n[metrics]\nlisten = 127.0.0.1:0\nprofiling = true\n")
 	listeners := map[string]string{
 		"token API": s.adminURL[len("http://"):],
-		"metrics":   fmt.Sprintf("127.0.0.1:%d", metricsPort),
+		"metrics":   s.proxy.sideAddr(t, "metrics"),
 	}
 	stalls := []struct {
 		name, send string

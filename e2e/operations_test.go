@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/recording"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
 // TestOperations runs sessions to real containers with metrics, JSON logs,
@@ -24,47 +24,34 @@ import (
 // reads: the /metrics page, the audit record, the log lines and a
 // recording that replays the bytes the client got.
 func TestOperations(t *testing.T) {
-	s := newSession(t)
+	s := newDeployment(t)
 	dir := t.TempDir()
-	metricsPort := freePort(t)
 	auditFile, recDir := filepath.Join(dir, "audit.log"), filepath.Join(dir, "recordings")
-	port := freePort(t)
-	s.proxy = startProxy(t, port, baseConf(s.db, port), fmt.Sprintf(`[DEFAULT]
+	s.proxy = startProxy(t, baseConf(s.db), fmt.Sprintf(`[DEFAULT]
 log_format = json
 [metrics]
-listen = 127.0.0.1:%d
+listen = 127.0.0.1:0
 profiling = true
 [audit]
 file = %s
 [recording]
 dir = %s
 input = true
-`, metricsPort, auditFile, recDir))
+`, auditFile, recDir))
+	metricsAddr := s.proxy.sideAddr(t, "metrics")
 
 	// The container prints multi-byte text after reading a line.
 	c := s.attachable(t, `read x; printf 'h\303\251llo \342\202\254 %s\n' "$x"; sleep 0.2; exit 0`)
 	ctx := ctxTimeout(t, 30*time.Second)
-	conn, _, err := dial(ctx, s.proxy.url(c.Token, c.UUID, ""), nil)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	defer conn.CloseNow()
+	conn := attach(t, s.proxy, c)
 	if err := conn.Write(ctx, websocket.MessageBinary, []byte("now\n")); err != nil {
 		t.Fatal(err)
 	}
-	var received []byte
-	for {
-		_, data, err := conn.Read(ctx)
-		if err != nil {
-			var ce websocket.CloseError
-			if !errors.As(err, &ce) || ce.Code != websocket.StatusNormalClosure {
-				t.Fatalf("session ended with %v, want close 1000", err)
-			}
-			break
-		}
-		received = append(received, data...)
+	ce, received := testenv.ReadToClose(ctx, t, conn)
+	if ce.Code != websocket.StatusNormalClosure {
+		t.Fatalf("session ended with %v, want close 1000", ce)
 	}
-	if !strings.Contains(string(received), "héllo € now") {
+	if !strings.Contains(received, "héllo € now") {
 		t.Fatalf("client got %q", received)
 	}
 
@@ -74,26 +61,21 @@ input = true
 		if h == nil {
 			token = "wrong-token"
 		}
-		if _, resp, err := dial(ctx, s.proxy.url(token, c.UUID, ""), h); err == nil {
+		if _, resp, err := websocket.Dial(ctx, s.proxy.url(token, c.UUID, ""), dialOptions(h)); err == nil {
 			t.Fatal("a bad request got a session")
 		} else if resp == nil || resp.Header.Get("X-Session-Id") == "" {
 			t.Errorf("refusal %v without an X-Session-Id header", resp)
 		}
 	}
 
-	// The audit record.
-	s.proxy.logs.waitLine(t, `session ended`, 5*time.Second)
-	var rec map[string]any
+	// The audit record, written as the session ended; refusals have none.
+	rec := auditOf(t, auditFile, 1)
 	data, err := os.ReadFile(auditFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(lines) != 1 {
-		t.Fatalf("audit log has %d records, want 1:\n%s", len(lines), data)
-	}
-	if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil {
-		t.Fatalf("audit record %q: %v", lines[0], err)
+	if n := strings.Count(string(data), "\n"); n != 1 {
+		t.Fatalf("audit log has %d records, want 1:\n%s", n, data)
 	}
 	want := map[string]any{
 		"type": "session", "kind": "attach", "container": c.UUID, "container_name": c.Name, "container_id": c.DockerID,
@@ -175,7 +157,7 @@ input = true
 	}
 
 	// The metrics page.
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,15 +191,15 @@ input = true
 	}
 
 	// Profiling, on the metrics listener only.
-	for port, want := range map[int]int{metricsPort: http.StatusOK, port: http.StatusNotFound} {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/goroutine?debug=1", port))
+	for addr, want := range map[string]int{metricsAddr: http.StatusOK, s.proxy.addr(): http.StatusNotFound} {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/goroutine?debug=1")
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != want {
-			t.Errorf("port %d: /debug/pprof/goroutine: %d, want %d", port, resp.StatusCode, want)
+			t.Errorf("%s: /debug/pprof/goroutine: %d, want %d", addr, resp.StatusCode, want)
 		}
 		if want == http.StatusOK && !strings.Contains(string(body), "goroutine profile:") {
 			t.Errorf("/debug/pprof/goroutine is not a profile: %.100q", body)

@@ -166,8 +166,9 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
-// notification is one datagram the proxy sent to NOTIFY_SOCKET, and
-// whether its port accepted a connection right when it arrived.
+// notification is one datagram the proxy sent to NOTIFY_SOCKET, and,
+// when it names where the proxy listens (STATUS=listening on …), whether
+// that port accepted a connection right when it arrived.
 type notification struct {
 	state     string
 	accepting bool
@@ -175,7 +176,7 @@ type notification struct {
 
 // notifySocket listens where systemd would (NOTIFY_SOCKET, for the
 // processes the test starts) and passes on what arrives.
-func notifySocket(t *testing.T, port int) <-chan notification {
+func notifySocket(t *testing.T) <-chan notification {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "notify")
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
@@ -183,7 +184,7 @@ func notifySocket(t *testing.T, port int) <-chan notification {
 		t.Fatal(err)
 	}
 	t.Setenv("NOTIFY_SOCKET", path)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	listening := regexp.MustCompile(`(?m)^STATUS=listening on (\S+)$`)
 	got := make(chan notification, 16)
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -194,8 +195,12 @@ func notifySocket(t *testing.T, port int) <-chan notification {
 			if err != nil {
 				return
 			}
+			note := notification{state: string(buf[:n])}
+			if m := listening.FindStringSubmatch(note.state); m != nil {
+				note.accepting = accepts(m[1])
+			}
 			select {
-			case got <- notification{state: string(buf[:n]), accepting: accepts(addr)}:
+			case got <- note:
 			case <-stop:
 				return
 			}
@@ -220,14 +225,13 @@ func nextNotification(t *testing.T, got <-chan notification) notification {
 // RELOADING=1 (with its time) then READY=1 around a SIGHUP reload, and
 // STOPPING=1 when SIGTERM starts the drain, while a session still runs.
 func TestSystemdNotify(t *testing.T) {
-	port := freePort(t)
-	got := notifySocket(t, port)
+	got := notifySocket(t)
 	db := testenv.NewZunDB(t, "e2e")
 	docker := testenv.NewDocker(t)
-	p := startProxy(t, port, baseConf(db, port), "")
+	p := startProxy(t, baseConf(db), "")
 
 	ready := nextNotification(t, got)
-	if want := fmt.Sprintf("READY=1\nSTATUS=listening on 127.0.0.1:%d\n", port); ready.state != want {
+	if want := fmt.Sprintf("READY=1\nSTATUS=listening on %s\n", p.addr()); ready.state != want {
 		t.Errorf("first notification %q, want %q", ready.state, want)
 	}
 	if !ready.accepting {
@@ -242,18 +246,18 @@ func TestSystemdNotify(t *testing.T) {
 	if n := nextNotification(t, got); n.state != "READY=1\n" {
 		t.Errorf("after the reload %q, want READY=1", n.state)
 	}
-	p.logs.waitLine(t, "configuration reloaded", 5*time.Second)
+	p.logs.WaitLine(t, "configuration reloaded", settle)
 
 	c := db.InsertContainer(t, testenv.Container{DockerID: docker.Run("sh"), Token: testenv.NewUUID()})
-	conn := attachTo(t, p, c)
-	echo(t, conn, "before")
+	conn := attach(t, p, c)
+	testenv.Echo(t, conn, "before")
 
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if n := nextNotification(t, got); n.state != "STOPPING=1\nSTATUS=stopping, sessions draining: 1\n" {
 		t.Errorf("on SIGTERM %q, want STOPPING=1 and the sessions draining", n.state)
 	}
 	// The drain lets the running session go on.
-	echo(t, conn, "during")
+	testenv.Echo(t, conn, "during")
 }
 
 // addressFamilies are the socket families RestrictAddressFamilies= may
@@ -380,9 +384,8 @@ func TestContainerImage(t *testing.T) {
 	db := testenv.NewZunDB(t, "e2e")
 	docker := testenv.NewDocker(t)
 	c := db.InsertContainer(t, testenv.Container{DockerID: docker.Run("sh"), Token: testenv.NewUUID()})
-	port := freePort(t)
 	conf := filepath.Join(t.TempDir(), "zun.conf")
-	if err := os.WriteFile(conf, []byte(baseConf(db, port)), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(baseConf(db)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// Readable by the image's user only, as an operator would mount it.
@@ -394,11 +397,19 @@ func TestContainerImage(t *testing.T) {
 		"--security-opt", "no-new-privileges", "--security-opt", "seccomp="+unitSeccompProfile(t),
 		"-v", conf+":/etc/zun/zun.conf:ro", image)
 	t.Cleanup(func() { exec.Command(dockerCLI, "rm", "-f", id).Run() })
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if !testenv.WaitFor(10*time.Second, func() bool { return accepts(addr) }) {
-		out, _ := exec.Command(dockerCLI, "logs", id).CombinedOutput()
-		t.Fatalf("the containerized proxy does not listen on %s; its log:\n%s", addr, out)
+	// Of the containerized proxy the harness knows its log only.
+	var started []byte
+	var addr string
+	if !testenv.WaitFor(settle, func() bool {
+		started, _ = exec.Command(dockerCLI, "logs", id).CombinedOutput()
+		addr = listenAddr(string(started), "zun-wsproxy")
+		return addr != ""
+	}) {
+		t.Fatalf("the containerized proxy does not say it listens; its log:\n%s", started)
 	}
+	host, port, _ := net.SplitHostPort(addr)
+	p := &proxy{host: host}
+	p.port, _ = strconv.Atoi(port)
 
 	// The process runs as the image's user, not root.
 	if user := run("inspect", "-f", "{{.Config.User}}", id); user != "65534:65534" {
@@ -415,9 +426,8 @@ func TestContainerImage(t *testing.T) {
 		}
 	}
 
-	// Of the containerized proxy the harness knows the port only.
-	conn := attachTo(t, &proxy{port: port}, c)
-	echo(t, conn, "image")
+	conn := attach(t, p, c)
+	testenv.Echo(t, conn, "image")
 	conn.Close(websocket.StatusNormalClosure, "")
 
 	// docker stop sends SIGTERM to the proxy (PID 1 in the container): it

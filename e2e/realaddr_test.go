@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -50,14 +49,8 @@ func from(ip string, local *string) *http.Client {
 // openConsole opens url through client and returns the answer's status
 // (101: the console is open).
 func openConsole(ctx context.Context, client *http.Client, url string, header http.Header) (*websocket.Conn, int) {
-	conn, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: client, HTTPHeader: header, Subprotocols: []string{"binary"}})
-	switch {
-	case err == nil:
-		return conn, http.StatusSwitchingProtocols
-	case resp != nil:
-		return nil, resp.StatusCode
-	}
-	return nil, 0
+	conn, status, _ := testenv.Open(ctx, url, &websocket.DialOptions{HTTPClient: client, HTTPHeader: header, Subprotocols: []string{"binary"}})
+	return conn, status
 }
 
 // lockOut sends wrong tokens until the proxy answers 429 and fails
@@ -85,7 +78,7 @@ func echoConsole(ctx context.Context, t *testing.T, client *http.Client, url str
 	}
 	defer conn.CloseNow()
 	conn.Write(ctx, websocket.MessageBinary, []byte(word+"\r"))
-	readUntil(ctx, t, conn, word)
+	testenv.ReadUntil(ctx, t, conn, word)
 	conn.Close(websocket.StatusNormalClosure, "")
 }
 
@@ -93,28 +86,15 @@ func echoConsole(ctx context.Context, t *testing.T, client *http.Client, url str
 // returns its client.
 func auditClient(t *testing.T, path string, n int) string {
 	t.Helper()
-	var rec struct{ Client string }
-	if !testenv.WaitFor(5*time.Second, func() bool {
-		data, _ := os.ReadFile(path)
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		return len(lines) >= n && json.Unmarshal([]byte(lines[n-1]), &rec) == nil
-	}) {
-		t.Fatalf("no audit record %d in %s", n, path)
-	}
-	return rec.Client
+	return fmt.Sprint(auditOf(t, path, n)["client"])
 }
 
 // wantLines waits for n log lines matching re (log lines arrive through a
 // pipe, after the answers they tell of) and fails if there are more or
 // fewer.
-func wantLines(t *testing.T, l *logBuffer, re string, n int) {
+func wantLines(t *testing.T, l *testenv.LogBuffer, re string, n int) {
 	t.Helper()
-	rx := regexp.MustCompile("(?m)" + re)
-	var got int
-	testenv.WaitFor(5*time.Second, func() bool { got = len(rx.FindAllStringIndex(l.String(), -1)); return got >= n })
-	if got != n {
-		t.Errorf("%d log lines match %s, want %d", got, re, n)
-	}
+	l.WaitLines(t, re, n, settle)
 }
 
 // HTTP mode: HAProxy's option forwardfor names each client in
@@ -124,19 +104,18 @@ func TestRealAddressHTTPMode(t *testing.T) {
 	s := &session{db: db, docker: testenv.NewDocker(t)}
 	dir := t.TempDir()
 	auditFile := filepath.Join(dir, "audit.log")
-	port, front := freePort(t), freePort(t)
-	confFile, override := filepath.Join(dir, "zun.conf"), filepath.Join(dir, "trusted.conf")
-	trust := func(list string) {
-		os.WriteFile(override, []byte(fmt.Sprintf("[websocket_proxy]\ntrusted_proxies = %s\n[audit]\nfile = %s\n", list, auditFile)), 0o600)
+	trusting := func(list string) string {
+		return fmt.Sprintf("[websocket_proxy]\ntrusted_proxies = %s\n[audit]\nfile = %s\n", list, auditFile)
 	}
-	trust("127.0.0.1")
-	os.WriteFile(confFile, []byte(baseConf(db, port)), 0o600)
-	s.proxy = startProxyArgs(t, port, "--config-file", confFile, "--config-file", override)
+	args := confArgs(t, baseConf(db), trusting("127.0.0.1"))
+	override := args[3]
+	s.proxy = startProxyArgs(t, args...)
 	conf := filepath.Join(dir, "haproxy.cfg")
-	haproxyConf(t, conf, map[string]any{"MaxConn": 200, "Bind": fmt.Sprintf("127.0.0.1:%d", front),
+	fronts := haFronts(t, 1)
+	haproxyConf(t, conf, map[string]any{"MaxConn": 200, "Bind": fronts[0].Bind,
 		"CheckInterval": "300ms", "Servers": []haServer{{"replica0", s.proxy.addr()}}})
-	startHAProxy(t, conf)
-	haproxy := fmt.Sprintf("127.0.0.1:%d", front)
+	startHAProxy(t, conf, fronts)
+	haproxy := fronts[0].Addr
 	waitReady(t, http.DefaultClient, "http://"+haproxy+"/readyz")
 	c := s.attachable(t, "cat")
 	ctx := ctxTimeout(t, 60*time.Second)
@@ -168,9 +147,11 @@ func TestRealAddressHTTPMode(t *testing.T) {
 	}
 
 	// SIGHUP: trusted_proxies now names 127.0.0.6, not HAProxy.
-	trust("127.0.0.6")
+	if err := os.WriteFile(override, []byte(trusting("127.0.0.6")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s.proxy.cmd.Process.Signal(syscall.SIGHUP)
-	s.proxy.logs.waitLine(t, `configuration reloaded.*trusted_proxies="?\[127\.0\.0\.6/32\]`, 5*time.Second)
+	s.proxy.logs.WaitLine(t, `configuration reloaded.*trusted_proxies="?\[127\.0\.0\.6/32\]`, settle)
 	echoConsole(ctx, t, from("127.0.0.6", nil), console(s.proxy.addr(), c.Token), http.Header{"X-Forwarded-For": {"127.0.0.7"}}, "from-7")
 	if got := auditClient(t, auditFile, 4); got != "127.0.0.7" {
 		t.Errorf("after the reload, the audit record names %q, want 127.0.0.7 (named by 127.0.0.6)", got)
@@ -193,24 +174,25 @@ func TestRealAddressTCPMode(t *testing.T) {
 		t.Run(sendProxy, func(t *testing.T) {
 			dir := t.TempDir()
 			auditFile := filepath.Join(dir, "audit.log")
-			port, front, metricsPort := freePort(t), freePort(t), freePort(t)
-			p := startProxy(t, port, baseConf(db, port), fmt.Sprintf(`[websocket_proxy]
+			fronts := haFronts(t, 1)
+			haproxy := fronts[0].Addr
+			p := startProxy(t, baseConf(db), fmt.Sprintf(`[websocket_proxy]
 cert = %s
 key = %s
 ssl_only = true
-base_url = wss://127.0.0.1:%d/
+base_url = wss://%s/
 proxy_protocol = true
 trusted_proxies = 127.0.0.1
 [audit]
 file = %s
 [metrics]
-listen = 127.0.0.1:%d
-`, certFile, keyFile, front, auditFile, metricsPort))
+listen = 127.0.0.1:0
+`, certFile, keyFile, haproxy, auditFile))
+			metricsAddr := p.sideAddr(t, "metrics")
 			conf := filepath.Join(dir, "haproxy.cfg")
-			haproxyConf(t, conf, map[string]any{"MaxConn": 200, "Bind": fmt.Sprintf("127.0.0.1:%d", front), "TCP": true,
+			haproxyConf(t, conf, map[string]any{"MaxConn": 200, "Bind": fronts[0].Bind, "TCP": true,
 				"SendProxy": sendProxy, "CheckInterval": "300ms", "Servers": []haServer{{"replica0", p.addr()}}})
-			startHAProxy(t, conf)
-			haproxy := fmt.Sprintf("127.0.0.1:%d", front)
+			startHAProxy(t, conf, fronts)
 			// HAProxy's own checks (PROXY headers, then TLS) mark it up.
 			waitReady(t, from("127.0.0.1", nil), "https://"+haproxy+"/readyz")
 			ctx := ctxTimeout(t, 60*time.Second)
@@ -243,7 +225,7 @@ listen = 127.0.0.1:%d
 
 			// HAProxy's address without a header: refused, logged, counted.
 			refused := func() int {
-				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+				resp, err := http.Get("http://" + metricsAddr + "/metrics")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -265,7 +247,7 @@ listen = 127.0.0.1:%d
 			if after := refused(); after != before+1 {
 				t.Errorf("refused connections (proxy_header): %d before one without a header, %d after", before, after)
 			}
-			p.logs.waitLine(t, `"connection refused: no valid PROXY protocol header from a trusted proxy" client=127\.0\.0\.1:`, 5*time.Second)
+			p.logs.WaitLine(t, `"connection refused: no valid PROXY protocol header from a trusted proxy" client=127\.0\.0\.1:`, settle)
 		})
 	}
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -23,13 +22,13 @@ import (
 // own, where dir is a tmpfs of size bytes (nothing of it is seen outside,
 // and it goes with the process). The test reaches its files through
 // inside(path).
-func startProxyOnSmallFS(t *testing.T, port, size int, dir string, args ...string) (p *proxy, inside func(string) string) {
+func startProxyOnSmallFS(t *testing.T, size int, dir string, args ...string) (p *proxy, inside func(string) string) {
 	t.Helper()
 	cmd := exec.Command("sh", append([]string{"-c", `mount -t tmpfs -o "size=$1,mode=0700" zun-wsproxy-test "$2" && shift 2 && exec "$@"`,
 		"sh", strconv.Itoa(size), dir, binary}, args...)...)
 	// Go makes the new namespace's mounts private before the command runs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
-	p = startProxyCmd(t, "127.0.0.1", port, cmd)
+	p = startProxyCmd(t, cmd)
 	return p, func(path string) string { return fmt.Sprintf("/proc/%d/root%s", p.cmd.Process.Pid, path) }
 }
 
@@ -38,46 +37,11 @@ func startProxyOnSmallFS(t *testing.T, port, size int, dir string, args ...strin
 func recorded(t *testing.T, p *proxy, c testenv.Container, cmd string) (websocket.CloseError, string) {
 	t.Helper()
 	ctx := ctxTimeout(t, 30*time.Second)
-	conn, _, err := dial(ctx, p.url(c.Token, c.UUID, ""), nil)
-	if err != nil {
-		t.Fatalf("attach: %v", err)
-	}
-	defer conn.CloseNow()
+	conn := attach(t, p, c)
 	if err := conn.Write(ctx, websocket.MessageBinary, []byte(cmd+"\n")); err != nil {
 		t.Fatal(err)
 	}
-	var got strings.Builder
-	for {
-		_, data, err := conn.Read(ctx)
-		if err == nil {
-			got.Write(data)
-			continue
-		}
-		var ce websocket.CloseError
-		if !errors.As(err, &ce) {
-			t.Fatalf("session ended without a close frame: %v (got %d bytes)", err, got.Len())
-		}
-		return ce, got.String()
-	}
-}
-
-// auditOf waits for the audit record of the n-th session to end.
-func auditOf(t *testing.T, file string, n int) map[string]any {
-	t.Helper()
-	var lines []string
-	testenv.WaitFor(5*time.Second, func() bool {
-		data, _ := os.ReadFile(file)
-		lines = strings.Split(strings.TrimSpace(string(data)), "\n")
-		return len(lines) >= n && lines[0] != ""
-	})
-	if len(lines) < n {
-		t.Fatalf("audit log has %d records, want %d", len(lines), n)
-	}
-	var rec map[string]any
-	if err := json.Unmarshal([]byte(lines[n-1]), &rec); err != nil {
-		t.Fatalf("audit record %q: %v", lines[n-1], err)
-	}
-	return rec
+	return testenv.ReadToClose(ctx, t, conn)
 }
 
 // A session that should be recorded is never unrecorded, on a filesystem
@@ -92,12 +56,10 @@ func TestRecordingFailsClosed(t *testing.T) {
 	// a tmpfs of 64 KiB with the default max_size; they share the audit log.
 	auditFile := filepath.Join(t.TempDir(), "audit.log")
 	const maxSize = 16 << 10
-	limited := freePort(t)
 	recDir := t.TempDir()
-	pl := startProxy(t, limited, baseConf(db, limited), fmt.Sprintf("[recording]\ndir = %s\nmax_size = %d\n[audit]\nfile = %s\n", recDir, maxSize, auditFile))
+	pl := startProxy(t, baseConf(db), fmt.Sprintf("[recording]\ndir = %s\nmax_size = %d\n[audit]\nfile = %s\n", recDir, maxSize, auditFile))
 	dir := t.TempDir() // the mount point: the tmpfs covers it inside only
-	port := freePort(t)
-	p, inside := startProxyOnSmallFS(t, port, 64<<10, dir, confArgs(t, baseConf(db, port),
+	p, inside := startProxyOnSmallFS(t, 64<<10, dir, confArgs(t, baseConf(db),
 		fmt.Sprintf("[recording]\ndir = %s\n[audit]\nfile = %s\n", dir, auditFile))...)
 	files := map[*proxy]func(string) string{pl: func(path string) string { return path }, p: inside}
 	shell := func() testenv.Container {

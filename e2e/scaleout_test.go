@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -70,19 +71,18 @@ func TestReplicasShareTokens(t *testing.T) {
 	dir := t.TempDir()
 	key := "admin-key-" + testenv.NewUUID()
 	keyFile := filepath.Join(dir, "admin.key")
-	os.WriteFile(keyFile, []byte(key), 0o600)
+	if err := os.WriteFile(keyFile, []byte(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// auth_failure_limit = 0: the test counts every 401 rather than having
+	// the rate limit answer 429 after 20 of them.
+	conf := strings.Replace(standaloneConf(), "[websocket_proxy]\n", "[websocket_proxy]\nmode = standalone\nauth_failure_limit = 0\n", 1) +
+		fmt.Sprintf("[database]\nconnection = mysql+pymysql://%s:%s@%s/%s\n[admin]\nlisten = 127.0.0.1:0\nkey_file = %s\n",
+			testenv.MySQLUser, testenv.MySQLPass, testenv.MySQLAddr, db.Name, keyFile)
 	var reps []replica
 	for i := 0; i < 3; i++ {
-		port, adminPort := freePort(t), freePort(t)
-		conf := filepath.Join(dir, fmt.Sprintf("replica%d.conf", i))
-		// auth_failure_limit = 0: the test counts every 401 rather than
-		// having the rate limit answer 429 after 20 of them.
-		text := strings.Replace(standaloneConf(port), "[websocket_proxy]\n", "[websocket_proxy]\nmode = standalone\nauth_failure_limit = 0\n", 1) +
-			fmt.Sprintf("[database]\nconnection = mysql+pymysql://%s:%s@%s/%s\n[admin]\nlisten = 127.0.0.1:%d\nkey_file = %s\n",
-				testenv.MySQLUser, testenv.MySQLPass, testenv.MySQLAddr, db.Name, adminPort, keyFile)
-		os.WriteFile(conf, []byte(text), 0o600)
-		p := startProxyArgs(t, port, "--config-file", conf)
-		reps = append(reps, replica{proxy: p, admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)})
+		p := startProxy(t, conf, "")
+		reps = append(reps, replica{proxy: p, admin: "http://" + p.sideAddr(t, "token API")})
 	}
 	name := "rep-" + testenv.NewUUID()[:8]
 	d.RunNamed(name, "sh")
@@ -93,15 +93,12 @@ func TestReplicasShareTokens(t *testing.T) {
 	if code != 201 {
 		t.Fatalf("mint on replica 0: %d %v", code, tok)
 	}
+	wsURL, _ := tok["websocket_url"].(string)
 	for i, r := range reps[1:] {
-		conn, _, err := dial(ctx, onPort(tok["websocket_url"].(string), r.port), nil)
-		if err != nil {
-			t.Fatalf("replica %d refused a token minted on replica 0: %v", i+1, err)
-		}
-		conn.Write(ctx, websocket.MessageBinary, []byte(fmt.Sprintf("echo replica-$((%d*7))\n", i+1)))
-		readUntil(ctx, t, conn, fmt.Sprintf("replica-%d", (i+1)*7))
+		conn := open(ctx, t, onPort(wsURL, r.port), nil)
+		testenv.Echo(t, conn, fmt.Sprintf("replica%d", i+1))
 		conn.Close(websocket.StatusNormalClosure, "")
-		r.logs.waitLine(t, `session started`, 5*time.Second)
+		r.logs.WaitLine(t, `session started`, settle)
 	}
 
 	// One single-use token, 100 simultaneous attempts over the 3 replicas.
@@ -109,6 +106,7 @@ func TestReplicasShareTokens(t *testing.T) {
 	if code != 201 {
 		t.Fatalf("mint: %d %v", code, tok)
 	}
+	wsURL, _ = tok["websocket_url"].(string)
 	var sessions, refused, other atomic.Int64
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -118,16 +116,16 @@ func TestReplicasShareTokens(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			conn, resp, err := dial(ctx, onPort(tok["websocket_url"].(string), reps[i%3].port), nil)
-			switch {
-			case err == nil:
+			conn, status, err := testenv.Open(ctx, onPort(wsURL, reps[i%3].port), dialOptions(nil))
+			switch status {
+			case http.StatusSwitchingProtocols:
 				sessions.Add(1)
 				conns.Store(i, conn)
-			case resp != nil && resp.StatusCode == 401:
+			case http.StatusUnauthorized:
 				refused.Add(1)
 			default:
 				other.Add(1)
-				t.Logf("attempt %d: %v", i, err)
+				t.Logf("attempt %d: %d %v", i, status, err)
 			}
 		}()
 	}
@@ -144,11 +142,14 @@ func TestReplicasShareTokens(t *testing.T) {
 	if code != 201 {
 		t.Fatalf("mint: %d", code)
 	}
-	if code, _, _ := adminCall(t, reps[2].admin, key, "DELETE", "/v1/tokens/"+tok["id"].(string), ""); code != 204 {
+	id, _ := tok["id"].(string)
+	if code, _, _ := adminCall(t, reps[2].admin, key, "DELETE", "/v1/tokens/"+id, ""); code != 204 {
 		t.Fatalf("revoke on replica 2: %d", code)
 	}
-	if _, resp, err := dial(ctx, tok["websocket_url"].(string), nil); err == nil || resp == nil || resp.StatusCode != 401 {
-		t.Fatalf("a token revoked on replica 2 still works on replica 0: %v", err)
+	// The URL replica 0 handed out names replica 0.
+	wsURL, _ = tok["websocket_url"].(string)
+	if status := refusal(ctx, wsURL, nil); status != 401 {
+		t.Fatalf("a token revoked on replica 2 on replica 0: %d, want 401", status)
 	}
 }
 
@@ -171,18 +172,56 @@ func haproxyConf(t *testing.T, path string, data any) {
 
 type haServer struct{ Name, Addr string }
 
-// startHAProxy runs Debian's haproxy in the foreground until the test ends.
-func startHAProxy(t *testing.T, conf string) {
+// haFront is a socket listening on a free loopback port for HAProxy,
+// which cannot be asked for one: it serves the socket it inherits (bind
+// fd@N) from the test, which knows the port before HAProxy starts.
+type haFront struct {
+	Addr string // host:port
+	Bind string // what haproxy.cfg binds: fd@N
+	file *os.File
+}
+
+// haFronts makes n sockets for HAProxy, to pass to startHAProxy in order.
+func haFronts(t *testing.T, n int) []haFront {
+	t.Helper()
+	var fronts []haFront
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := ln.(*net.TCPListener).File() // a copy: the socket stays open
+		ln.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		fronts = append(fronts, haFront{Addr: ln.Addr().String(), Bind: fmt.Sprintf("fd@%d", 3+i), file: f})
+	}
+	return fronts
+}
+
+// startHAProxy runs Debian's haproxy in the foreground, serving fronts,
+// until the test ends; its log (server state changes among it) is
+// returned.
+func startHAProxy(t *testing.T, conf string, fronts []haFront) *testenv.LogBuffer {
 	t.Helper()
 	if _, err := exec.LookPath("haproxy"); err != nil {
 		t.Fatal("haproxy is not installed: run scripts/test-env.sh")
 	}
-	if out, err := exec.Command("haproxy", "-c", "-q", "-f", conf).CombinedOutput(); err != nil {
+	var files []*os.File
+	for _, f := range fronts {
+		files = append(files, f.file)
+	}
+	check := exec.Command("haproxy", "-c", "-q", "-f", conf)
+	check.ExtraFiles = files // the check opens them too
+	if out, err := check.CombinedOutput(); err != nil {
 		t.Fatalf("haproxy config check: %v\n%s", err, out)
 	}
 	cmd := exec.Command("haproxy", "-db", "-f", conf)
-	logs := &logBuffer{}
-	cmd.Stdout, cmd.Stderr = logWriter{logs}, logWriter{logs}
+	cmd.ExtraFiles = files
+	logs := &testenv.LogBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -193,13 +232,14 @@ func startHAProxy(t *testing.T, conf string) {
 			t.Logf("haproxy:\n%s", logs)
 		}
 	})
+	return logs
 }
 
 // waitReady waits for a replica behind HAProxy to answer url (its
 // /readyz) with 200: HAProxy's health check has marked it up.
 func waitReady(t *testing.T, client *http.Client, url string) {
 	t.Helper()
-	if !testenv.WaitFor(10*time.Second, func() bool {
+	if !testenv.WaitFor(settle, func() bool {
 		resp, err := client.Get(url)
 		if err == nil {
 			resp.Body.Close()
@@ -210,31 +250,21 @@ func waitReady(t *testing.T, client *http.Client, url string) {
 	}
 }
 
-// logWriter feeds a logBuffer.
-type logWriter struct{ l *logBuffer }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		w.l.add(line)
-	}
-	return len(p), nil
-}
-
 // TestHAProxyFailover runs two replicas behind HAProxy: sessions spread
 // over both; when one replica is killed, its sessions end, the other's
 // keep working, and new sessions all go to the survivor. TLS can end at
 // HAProxy, with the Origin check honouring X-Forwarded-Proto.
 func TestHAProxyFailover(t *testing.T) {
-	s := newSession(t)
-	front, tlsFront := freePort(t), freePort(t)
+	s := newDeployment(t)
+	fronts := haFronts(t, 2)
+	front, tlsFront := fronts[0], fronts[1]
 	var reps []*proxy
 	var servers []haServer
 	for i := 0; i < 2; i++ {
-		port := freePort(t)
 		// base_url is what clients are given: HAProxy's wss:// address.
 		// The Origin check compares the scheme a browser used (told by
 		// X-Forwarded-Proto) with it.
-		p := startProxy(t, port, baseConf(s.db, port), fmt.Sprintf("[websocket_proxy]\nbase_url = wss://127.0.0.1:%d/\n", tlsFront))
+		p := startProxy(t, baseConf(s.db), fmt.Sprintf("[websocket_proxy]\nbase_url = wss://%s/\n", tlsFront.Addr))
 		reps = append(reps, p)
 		servers = append(servers, haServer{fmt.Sprintf("replica%d", i), p.addr()})
 	}
@@ -246,12 +276,11 @@ func TestHAProxyFailover(t *testing.T) {
 	os.WriteFile(pem, append(certPEM, keyPEM...), 0o600)
 	conf := filepath.Join(dir, "haproxy.cfg")
 	haproxyConf(t, conf, map[string]any{
-		"MaxConn": 2000, "Bind": fmt.Sprintf("127.0.0.1:%d", front),
-		"TLSBind": fmt.Sprintf("127.0.0.1:%d", tlsFront), "TLSCert": pem,
+		"MaxConn": 2000, "Bind": front.Bind, "TLSBind": tlsFront.Bind, "TLSCert": pem,
 		"CheckInterval": "300ms", "Servers": servers,
 	})
-	startHAProxy(t, conf)
-	base := fmt.Sprintf("127.0.0.1:%d", front)
+	haLog := startHAProxy(t, conf, fronts)
+	base := front.Addr
 	waitReady(t, http.DefaultClient, "http://"+base+"/readyz")
 
 	c := s.attachable(t, "cat")
@@ -262,17 +291,14 @@ func TestHAProxyFailover(t *testing.T) {
 	const n = 20
 	conns := make([]*websocket.Conn, n)
 	for i := range conns {
-		conn, _, err := dial(ctx, consoleURL(base), nil)
-		if err != nil {
-			t.Fatalf("session %d through HAProxy: %v", i, err)
-		}
-		defer conn.CloseNow()
+		conn := open(ctx, t, consoleURL(base), nil)
 		conn.Write(ctx, websocket.MessageBinary, []byte(fmt.Sprintf("first-%d\r", i)))
-		readUntil(ctx, t, conn, fmt.Sprintf("first-%d", i))
+		testenv.ReadUntil(ctx, t, conn, fmt.Sprintf("first-%d", i))
 		conns[i] = conn
 	}
-	started := func(p *proxy) int { return strings.Count(p.logs.String(), "session started") }
-	on0, on1 := started(reps[0]), started(reps[1])
+	started := func(p *proxy) int { return len(p.logs.Matching("session started")) }
+	var on0, on1 int
+	testenv.WaitFor(settle, func() bool { on0, on1 = started(reps[0]), started(reps[1]); return on0+on1 >= n })
 	t.Logf("%d sessions through HAProxy: %d on replica 0, %d on replica 1", n, on0, on1)
 	if on0+on1 != n || on0 == 0 || on1 == 0 {
 		t.Fatalf("sessions not spread over both replicas: %d and %d", on0, on1)
@@ -308,23 +334,18 @@ func TestHAProxyFailover(t *testing.T) {
 
 	// Once HAProxy's checks mark it down, every new session succeeds, on
 	// the survivor.
-	time.Sleep(2 * time.Second)
+	haLog.WaitLine(t, `Server replicas/replica0 is DOWN`, settle)
 	for i := 0; i < 10; i++ {
-		conn, _, err := dial(ctx, consoleURL(base), nil)
-		if err != nil {
-			t.Fatalf("new session %d after the failover: %v", i, err)
-		}
+		conn := open(ctx, t, consoleURL(base), nil)
 		conn.Write(ctx, websocket.MessageBinary, []byte(fmt.Sprintf("new-%d\r", i)))
-		readUntil(ctx, t, conn, fmt.Sprintf("new-%d", i))
+		testenv.ReadUntil(ctx, t, conn, fmt.Sprintf("new-%d", i))
 		conn.Close(websocket.StatusNormalClosure, "")
 	}
-	if got := started(reps[1]); got != on1+10 {
-		t.Errorf("survivor started %d sessions, want %d", got, on1+10)
-	}
+	reps[1].logs.WaitLines(t, "session started", on1+10, settle)
 
 	// TLS ends at HAProxy: a page served over https may open the console;
 	// another site may not.
-	tlsHost := fmt.Sprintf("127.0.0.1:%d", tlsFront)
+	tlsHost := tlsFront.Addr
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	wss := strings.Replace(consoleURL(tlsHost), "ws://", "wss://", 1)
 	conn, _, err := websocket.Dial(ctx, wss, &websocket.DialOptions{HTTPClient: client, HTTPHeader: http.Header{"Origin": {"https://" + tlsHost}}, Subprotocols: []string{"binary"}})
@@ -332,10 +353,9 @@ func TestHAProxyFailover(t *testing.T) {
 		t.Fatalf("wss:// through HAProxy with an https Origin: %v", err)
 	}
 	conn.Write(ctx, websocket.MessageBinary, []byte("over-tls\r"))
-	readUntil(ctx, t, conn, "over-tls")
+	testenv.ReadUntil(ctx, t, conn, "over-tls")
 	conn.Close(websocket.StatusNormalClosure, "")
-	_, resp, err := websocket.Dial(ctx, wss, &websocket.DialOptions{HTTPClient: client, HTTPHeader: http.Header{"Origin": {"https://evil.example"}}})
-	if err == nil || resp == nil || resp.StatusCode != 403 {
-		t.Fatalf("foreign Origin through HAProxy: %v, want 403", err)
+	if status := testenv.Refused(ctx, wss, &websocket.DialOptions{HTTPClient: client, HTTPHeader: http.Header{"Origin": {"https://evil.example"}}}); status != 403 {
+		t.Fatalf("foreign Origin through HAProxy: %d, want 403", status)
 	}
 }

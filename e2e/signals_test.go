@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,17 +21,15 @@ func stalledStart(t *testing.T) (*proxy, *testenv.Forwarder) {
 	db := testenv.NewEmptyDB(t, "startup")
 	fwd := testenv.NewForwarder(t, testenv.MySQLAddr)
 	fwd.Freeze()
-	port := freePort(t)
-	conf := filepath.Join(t.TempDir(), "zun.conf")
-	os.WriteFile(conf, []byte(standaloneConf(port)+fmt.Sprintf(`
+	args := confArgs(t, standaloneConf()+fmt.Sprintf(`
 [websocket_proxy]
 mode = standalone
 
 [database]
 connection = mysql+pymysql://%s:%s@%s/%s
-`, testenv.MySQLUser, testenv.MySQLPass, fwd.Addr, db.Name)), 0o600)
-	p := launchProxyCmd(t, "127.0.0.1", port, exec.Command(binary, "--config-file", conf))
-	if !testenv.WaitFor(10*time.Second, func() bool { return fwd.Accepted() > 0 }) {
+`, testenv.MySQLUser, testenv.MySQLPass, fwd.Addr, db.Name), "")
+	p := launchProxyCmd(t, exec.Command(binary, args...))
+	if !testenv.WaitFor(settle, func() bool { return fwd.Accepted() > 0 }) {
 		t.Fatalf("the proxy did not connect to its store; log:\n%s", p.logs)
 	}
 	return p, fwd
@@ -70,24 +67,11 @@ func TestSignalsDuringStartUp(t *testing.T) {
 		p.cmd.Process.Signal(syscall.SIGHUP)
 		signalTaken(t, p.cmd.Process.Pid, syscall.SIGHUP)
 		fwd.Restore()
-		var exit error
-		exited := false
-		listening := testenv.WaitFor(10*time.Second, func() bool {
-			select {
-			case exit = <-p.done:
-				p.done <- exit
-				exited = true
-			default:
-			}
-			return exited || accepts(p.addr())
-		})
-		switch {
-		case exited:
-			t.Fatalf("a SIGHUP during start-up ended the proxy: %v", exit)
-		case !listening:
-			t.Fatal("the proxy did not start listening after its store answered")
+		p.waitListening(t, p.logs.String)
+		if !accepts(p.addr()) {
+			t.Fatalf("the proxy logged it listens on %s, and does not", p.addr())
 		}
-		reloaded := p.logs.waitLine(t, `configuration reloaded`, 5*time.Second)
+		reloaded := p.logs.WaitLine(t, `configuration reloaded`, settle)
 		logs := p.logs.String()
 		if strings.Index(logs, reloaded) < strings.Index(logs, "zun-wsproxy listening") {
 			t.Errorf("the SIGHUP was applied before the proxy was ready")
@@ -105,20 +89,16 @@ func TestSignalsDuringStartUp(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("a SIGTERM during start-up did not stop the proxy within 10s (the migration waits 30s)")
 		}
-		p.logs.waitLine(t, `stopped during start-up.*signal=terminated`, time.Second)
+		p.logs.WaitLine(t, `stopped during start-up.*signal=terminated`, settle)
 	})
 }
 
 // A configuration whose interpolation would grow without bound is
 // refused at once on SIGHUP, naming the option; the running one stays.
 func TestReloadRefusesInterpolationBomb(t *testing.T) {
-	dir := t.TempDir()
-	port := freePort(t)
-	conf := filepath.Join(dir, "zun.conf")
-	override := filepath.Join(dir, "override.conf")
-	os.WriteFile(conf, []byte(baseConf(nil, port)), 0o600)
-	os.WriteFile(override, []byte("[websocket_proxy]\nallowed_origins = old.example\n"), 0o600)
-	p := startProxyArgs(t, port, "--config-file", conf, "--config-file", override)
+	args := confArgs(t, baseConf(nil), "[websocket_proxy]\nallowed_origins = old.example\n")
+	override := args[3]
+	p := startProxyArgs(t, args...)
 	// Each option names the one before four times: 4 MiB at a9, and 4^30
 	// times more at a39, from a file of 600 bytes.
 	bomb := "[websocket_proxy]\na0 = xxxxxxxxxxxxxxxx\n"
@@ -128,13 +108,13 @@ func TestReloadRefusesInterpolationBomb(t *testing.T) {
 	os.WriteFile(override, []byte(bomb+"allowed_origins = $a39\n"), 0o600)
 	start := time.Now()
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.logs.waitLine(t, `configuration not reloaded.*override.conf: \[websocket_proxy\] allowed_origins: interpolation nested deeper than 10 levels`, 5*time.Second)
+	p.logs.WaitLine(t, `configuration not reloaded.*override.conf: \[websocket_proxy\] allowed_origins: interpolation nested deeper than 10 levels`, settle)
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("refused after %v", d)
 	}
 	os.WriteFile(override, []byte(bomb[:strings.Index(bomb, "a8 =")]+"allowed_origins = $a7\n"), 0o600)
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.logs.waitLine(t, `configuration not reloaded.*override.conf: \[websocket_proxy\] allowed_origins: \$a7 expands to more than 65536 bytes`, 5*time.Second)
+	p.logs.WaitLine(t, `configuration not reloaded.*override.conf: \[websocket_proxy\] allowed_origins: \$a7 expands to more than 65536 bytes`, settle)
 	if !accepts(p.addr()) {
 		t.Error("the proxy no longer accepts connections")
 	}

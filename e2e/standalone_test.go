@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,47 +23,62 @@ import (
 type standalone struct {
 	proxy    *proxy
 	docker   *testenv.Docker
-	conf     string
+	conf     []string // the proxy's configuration files
 	dataDir  string
 	adminURL string
 	adminKey string
+	// cliConf has the base_url the CLI prints: the proxy's port, which it
+	// chose when it started.
+	cliConf string
 }
 
-func standaloneConf(port int) string {
+func standaloneConf() string {
 	return fmt.Sprintf(`[DEFAULT]
 my_ip = 127.0.0.1
 
 [websocket_proxy]
 wsproxy_host = 127.0.0.1
-wsproxy_port = %d
+wsproxy_port = 0
 shutdown_timeout = 2
 
 [docker]
 api_url = tcp://%s
 docker_remote_api_version = %s
-`, port, testenv.DockerAddr, testenv.APIVersion)
+`, testenv.DockerAddr, testenv.APIVersion)
 }
 
 // newStandalone runs the proxy in standalone mode, with the token API when
 // withAdmin is set, and more configuration appended.
 func newStandalone(t *testing.T, withAdmin bool, more ...string) *standalone {
 	t.Helper()
-	d := testenv.NewDocker(t)
 	dir := t.TempDir()
-	port := freePort(t)
-	s := &standalone{docker: d, dataDir: filepath.Join(dir, "data"), conf: filepath.Join(dir, "zun.conf")}
-	conf := standaloneConf(port) + strings.Join(more, "")
+	conf := standaloneConf() + strings.Join(more, "")
+	s := &standalone{docker: testenv.NewDocker(t), dataDir: filepath.Join(dir, "data")}
 	if withAdmin {
 		s.adminKey = "admin-key-" + testenv.NewUUID()
 		keyFile := filepath.Join(dir, "admin.key")
-		os.WriteFile(keyFile, []byte(s.adminKey+"\n"), 0o600)
-		adminPort := freePort(t)
-		conf += fmt.Sprintf("\n[admin]\nlisten = 127.0.0.1:%d\nkey_file = %s\n", adminPort, keyFile)
-		s.adminURL = fmt.Sprintf("http://127.0.0.1:%d", adminPort)
+		if err := os.WriteFile(keyFile, []byte(s.adminKey+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		conf += fmt.Sprintf("\n[admin]\nlisten = 127.0.0.1:0\nkey_file = %s\n", keyFile)
 	}
-	os.WriteFile(s.conf, []byte(conf), 0o600)
-	s.proxy = startProxyArgs(t, port, "--config-file", s.conf, "--data-dir", s.dataDir)
+	s.start(t, conf, "--data-dir", s.dataDir)
+	if withAdmin {
+		s.adminURL = "http://" + s.proxy.sideAddr(t, "token API")
+	}
 	return s
+}
+
+// start runs the proxy with conf (and an override, when not empty) and
+// more arguments, and writes cliConf.
+func (s *standalone) start(t *testing.T, conf string, more ...string) {
+	t.Helper()
+	s.conf = confArgs(t, conf, "")
+	s.proxy = startProxyArgs(t, append(append([]string{}, s.conf...), more...)...)
+	s.cliConf = filepath.Join(t.TempDir(), "cli.conf")
+	if err := os.WriteFile(s.cliConf, []byte("[websocket_proxy]\nbase_url = ws://"+s.proxy.addr()+"/\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 var urlLine = regexp.MustCompile(`(?m)^websocket:\s+(\S+)$`)
@@ -71,7 +88,7 @@ var idLine = regexp.MustCompile(`^token ([0-9a-f]{16}) `)
 // token runs "zun-wsproxy token ..." against the proxy's store.
 func (s *standalone) token(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"token", args[0], "--config-file", s.conf, "--data-dir", s.dataDir}, args[1:]...)...)
+	cmd := exec.Command(binary, append(append(append([]string{"token", args[0]}, s.conf...), "--config-file", s.cliConf, "--data-dir", s.dataDir), args[1:]...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -97,18 +114,14 @@ func TestStandaloneTokens(t *testing.T) {
 	ctx := ctxTimeout(t, 60*time.Second)
 
 	_, wsURL, _ := s.mint(t, "--container", name)
-	conn, _, err := dial(ctx, wsURL, nil)
-	if err != nil {
-		t.Fatalf("attach with a fresh token: %v", err)
-	}
-	conn.Write(ctx, websocket.MessageBinary, []byte("echo hello-$((6*7))\n"))
-	readUntil(ctx, t, conn, "hello-42")
+	conn := open(ctx, t, wsURL, nil)
+	testenv.Echo(t, conn, "hello")
 	conn.Close(websocket.StatusNormalClosure, "")
-	s.proxy.logs.waitLine(t, `session ended.*container=`+name+`.*token_id=`, 5*time.Second)
+	s.proxy.sessionEnded(t, `container=`+name+`.*token_id=`)
 
 	// Single use by default: the second connection is refused.
-	if _, resp, err := dial(ctx, wsURL, nil); err == nil || resp == nil || resp.StatusCode != 401 {
-		t.Fatalf("second use of a single-use token: %v", err)
+	if status := refusal(ctx, wsURL, nil); status != 401 {
+		t.Fatalf("second use of a single-use token: %d, want 401", status)
 	}
 
 	// The real CLI with the URL the command printed (uuid = the name).
@@ -121,15 +134,14 @@ func TestStandaloneTokens(t *testing.T) {
 	// Exec tokens create their exec; two uses allowed.
 	_, wsURL, _ = s.mint(t, "--container", name, "--exec", "sh", "--uses", "2")
 	for i := 0; i < 2; i++ {
-		conn, _, err := dial(ctx, wsURL, nil)
-		if err != nil {
-			t.Fatalf("exec use %d: %v", i+1, err)
-		}
+		conn := open(ctx, t, wsURL, nil)
 		if i == 0 {
-			conn.Write(ctx, websocket.MessageBinary, []byte("echo exec-$((6*7))\n"))
-			readUntil(ctx, t, conn, "exec-42")
+			testenv.Echo(t, conn, "exec")
 		}
 		conn.Close(websocket.StatusNormalClosure, "")
+	}
+	if status := refusal(ctx, wsURL, nil); status != 401 {
+		t.Fatalf("third use of a two-use token: %d, want 401", status)
 	}
 
 	// Revoked and expired tokens are refused.
@@ -137,18 +149,18 @@ func TestStandaloneTokens(t *testing.T) {
 	if out, err := s.token(t, "revoke", id); err != nil || !strings.Contains(out, "revoked") {
 		t.Fatalf("revoke: %v %s", err, out)
 	}
-	if _, resp, err := dial(ctx, wsURL, nil); err == nil || resp.StatusCode != 401 {
-		t.Fatalf("revoked token: %v", err)
+	if status := refusal(ctx, wsURL, nil); status != 401 {
+		t.Fatalf("revoked token: %d, want 401", status)
 	}
 	_, wsURL, _ = s.mint(t, "--container", name, "--ttl", "1s")
-	time.Sleep(1500 * time.Millisecond)
-	if _, resp, err := dial(ctx, wsURL, nil); err == nil || resp.StatusCode != 401 {
-		t.Fatalf("expired token: %v", err)
+	time.Sleep(1500 * time.Millisecond) // the token's time to live, and more
+	if status := refusal(ctx, wsURL, nil); status != 401 {
+		t.Fatalf("expired token: %d, want 401", status)
 	}
 	// A token for another container's name is refused.
 	_, wsURL, _ = s.mint(t, "--container", name)
-	if _, resp, err := dial(ctx, strings.Replace(wsURL, "uuid="+name, "uuid=other", 1), nil); err == nil || resp.StatusCode != 401 {
-		t.Fatalf("token used for another container: %v", err)
+	if status := refusal(ctx, strings.Replace(wsURL, "uuid="+name, "uuid=other", 1), nil); status != 401 {
+		t.Fatalf("token used for another container: %d, want 401", status)
 	}
 
 	list, err := s.token(t, "list")
@@ -161,7 +173,9 @@ func TestStandaloneTokens(t *testing.T) {
 	}
 	stopped := "sa-stopped-" + testenv.NewUUID()[:8]
 	s.docker.RunNamed(stopped, "exit 0")
-	testenv.WaitFor(5*time.Second, func() bool { return !s.docker.Running(stopped) })
+	if !testenv.WaitFor(settle, func() bool { return !s.docker.Running(stopped) }) {
+		t.Fatalf("container %s still runs after its command exited", stopped)
+	}
 	if out, err := s.token(t, "create", "--container", stopped); err == nil || !strings.Contains(out, "not running") {
 		t.Errorf("stopped container: %v %s", err, out)
 	}
@@ -199,16 +213,15 @@ func TestAdminAPI(t *testing.T) {
 		t.Errorf("wrong key: %d", code)
 	}
 	code, tok, _ := call("POST", "/v1/tokens", s.adminKey, `{"container":"`+name+`","ttl":"2m"}`)
-	if code != 201 || tok["token"] == "" || tok["websocket_url"] == nil || tok["console_url"] == nil {
+	secret, _ := tok["token"].(string)
+	wsURL, _ := tok["websocket_url"].(string)
+	consoleURL, _ := tok["console_url"].(string)
+	if code != 201 || secret == "" || !strings.HasPrefix(wsURL, "ws://"+s.proxy.addr()+"/?token="+secret+"&") || !strings.HasPrefix(consoleURL, "http://"+s.proxy.addr()+"/") {
 		t.Fatalf("create: %d %v", code, tok)
 	}
 	ctx := ctxTimeout(t, 30*time.Second)
-	conn, _, err := dial(ctx, tok["websocket_url"].(string), nil)
-	if err != nil {
-		t.Fatalf("token from the API: %v", err)
-	}
-	conn.Write(ctx, websocket.MessageBinary, []byte("echo api-$((6*7))\n"))
-	readUntil(ctx, t, conn, "api-42")
+	conn := open(ctx, t, wsURL, nil)
+	testenv.Echo(t, conn, "api")
 	conn.Close(websocket.StatusNormalClosure, "")
 
 	for _, c := range []struct {
@@ -247,38 +260,24 @@ func TestAdminAPI(t *testing.T) {
 }
 
 // Standalone mode keeps its store in MariaDB when [database] connection
-// is set with mode = standalone: how replicas share tokens.
+// is set with mode = standalone: how replicas share tokens. The data
+// directory, given to the proxy and the CLI, stays unmade.
 func TestStandaloneOnMariaDB(t *testing.T) {
-	d := testenv.NewDocker(t)
 	db := testenv.NewEmptyDB(t, "sa")
-	dir := t.TempDir()
-	port := freePort(t)
-	conf := filepath.Join(dir, "zun.conf")
-	os.WriteFile(conf, []byte(standaloneConf(port)+"\n[database]\nconnection = mysql+pymysql://"+testenv.MySQLUser+":"+testenv.MySQLPass+"@"+testenv.MySQLAddr+"/"+db.Name+"\n"), 0o600)
-	os.WriteFile(filepath.Join(dir, "mode.conf"), []byte("[websocket_proxy]\nmode = standalone\n"), 0o600)
-	s := &standalone{docker: d, dataDir: filepath.Join(dir, "unused"), conf: conf}
-	s.proxy = startProxyArgs(t, port, "--config-file", conf, "--config-file", filepath.Join(dir, "mode.conf"))
+	s := &standalone{docker: testenv.NewDocker(t), dataDir: filepath.Join(t.TempDir(), "data")}
+	s.start(t, standaloneConf()+"\n[database]\nconnection = mysql+pymysql://"+testenv.MySQLUser+":"+testenv.MySQLPass+"@"+testenv.MySQLAddr+"/"+db.Name+
+		"\n[websocket_proxy]\nmode = standalone\n", "--data-dir", s.dataDir)
 	name := "sadb-" + testenv.NewUUID()[:8]
-	d.RunNamed(name, "sh")
-	out, err := exec.Command(binary, "token", "create", "--config-file", conf, "--config-file", filepath.Join(dir, "mode.conf"), "--container", name).CombinedOutput()
-	m := urlLine.FindStringSubmatch(string(out))
-	if err != nil || m == nil {
-		t.Fatalf("token create: %v\n%s", err, out)
-	}
-	ctx := ctxTimeout(t, 30*time.Second)
-	conn, _, err := dial(ctx, m[1], nil)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	conn.Write(ctx, websocket.MessageBinary, []byte("echo db-$((6*7))\n"))
-	readUntil(ctx, t, conn, "db-42")
+	s.docker.RunNamed(name, "sh")
+	_, wsURL, _ := s.mint(t, "--container", name)
+	conn := open(ctxTimeout(t, 30*time.Second), t, wsURL, nil)
+	testenv.Echo(t, conn, "db")
 	conn.Close(websocket.StatusNormalClosure, "")
 	var n int
-	db.QueryRow("SELECT COUNT(*) FROM console_tokens").Scan(&n)
-	if n != 1 {
-		t.Errorf("%d tokens in MariaDB, want 1", n)
+	if err := db.QueryRow("SELECT COUNT(*) FROM console_tokens").Scan(&n); err != nil || n != 1 {
+		t.Errorf("%d tokens in MariaDB (%v), want 1", n, err)
 	}
-	if _, err := os.Stat(s.dataDir); err == nil {
-		t.Error("a SQLite store was made although MariaDB is configured")
+	if _, err := os.Stat(s.dataDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the data directory %s was made (%v) although MariaDB is configured", s.dataDir, err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -20,17 +19,16 @@ import (
 )
 
 func TestWSS(t *testing.T) {
-	s := newSession(t) // a plain proxy we do not use; it brings the DB and Docker
+	s := newDeployment(t)
 	certFile, keyFile, pool := testenv.SelfSignedCert(t)
 	for _, sslOnly := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ssl_only=%v", sslOnly), func(t *testing.T) {
-			port := freePort(t)
-			p := startProxy(t, port, baseConf(s.db, port), fmt.Sprintf(`[websocket_proxy]
-base_url = wss://127.0.0.1:%d/
+			p := startProxy(t, baseConf(s.db), fmt.Sprintf(`[websocket_proxy]
+base_url = wss://127.0.0.1/
 cert = %s
 key = %s
 ssl_only = %v
-`, port, certFile, keyFile, sslOnly))
+`, certFile, keyFile, sslOnly))
 			c := s.attachable(t, "sh")
 			ctx := ctxTimeout(t, 30*time.Second)
 			tlsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
@@ -38,23 +36,20 @@ ssl_only = %v
 			conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
 				HTTPClient:   tlsClient,
 				Subprotocols: []string{"binary"},
-				HTTPHeader:   http.Header{"Origin": {fmt.Sprintf("https://127.0.0.1:%d", port)}},
+				HTTPHeader:   http.Header{"Origin": {"https://" + p.addr()}},
 			})
 			if err != nil {
 				t.Fatalf("wss dial: %v", err)
 			}
-			conn.Write(ctx, websocket.MessageBinary, []byte("echo hello-$((6*7))\n"))
-			readUntil(ctx, t, conn, "hello-42")
+			testenv.Echo(t, conn, "hello")
 			conn.Close(websocket.StatusNormalClosure, "")
 
 			// Same port, plain ws://: websockify serves both unless
 			// ssl_only is set.
 			c2 := s.attachable(t, "sh")
-			conn2, resp, err := dial(ctx, p.url(c2.Token, c2.UUID, ""), nil)
 			if sslOnly {
-				if err == nil {
-					conn2.CloseNow()
-					t.Fatal("plain ws:// accepted with ssl_only = true")
+				if status := refusal(ctx, p.url(c2.Token, c2.UUID, ""), nil); status != 400 {
+					t.Fatalf("plain ws:// with ssl_only = true: %d, want 400", status)
 				}
 				raw, derr := net.Dial("tcp", p.addr())
 				if derr != nil {
@@ -68,11 +63,8 @@ ssl_only = %v
 				}
 				return
 			}
-			if err != nil {
-				t.Fatalf("plain ws:// on the TLS port: %v (%v)", err, resp)
-			}
-			conn2.Write(ctx, websocket.MessageBinary, []byte("echo plain-$((6*7))\n"))
-			readUntil(ctx, t, conn2, "plain-42")
+			conn2 := open(ctx, t, p.url(c2.Token, c2.UUID, ""), nil)
+			testenv.Echo(t, conn2, "plain")
 			conn2.Close(websocket.StatusNormalClosure, "")
 		})
 	}
@@ -80,19 +72,14 @@ ssl_only = %v
 
 // SIGHUP reloads the listener's certificate without dropping sessions.
 func TestCertificateReloadOnSIGHUP(t *testing.T) {
-	s := newSession(t)
+	s := newDeployment(t)
 	certA, keyA, poolA := testenv.SelfSignedCert(t)
 	certB, keyB, poolB := testenv.SelfSignedCert(t)
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	cp := func(from, to string) {
-		b, _ := os.ReadFile(from)
-		os.WriteFile(to, b, 0o600)
-	}
-	cp(certA, cert)
-	cp(keyA, key)
-	port := freePort(t)
-	p := startProxy(t, port, baseConf(s.db, port), fmt.Sprintf("[websocket_proxy]\nbase_url = wss://127.0.0.1:%d/\ncert = %s\nkey = %s\n", port, cert, key))
+	testenv.CopyFile(t, certA, cert)
+	testenv.CopyFile(t, keyA, key)
+	p := startProxy(t, baseConf(s.db), fmt.Sprintf("[websocket_proxy]\nbase_url = wss://127.0.0.1/\ncert = %s\nkey = %s\n", cert, key))
 	handshakeWith := func(pool *x509.CertPool) error {
 		c, err := tls.Dial("tcp", p.addr(), &tls.Config{RootCAs: pool})
 		if err == nil {
@@ -113,13 +100,12 @@ func TestCertificateReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.CloseNow()
-	cp(certB, cert)
-	cp(keyB, key)
+	testenv.CopyFile(t, certB, cert)
+	testenv.CopyFile(t, keyB, key)
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.logs.waitLine(t, `TLS certificate reloaded.*trigger=SIGHUP`, 5*time.Second)
+	p.logs.WaitLine(t, `TLS certificate reloaded.*trigger=SIGHUP`, settle)
 	if err := handshakeWith(poolB); err != nil {
 		t.Fatalf("after SIGHUP, the new certificate is not served: %v", err)
 	}
-	conn.Write(ctx, websocket.MessageBinary, []byte("echo still-$((6*7))\n"))
-	readUntil(ctx, t, conn, "still-42")
+	testenv.Echo(t, conn, "still")
 }

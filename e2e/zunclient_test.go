@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
@@ -41,11 +40,11 @@ func TestZunclientAttach(t *testing.T) {
 	}
 	// The client was ended (its terminal closed): the proxy's session ends
 	// and the Docker side is closed.
-	line := s.proxy.logs.waitLine(t, `session ended.*container=`+c.UUID, 5*time.Second)
+	line := s.proxy.sessionEnded(t, `container=`+c.UUID)
 	if !strings.Contains(line, `reason="client disconnected`) {
 		t.Errorf("session end: %s", line)
 	}
-	s.proxy.waitNoSessions(t, 2*time.Second)
+	s.proxy.waitNoSessions(t)
 	if !strings.Contains(s.proxy.logs.String(), "subprotocol=binary") {
 		t.Error("the client's binary subprotocol was not selected")
 	}
@@ -54,16 +53,14 @@ func TestZunclientAttach(t *testing.T) {
 func TestZunclientExec(t *testing.T) {
 	s := newSession(t)
 	c := s.attachable(t, "sleep 600")
-	execID := s.docker.Exec(c.DockerID, "sh")
-	token := testenv.NewUUID()
-	s.db.InsertExec(t, c.ID, execID, token, "tcp://"+testenv.DockerAddr)
+	execID, token := s.db.NewExec(t, s.docker, c, "")
 	out, code := zunclient(t, "exec", "--url", s.proxy.url(token, c.UUID, execID), "--exec-id", execID,
 		"--send", `echo hello-$((6*7))\n`, "--expect", "hello-42")
 	if code != 0 {
 		t.Fatalf("zunclient exec: exit %d\n%s", code, out)
 	}
-	s.proxy.logs.waitLine(t, `session ended.*kind=exec.*reason="client disconnected`, 5*time.Second)
-	s.proxy.waitNoSessions(t, 2*time.Second)
+	s.proxy.sessionEnded(t, `kind=exec.*reason="client disconnected`)
+	s.proxy.waitNoSessions(t)
 }
 
 // The container prints a megabyte of multi-byte text. Docker splits it
@@ -92,7 +89,7 @@ func TestZunclientMultibyteOutput(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("the client printed %d bytes, want %d identical to the container's output", len(got), len(want))
 	}
-	line := s.proxy.logs.waitLine(t, `session ended.*container=`+c.UUID, 5*time.Second)
+	line := s.proxy.sessionEnded(t, `container=`+c.UUID)
 	if !strings.Contains(line, `reason="container exited"`) || !strings.Contains(line, "bytes_to_client=999999") {
 		t.Errorf("session end: %s", line)
 	}
@@ -101,9 +98,8 @@ func TestZunclientMultibyteOutput(t *testing.T) {
 // With heartbeats on, the CLI stays usable after idling past several
 // intervals (websocket-client would stall in recv() if it were pinged).
 func TestZunclientWithHeartbeat(t *testing.T) {
-	s := newSession(t)
-	port := freePort(t)
-	p := startProxy(t, port, baseConf(s.db, port), "[websocket_proxy]\nheartbeat = 1\n")
+	s := newDeployment(t)
+	p := startProxy(t, baseConf(s.db), "[websocket_proxy]\nheartbeat = 1\n")
 	c := s.attachable(t, "sh")
 	out, code := zunclient(t, "attach", "--url", p.url(c.Token, c.UUID, ""), "--send-delay", "3.5",
 		"--send", `echo idle-$((6*7))\n`, "--expect", "idle-42")
@@ -122,8 +118,8 @@ func TestZunclientBaseURLWithoutPort(t *testing.T) {
 	db := testenv.NewZunDB(t, "e2e")
 	d := testenv.NewDocker(t)
 	s := &session{db: db, docker: d}
-	s.proxy = startProxyAt(t, host, 80, confArgs(t, baseConf(db, 80),
-		"[websocket_proxy]\nwsproxy_host = "+host+"\nbase_url = ws://"+host+"/\n")...)
+	s.proxy = startProxyArgs(t, confArgs(t, baseConf(db),
+		"[websocket_proxy]\nwsproxy_host = "+host+"\nwsproxy_port = 80\nbase_url = ws://"+host+"/\n")...)
 	c := s.attachable(t, "sh")
 	base := "ws://" + host + "/"
 	out, code := zunclient(t, "attach", "--url", base+"?token="+c.Token+"&uuid="+c.UUID,
@@ -131,9 +127,7 @@ func TestZunclientBaseURLWithoutPort(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("zunclient attach through %s: exit %d\n%s", base, code, out)
 	}
-	execID := d.Exec(c.DockerID, "sh")
-	token := testenv.NewUUID()
-	db.InsertExec(t, c.ID, execID, token, "tcp://"+testenv.DockerAddr)
+	execID, token := db.NewExec(t, d, c, "")
 	out, code = zunclient(t, "exec", "--url", base+"?token="+token+"&uuid="+c.UUID+"&exec_id="+execID,
 		"--exec-id", execID, "--send", `echo exec-$((6*7))\n`, "--expect", "exec-42")
 	if code != 0 {

@@ -291,6 +291,11 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("[websocket_proxy] listen on %s: %w", addr, err)
 	}
+	if _, port, _ := net.SplitHostPort(ln.Addr().String()); base.Port() == "0" {
+		// wsproxy_port = 0 took a free port; the default base_url names it.
+		base.Host = net.JoinHostPort(base.Hostname(), port)
+		cfg.Proxy.BaseURL = base.String()
+	}
 	started := []any{"address", ln.Addr().String(), "mode", cfg.Mode, "tls", listenTLS != nil,
 		"ssl_only", cfg.Proxy.SSLOnly, "proxy_protocol", cfg.Proxy.ProxyProtocol, "base_url", cfg.Proxy.BaseURL, "version", version}
 	if cfg.Database.Connection != "" {

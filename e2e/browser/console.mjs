@@ -88,9 +88,15 @@ try {
     return t.rows !== r || t.cols !== c;
   }, [rows, cols], { timeout: 10000 });
   const [rows2, cols2] = await size();
-  await page.waitForTimeout(300); // the resize message travels to Docker
-  await type("clear; stty size");
-  await waitScreen(new RegExp(`^${rows2} ${cols2}$`, "m"), `stty size after resize ${rows2} ${cols2}`);
+  // The resize message travels to Docker beside the typing: ask again
+  // until the terminal's new size has arrived there.
+  const resized = new RegExp(`^${rows2} ${cols2}$`, "m");
+  const deadline = Date.now() + 15000;
+  do {
+    await type("clear; stty size");
+    await waitScreen(/^\d+ \d+$/m, "stty size");
+  } while (!(await screen()).match(resized) && Date.now() < deadline);
+  await waitScreen(resized, `stty size after resize ${rows2} ${cols2}`);
   console.log(`terminal resized from ${rows}x${cols} to ${rows2}x${cols2}, and stty size followed`);
   await page.screenshot({ path: join(artifacts, "console.png") });
 

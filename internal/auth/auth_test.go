@@ -326,12 +326,60 @@ func FuzzOriginCheck(f *testing.F) {
 	})
 }
 
+// parseQueryReference is ParseQuery written from its contract, on the
+// query's bytes: "&"-separated pairs, each split at its first "=", keys
+// and values %-unescaped ("+" is a space); a ";" in a pair or a bad escape
+// refuses the query, as does token, uuid or exec_id given twice, or no
+// token.
+func parseQueryReference(q string) (Request, bool) {
+	seen := map[string][]string{}
+	for _, pair := range strings.Split(q, "&") {
+		if pair == "" {
+			continue
+		}
+		if strings.Contains(pair, ";") {
+			return Request{}, false
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		key, err1 := url.QueryUnescape(k)
+		value, err2 := url.QueryUnescape(v)
+		if err1 != nil || err2 != nil {
+			return Request{}, false
+		}
+		seen[key] = append(seen[key], value)
+	}
+	for _, k := range []string{"token", "uuid", "exec_id"} {
+		if len(seen[k]) > 1 {
+			return Request{}, false
+		}
+	}
+	r := Request{Token: strings.Join(seen["token"], ""), UUID: strings.Join(seen["uuid"], ""), ExecID: strings.Join(seen["exec_id"], "")}
+	return r, r.Token != ""
+}
+
+// FuzzParseQuery: ParseQuery agrees with its contract written out
+// (parseQueryReference), its refusals are ErrMalformed or, without a
+// token, ErrUnauthorized, and what it accepts, encoded again, reads back
+// the same.
 func FuzzParseQuery(f *testing.F) {
 	f.Add("token=t&uuid=u&exec_id=e")
+	f.Add("token=a%20b+c&uuid=&uuid=x")
+	f.Add("&&token=%zz;x=1")
 	f.Fuzz(func(t *testing.T, q string) {
 		r, err := ParseQuery(q)
-		if err == nil && r.Token == "" {
-			t.Fatalf("accepted %q without a token", q)
+		want, ok := parseQueryReference(q)
+		if (err == nil) != ok || err == nil && r != want {
+			t.Fatalf("%q: %+v %v; reference %+v %v", q, r, err, want, ok)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnauthorized) {
+				t.Fatalf("%q: error %v is neither ErrMalformed nor ErrUnauthorized", q, err)
+			}
+			return
+		}
+		v := url.Values{"token": {r.Token}, "uuid": {r.UUID}, "exec_id": {r.ExecID}}
+		if back, err := ParseQuery(v.Encode()); err != nil || back != r {
+			t.Fatalf("%+v encoded as %q reads back as %+v, %v", r, v.Encode(), back, err)
 		}
 	})
 }

@@ -58,7 +58,7 @@ var options = []option{
 	{section: "websocket_proxy", name: "wsproxy_host", def: "$my_ip", kind: text("address"), dst: func(c *Config) any { return &c.Proxy.Host },
 		doc: "listen address"},
 	{section: "websocket_proxy", name: "wsproxy_port", def: "6784", kind: port{}, dst: func(c *Config) any { return &c.Proxy.Port },
-		doc: "listen port"},
+		doc: "listen port; `0`: a free one, logged at start (`zun-wsproxy listening address=…`), which a `base_url` on port 0, as the default then is, names"},
 	{section: "websocket_proxy", name: "base_url", def: "ws://$wsproxy_host:$wsproxy_port/", kind: urlKind{noun: "URL", schemes: []string{"ws", "wss", "http", "https"}, host: true}, dst: func(c *Config) any { return &c.Proxy.BaseURL },
 		doc: "the URL clients use; its scheme drives the Origin check and its path is served besides `/`"},
 	{section: "websocket_proxy", name: "allowed_origins", kind: list{}, dst: func(c *Config) any { return &c.Proxy.AllowedOrigins },

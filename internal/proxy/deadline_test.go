@@ -121,7 +121,7 @@ func TestFrozenClientDoesNotStopTimeouts(t *testing.T) {
 			t.Cleanup(func() { clientEnd.Close() })
 			proxyBackendEnd, backendEnd := testenv.SocketPair(t, "tcp")
 			docker := &peer{conn: backendEnd, r: websocket.NewReader(backendEnd, websocket.ReaderOptions{FromClient: true}), w: websocket.NewWriter(backendEnd, false)}
-			go docker.answerPings()
+			docker.keepAnswering()
 			opts := c.opts
 			opts.Heartbeat, opts.PingClient, opts.CloseTimeout = 200*time.Millisecond, true, 100*time.Millisecond
 			opts.CheckInterval = 50 * time.Millisecond

@@ -214,7 +214,7 @@ func (s *Session) tickOnLoop() {
 	s.mu.Unlock()
 	s.inline.Store(true)
 	s.serving = nil
-	e, stop := s.check(time.Now(), s.started)
+	e, stop := s.check(s.opts.Clock.Now(), s.started)
 	if !s.inline.Load() {
 		// A ping waited: this goroutine left the loop.
 		s.mu.Lock()

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
 // parkedOptions makes sessions park after 50ms without input.
@@ -22,28 +25,55 @@ func parkedOptions(t *testing.T) (Options, *idle.Poller) {
 // waiting on the test's event loops).
 func waitParked(t *testing.T, p *idle.Poller, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
 	parked := func() int {
 		if testLoops != nil {
 			return p.Parked() + testLoops.Registered()
 		}
 		return p.Parked()
 	}
-	for parked() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d directions parked, want %d", parked(), n)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testenv.WaitFor(settle, func() bool { return parked() == n }) {
+		t.Fatalf("%d directions parked, want %d", parked(), n)
 	}
 }
 
-// pumpGoroutines counts the session's pump goroutines.
+// pumpGoroutines counts the sessions' pump goroutines.
 func pumpGoroutines() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	// On the event-loop engine, a direction that waits inside serve is a
 	// pump goroutine too (the loop went on in another).
 	return strings.Count(string(buf), "proxy.(*direction).run") + strings.Count(string(buf), "proxy.(*direction).serve")
+}
+
+// waitPumps waits for n pump goroutines: one that parked, or ended, is
+// gone a moment after it says so.
+func waitPumps(t *testing.T, n int, when string) {
+	t.Helper()
+	var got int
+	if !testenv.WaitFor(settle, func() bool { got = pumpGoroutines(); return got == n }) {
+		t.Fatalf("%s: %d pump goroutines, want %d", when, got, n)
+	}
+}
+
+// bothWays sends a line from the client to the container and one back.
+func (h *harness) bothWays(t *testing.T) {
+	t.Helper()
+	h.client.send(t, websocket.OpBinary, []byte("ls\n"))
+	if h.docker != nil {
+		if m := h.docker.recv(t); string(m.payload) != "ls\n" {
+			t.Fatalf("docker got %q", m.payload)
+		}
+		h.docker.send(t, websocket.OpBinary, []byte("bin\n"))
+	} else {
+		got := make([]byte, 3)
+		if _, err := io.ReadFull(h.exec, got); err != nil || string(got) != "ls\n" {
+			t.Fatalf("exec got %q, %v", got, err)
+		}
+		h.exec.Write([]byte("bin\n"))
+	}
+	if m := h.client.recv(t); string(m.payload) != "bin\n" {
+		t.Fatalf("client got %q", m.payload)
+	}
 }
 
 func TestIdleSessionHoldsNoGoroutine(t *testing.T) {
@@ -53,27 +83,10 @@ func TestIdleSessionHoldsNoGoroutine(t *testing.T) {
 			opts, p := parkedOptions(t)
 			h := start(t, framed, opts)
 			waitParked(t, p, 2)
-			if n := pumpGoroutines(); n != 0 {
-				t.Fatalf("%d pump goroutines while idle, want 0", n)
-			}
+			waitPumps(t, 0, "idle")
 			// Both ways work after waking, and more than once.
 			for i := 0; i < 3; i++ {
-				h.client.send(t, websocket.OpBinary, []byte("ls\n"))
-				if framed {
-					if m := h.docker.recv(t); string(m.payload) != "ls\n" {
-						t.Fatalf("docker got %q", m.payload)
-					}
-					h.docker.send(t, websocket.OpBinary, []byte("bin\n"))
-				} else {
-					got := make([]byte, 3)
-					if _, err := h.exec.Read(got); err != nil || string(got) != "ls\n" {
-						t.Fatalf("exec got %q, %v", got, err)
-					}
-					h.exec.Write([]byte("bin\n"))
-				}
-				if m := h.client.recv(t); string(m.payload) != "bin\n" {
-					t.Fatalf("client got %q", m.payload)
-				}
+				h.bothWays(t)
 				waitParked(t, p, 2)
 			}
 		})
@@ -145,7 +158,7 @@ func TestParksRightAfterPong(t *testing.T) {
 	p := idle.New()
 	t.Cleanup(func() { p.Close() })
 	h := start(t, true, Options{Poller: p, IdleAfter: time.Minute, Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
-	go h.docker.answerPings()
+	h.docker.keepAnswering()
 	// The container side, long before a minute; the client side is not
 	// pinged and keeps its goroutine, except on the event loops, where no
 	// direction waits with one.
@@ -154,9 +167,7 @@ func TestParksRightAfterPong(t *testing.T) {
 		parked, pumps = 2, 0
 	}
 	waitParked(t, p, parked)
-	if n := pumpGoroutines(); n != pumps {
-		t.Fatalf("%d pump goroutines, want %d", n, pumps)
-	}
+	waitPumps(t, pumps, "the client side, not pinged")
 }
 
 // A peer that stops inside a frame is ended after FrameTimeout, wherever
@@ -227,7 +238,9 @@ func TestSlowClientFrameIsNotStalled(t *testing.T) {
 func TestStalledClientsAreEnded(t *testing.T) {
 	const n = 100
 	opts, p := parkedOptions(t)
-	opts.FrameTimeout, opts.CloseTimeout = 500*time.Millisecond, 100*time.Millisecond
+	// Long enough for the n sessions to start and be counted, under -race
+	// on a busy machine, before the first is ended.
+	opts.FrameTimeout, opts.CloseTimeout = 2*time.Second, 100*time.Millisecond
 	var before, stalled, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -250,9 +263,7 @@ func TestStalledClientsAreEnded(t *testing.T) {
 			t.Fatalf("session %d ended with %s (%s)", i, r.End, r.Reason)
 		}
 	}
-	if pumps := pumpGoroutines(); pumps != 0 {
-		t.Fatalf("%d pump goroutines after the stalled clients were ended", pumps)
-	}
+	waitPumps(t, 0, "the stalled clients ended")
 	runtime.GC()
 	runtime.GC() // pooled buffers go at the second
 	runtime.ReadMemStats(&after)

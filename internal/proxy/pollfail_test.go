@@ -10,7 +10,6 @@ import (
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/loop"
-	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
 // failingPoller parks like idle.Poller and, once failed, does what a
@@ -68,7 +67,7 @@ func TestParkedSessionOutlivesPollerFailure(t *testing.T) {
 			for _, ch := range []chan struct{}{p.parks, p.parks} {
 				select {
 				case <-ch:
-				case <-time.After(5 * time.Second):
+				case <-time.After(settle):
 					t.Fatal("directions did not park")
 				}
 			}
@@ -78,30 +77,13 @@ func TestParkedSessionOutlivesPollerFailure(t *testing.T) {
 			for _, ch := range []chan struct{}{p.refused, p.refused} {
 				select {
 				case <-ch:
-				case <-time.After(5 * time.Second):
+				case <-time.After(settle):
 					t.Fatal("woken directions did not try to park again")
 				}
 			}
-			if n := pumpGoroutines(); n != 2 {
-				t.Fatalf("%d pump goroutines after the poller failed, want 2", n)
-			}
+			waitPumps(t, 2, "the poller failed")
 			for i := 0; i < 3; i++ {
-				h.client.send(t, websocket.OpBinary, []byte("ls\n"))
-				if framed {
-					if m := h.docker.recv(t); string(m.payload) != "ls\n" {
-						t.Fatalf("docker got %q", m.payload)
-					}
-					h.docker.send(t, websocket.OpBinary, []byte("bin\n"))
-				} else {
-					got := make([]byte, 3)
-					if _, err := h.exec.Read(got); err != nil || string(got) != "ls\n" {
-						t.Fatalf("exec got %q, %v", got, err)
-					}
-					h.exec.Write([]byte("bin\n"))
-				}
-				if m := h.client.recv(t); string(m.payload) != "bin\n" {
-					t.Fatalf("client got %q", m.payload)
-				}
+				h.bothWays(t)
 			}
 		})
 	}

@@ -32,7 +32,7 @@ type life struct {
 	running   int  // pump goroutines alive
 	stopped   chan struct{}
 	started   time.Time
-	timer     *time.Timer
+	timer     Timer
 	every     time.Duration
 	stopCtx   func() bool
 	done      func(Result)
@@ -50,11 +50,12 @@ type life struct {
 // both connections are closed and every goroutine of the session ended.
 // Cancelling ctx ends the session with 1001.
 func (s *Session) Start(ctx context.Context, done func(Result)) {
-	s.started = time.Now()
+	s.started = s.opts.Clock.Now()
 	for _, t := range []*atomic.Int64{&s.clientSeen, &s.backendSeen, &s.dataSeen} {
 		t.Store(s.started.UnixNano())
 	}
-	s.clientIn.since, s.backendIn.since = s.started, s.started
+	now := time.Now() // frames' stalls go by the system's time, as deadlines do
+	s.clientIn.since, s.backendIn.since = now, now
 	s.done = done
 	s.stopped = make(chan struct{})
 	s.mu.Lock()
@@ -63,7 +64,7 @@ func (s *Session) Start(ctx context.Context, done func(Result)) {
 		s.running = 2
 	}
 	if s.every = s.checkInterval(); s.every > 0 {
-		s.timer = time.AfterFunc(s.every, s.tick)
+		s.timer = s.opts.Clock.AfterFunc(s.every, s.tick)
 	}
 	s.mu.Unlock()
 	if onLoop {
@@ -108,7 +109,7 @@ func (s *Session) tick() {
 	}
 	s.ticking = true
 	s.mu.Unlock()
-	e, stop := s.check(time.Now(), s.started)
+	e, stop := s.check(s.opts.Clock.Now(), s.started)
 	s.mu.Lock()
 	s.ticking = false
 	s.mu.Unlock()

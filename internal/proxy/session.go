@@ -84,6 +84,10 @@ type Options struct {
 	// FrameTimeout after the one before (give or take IdleAfter). The
 	// client is closed with 1008. 0: off.
 	FrameTimeout time.Duration
+	// Clock is the time heartbeats, idle_timeout and max_session_duration
+	// go by (nil: the system's); connections' deadlines are the system's
+	// always.
+	Clock Clock
 	// CheckInterval is how often heartbeats and timeouts are looked at.
 	// Default: twice per heartbeat, and often enough to honour each
 	// timeout within a quarter of its length, but for them no more than
@@ -114,6 +118,24 @@ type Options struct {
 type Poller interface {
 	Wait(rc syscall.RawConn, wake func()) (cancel func() bool, err error)
 }
+
+// Clock tells a session the time and runs its checks later; tests give
+// one they move by hand.
+type Clock interface {
+	Now() time.Time
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a function a Clock will run: time.Timer's Reset and Stop.
+type Timer interface {
+	Reset(d time.Duration) bool
+	Stop() bool
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time                            { return time.Now() }
+func (systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
 // Why a session ended, as a small fixed set (for metrics labels).
 const (
@@ -266,6 +288,9 @@ type Session struct {
 func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Options) *Session {
 	if opts.CloseTimeout <= 0 {
 		opts.CloseTimeout = time.Second
+	}
+	if opts.Clock == nil {
+		opts.Clock = systemClock{}
 	}
 	if opts.IdleAfter <= 0 {
 		opts.IdleAfter = time.Second
@@ -529,7 +554,7 @@ func (s *Session) pumpClient() end {
 		if err != nil {
 			return s.fromClient.ended(err)
 		}
-		s.clientSeen.Store(time.Now().UnixNano())
+		s.clientSeen.Store(s.opts.Clock.Now().UnixNano())
 		switch h.Op {
 		case websocket.OpPing:
 			p, err := s.clientR.ReadControl(ctrl[:])
@@ -678,7 +703,7 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 			}
 		}
 		s.toContainer.Add(int64(stop - off))
-		s.dataSeen.Store(time.Now().UnixNano())
+		s.dataSeen.Store(s.opts.Clock.Now().UnixNano())
 	}
 	return end{}, true
 }
@@ -744,7 +769,7 @@ func (s *Session) pumpAttach() end {
 		if err != nil {
 			return s.fromContainer.ended(err)
 		}
-		s.backendSeen.Store(time.Now().UnixNano())
+		s.backendSeen.Store(s.opts.Clock.Now().UnixNano())
 		switch h.Op {
 		case websocket.OpPing:
 			p, err := s.backendR.ReadControl(ctrl[:])
@@ -848,7 +873,7 @@ func (s *Session) pumpExec() end {
 			bulk = n == smallChunk
 		}
 		if n > 0 {
-			s.backendSeen.Store(time.Now().UnixNano())
+			s.backendSeen.Store(s.opts.Clock.Now().UnixNano())
 		}
 		if err == io.EOF {
 			return end{side: containerSide, closed: true, code: websocket.CloseNormal}
@@ -904,7 +929,7 @@ func (s *Session) writeClient(buf []byte, off, stop int) error {
 		f()
 	}
 	s.toClient.Add(int64(n))
-	s.dataSeen.Store(time.Now().UnixNano())
+	s.dataSeen.Store(s.opts.Clock.Now().UnixNano())
 	return nil
 }
 

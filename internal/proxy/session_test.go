@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -59,11 +60,39 @@ var (
 	testLoops *loop.Group
 )
 
-// peer is one end talking WebSocket frames.
+// peer is one end talking WebSocket frames. It behaves as real clients
+// and Docker do: a close frame it receives is answered with one (unless
+// it sent its own), and then it closes its side of the connection.
 type peer struct {
 	conn net.Conn
 	r    *websocket.Reader
 	w    *websocket.Writer
+	// reading: a goroutine of the test reads the peer until its
+	// connection ends (the harness does not).
+	reading atomic.Bool
+}
+
+// closed answers a close frame of code.
+func (p *peer) closed(code int) {
+	if !p.w.CloseSent() {
+		if !websocket.CloseCodeSendable(code) {
+			code = websocket.CloseNormal
+		}
+		p.w.WriteClose(code, "")
+	}
+	if cw, ok := p.conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+// drain reads and drops everything until the connection ends, answering
+// pings and the close.
+func (p *peer) drain() {
+	if p.reading.Swap(true) {
+		return
+	}
+	p.conn.SetReadDeadline(time.Time{})
+	p.answerPings()
 }
 
 func (p *peer) send(t *testing.T, op websocket.Opcode, payload []byte) {
@@ -88,8 +117,15 @@ type message struct {
 	reason  string
 }
 
-// answerPings reads everything and answers pings, as Docker's attach
-// endpoint does, until the connection ends.
+// keepAnswering has a goroutine read the peer, answering pings, as
+// Docker's attach endpoint does, until the connection ends.
+func (p *peer) keepAnswering() {
+	p.reading.Store(true)
+	go p.answerPings()
+}
+
+// answerPings reads everything and answers pings (and the close), until
+// the connection ends.
 func (p *peer) answerPings() {
 	var ctrl [125]byte
 	for {
@@ -97,9 +133,14 @@ func (p *peer) answerPings() {
 		if err != nil {
 			return
 		}
-		if hd.Op == websocket.OpPing {
+		switch hd.Op {
+		case websocket.OpPing:
 			pl, _ := p.r.ReadControl(ctrl[:])
 			p.w.WriteControl(websocket.OpPong, pl)
+		case websocket.OpClose:
+			pl, _ := p.r.ReadControl(ctrl[:])
+			code, _, _ := websocket.ParseClosePayload(pl)
+			p.closed(code)
 		}
 	}
 }
@@ -122,6 +163,7 @@ func (p *peer) recvAnswering(t *testing.T) message {
 		if h.Op == websocket.OpClose {
 			pl, _ := p.r.ReadControl(ctrl[:])
 			code, reason, _ := websocket.ParseClosePayload(pl)
+			p.closed(code)
 			return message{op: websocket.OpClose, code: code, reason: reason}
 		}
 		data, _ := io.ReadAll(p.r)
@@ -147,6 +189,7 @@ func (p *peer) recv(t *testing.T) message {
 			if err != nil {
 				t.Fatalf("close payload: %v", err)
 			}
+			p.closed(code)
 			return message{op: websocket.OpClose, code: code, reason: reason}
 		}
 		data, err := io.ReadAll(p.r)
@@ -172,7 +215,12 @@ func (p *peer) recvMessage(t *testing.T) message {
 			t.Fatalf("recv: %v", err)
 		}
 		if h.Op.IsControl() {
-			p.r.ReadControl(ctrl[:])
+			pl, _ := p.r.ReadControl(ctrl[:])
+			if h.Op == websocket.OpClose {
+				code, reason, _ := websocket.ParseClosePayload(pl)
+				p.closed(code)
+				t.Fatalf("closed with %d %q after %d frames of a message", code, reason, frames)
+			}
 			continue
 		}
 		switch {
@@ -220,7 +268,11 @@ func writeFragments(w *websocket.Writer, op websocket.Opcode, payload []byte, cu
 	return nil
 }
 
+// settle is testenv.Settle.
+const settle = testenv.Settle
+
 type harness struct {
+	sess    *Session
 	client  *peer
 	docker  *peer    // attach
 	exec    net.Conn // exec
@@ -287,31 +339,79 @@ func startSetup(t *testing.T, su setup) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	s := New(proxyClientEnd, su.clientEarly, console.Stream{Conn: proxyBackendEnd, Framed: framed, Buffered: su.containerEarly}, opts)
+	h.sess = s
 	go func() { h.results <- s.Run(ctx) }()
 	t.Cleanup(func() {
+		h.drain()
+		if h.exec != nil {
+			h.exec.Close()
+		}
 		cancel()
 		select {
 		case <-h.results:
-		case <-time.After(5 * time.Second):
+		case <-time.After(settle):
 			t.Error("session did not end")
 		}
 	})
 	return h
 }
 
+// drain has the peers take what the proxy sends from now on, its close
+// frames among it, and answer them, as clients and Docker do: the
+// session ends without waiting for them.
+func (h *harness) drain() {
+	go h.client.drain()
+	if h.docker != nil {
+		go h.docker.drain()
+	}
+}
+
+// startClocked is start with a fakeClock, once the session has started
+// by it.
+func startClocked(t *testing.T, framed bool, opts Options) (*harness, *fakeClock) {
+	t.Helper()
+	clock := newFakeClock()
+	opts.Clock = clock
+	h := start(t, framed, opts)
+	if !testenv.WaitFor(settle, clock.armed) {
+		t.Fatal("the session did not start its checks")
+	}
+	return h, clock
+}
+
+// running fails the test if the session has ended.
+func (h *harness) running(t *testing.T, when string) {
+	t.Helper()
+	select {
+	case r := <-h.results:
+		h.results <- r // for Cleanup
+		t.Fatalf("%s: the session ended: %s", when, r.Reason)
+	default:
+	}
+}
+
+// result waits for the session's end, the peers draining meanwhile.
 func (h *harness) result(t *testing.T) Result {
+	t.Helper()
+	h.drain()
+	return h.ended(t)
+}
+
+// ended waits for the session's end while the peers read nothing.
+func (h *harness) ended(t *testing.T) Result {
 	t.Helper()
 	select {
 	case r := <-h.results:
 		h.results <- r // for Cleanup
 		return r
-	case <-time.After(5 * time.Second):
+	case <-time.After(settle):
 		t.Fatal("session did not end")
 	}
 	return Result{}
 }
 
 func TestAttachBothWays(t *testing.T) {
+	t.Parallel()
 	h := start(t, true, Options{})
 	h.client.send(t, websocket.OpBinary, []byte("ls\n"))
 	if m := h.docker.recv(t); string(m.payload) != "ls\n" || m.op != websocket.OpBinary {
@@ -344,6 +444,7 @@ func TestAttachBothWays(t *testing.T) {
 // messages (base64 text under base64), the bytes unchanged: a browser fails
 // the whole connection on a text message that is not UTF-8.
 func TestAttachOutputIsBinaryWhateverDockerSends(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name     string
 		encoding Encoding
@@ -377,6 +478,7 @@ func TestAttachOutputIsBinaryWhateverDockerSends(t *testing.T) {
 }
 
 func TestAttachNeverSplitsCharacters(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name  string
 		text  string
@@ -427,6 +529,7 @@ func (p *peer) recvOutput(t *testing.T, want []byte) {
 // Docker may send output right behind its handshake: what was read with
 // it comes first, however much it is.
 func TestAttachOutputReadWithHandshake(t *testing.T) {
+	t.Parallel()
 	var frames bytes.Buffer
 	var want []byte
 	w := websocket.NewWriter(&frames, false)
@@ -450,6 +553,7 @@ func TestAttachOutputReadWithHandshake(t *testing.T) {
 // among them (after which a direction may park at once), every frame
 // reaches the container.
 func TestClientFramesReadWithHandshake(t *testing.T) {
+	t.Parallel()
 	// A 250-byte frame (242 bytes of payload) and a 6-byte pong fill the
 	// reader's 256-byte read-ahead exactly; a 300-byte frame follows.
 	var wire bytes.Buffer
@@ -477,6 +581,7 @@ func TestClientFramesReadWithHandshake(t *testing.T) {
 }
 
 func TestAttachContainerExit(t *testing.T) {
+	t.Parallel()
 	h := start(t, true, Options{})
 	// The output ends inside a character: it is flushed as is at the end.
 	h.docker.send(t, websocket.OpBinary, []byte{'b', 'y', 'e', 0xE2, 0x82})
@@ -499,17 +604,18 @@ func TestAttachContainerExit(t *testing.T) {
 	assertClosed(t, h.client.conn)
 }
 
+// A client's close reaches Docker as a close, and the proxy closes the
+// attach socket then, without waiting for Docker's answer (for which it
+// would wait up to CloseTimeout).
 func TestAttachClientCloses(t *testing.T) {
-	h := start(t, true, Options{})
+	t.Parallel()
+	h := start(t, true, Options{CloseTimeout: time.Minute})
 	h.client.w.WriteClose(websocket.CloseNormal, "bye")
-	start := time.Now()
-	if m := h.docker.recv(t); m.op != websocket.OpClose {
-		t.Fatalf("docker got %+v", m)
+	hd, err := h.docker.r.NextFrame()
+	if err != nil || hd.Op != websocket.OpClose {
+		t.Fatalf("docker got %+v %v, want a close", hd, err)
 	}
-	assertClosed(t, h.docker.conn)
-	if d := time.Since(start); d > time.Second {
-		t.Fatalf("backend closed after %v", d)
-	}
+	assertClosed(t, h.docker.conn) // Docker has not answered
 	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseNormal {
 		t.Fatalf("client got %+v", m)
 	}
@@ -519,19 +625,17 @@ func TestAttachClientCloses(t *testing.T) {
 }
 
 func TestClientVanishes(t *testing.T) {
+	t.Parallel()
 	h := start(t, true, Options{})
 	h.client.conn.Close()
-	start := time.Now()
 	assertClosed(t, h.docker.conn)
-	if d := time.Since(start); d > time.Second {
-		t.Fatalf("backend closed after %v", d)
-	}
 	if r := h.result(t); !strings.HasPrefix(r.Reason, "client disconnected") {
 		t.Fatalf("result %+v", r)
 	}
 }
 
 func TestClientProtocolError(t *testing.T) {
+	t.Parallel()
 	h := start(t, true, Options{})
 	// An unmasked frame from a client breaks RFC 6455.
 	h.client.conn.Write([]byte{0x82, 0x01, 'x'})
@@ -545,6 +649,7 @@ func TestClientProtocolError(t *testing.T) {
 }
 
 func TestMessageTooBig(t *testing.T) {
+	t.Parallel()
 	h := start(t, true, Options{MaxMessage: 1024})
 	go h.client.trySend(websocket.OpBinary, make([]byte, 4096))
 	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseTooBig {
@@ -553,6 +658,7 @@ func TestMessageTooBig(t *testing.T) {
 }
 
 func TestPingAnswered(t *testing.T) {
+	t.Parallel()
 	h := start(t, true, Options{})
 	h.client.w.WriteControl(websocket.OpPing, []byte("p1"))
 	h.client.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -567,6 +673,7 @@ func TestPingAnswered(t *testing.T) {
 }
 
 func TestShutdownClosesWith1001(t *testing.T) {
+	t.Parallel()
 	h := start(t, true, Options{})
 	h.cancel()
 	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseGoingAway {
@@ -578,6 +685,7 @@ func TestShutdownClosesWith1001(t *testing.T) {
 }
 
 func TestExecStream(t *testing.T) {
+	t.Parallel()
 	h := start(t, false, Options{})
 	h.client.send(t, websocket.OpBinary, []byte("echo hi\n"))
 	buf := make([]byte, 64)
@@ -597,6 +705,7 @@ func TestExecStream(t *testing.T) {
 }
 
 func TestBase64Subprotocol(t *testing.T) {
+	t.Parallel()
 	h := start(t, false, Options{Encoding: Base64})
 	// A base64 message split across two frames at an awkward place.
 	enc := base64.StdEncoding.EncodeToString([]byte("echo €\n"))
@@ -625,6 +734,7 @@ func TestBase64Subprotocol(t *testing.T) {
 // frame, then continuation frames (RFC 6455 section 5.4), under base64
 // too, where each fragment is decoded on its own way through.
 func TestFragmentedMessageStaysOneMessage(t *testing.T) {
+	t.Parallel()
 	big := bytes.Repeat([]byte("paste €\n"), 30000) // over two chunks
 	for _, c := range []struct {
 		name     string
@@ -661,6 +771,7 @@ func TestFragmentedMessageStaysOneMessage(t *testing.T) {
 // A client that stops reading must stop the proxy reading from the
 // container, not make it buffer.
 func TestBackpressure(t *testing.T) {
+	t.Parallel()
 	h := start(t, false, Options{})
 	var written int64
 	done := make(chan struct{})
@@ -668,7 +779,8 @@ func TestBackpressure(t *testing.T) {
 		defer close(done)
 		chunk := make([]byte, 64<<10)
 		for written < 256<<20 {
-			h.exec.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			// A write that waits this long is held back.
+			h.exec.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
 			n, err := h.exec.Write(chunk)
 			written += int64(n)
 			if err != nil {
@@ -685,9 +797,11 @@ func TestBackpressure(t *testing.T) {
 	t.Logf("container could write %d KiB before backpressure stopped it", written>>10)
 }
 
+// assertClosed reads c until the proxy closes it (at once, in the tests
+// that call it: a hang fails after settle).
 func assertClosed(t *testing.T, c net.Conn) {
 	t.Helper()
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	c.SetReadDeadline(time.Now().Add(settle))
 	buf := make([]byte, 1024)
 	for {
 		_, err := c.Read(buf)
@@ -703,6 +817,7 @@ func assertClosed(t *testing.T, c net.Conn) {
 }
 
 func TestFragmentedMessageTooBig(t *testing.T) {
+	t.Parallel()
 	h := start(t, true, Options{MaxMessage: 1000})
 	frag := append(make([]byte, websocket.MaxHeaderLen), make([]byte, 600)...)
 	h.client.w.WriteFrame(false, websocket.OpBinary, frag, websocket.MaxHeaderLen, len(frag))
@@ -717,17 +832,20 @@ func TestFragmentedMessageTooBig(t *testing.T) {
 }
 
 // A Docker attach socket that stops answering is declared dead after two
-// heartbeat intervals; the client is told with 1011.
+// heartbeat intervals, and not before; the client is told with 1011.
 func TestHeartbeatBackendDead(t *testing.T) {
-	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
+	t.Parallel()
+	const hb, step = 30 * time.Second, 15 * time.Second
+	h, clock := startClocked(t, true, Options{Heartbeat: hb, CheckInterval: step})
 	// The docker peer reads nothing and answers no ping.
-	start := time.Now()
+	for elapsed := step; elapsed <= 2*hb; elapsed += step {
+		<-clock.Advance(step)
+		h.running(t, fmt.Sprintf("%v without an answer", elapsed))
+	}
+	clock.Advance(step)
 	m := h.client.recvAnswering(t)
 	if m.op != websocket.OpClose || m.code != websocket.CloseInternalError {
 		t.Fatalf("client got %+v", m)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("declared dead after %v", d)
 	}
 	if r := h.result(t); !strings.Contains(r.Reason, "no answer to pings") {
 		t.Fatalf("result %+v", r)
@@ -735,51 +853,113 @@ func TestHeartbeatBackendDead(t *testing.T) {
 }
 
 // A client that answers pings keeps its session; one that does not is
-// closed with 1001.
+// closed with 1001 after two heartbeat intervals, and not before.
 func TestHeartbeatClient(t *testing.T) {
-	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond, PingClient: true})
+	t.Parallel()
+	const hb, step = 30 * time.Second, 15 * time.Second
+	h, clock := startClocked(t, true, Options{Heartbeat: hb, CheckInterval: step, PingClient: true})
 	// Docker answers pings (as x/net/websocket does); the client too, for
-	// a while, by reading.
-	go h.docker.answerPings()
+	// four intervals.
+	h.docker.keepAnswering()
+	h.client.conn.SetReadDeadline(time.Now().Add(settle))
 	var ctrl [125]byte
-	deadline := time.Now().Add(time.Second)
-	pings := 0
-	for time.Now().Before(deadline) {
-		h.client.conn.SetReadDeadline(deadline)
-		hd, err := h.client.r.NextFrame()
-		if err != nil {
+	nextPing := func(answer bool) websocket.Header {
+		t.Helper()
+		for {
+			hd, err := h.client.r.NextFrame()
+			if err != nil {
+				t.Fatalf("client: %v", err)
+			}
+			p, _ := h.client.r.ReadControl(ctrl[:])
+			switch hd.Op {
+			case websocket.OpPing:
+				if answer {
+					h.client.w.WriteControl(websocket.OpPong, p)
+				}
+				return hd
+			case websocket.OpClose:
+				code, reason, _ := websocket.ParseClosePayload(p)
+				h.client.closed(code)
+				if code != websocket.CloseGoingAway || reason != "no answer to pings" {
+					t.Fatalf("client closed with %d %q", code, reason)
+				}
+				return hd
+			}
+		}
+	}
+	// The pongs of a check reach the proxy before the next check.
+	pongs := func(seen ...*atomic.Int64) {
+		t.Helper()
+		now := clock.Now().UnixNano()
+		for _, s := range seen {
+			if !testenv.WaitFor(settle, func() bool { return s.Load() == now }) {
+				t.Fatal("a pong was not seen")
+			}
+		}
+	}
+	for elapsed := step; elapsed <= 4*hb; elapsed += step {
+		checked := clock.Advance(step)
+		if hd := nextPing(true); hd.Op != websocket.OpPing {
+			t.Fatalf("%v answering pings: the session ended", elapsed)
+		}
+		<-checked
+		pongs(&h.sess.clientSeen, &h.sess.backendSeen)
+	}
+	// Now the client goes silent: it is let go at the first check more
+	// than two intervals after its last pong.
+	for elapsed := step; ; elapsed += step {
+		checked := clock.Advance(step)
+		if hd := nextPing(false); hd.Op == websocket.OpClose {
+			if elapsed != 2*hb+step {
+				t.Fatalf("let go %v after its last pong, want at the first check after two intervals (%v)", elapsed, 2*hb+step)
+			}
 			break
 		}
-		if hd.Op == websocket.OpPing {
-			pings++
-			p, _ := h.client.r.ReadControl(ctrl[:])
-			h.client.w.WriteControl(websocket.OpPong, p)
-		}
-	}
-	if pings < 3 {
-		t.Fatalf("%d pings in a second with a 200ms heartbeat", pings)
-	}
-	// Now the client goes silent: within two intervals it is let go.
-	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseGoingAway || m.reason != "no answer to pings" {
-		t.Fatalf("client got %+v", m)
+		<-checked
+		pongs(&h.sess.backendSeen)
 	}
 }
 
+// idle_timeout ends a session that many seconds after its last data
+// either way, and not before; max_session_duration after its start,
+// data or not.
 func TestIdleAndMaxDuration(t *testing.T) {
-	h := start(t, false, Options{IdleTimeout: 1500 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
+	t.Parallel()
+	const limit, step = time.Minute, 15 * time.Second
+	h, clock := startClocked(t, false, Options{IdleTimeout: limit, CheckInterval: step})
+	<-clock.Advance(3 * step)
+	h.running(t, "idle 45s")
+	// Data at 45s: the session is idle from then on.
+	before := h.sess.dataSeen.Load()
 	h.client.send(t, websocket.OpBinary, []byte("x"))
+	if !testenv.WaitFor(settle, func() bool { return h.sess.dataSeen.Load() != before }) {
+		t.Fatal("the client's data was not seen")
+	}
+	for elapsed := step; elapsed < limit; elapsed += step {
+		<-clock.Advance(step)
+		h.running(t, fmt.Sprintf("idle %v after data", elapsed))
+	}
+	clock.Advance(step)
 	if m := h.client.recv(t); m.op != websocket.OpClose || m.code != websocket.CloseGoingAway || m.reason != "session idle for idle_timeout" {
 		t.Fatalf("idle: client got %+v", m)
 	}
-	h2 := start(t, false, Options{MaxDuration: 1500 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
-	if m := h2.client.recv(t); m.op != websocket.OpClose || m.reason != "session reached max_session_duration" {
+
+	h, clock = startClocked(t, false, Options{MaxDuration: limit, CheckInterval: step})
+	for elapsed := step; elapsed < limit; elapsed += step {
+		<-clock.Advance(step)
+		h.client.send(t, websocket.OpBinary, []byte("busy"))
+		h.running(t, fmt.Sprintf("%v into the session", elapsed))
+	}
+	clock.Advance(step)
+	if m := h.client.recv(t); m.op != websocket.OpClose || m.reason != "session reached max_session_duration" {
 		t.Fatalf("max duration: client got %+v", m)
 	}
 }
 
 // A client that takes no output is disconnected after WriteTimeout.
 func TestWriteTimeout(t *testing.T) {
-	h := start(t, false, Options{WriteTimeout: time.Second})
+	t.Parallel()
+	h := start(t, false, Options{WriteTimeout: 300 * time.Millisecond})
 	go func() {
 		chunk := make([]byte, 64<<10)
 		for {
@@ -789,7 +969,7 @@ func TestWriteTimeout(t *testing.T) {
 			}
 		}
 	}()
-	r := h.result(t)
+	r := h.ended(t)
 	if !strings.Contains(r.Reason, "write to client") {
 		t.Fatalf("result %+v", r)
 	}
@@ -797,12 +977,23 @@ func TestWriteTimeout(t *testing.T) {
 
 // Clients outside the web console are not pinged (Zun's CLI would stall).
 func TestHeartbeatSparesCLIClients(t *testing.T) {
-	h := start(t, true, Options{Heartbeat: 200 * time.Millisecond, CheckInterval: 100 * time.Millisecond})
-	go h.docker.answerPings()
-	h.client.conn.SetReadDeadline(time.Now().Add(time.Second))
+	t.Parallel()
+	const hb = 30 * time.Second
+	h, clock := startClocked(t, true, Options{Heartbeat: hb, CheckInterval: hb / 2})
+	h.docker.keepAnswering()
+	for range 6 {
+		<-clock.Advance(hb / 2) // a ping to the client would be written by now
+		// Docker's pong reaches the proxy before the next check.
+		now := clock.Now().UnixNano()
+		if !testenv.WaitFor(settle, func() bool { return h.sess.backendSeen.Load() == now }) {
+			t.Fatal("Docker's pong was not seen")
+		}
+	}
+	h.client.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if hd, err := h.client.r.NextFrame(); err == nil {
 		t.Fatalf("a CLI client got a %v frame while idle", hd.Op)
 	}
+	h.running(t, "three intervals")
 	h.client.send(t, websocket.OpBinary, []byte("still here"))
 }
 
@@ -847,6 +1038,7 @@ func (r *recordingTap) Resize(rows, cols int) error {
 }
 
 func TestTapSeesWhatIsForwarded(t *testing.T) {
+	t.Parallel()
 	tap := &recordingTap{}
 	h := start(t, true, Options{Tap: tap, Resize: func(context.Context, int, int) error { return nil }})
 	h.client.send(t, websocket.OpBinary, []byte("ls\n"))
@@ -878,6 +1070,7 @@ func TestTapSeesWhatIsForwarded(t *testing.T) {
 // A Tap that refuses data ends the session: what it refused goes neither
 // to the client nor to the container, and the client is told why.
 func TestTapRefusal(t *testing.T) {
+	t.Parallel()
 	limit := &TapError{Code: websocket.ClosePolicyViolation, Reason: "limit reached", End: "limited", Err: errors.New("too much")}
 	cases := []struct {
 		fail        string

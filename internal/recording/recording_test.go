@@ -3,6 +3,7 @@ package recording
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -389,6 +390,9 @@ func TestPlayTiming(t *testing.T) {
 	})
 }
 
+// FuzzReader: the events read back the same once written out again,
+// times are never negative, and Play (without waits) prints the output
+// events' data, refusing what the Reader refuses.
 func FuzzReader(f *testing.F) {
 	f.Add([]byte(`{"version": 2, "width": 80, "height": 24}` + "\n[0.1, \"o\", \"hi\"]\n"))
 	f.Add([]byte(`{"version": 2}` + "\n[1e308, \"r\", \"1x1\"]\n\n[0, \"o\", \"\\u00e9\"]"))
@@ -398,10 +402,49 @@ func FuzzReader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for i := 0; i < 1000; i++ {
-			if _, err := rd.Next(); err != nil {
-				return
+		var events []Event
+		var out strings.Builder
+		var readErr error
+		for len(events) < 1000 {
+			e, err := rd.Next()
+			if err != nil {
+				if err != io.EOF {
+					readErr = err
+				}
+				break
 			}
+			if e.Time < 0 {
+				t.Fatalf("event %+v: negative time", e)
+			}
+			events = append(events, e)
+			if e.Kind == "o" {
+				out.WriteString(e.Data)
+			}
+		}
+		if len(events) == 1000 {
+			return // Play would go on
+		}
+		var played strings.Builder
+		if err := Play(context.Background(), bytes.NewReader(b), &played, PlayOptions{}); (err == nil) != (readErr == nil) || played.String() != out.String() {
+			t.Fatalf("Play printed %q (%v); the Reader's output events hold %q (%v)", played.String(), err, out.String(), readErr)
+		}
+		header, _ := json.Marshal(rd.Header)
+		again := append(header, '\n')
+		for _, e := range events {
+			line, _ := json.Marshal([]any{e.Time, e.Kind, e.Data})
+			again = append(append(again, line...), '\n')
+		}
+		rd2, err := NewReader(bytes.NewReader(again))
+		if err != nil {
+			t.Fatalf("header %+v written out does not read back: %v", rd.Header, err)
+		}
+		for i, e := range events {
+			if back, err := rd2.Next(); err != nil || back != e {
+				t.Fatalf("event %d %+v written out reads back as %+v, %v", i, e, back, err)
+			}
+		}
+		if _, err := rd2.Next(); err != io.EOF {
+			t.Fatalf("after the events written out: %v, want io.EOF", err)
 		}
 	})
 }

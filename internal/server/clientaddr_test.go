@@ -12,6 +12,8 @@ import (
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
 func prefixes(s ...string) []netip.Prefix {
@@ -151,9 +153,7 @@ func TestClientAddress(t *testing.T) {
 			try := func(peer string, xff []string) int {
 				r := httptest.NewRequest("GET", "/?token=wrong&uuid=u", nil)
 				r.RemoteAddr = peer
-				for _, h := range [][2]string{{"Upgrade", "websocket"}, {"Connection", "Upgrade"}, {"Sec-WebSocket-Version", "13"}, {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}} {
-					r.Header.Set(h[0], h[1])
-				}
+				testenv.UpgradeHeaders(r.Header)
 				for _, v := range xff {
 					r.Header.Add("X-Forwarded-For", v)
 				}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
 func TestSessionSlots(t *testing.T) {
@@ -268,14 +270,11 @@ func TestOriginRefusalsDoNotLockOut(t *testing.T) {
 	defer cancel()
 	dial := func(url string, header http.Header) (*websocket.Conn, int) {
 		t.Helper()
-		conn, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header, Subprotocols: []string{"binary"}})
-		if err == nil {
-			return conn, http.StatusSwitchingProtocols
-		}
-		if resp == nil {
+		conn, status, err := testenv.Open(ctx, url, &websocket.DialOptions{HTTPHeader: header, Subprotocols: []string{"binary"}})
+		if status == 0 {
 			t.Fatalf("dial: %v", err)
 		}
-		return nil, resp.StatusCode
+		return conn, status
 	}
 	evil := http.Header{"Origin": {"http://evil.example"}}
 	var got []int
@@ -288,15 +287,7 @@ func TestOriginRefusalsDoNotLockOut(t *testing.T) {
 	if want := strings.Repeat("403 ", 20) + "101"; strings.Trim(fmt.Sprint(got), "[]") != want {
 		t.Fatalf("20 bad-Origin handshakes, then the CLI: %v, want %s", got, want)
 	}
-	conn.Write(ctx, websocket.MessageBinary, []byte("echo ok-$((40+2))\n"))
-	var out strings.Builder
-	for !strings.Contains(out.String(), "ok-42") {
-		_, data, err := conn.Read(ctx)
-		if err != nil {
-			t.Fatalf("the CLI session after bad-Origin handshakes: %v", err)
-		}
-		out.Write(data)
-	}
+	testenv.Echo(t, conn, "ok") // the CLI session after bad-Origin handshakes
 	conn.Close(websocket.StatusNormalClosure, "")
 
 	wrong := strings.Replace(url, "token=", "token=wrong", 1)

@@ -7,8 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,24 +48,7 @@ type securityProxy struct {
 	capsule        testenv.Container
 	execID         string
 	certPool       bool
-	logs           *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs           *testenv.LogBuffer
 }
 
 // nextIP hands each attack its own loopback source address, so the
@@ -146,17 +127,6 @@ func sameAnswer(addr string, a, b string) string {
 	return "same answer"
 }
 
-func handshake(path string, extra ...string) string {
-	var key [16]byte
-	rand.Read(key[:])
-	h := "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
-		"Sec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key[:]) + "\r\nSec-WebSocket-Protocol: binary\r\n"
-	for _, e := range extra {
-		h += e + "\r\n"
-	}
-	return h + "\r\n"
-}
-
 // open opens a valid session on the victim from a fresh address, with
 // early (frame bytes) sent in the same write as the handshake, and returns
 // the connection (closed when the test ends) and a reader of the proxy's
@@ -168,7 +138,7 @@ func (p *securityProxy) open(t *testing.T, addr string, early []byte, extra ...s
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	c.Write(append([]byte(handshake("/?token="+p.freshToken(t)+"&uuid="+p.victim.UUID, extra...)), early...))
+	c.Write(append([]byte(testenv.Handshake("/?token="+p.freshToken(t)+"&uuid="+p.victim.UUID, extra...)), early...))
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != 101 {
@@ -198,34 +168,6 @@ func (p *securityProxy) afterUpgrade(t *testing.T, frames []byte) string {
 			return fmt.Sprintf("close %d", code)
 		}
 	}
-}
-
-// frame builds one client frame: masked unless unmasked is set.
-func frame(b0 byte, payload []byte, unmasked bool) []byte {
-	out := []byte{b0}
-	maskBit := byte(0x80)
-	if unmasked {
-		maskBit = 0
-	}
-	switch n := len(payload); {
-	case n < 126:
-		out = append(out, maskBit|byte(n))
-	case n < 65536:
-		out = append(out, maskBit|126, byte(n>>8), byte(n))
-	default:
-		var l [8]byte
-		binary.BigEndian.PutUint64(l[:], uint64(n))
-		out = append(append(out, maskBit|127), l[:]...)
-	}
-	if unmasked {
-		return append(out, payload...)
-	}
-	key := []byte{0x11, 0x22, 0x33, 0x44}
-	out = append(out, key...)
-	for i, c := range payload {
-		out = append(out, c^key[i%4])
-	}
-	return out
 }
 
 // shellLine is a line for the victim's shell, padded with spaces to n
@@ -261,8 +203,8 @@ func output(r *websocket.Reader, screen *strings.Builder, re *regexp.Regexp) []s
 // port without TLS, where a session can park right after a pong.
 func (p *securityProxy) earlyData(t *testing.T) string {
 	// A 250-byte frame and the pong fill the reader's read-ahead exactly.
-	early := append(frame(0x82, shellLine("early1", 242), false), frame(0x8a, nil, false)...)
-	early = append(early, frame(0x82, shellLine("early2", 300), false)...)
+	early := append(testenv.Frame(0x82, shellLine("early1", 242), false), testenv.Frame(0x8a, nil, false)...)
+	early = append(early, testenv.Frame(0x82, shellLine("early2", 300), false)...)
 	c, r, failed := p.open(t, p.bare, early)
 	if c == nil {
 		return failed
@@ -284,16 +226,16 @@ func (p *securityProxy) earlyData(t *testing.T) string {
 func (p *securityProxy) resizeBurst(t *testing.T) string {
 	var burst []byte
 	for i := 0; i < 2000; i++ {
-		burst = append(burst, frame(0x81, fmt.Appendf(nil, `{"type":"resize","rows":%d,"cols":%d}`, 10+i%50, 20+i%90), false)...)
+		burst = append(burst, testenv.Frame(0x81, fmt.Appendf(nil, `{"type":"resize","rows":%d,"cols":%d}`, 10+i%50, 20+i%90), false)...)
 	}
-	burst = append(burst, frame(0x81, []byte(`{"type":"resize","rows":37,"cols":101}`), false)...)
+	burst = append(burst, testenv.Frame(0x81, []byte(`{"type":"resize","rows":37,"cols":101}`), false)...)
 	c, r, failed := p.open(t, p.plain, nil, "Sec-WebSocket-Protocol: "+proxy.ConsoleSubprotocol)
 	if c == nil {
 		return failed
 	}
 	defer c.Close()
 	sent := time.Now()
-	c.Write(append(burst, frame(0x82, shellLine("resized", 30), false)...))
+	c.Write(append(burst, testenv.Frame(0x82, shellLine("resized", 30), false)...))
 	var screen strings.Builder
 	if output(r, &screen, regexp.MustCompile(`resized-42`)) == nil {
 		return "keystroke not answered"
@@ -307,7 +249,7 @@ func (p *securityProxy) resizeBurst(t *testing.T) string {
 	size := regexp.MustCompile(`(?m)^(\d+) (\d+)\r?$`)
 	for range 50 {
 		screen.Reset()
-		c.Write(frame(0x82, []byte("stty size\n"), false))
+		c.Write(testenv.Frame(0x82, []byte("stty size\n"), false))
 		switch m := output(r, &screen, size); {
 		case m == nil:
 			return "keystroke answered, stty size unanswered"
@@ -368,17 +310,32 @@ func tlsHandshake(addr string, cfg *tls.Config) string {
 func TestSecuritySuite(t *testing.T) {
 	db := testenv.NewZunDB(t, "security")
 	d := testenv.NewDocker(t)
-	p := &securityProxy{db: db, logs: &lockedBuffer{}}
+	p := &securityProxy{db: db, logs: &testenv.LogBuffer{}}
 	// Attacks target the victim; the legitimate session has a container of
 	// its own (attach output goes to every attached client), running cat on
 	// a raw terminal: what goes in comes back.
 	p.victim = db.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
 	p.legit = db.InsertContainer(t, testenv.Container{DockerID: d.Run("stty raw -echo; cat"), Token: testenv.NewUUID()})
 	p.other = db.InsertContainer(t, testenv.Container{DockerID: d.Run("sh"), Token: testenv.NewUUID()})
-	capsuleID := testenv.NewUUID()
-	db.Exec(`INSERT INTO container (uuid, name, container_type, websocket_token, websocket_url, updated_at) VALUES (?, 'pod', 1, 'capsule-token', ?, UTC_TIMESTAMP())`, capsuleID, testenv.AttachURL(p.other.DockerID))
+	// A capsule's row (container_type 1) with a valid token, and the same
+	// row as a plain container (type 0), whose console opens: what refuses
+	// the capsule is its type.
+	mustExec := func(query string, args ...any) {
+		t.Helper()
+		res, err := db.Exec(query, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		if n, err := res.RowsAffected(); n != 1 {
+			t.Fatalf("%s: %d rows (%v), want 1", query, n, err)
+		}
+	}
+	capsuleID, capsuleTwin := testenv.NewUUID(), testenv.NewUUID()
+	const capsuleRow = `INSERT INTO container (uuid, name, container_type, websocket_token, websocket_url, updated_at) VALUES (?, 'pod', ?, ?, ?, UTC_TIMESTAMP())`
+	mustExec(capsuleRow, capsuleID, 1, "capsule-token", testenv.AttachURL(p.other.DockerID))
+	mustExec(capsuleRow, capsuleTwin, 0, "capsule-twin-token", testenv.AttachURL(p.other.DockerID))
 	stale := db.InsertContainer(t, testenv.Container{DockerID: p.other.DockerID, Token: testenv.NewUUID()})
-	db.Exec(`UPDATE container SET updated_at = UTC_TIMESTAMP() - INTERVAL 2 HOUR WHERE id = ?`, stale.ID)
+	mustExec(`UPDATE container SET updated_at = UTC_TIMESTAMP() - INTERVAL 2 HOUR WHERE id = ?`, stale.ID)
 	p.execID = d.Exec(p.other.DockerID, "sh")
 	db.InsertExec(t, p.other.ID, p.execID, "exec-token", "tcp://"+testenv.DockerAddr)
 	// Two containers with one name (Zun allows it), both consoles of the
@@ -475,7 +432,7 @@ func TestSecuritySuite(t *testing.T) {
 		do                 func() string
 	}
 	req := func(path string, extra ...string) func() string {
-		return func() string { return rawRequest(freshIP(), p.plain, handshake(path, extra...)) }
+		return func() string { return rawRequest(freshIP(), p.plain, testenv.Handshake(path, extra...)) }
 	}
 	raw := func(s string) func() string { return func() string { return rawRequest(freshIP(), p.plain, s) } }
 	fresh := func(extra ...string) func() string {
@@ -496,7 +453,7 @@ func TestSecuritySuite(t *testing.T) {
 	proxyLine6 := func(client string) string { return fmt.Sprintf("PROXY TCP6 %s ::1 40000 6784\r\n", client) }
 	// guessFrom sends a wrong token as the client a PROXY line names.
 	guessFrom := func(client string, i int) string {
-		return rawRequest(proxyIP, p.plain, proxyLine6(client)+handshake(q(guess(i), victim)))
+		return rawRequest(proxyIP, p.plain, proxyLine6(client)+testenv.Handshake(q(guess(i), victim)))
 	}
 	local := string(proxyproto.Header{Version: 2, Command: proxyproto.Local}.Append(nil))
 	bigHeader := "X-Junk: " + strings.Repeat("a", 20<<10)
@@ -541,6 +498,7 @@ func TestSecuritySuite(t *testing.T) {
 			return map[bool]string{true: req(q(tok, victim))(), false: "first use failed: " + first}[first == "HTTP 101"]
 		}},
 		{"token", "capsule with a valid token", "HTTP 401", req(q("capsule-token", capsuleID))},
+		{"token", "the capsule's row as a plain container (control)", "HTTP 101", req(q("capsule-twin-token", capsuleTwin))},
 		{"token", "token in other case", "HTTP 401", func() string { return req(q(strings.ToUpper(p.freshToken(t)), victim))() }},
 		{"token", "token with a trailing space", "HTTP 401", func() string { return req(q(p.freshToken(t)+"%20", victim))() }},
 
@@ -548,10 +506,10 @@ func TestSecuritySuite(t *testing.T) {
 		{"names", "shared name, no token", "HTTP 401", req("/?uuid=twin")},
 		{"names", "shared name, wrong exec token", "HTTP 401", req(q("wrong", "twin") + "&exec_id=" + twinExec)},
 		{"names", "shared vs unknown name, wrong token", "same answer", func() string {
-			return sameAnswer(p.plain, handshake(q("wrong", "twin")), handshake(q("wrong", "no-such-name")))
+			return sameAnswer(p.plain, testenv.Handshake(q("wrong", "twin")), testenv.Handshake(q("wrong", "no-such-name")))
 		}},
 		{"names", "shared vs unknown name, other's token", "same answer", func() string {
-			return sameAnswer(p.plain, handshake(q(p.other.Token, "twin")), handshake(q(p.other.Token, "no-such-name")))
+			return sameAnswer(p.plain, testenv.Handshake(q(p.other.Token, "twin")), testenv.Handshake(q(p.other.Token, "no-such-name")))
 		}},
 		{"names", "shared name, one twin's token (control)", "HTTP 101", req(q(twinA.Token, "twin"))},
 		{"names", "shared name, the other twin's exec (control)", "HTTP 101", req(q("twin-exec-token", "twin") + "&exec_id=" + twinExec)},
@@ -563,7 +521,7 @@ func TestSecuritySuite(t *testing.T) {
 		{"origin", "suffix trick", "HTTP 403", fresh("Origin: http://127.0.0.1.evil.example")},
 		{"origin", "https origin on a ws:// proxy", "HTTP 403", fresh("Origin: https://127.0.0.1")},
 		{"origin", "X-Forwarded-Proto https (from the trusted proxy)", "HTTP 403", func() string {
-			return rawRequest(proxyIP, p.plain, local+handshake(q(p.freshToken(t), victim), "Origin: http://127.0.0.1", "X-Forwarded-Proto: https"))
+			return rawRequest(proxyIP, p.plain, local+testenv.Handshake(q(p.freshToken(t), victim), "Origin: http://127.0.0.1", "X-Forwarded-Proto: https"))
 		}},
 		{"origin", "malformed origin", "HTTP 403", fresh("Origin: http://%zz")},
 		{"origin", "two origins in one header", "HTTP 403", fresh("Origin: http://evil.example, http://127.0.0.1")},
@@ -578,31 +536,31 @@ func TestSecuritySuite(t *testing.T) {
 
 		{"size", "20 KB header", "HTTP 431", req(q("x", victim), bigHeader)},
 		{"size", "200 headers", "HTTP 431", req(q("x", victim), manyHeaders...)},
-		{"size", "2 MB frame", "close 1009", func() string { return p.afterUpgrade(t, frame(0x82, make([]byte, 2<<20), false)) }},
+		{"size", "2 MB frame", "close 1009", func() string { return p.afterUpgrade(t, testenv.Frame(0x82, make([]byte, 2<<20), false)) }},
 		{"size", "fragments over 1 MB", "close 1009", func() string {
-			f := frame(0x02, make([]byte, 700<<10), false)
-			return p.afterUpgrade(t, append(f, frame(0x80, make([]byte, 700<<10), false)...))
+			f := testenv.Frame(0x02, make([]byte, 700<<10), false)
+			return p.afterUpgrade(t, append(f, testenv.Frame(0x80, make([]byte, 700<<10), false)...))
 		}},
-		{"size", "126-byte ping", "close 1002", func() string { return p.afterUpgrade(t, frame(0x89, make([]byte, 126), false)) }},
+		{"size", "126-byte ping", "close 1002", func() string { return p.afterUpgrade(t, testenv.Frame(0x89, make([]byte, 126), false)) }},
 
-		{"protocol", "unmasked frame", "close 1002", func() string { return p.afterUpgrade(t, frame(0x82, []byte("x"), true)) }},
-		{"protocol", "RSV1 set", "close 1002", func() string { return p.afterUpgrade(t, frame(0xC2, []byte("x"), false)) }},
-		{"protocol", "unknown opcode 3", "close 1002", func() string { return p.afterUpgrade(t, frame(0x83, []byte("x"), false)) }},
-		{"protocol", "fragmented ping", "close 1002", func() string { return p.afterUpgrade(t, frame(0x09, nil, false)) }},
-		{"protocol", "continuation first", "close 1002", func() string { return p.afterUpgrade(t, frame(0x80, []byte("x"), false)) }},
+		{"protocol", "unmasked frame", "close 1002", func() string { return p.afterUpgrade(t, testenv.Frame(0x82, []byte("x"), true)) }},
+		{"protocol", "RSV1 set", "close 1002", func() string { return p.afterUpgrade(t, testenv.Frame(0xC2, []byte("x"), false)) }},
+		{"protocol", "unknown opcode 3", "close 1002", func() string { return p.afterUpgrade(t, testenv.Frame(0x83, []byte("x"), false)) }},
+		{"protocol", "fragmented ping", "close 1002", func() string { return p.afterUpgrade(t, testenv.Frame(0x09, nil, false)) }},
+		{"protocol", "continuation first", "close 1002", func() string { return p.afterUpgrade(t, testenv.Frame(0x80, []byte("x"), false)) }},
 		{"protocol", "new message inside a fragmented one", "close 1002", func() string {
-			return p.afterUpgrade(t, append(frame(0x02, []byte("a"), false), frame(0x82, []byte("b"), false)...))
+			return p.afterUpgrade(t, append(testenv.Frame(0x02, []byte("a"), false), testenv.Frame(0x82, []byte("b"), false)...))
 		}},
-		{"protocol", "close with 1-byte payload", "close 1002", func() string { return p.afterUpgrade(t, frame(0x88, []byte{3}, false)) }},
-		{"protocol", "close code 999", "close 1002", func() string { return p.afterUpgrade(t, frame(0x88, []byte{3, 0xe7}, false)) }},
-		{"protocol", "close reason not UTF-8", "close 1007", func() string { return p.afterUpgrade(t, frame(0x88, []byte{3, 0xe8, 0xff}, false)) }},
+		{"protocol", "close with 1-byte payload", "close 1002", func() string { return p.afterUpgrade(t, testenv.Frame(0x88, []byte{3}, false)) }},
+		{"protocol", "close code 999", "close 1002", func() string { return p.afterUpgrade(t, testenv.Frame(0x88, []byte{3, 0xe7}, false)) }},
+		{"protocol", "close reason not UTF-8", "close 1007", func() string { return p.afterUpgrade(t, testenv.Frame(0x88, []byte{3, 0xe8, 0xff}, false)) }},
 		{"protocol", "64-bit length with top bit", "close 1002", func() string {
 			return p.afterUpgrade(t, []byte{0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4})
 		}},
 		{"protocol", "non-minimal length", "close 1002", func() string { return p.afterUpgrade(t, []byte{0x82, 0xfe, 0, 5, 1, 2, 3, 4, 1, 2, 3, 4, 5}) }},
 
 		{"slowloris", "stops inside a frame's payload", "close 1008", func() string {
-			return p.afterUpgrade(t, frame(0x82, make([]byte, 1000), false)[:100])
+			return p.afterUpgrade(t, testenv.Frame(0x82, make([]byte, 1000), false)[:100])
 		}},
 		{"slowloris", "stops inside a frame header", "close 1008", func() string { return p.afterUpgrade(t, []byte{0x82, 0xfe}) }},
 
@@ -636,23 +594,23 @@ func TestSecuritySuite(t *testing.T) {
 
 		{"brute force", "30 wrong tokens from one address", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
 			ip := freshIP()
-			return guesses(30, func(i int) string { return rawRequest(ip, p.plain, handshake(q(guess(i), victim))) })
+			return guesses(30, func(i int) string { return rawRequest(ip, p.plain, testenv.Handshake(q(guess(i), victim))) })
 		}},
 		{"brute force", "valid token from a locked-out address", "HTTP 429 retry-after", func() string {
 			ip := freshIP()
 			for i := 0; i < 20; i++ {
-				rawRequest(ip, p.plain, handshake(q("guess", victim)))
+				rawRequest(ip, p.plain, testenv.Handshake(q("guess", victim)))
 			}
-			return rawRequest(ip, p.plain, handshake(q(p.freshToken(t), victim)))
+			return rawRequest(ip, p.plain, testenv.Handshake(q(p.freshToken(t), victim)))
 		}},
 
 		{"brute force", "30 bad-Origin handshakes, then the CLI", "HTTP 403 x30, then HTTP 101 x1", func() string {
 			ip := freshIP()
 			got := make([]string, 0, 31)
 			for range 30 {
-				got = append(got, rawRequest(ip, p.plain, handshake(q(p.freshToken(t), victim), "Origin: http://evil.example")))
+				got = append(got, rawRequest(ip, p.plain, testenv.Handshake(q(p.freshToken(t), victim), "Origin: http://evil.example")))
 			}
-			return runs(append(got, rawRequest(ip, p.plain, handshake(q(p.freshToken(t), victim)))))
+			return runs(append(got, rawRequest(ip, p.plain, testenv.Handshake(q(p.freshToken(t), victim)))))
 		}},
 		{"brute force", "30 wrong tokens from 30 addresses of one /64", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
 			return guesses(30, func(i int) string { return guessFrom(fmt.Sprintf("2001:db8:ffff:1::%x", i+1), i) })
@@ -694,7 +652,7 @@ func TestSecuritySuite(t *testing.T) {
 			}
 			<-underWay
 			start := time.Now()
-			got := rawRequest(freshIP(), p.plain, handshake(q(p.freshToken(t), victim)))
+			got := rawRequest(freshIP(), p.plain, testenv.Handshake(q(p.freshToken(t), victim)))
 			took := time.Since(start)
 			close(stop)
 			wg.Wait()
@@ -707,61 +665,61 @@ func TestSecuritySuite(t *testing.T) {
 		{"forwarded", "client claims 30 X-Forwarded-For, 30 wrong", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
 			ip := freshIP()
 			return guesses(30, func(i int) string {
-				return rawRequest(ip, p.plain, handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", i+1)))
+				return rawRequest(ip, p.plain, testenv.Handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", i+1)))
 			})
 		}},
 		{"forwarded", "client named by another's X-Forwarded-For", "HTTP 101", func() string {
 			attacker, client := freshIP(), freshIP()
 			for i := 0; i < 20; i++ {
-				rawRequest(attacker, p.plain, handshake(q(guess(i), victim), "X-Forwarded-For: "+client.String()))
+				rawRequest(attacker, p.plain, testenv.Handshake(q(guess(i), victim), "X-Forwarded-For: "+client.String()))
 			}
-			return rawRequest(client, p.plain, handshake(q(p.freshToken(t), victim)))
+			return rawRequest(client, p.plain, testenv.Handshake(q(p.freshToken(t), victim)))
 		}},
 		{"forwarded", "PROXY v1 header from a client", "HTTP 400", func() string {
-			return rawRequest(freshIP(), p.plain, proxyLine("198.51.100.1")+handshake(q(p.freshToken(t), victim)))
+			return rawRequest(freshIP(), p.plain, proxyLine("198.51.100.1")+testenv.Handshake(q(p.freshToken(t), victim)))
 		}},
 		{"forwarded", "PROXY v2 header from a client", "HTTP 400", func() string {
 			h := proxyproto.Header{Version: 2, Command: proxyproto.Proxy, Transport: proxyproto.TCP4,
 				Source: netip.MustParseAddrPort("198.51.100.1:40000"), Destination: netip.MustParseAddrPort("127.0.0.1:6784")}
-			return rawRequest(freshIP(), p.plain, string(h.Append(nil))+handshake(q(p.freshToken(t), victim)))
+			return rawRequest(freshIP(), p.plain, string(h.Append(nil))+testenv.Handshake(q(p.freshToken(t), victim)))
 		}},
 		{"forwarded", "trusted proxy without a PROXY header", "closed", func() string {
-			return rawRequest(proxyIP, p.plain, handshake(q(p.freshToken(t), victim)))
+			return rawRequest(proxyIP, p.plain, testenv.Handshake(q(p.freshToken(t), victim)))
 		}},
 		{"forwarded", "trusted proxy, malformed PROXY header", "closed", func() string {
-			return rawRequest(proxyIP, p.plain, "PROXY TCP4 198.51.100.1 127.0.0.1 040000 6784\r\n"+handshake(q(p.freshToken(t), victim)))
+			return rawRequest(proxyIP, p.plain, "PROXY TCP4 198.51.100.1 127.0.0.1 040000 6784\r\n"+testenv.Handshake(q(p.freshToken(t), victim)))
 		}},
 		{"forwarded", "30 clients behind a trusted proxy (PROXY)", "HTTP 401 x30", func() string {
 			return guesses(30, func(i int) string {
-				return rawRequest(proxyIP, p.plain, proxyLine(fmt.Sprintf("198.51.100.%d", 100+i))+handshake(q(guess(i), victim)))
+				return rawRequest(proxyIP, p.plain, proxyLine(fmt.Sprintf("198.51.100.%d", 100+i))+testenv.Handshake(q(guess(i), victim)))
 			})
 		}},
 		{"forwarded", "30 clients behind a proxy (X-Forwarded-For)", "HTTP 401 x30", func() string {
 			return guesses(30, func(i int) string {
-				return rawRequest(proxyIP, p.plain, local+handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", 150+i)))
+				return rawRequest(proxyIP, p.plain, local+testenv.Handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", 150+i)))
 			})
 		}},
 		{"forwarded", "1 client behind a proxy, 30 wrong tokens", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
 			return guesses(30, func(i int) string {
-				return rawRequest(proxyIP, p.plain, local+handshake(q(guess(i), victim), "X-Forwarded-For: 198.51.100.200"))
+				return rawRequest(proxyIP, p.plain, local+testenv.Handshake(q(guess(i), victim), "X-Forwarded-For: 198.51.100.200"))
 			})
 		}},
 		{"forwarded", "client behind PROXY forging X-Forwarded-For", "HTTP 401 x20, then HTTP 429 retry-after x10", func() string {
 			return guesses(30, func(i int) string {
-				return rawRequest(proxyIP, p.plain, proxyLine("198.51.100.201")+handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", i+1)))
+				return rawRequest(proxyIP, p.plain, proxyLine("198.51.100.201")+testenv.Handshake(q(guess(i), victim), fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", i+1)))
 			})
 		}},
 		{"forwarded", "X-Forwarded-Proto from an untrusted peer", "HTTP 403", fresh("Origin: https://127.0.0.1", "X-Forwarded-Proto: http")},
 		{"forwarded", "X-Forwarded-Proto from a trusted proxy (control)", "HTTP 101", func() string {
-			return rawRequest(proxyIP, p.plain, local+handshake(q(p.freshToken(t), victim), "Origin: https://127.0.0.1", "X-Forwarded-Proto: http"))
+			return rawRequest(proxyIP, p.plain, local+testenv.Handshake(q(p.freshToken(t), victim), "Origin: https://127.0.0.1", "X-Forwarded-Proto: http"))
 		}},
 		{"forwarded", "valid token behind the proxy (control)", "HTTP 101", func() string {
-			return rawRequest(proxyIP, p.plain, proxyLine("198.51.100.202")+handshake(q(p.freshToken(t), victim)))
+			return rawRequest(proxyIP, p.plain, proxyLine("198.51.100.202")+testenv.Handshake(q(p.freshToken(t), victim)))
 		}},
 
 		{"tls", "plain HTTP to an ssl_only port", "HTTP 400", func() string { return rawRequest(freshIP(), p.sslOnly, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") }},
 		{"tls", "plain WebSocket to an ssl_only port", "HTTP 400", func() string {
-			return rawRequest(freshIP(), p.sslOnly, handshake(q(p.freshToken(t), victim)))
+			return rawRequest(freshIP(), p.sslOnly, testenv.Handshake(q(p.freshToken(t), victim)))
 		}},
 		{"tls", "TLS 1.1 client", "TLS refused", func() string {
 			return tlsHandshake(p.sslOnly, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
@@ -789,9 +747,6 @@ func TestSecuritySuite(t *testing.T) {
 	fmt.Printf("security suite: %d inputs, %d failed\n%s", len(rows), failures, table.String())
 	if failures > 0 {
 		t.Errorf("%d of %d rows did not get the expected answer", failures, len(rows))
-	}
-	if len(rows) < 60 {
-		t.Errorf("only %d hostile inputs", len(rows))
 	}
 
 	sent, received := legit.finish(t)
@@ -843,7 +798,7 @@ func startLegit(t *testing.T, p *securityProxy) *legitSession {
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(c, handshake("/?token="+p.legit.Token+"&uuid="+p.legit.UUID))
+	io.WriteString(c, testenv.Handshake("/?token="+p.legit.Token+"&uuid="+p.legit.UUID))
 	br := bufio.NewReader(c)
 	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
 		t.Fatalf("legitimate session not upgraded: %v", err)

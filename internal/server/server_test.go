@@ -123,15 +123,7 @@ func TestSessionsReleaseEverything(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}
-		conn.Write(ctx, websocket.MessageBinary, []byte("echo ok-$((40+2))\n"))
-		var got strings.Builder
-		for !strings.Contains(got.String(), "ok-42") {
-			_, data, err := conn.Read(ctx)
-			if err != nil {
-				t.Fatalf("read: %v", err)
-			}
-			got.Write(data)
-		}
+		testenv.Echo(t, conn, "ok")
 		end(conn)
 	}
 	// Warm up pools (database connections, HTTP client) before the baseline.
@@ -196,10 +188,7 @@ func TestErrorAnswers(t *testing.T) {
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			})
 			r := httptest.NewRequest("GET", "/?token=secret-token&uuid=u", nil)
-			r.Header.Set("Upgrade", "websocket")
-			r.Header.Set("Connection", "Upgrade")
-			r.Header.Set("Sec-WebSocket-Version", "13")
-			r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+			testenv.UpgradeHeaders(r.Header)
 			w := httptest.NewRecorder()
 			srv.ServeHTTP(w, r)
 			if w.Code != c.status {
@@ -275,23 +264,17 @@ func TestShutdownEndsEverySession(t *testing.T) {
 	}
 	wantGoingAway := func(conn *websocket.Conn) {
 		t.Helper()
-		for {
-			_, _, err := conn.Read(ctx)
-			if err == nil {
-				continue // the shell's output
-			}
-			var ce websocket.CloseError
-			if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway || ce.Reason != "proxy shutting down" {
-				t.Fatalf("session ended with %v, want 1001 proxy shutting down", err)
-			}
-			return
+		if ce, _ := testenv.ReadToClose(ctx, t, conn); ce.Code != websocket.StatusGoingAway || ce.Reason != "proxy shutting down" {
+			t.Fatalf("session ended with %v, want 1001 proxy shutting down", ce)
 		}
 	}
 	var conns []*websocket.Conn
 	for i := 0; i < 5; i++ {
 		conns = append(conns, open())
 	}
-	testenv.WaitFor(5*time.Second, func() bool { return srv.Sessions() == 5 })
+	if !testenv.WaitFor(10*time.Second, func() bool { return srv.Sessions() == 5 }) {
+		t.Fatalf("%d sessions running, want the 5 opened", srv.Sessions())
+	}
 
 	// Sessions being ended: a new one is ended too, not left running.
 	srv.stopSessions()

@@ -47,12 +47,8 @@ func TestCertificateReload(t *testing.T) {
 	certB, keyB, _ := testenv.SelfSignedCert(t)
 	dir := t.TempDir()
 	cert, key := dir+"/cert.pem", dir+"/key.pem"
-	copyFile := func(from, to string) {
-		b, _ := os.ReadFile(from)
-		os.WriteFile(to, b, 0o600)
-	}
-	copyFile(certA, cert)
-	copyFile(keyA, key)
+	testenv.CopyFile(t, certA, cert)
+	testenv.CopyFile(t, keyA, key)
 	c, err := LoadCertificate(cert, key)
 	if err != nil {
 		t.Fatal(err)
@@ -79,8 +75,8 @@ func TestCertificateReload(t *testing.T) {
 	reloaded := make(chan error, 4)
 	go c.Watch(ctx, 20*time.Millisecond, func(err error) { reloaded <- err })
 	time.Sleep(30 * time.Millisecond)
-	copyFile(certB, cert)
-	copyFile(keyB, key)
+	testenv.CopyFile(t, certB, cert)
+	testenv.CopyFile(t, keyB, key)
 	deadline := time.After(5 * time.Second)
 	for {
 		select {

@@ -32,6 +32,13 @@ func NewForwarder(tb testing.TB, target string) *Forwarder {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return Forward(tb, ln, target)
+}
+
+// Forward relays what ln accepts to target until tb ends: ln may be a
+// TLS listener, to put TLS before a plain server.
+func Forward(tb testing.TB, ln net.Listener, target string) *Forwarder {
+	tb.Helper()
 	f := &Forwarder{Addr: ln.Addr().String(), target: target, ln: ln}
 	f.wake = sync.NewCond(&f.mu)
 	f.wg.Add(1)

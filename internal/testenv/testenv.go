@@ -200,6 +200,20 @@ func (z *ZunDB) InsertExec(tb testing.TB, containerID int64, execID, token, url 
 	}
 }
 
+// NewExec creates an interactive exec of sh in c's container, as Zun's
+// execute?interactive=true does, and stores it in exec_instance with a
+// fresh token and url (the engine's tcp:// address when ""); it returns
+// the exec's id and token.
+func (z *ZunDB) NewExec(tb testing.TB, d *Docker, c Container, url string) (execID, token string) {
+	tb.Helper()
+	if url == "" {
+		url = "tcp://" + DockerAddr
+	}
+	execID, token = d.Exec(c.DockerID, "sh"), NewUUID()
+	z.InsertExec(tb, c.ID, execID, token, url)
+	return execID, token
+}
+
 // NewUUID returns a random version 4 UUID.
 func NewUUID() string {
 	var b [16]byte
@@ -354,6 +368,14 @@ func (d *Docker) Running(containerID string) bool {
 	return info.State.Running
 }
 
+// Settle bounds a test's wait for what the code under test does at once
+// (a session's end after its cause, a close after a close, a log line
+// after what it tells of): the bound only has a hang fail the test, on a
+// machine whose cores are shared, under -race, where seconds go by. It is
+// kept below the intervals that would end a session by themselves in the
+// tests that use it.
+const Settle = 10 * time.Second
+
 // WaitFor polls cond until it holds or the timeout passes.
 func WaitFor(timeout time.Duration, cond func() bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -367,6 +389,18 @@ func WaitFor(timeout time.Duration, cond func() bool) bool {
 			return cond()
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// CopyFile copies the file from to the file to (made 0600).
+func CopyFile(tb testing.TB, from, to string) {
+	tb.Helper()
+	b, err := os.ReadFile(from)
+	if err == nil {
+		err = os.WriteFile(to, b, 0o600)
+	}
+	if err != nil {
+		tb.Fatal(err)
 	}
 }
 

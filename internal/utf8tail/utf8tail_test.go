@@ -1,7 +1,6 @@
 package utf8tail
 
 import (
-	"bytes"
 	"testing"
 	"unicode/utf8"
 )
@@ -84,36 +83,4 @@ func TestIncompleteMatchesFullRune(t *testing.T) {
 			}
 		}
 	}
-}
-
-// FuzzRegroup checks the holdback rule on arbitrary splits: the bytes are
-// never changed, and when the input is valid UTF-8 every message is too.
-func FuzzRegroup(f *testing.F) {
-	f.Add([]byte("€€€€ héllo 😀"), uint8(3))
-	f.Add([]byte{0xE2, 0x82, 0xAC, 0xFF, 0xE2}, uint8(1))
-	f.Fuzz(func(t *testing.T, in []byte, step uint8) {
-		size := int(step%7) + 1
-		var held, out []byte
-		var msgs [][]byte
-		for i := 0; i < len(in); i += size {
-			p := append(held, in[i:min(i+size, len(in))]...)
-			k := Incomplete(p)
-			if len(p)-k > 0 {
-				msgs = append(msgs, p[:len(p)-k])
-			}
-			held = append([]byte(nil), p[len(p)-k:]...)
-		}
-		if len(held) > 0 {
-			msgs = append(msgs, held)
-		}
-		for _, m := range msgs {
-			out = append(out, m...)
-			if utf8.Valid(in) && !utf8.Valid(m) {
-				t.Fatalf("message %x of valid input %x is not UTF-8", m, in)
-			}
-		}
-		if !bytes.Equal(out, in) {
-			t.Fatalf("bytes changed: %x -> %x", in, out)
-		}
-	})
 }

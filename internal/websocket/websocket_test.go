@@ -278,35 +278,6 @@ func TestCheckRequest(t *testing.T) {
 	}
 }
 
-func FuzzReader(f *testing.F) {
-	f.Add([]byte{0x81, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1}, true)
-	f.Add([]byte{0x82, 0x7e, 0x01, 0x00}, false)
-	f.Add([]byte{0x88, 0x02, 0x03, 0xe8}, false)
-	f.Fuzz(func(t *testing.T, wire []byte, fromClient bool) {
-		r := NewReader(bytes.NewReader(wire), ReaderOptions{FromClient: fromClient, MaxPayload: 1 << 16})
-		var ctrl [125]byte
-		for i := 0; i < 100; i++ {
-			h, err := r.NextFrame()
-			if err != nil {
-				return
-			}
-			if h.Op.IsControl() {
-				if h.Length > 125 {
-					t.Fatalf("control frame of %d bytes accepted", h.Length)
-				}
-				if _, err := r.ReadControl(ctrl[:]); err != nil {
-					return
-				}
-				continue
-			}
-			n, _ := io.Copy(io.Discard, r)
-			if n > h.Length {
-				t.Fatalf("read %d bytes of a %d-byte frame", n, h.Length)
-			}
-		}
-	})
-}
-
 // frames reads every frame of wire: headers and payloads, until an error.
 // The first early bytes come as read with the handshake. With chunk > 0
 // payloads are read with ReadChunk(chunk) (ReadChunkMasked with masked,
