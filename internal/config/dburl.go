@@ -135,6 +135,10 @@ func ParseDatabaseURL(connection string, parameters url.Values) (*DatabaseURL, e
 	}
 	host := u.Hostname()
 	if sock, ok := q.get("unix_socket"); ok {
+		// The driver's DSN cannot carry these in an address.
+		if strings.ContainsAny(sock, "@()") {
+			return nil, fmt.Errorf("unix_socket %q: a path with '@', '(' or ')' is not supported", sock)
+		}
 		c.Net, c.Addr = "unix", sock
 	} else {
 		h, port := host, u.Port()
