@@ -40,6 +40,14 @@ func (d *deadlines) SetWriteDeadline(t time.Time) error {
 	return d.conn.SetWriteDeadline(t)
 }
 
+// ended reports whether the deadlines are the closing ones (end was
+// called): a deadline that expires from now on is not an idle one.
+func (d *deadlines) ended() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.final
+}
+
 // end sets the closing deadlines, for good (only end changes them again).
 // They also bound reads and writes already under way.
 func (d *deadlines) end(read, write time.Time) {

@@ -131,7 +131,7 @@ func (s *Session) leaveLoopLocked() {
 func (d *direction) serve() {
 	s := d.s
 	s.mu.Lock()
-	if !s.onLoop || s.finishing {
+	if !s.onLoop || s.st.ending() {
 		s.mu.Unlock()
 		return
 	}
@@ -160,11 +160,10 @@ func (d *direction) serve() {
 // endOnLoop finishes the session from the loop, on a goroutine of its own.
 func (s *Session) endOnLoop(e end) {
 	s.mu.Lock()
-	if s.finishing {
+	if !s.closingLocked() {
 		s.mu.Unlock()
 		return
 	}
-	s.finishing = true
 	s.leaveLoopLocked()
 	s.mu.Unlock()
 	go s.finish(e)
@@ -187,11 +186,11 @@ func (s *Session) beforeWait() {
 	}
 	for _, d := range []*direction{&s.fromClient, &s.fromContainer} {
 		if d == cur {
-			s.running++
+			s.pumpsLocked(1)
 			continue
 		}
-		if s.finishing || !d.waitPollerLocked() {
-			s.running++
+		if s.st.ending() || !d.waitPollerLocked() {
+			s.pumpsLocked(1)
 			go d.run()
 		}
 	}
@@ -206,7 +205,7 @@ func (s *Session) beforeWait() {
 // tickOnLoop applies heartbeats and timeouts on the loop.
 func (s *Session) tickOnLoop() {
 	s.mu.Lock()
-	if !s.onLoop || s.finishing {
+	if !s.onLoop || s.st.ending() {
 		s.mu.Unlock()
 		go s.tick() // it left the loop meanwhile
 		return
@@ -238,11 +237,10 @@ func (s *Session) stopFromOutside() bool {
 	s.lp.Post(func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.finishing {
+		if !s.closingLocked() {
 			won <- false
 			return
 		}
-		s.finishing = true
 		s.leaveLoopLocked()
 		won <- true
 	})

@@ -84,6 +84,9 @@ func TestIdleSessionHoldsNoGoroutine(t *testing.T) {
 			h := start(t, framed, opts)
 			waitParked(t, p, 2)
 			waitPumps(t, 0, "idle")
+			if st := h.state(); st != parked {
+				t.Fatalf("idle session %v, want parked", st)
+			}
 			// Both ways work after waking, and more than once.
 			for i := 0; i < 3; i++ {
 				h.bothWays(t)
@@ -116,6 +119,9 @@ func TestParkedSessionEnds(t *testing.T) {
 			res := h.result(t)
 			if res.ClientCode != tc.clientCode || !strings.HasPrefix(res.Reason, tc.reason) || res.End != tc.wantEnd {
 				t.Fatalf("ended with %d %q (%s), want %d %q (%s)", res.ClientCode, res.Reason, res.End, tc.clientCode, tc.reason, tc.wantEnd)
+			}
+			if st := h.state(); st != closed {
+				t.Fatalf("ended session %v, want closed", st)
 			}
 			if n := p.Parked(); n != 0 {
 				t.Fatalf("%d directions still parked after the end", n)

@@ -21,21 +21,21 @@ import (
 // idle session is only its memory and two sockets. (A web console session
 // also runs one goroutine while a resize is pending: resize.go.) Whoever
 // sees the session end first (a pump, the context, the heartbeat timer)
-// finishes it: sends the close frames, stops resizing, waits for the
-// running pumps, closes both connections and calls done.
+// moves it to closing and finishes it: sends the close frames, stops
+// resizing, waits for the running pumps, closes both connections and calls
+// done. The states and their transitions are listed in state.go.
 
 // life is the part of a Session that starts, parks, wakes and finishes it.
 type life struct {
-	mu        sync.Mutex
-	finishing bool // someone is finishing the session
-	closing   bool // closeBoth has begun: deadlines are no longer idle ones
-	running   int  // pump goroutines alive
-	stopped   chan struct{}
-	started   time.Time
-	timer     Timer
-	every     time.Duration
-	stopCtx   func() bool
-	done      func(Result)
+	mu      sync.Mutex
+	st      state // state.go; changed by to only
+	running int   // pump goroutines alive: running while > 0, else parked
+	stopped chan struct{}
+	started time.Time
+	timer   Timer
+	every   time.Duration
+	stopCtx func() bool
+	done    func(Result)
 
 	// The loop engine's (engine.go).
 	lp      Loop
@@ -59,9 +59,15 @@ func (s *Session) Start(ctx context.Context, done func(Result)) {
 	s.done = done
 	s.stopped = make(chan struct{})
 	s.mu.Lock()
+	if s.st != admission {
+		s.mu.Unlock()
+		panic("proxy: Session started twice")
+	}
 	onLoop := s.startOnLoop()
-	if !onLoop {
-		s.running = 2
+	if onLoop {
+		s.st.to(parked) // until the loop hands a direction over
+	} else {
+		s.pumpsLocked(2)
 	}
 	if s.every = s.checkInterval(); s.every > 0 {
 		s.timer = s.opts.Clock.AfterFunc(s.every, s.tick)
@@ -83,8 +89,8 @@ func (s *Session) Start(ctx context.Context, done func(Result)) {
 }
 
 // Stop ends the session as the proxy's shutdown does (1001 to both sides)
-// and returns when it has ended; if it is already ending, at once. The
-// session must have been started.
+// and returns when it has ended; if it is already ending, or was never
+// started, at once.
 func (s *Session) Stop() { s.stop(end{side: proxySide}) }
 
 // Run is Start that waits for the result.
@@ -98,7 +104,7 @@ func (s *Session) Run(ctx context.Context) Result {
 // there).
 func (s *Session) tick() {
 	s.mu.Lock()
-	if s.finishing {
+	if s.st.ending() {
 		s.mu.Unlock()
 		return
 	}
@@ -127,7 +133,7 @@ func (s *Session) afterCheck(e end, stop bool) {
 
 func (s *Session) resetTimer() {
 	s.mu.Lock()
-	if !s.finishing {
+	if !s.st.ending() {
 		s.timer.Reset(s.every)
 	}
 	s.mu.Unlock()
@@ -136,36 +142,63 @@ func (s *Session) resetTimer() {
 // stop finishes the session for a reason found outside the pumps.
 func (s *Session) stop(e end) {
 	s.mu.Lock()
-	if s.finishing {
-		s.mu.Unlock()
-		return
-	}
-	if s.onLoop {
+	if s.onLoop && !s.st.ending() {
 		s.mu.Unlock()
 		if s.stopFromOutside() {
 			s.finish(e)
 		}
 		return
 	}
-	s.finishing = true
+	first := s.closingLocked()
 	s.mu.Unlock()
-	s.finish(e)
+	if first {
+		s.finish(e)
+	}
 }
 
 // pumpEnded is called by a pump goroutine that is about to return.
 func (s *Session) pumpEnded(e end) {
 	s.mu.Lock()
-	s.running--
-	if s.finishing {
+	first := s.closingLocked()
+	s.pumpsLocked(-1)
+	if !first {
 		if s.running == 0 {
 			close(s.stopped)
 		}
 		s.mu.Unlock()
 		return
 	}
-	s.finishing = true
 	s.mu.Unlock()
 	s.finish(e)
+}
+
+// pumpsLocked counts delta more pump goroutines alive (s.mu is held): the
+// session is running while there are some, parked while there are none.
+func (s *Session) pumpsLocked(delta int) {
+	s.running += delta
+	switch {
+	case s.running > 0 && s.st == parked, s.running > 0 && s.st == admission:
+		s.st.to(running)
+	case s.running == 0 && s.st == running:
+		s.st.to(parked)
+	}
+}
+
+// closingLocked moves the session to closing (s.mu is held) and reports
+// whether the caller is its finisher: false if it was closing already (or
+// never started). Parked directions are taken off the Poller: if a wake is
+// already on its way it sees the session closing and returns.
+func (s *Session) closingLocked() bool {
+	if !s.st.to(closing) {
+		return false
+	}
+	for _, d := range []*direction{&s.fromClient, &s.fromContainer} {
+		if d.parked {
+			d.cancel()
+			d.parked, d.cancel = false, nil
+		}
+	}
+	return true
 }
 
 // finish ends the session after first: close frames out, pumps stopped,
@@ -197,23 +230,10 @@ func (s *Session) finish(first end) {
 		s.client.Close()
 	}
 	res.ToContainer, res.ToClient = s.toContainer.Load(), s.toClient.Load()
-	s.done(res)
-}
-
-// beginClosing marks the session closing and takes parked directions off
-// the Poller; from now on read deadlines are the closing ones.
-func (s *Session) beginClosing() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closing = true
-	for _, d := range []*direction{&s.fromClient, &s.fromContainer} {
-		if d.parked {
-			// If the wake is already on its way it sees finishing and
-			// returns; either way the direction is stopped.
-			d.cancel()
-			d.parked, d.cancel = false, nil
-		}
-	}
+	s.st.to(closed)
+	s.mu.Unlock()
+	s.done(res)
 }
 
 // direction is one half of a session: a pump reading one connection.
@@ -304,8 +324,8 @@ func (d *direction) release() {
 	}
 }
 
-// arm sets the idle read deadline (unless the session is closing: its
-// deadlines stand).
+// arm sets the idle read deadline (unless the connection's deadlines are
+// the closing ones: they stand).
 func (d *direction) arm() {
 	if d.rc == nil {
 		return
@@ -319,7 +339,7 @@ func (d *direction) park() bool {
 	s := d.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.finishing {
+	if s.st.ending() {
 		// Keep running: the closing deadlines end the pump.
 		return false
 	}
@@ -327,18 +347,18 @@ func (d *direction) park() bool {
 		// Both directions idle: back to the loop.
 		o.parked, o.cancel = false, nil
 		if s.enterLoopLocked() == nil {
-			s.running--
+			s.pumpsLocked(-1)
 			return true
 		}
 		if !o.waitPollerLocked() {
-			s.running++
+			s.pumpsLocked(1)
 			go o.run()
 		}
 	}
 	if !d.waitPollerLocked() {
 		return false
 	}
-	s.running--
+	s.pumpsLocked(-1)
 	return true
 }
 
@@ -359,12 +379,12 @@ func (d *direction) waitPollerLocked() bool {
 func (d *direction) wake() {
 	s := d.s
 	s.mu.Lock()
-	if !d.parked || s.finishing {
+	if !d.parked || s.st.ending() {
 		s.mu.Unlock()
 		return
 	}
 	d.parked, d.cancel = false, nil
-	s.running++
+	s.pumpsLocked(1)
 	s.mu.Unlock()
 	d.run()
 }
@@ -381,22 +401,16 @@ func (d *direction) nextFrame(r *websocket.Reader) (websocket.Header, error) {
 // afterPong reports whether the direction may park right after a pong:
 // it can park and nothing else has been read ahead.
 func (d *direction) afterPong(r *websocket.Reader) bool {
-	return d.rc != nil && r.Buffered() == 0 && !d.s.isClosing()
+	return d.rc != nil && r.Buffered() == 0 && !d.dl.ended()
 }
 
 // ended turns a read error into the direction's end: an idle timeout at a
-// frame boundary parks it.
+// frame boundary parks it (a closing deadline's ends it).
 func (d *direction) ended(err error) end {
-	if err == errWouldBlock || d.rc != nil && errors.Is(err, os.ErrDeadlineExceeded) && !d.s.isClosing() {
+	if err == errWouldBlock || d.rc != nil && errors.Is(err, os.ErrDeadlineExceeded) && !d.dl.ended() {
 		return end{park: true}
 	}
 	return end{side: d.side, err: err}
-}
-
-func (s *Session) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
 }
 
 // errStalled: a peer sent none of a begun frame's bytes for FrameTimeout.
@@ -457,7 +471,7 @@ func (c *idleConn) Read(p []byte) (int, error) {
 	for {
 		n, err := c.conn.Read(p)
 		c.n += int64(n)
-		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || d.s.isClosing() {
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || d.dl.ended() {
 			return n, err
 		}
 		now := time.Now()

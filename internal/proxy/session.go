@@ -423,7 +423,6 @@ func (s *Session) check(now, start time.Time) (end, bool) {
 // unblocks the pump goroutines still running. Connections stay open until
 // Run closes them.
 func (s *Session) closeBoth(first end) Result {
-	s.beginClosing()
 	var res Result
 	clientCode, clientReason := 0, ""
 	backendCode := websocket.CloseNormal
