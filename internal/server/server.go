@@ -6,8 +6,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -116,17 +114,17 @@ type Server struct {
 	readyz   *readiness // nil: always ready
 	trusted  *TrustedProxies
 	// What Reload may change, read at each request.
-	origin   atomic.Pointer[auth.OriginPolicy]
-	session  atomic.Pointer[proxy.Options]
-	mu       sync.Mutex
-	closing  bool // set by Shutdown: no session may start after it
-	sessions sync.WaitGroup
-	// live are the running sessions, for Shutdown to end: a map entry
-	// each is lighter than a context registration each (an idle session
-	// should hold little). stopping: they are being ended, and a session
-	// starting now ends at once.
-	live     map[*proxy.Session]struct{}
-	stopping bool
+	origin  atomic.Pointer[auth.OriginPolicy]
+	session atomic.Pointer[proxy.Options]
+	mu      sync.Mutex // guards phase, live, drained
+	phase   phase      // serving, stopping, stopped (session.go)
+	// live are the admitted sessions not yet released, for Shutdown to
+	// wait for and end: a map entry each is lighter than a context
+	// registration each (an idle session should hold little).
+	live map[*session]struct{}
+	// drained, while Shutdown waits, is closed when the last of live is
+	// released.
+	drained chan struct{}
 	// poller holds idle sessions' sockets, so they hold no goroutines.
 	poller *idle.Poller
 	// loops serve sessions on the loop engine; started with the first.
@@ -163,7 +161,7 @@ func New(opts Options) *Server {
 	}
 	s.origin.Store(&opts.Origin)
 	s.session.Store(&opts.Session)
-	s.live = make(map[*proxy.Session]struct{})
+	s.live = make(map[*session]struct{})
 	s.poller = idle.New()
 	s.poller.OnFail = func(err error) {
 		// Parked sessions are woken and carry on with goroutines.
@@ -198,23 +196,36 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting and lets running sessions go on until they end
 // or ctx does; then it closes each with 1001 "going away" and waits for
-// them to finish closing.
+// them to finish closing. A session whose handshake is under way meanwhile
+// ends at once with 1001; every session admitted is released (its audit
+// record written, its recording finished) before Shutdown returns.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.closing = true
+	if s.phase == serving {
+		s.phase = stopping
+	}
 	s.mu.Unlock()
+	// Returns once every request has ended or been upgraded (or ctx
+	// ends): admitted sessions are in live by then, or are admitted later
+	// while still stopping.
 	s.http.Shutdown(ctx)
-	done := make(chan struct{})
-	go func() {
-		s.sessions.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.log.Info("drain time over: closing the remaining sessions")
-		s.stopSessions()
-		<-done // each session closes within its close timeouts
+	s.mu.Lock()
+	drained := s.drained
+	if len(s.live) == 0 {
+		s.phase = stopped
+	} else if drained == nil {
+		drained = make(chan struct{})
+		s.drained = drained
+	}
+	s.mu.Unlock()
+	if drained != nil {
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			s.log.Info("drain time over: closing the remaining sessions")
+			s.stopSessions()
+			<-drained // each session closes within its close timeouts
+		}
 	}
 	s.loopsOnce.Do(func() {}) // none start from now on
 	if s.loops != nil {
@@ -241,22 +252,6 @@ func (s *Server) loop() proxy.Loop {
 		return nil
 	}
 	return s.loops.Pick()
-}
-
-// stopSessions ends every running session with 1001, each in a goroutine
-// of its own (each waits for its client's answer to the close), and any
-// session that starts from now on.
-func (s *Server) stopSessions() {
-	s.mu.Lock()
-	s.stopping = true
-	running := make([]*proxy.Session, 0, len(s.live))
-	for sess := range s.live {
-		running = append(running, sess)
-	}
-	s.mu.Unlock()
-	for _, sess := range running {
-		go sess.Stop()
-	}
 }
 
 // Reloadable is what a running server takes on without a restart (SIGHUP):
@@ -309,7 +304,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
-	info := &sessionInfo{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
+	info := &session{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
 	if err := s.failures.check(info.client.key()); err != nil {
 		s.reject(w, r, info, err)
 		return
@@ -335,15 +330,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, info, err)
 		return
 	}
-	slot := target.ContainerID + "/" + target.ContainerUUID
-	if err := s.slots.acquire(slot); err != nil {
+	info.target, info.slot = target, target.ContainerID+"/"+target.ContainerUUID
+	if err := s.admit(info); err != nil {
 		s.reject(w, r, info, err)
 		return
 	}
-	handedOff := false
+	// Admitted: released when its proxy.Session has closed, or here if
+	// the request ends before there is one.
+	started := false
 	defer func() {
-		if !handedOff {
-			s.slots.release(slot)
+		if !started {
+			s.release(info, nil)
 		}
 	}()
 	dial := time.Now()
@@ -353,6 +350,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, info, fmt.Errorf("%w: %w", console.ErrRuntime, err))
 		return
 	}
+	info.stream = stream.Conn
 	if s.opts.RecordingDir != "" {
 		name := target.Name
 		if name == "" {
@@ -360,7 +358,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		info.rec, err = recording.Create(s.opts.RecordingDir, name, info.id, recording.Options{Input: s.opts.RecordInput, Title: name, MaxSize: s.opts.RecordingMaxSize})
 		if err != nil {
-			stream.Conn.Close()
 			s.log.Error("session refused: cannot record it", "session", info.id, "error", err)
 			s.reject(w, r, info, errRecording)
 			return
@@ -369,11 +366,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	subprotocol, encoding := s.chooseSubprotocol(websocket.Subprotocols(r))
 	conn, buffered, err := websocket.Upgrade(w, key, subprotocol)
 	if err != nil {
-		stream.Conn.Close()
-		if info.rec != nil {
-			info.rec.Close()
-			os.Remove(info.rec.Path())
-		}
 		s.log.Info("session not started", "session", info.id, "container", target.ContainerUUID, "kind", target.Kind.String(), "client", info.client.text, "error", err)
 		return
 	}
@@ -395,9 +387,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return s.opts.Resizer.Resize(ctx, target, rows, cols)
 		}
 	}
-	handedOff = true
-	info.target, info.slot, info.subprotocol = target, slot, subprotocol
-	s.start(proxy.New(unwrap(conn), buffered, stream, opts), info)
+	started = true
+	info.subprotocol = subprotocol
+	s.start(info, proxy.New(unwrap(conn), buffered, stream, opts))
 }
 
 // ready answers /readyz: 200 when the store and a runtime answer (as last
@@ -407,7 +399,7 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	s.mu.Lock()
-	closing := s.closing
+	closing := s.phase != serving
 	s.mu.Unlock()
 	var err error
 	if closing {
@@ -422,118 +414,6 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	}
 	io.WriteString(w, "ready\n")
 }
-
-// sessionInfo is what the server knows of a console request and its
-// session, for logs, metrics and the audit log.
-type sessionInfo struct {
-	id          string
-	requested   time.Time
-	client      client
-	target      console.Target
-	slot        string
-	subprotocol string
-	rec         *recording.Recorder // nil unless recording
-}
-
-// newSessionID returns a short random id for logs and records.
-func newSessionID() string {
-	var b [6]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// start runs a session, counted for Shutdown. It does not block: the
-// session has no goroutine of its own while idle, and the request's
-// goroutine and what net/http holds for the connection are freed.
-func (s *Server) start(sess *proxy.Session, info *sessionInfo) {
-	s.mu.Lock()
-	if s.closing {
-		// Draining: no new sessions. A cancelled context closes both sides
-		// with 1001 at once.
-		s.mu.Unlock()
-		sess.Run(stopped)
-		s.slots.release(info.slot)
-		if info.rec != nil {
-			info.rec.Close()
-		}
-		return
-	}
-	s.sessions.Add(1)
-	s.mu.Unlock()
-	s.run(sess, info)
-}
-
-// run starts a session; it ends in the callback, on whichever goroutine
-// sees it end.
-func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
-	t := info.target
-	// The session's attributes are built for each line rather than kept
-	// in a logger per session: an idle session should hold little.
-	attrs := func(more ...any) []any {
-		a := []any{"session", info.id, "container", t.ContainerUUID, "kind", t.Kind.String(), "client", info.client.text}
-		if t.Kind == console.Exec {
-			a = append(a, "exec_id", t.ExecID)
-		}
-		if t.TokenID != "" {
-			a = append(a, "token_id", t.TokenID)
-		}
-		return append(a, more...)
-	}
-	started := time.Now()
-	s.opts.Metrics.SessionStarted(t.Kind.String(), started.Sub(info.requested))
-	s.log.Info("session started", attrs("subprotocol", info.subprotocol)...)
-	done := func(res proxy.Result) {
-		defer s.sessions.Done()
-		defer s.slots.release(info.slot)
-		s.mu.Lock()
-		delete(s.live, sess)
-		s.mu.Unlock()
-		ended := time.Now()
-		var recPath string
-		if info.rec != nil {
-			recPath = info.rec.Path()
-			if err := info.rec.Close(); err != nil {
-				s.log.Error("session recording incomplete", attrs("file", recPath, "error", err)...)
-			}
-		}
-		s.log.Info("session ended", attrs(
-			"duration", ended.Sub(started).Round(time.Millisecond).String(),
-			"bytes_to_container", res.ToContainer,
-			"bytes_to_client", res.ToClient,
-			"close_code", res.ClientCode,
-			"reason", res.Reason)...)
-		s.opts.Metrics.SessionEnded(t.Kind.String(), res.End, ended.Sub(started), res.ToClient, res.ToContainer)
-		err := s.opts.Audit.Write(audit.Record{
-			Session: info.id, Kind: t.Kind.String(), ExecID: t.ExecID,
-			Container: t.ContainerUUID, Name: t.Name, RuntimeID: t.ContainerID, Host: t.Host,
-			TokenID: t.TokenID, ProjectID: t.ProjectID, UserID: t.UserID,
-			Client: info.client.text, Subprotocol: info.subprotocol, Start: started, End: ended,
-			ToClient: res.ToClient, ToContainer: res.ToContainer, CloseCode: res.ClientCode,
-			EndReason: res.End, Detail: res.Reason, Recording: recPath,
-		})
-		if err != nil {
-			s.log.Error("audit record not written", attrs("error", err)...)
-		}
-	}
-	// Registered and started under one lock, so stopSessions either sees
-	// the session or has already set stopping.
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopping {
-		sess.Start(stopped, done)
-		return
-	}
-	s.live[sess] = struct{}{}
-	sess.Start(context.Background(), done)
-}
-
-// stopped is a cancelled context: a session started with it ends at once
-// with 1001.
-var stopped = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()
 
 // chooseSubprotocol selects the web console's protocol when offered (and
 // resizes can be served); else "binary" when offered, as websockify does;
@@ -592,6 +472,8 @@ func answer(err error) (status int, text, reason string) {
 		return http.StatusServiceUnavailable, "container database unavailable", "store_unavailable"
 	case errors.Is(err, console.ErrNotRunning):
 		return http.StatusConflict, "container is not running", "not_running"
+	case errors.Is(err, errShuttingDown):
+		return http.StatusServiceUnavailable, "proxy shutting down; retry later", "shutting_down"
 	case errors.Is(err, errRecording):
 		return http.StatusServiceUnavailable, "session recording unavailable; retry later", "recording_unavailable"
 	case errors.Is(err, console.ErrRuntime) && isTimeout(err):
@@ -612,7 +494,7 @@ func isTimeout(err error) bool {
 }
 
 // reject answers a refused request and logs why, without its query string.
-func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *sessionInfo, err error) {
+func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *session, err error) {
 	status, text, reason := answer(err)
 	s.opts.Metrics.Refused(reason)
 	w.Header().Set("X-Session-Id", info.id)
