@@ -10,7 +10,7 @@ import (
 )
 
 // The event-loop engine (Options.Loop). A session of plain sockets is in
-// one of two modes, and in the session's states (running, parked,
+// one of two modes, and in the session's states (state.go: running, parked,
 // closing, closed) the mode says who does its work:
 //
 //   - on the loop (s.onLoop): both sockets are registered with one
