@@ -313,7 +313,7 @@ func TestStandaloneContainerStoppedAfterMint(t *testing.T) {
 			}
 			status, body, _ := handshake(t, u.Host, u.RequestURI(), nil)
 			if status != 409 || body != "409 Conflict: container is not running\n" {
-				t.Fatalf("%s token of a container stopped after the token was made: %d %q, want 409 \"container is not running\"", tc.kind, status, body)
+				t.Fatalf("%s token of a container stopped after the token was made: %d %q, want 409 \"409 Conflict: container is not running\"", tc.kind, status, body)
 			}
 		})
 	}
@@ -341,7 +341,7 @@ func TestStandaloneTTLCap(t *testing.T) {
 			code, tok, _ := adminCall(t, s.adminURL, s.adminKey, "POST", "/v1/tokens", `{"container":"`+name+`","ttl":"`+tc.ttl+`"}`)
 			after := time.Now()
 			if code != tc.status {
-				t.Fatalf("POST ttl %s: %d %v, want %d", tc.ttl, code, tok, tc.status)
+				t.Fatalf("POST ttl %s: %d (error %v, expires_at %v), want %d", tc.ttl, code, tok["error"], tok["expires_at"], tc.status)
 			}
 			if code != 201 {
 				if msg, _ := tok["error"].(string); !strings.Contains(msg, "24h") {
