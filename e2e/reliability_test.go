@@ -323,3 +323,50 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	conn.Close(websocket.StatusNormalClosure, "")
 	p.waitNoSessions(t)
 }
+
+// SIGHUP applies new limits and session timeouts to new sessions, and
+// running sessions keep theirs; a file that does not parse is logged and
+// ignored, and what was running stays.
+func TestReloadLimitsAndTimeouts(t *testing.T) {
+	t.Parallel()
+	s := newDeployment(t)
+	args := confArgs(t, baseConf(s.db), "[websocket_proxy]\nmax_sessions_per_container = 100\n")
+	override := args[3]
+	p := startProxyArgs(t, args...)
+	c, other := s.attachable(t, "sh"), s.attachable(t, "sh")
+	before := attach(t, p, c)
+	testenv.Echo(t, before, "before-reload")
+	hup := func(conf, want string) {
+		t.Helper()
+		if err := os.WriteFile(override, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n := len(p.logs.Matching(want))
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		p.logs.WaitLines(t, want, n+1, settle)
+	}
+	second := func() (int, string, http.Header) {
+		return handshake(t, p.addr(), "/?token="+c.Token+"&uuid="+c.UUID, nil)
+	}
+	if status, _, _ := second(); status != 101 {
+		t.Fatalf("a second session of the container before the reload: %d, want 101", status)
+	}
+
+	hup("[websocket_proxy]\nmax_sessions_per_container = 1\nidle_timeout = 1\n", `configuration reloaded`)
+	// The session opened before holds the container's one slot now.
+	if status, body, h := second(); status != 503 || body != "503 Service Unavailable: too many console sessions; retry later\n" || h.Get("Retry-After") == "" {
+		t.Fatalf("a second session of the container after max_sessions_per_container = 1: %d %q (Retry-After %q), want 503 with Retry-After", status, body, h.Get("Retry-After"))
+	}
+	idle := attach(t, p, other)
+	if ce, after := closeOf(t, idle); ce.Code != websocket.StatusGoingAway || ce.Reason != "session idle for idle_timeout" {
+		t.Fatalf("a new session after idle_timeout = 1: %v after %v, want 1001 \"session idle for idle_timeout\"", ce, after)
+	}
+	// Idle for as long, the session from before the reload goes on.
+	testenv.Echo(t, before, "kept-its-timeouts")
+
+	hup("[websocket_proxy\nmax_sessions_per_container = 5\n", `configuration not reloaded; the running one stays.*override\.conf:1: invalid section header`)
+	if status, _, _ := second(); status != 503 {
+		t.Fatalf("after a reload of a file that does not parse: %d, want 503 (the limit of 1 stays)", status)
+	}
+	testenv.Echo(t, before, "after-bad-reload")
+}
