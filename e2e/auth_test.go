@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,30 +46,7 @@ func handshake(t *testing.T, addr, target string, header http.Header) (int, stri
 // blackhole accepts TCP connections and never answers: a container
 // runtime that hangs.
 func blackhole(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
+	return testenv.NewBlackhole(t, "127.0.0.1:0").Addr
 }
 
 func TestAuthorizationAnswers(t *testing.T) {
