@@ -289,6 +289,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v := recover(); v != nil && v != http.ErrAbortHandler {
 			// Logged without the request: its query holds a token.
 			s.log.Error("panic serving a request", "client", s.clientOf(r).text, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			// Else net/http answers 200. Once answered or upgraded, this
+			// writes nothing.
+			w.Header().Set("Connection", "close")
+			http.Error(w, "500 Internal Server Error: internal error", http.StatusInternalServerError)
 		}
 	}()
 	switch r.URL.Path {
