@@ -235,8 +235,9 @@ func TestDatabaseHangs(t *testing.T) {
 	t.Parallel()
 	hung := testenv.NewBlackhole(t, "127.0.0.1:0")
 	const pool, overflow, requests = 2, 1, 20
-	// A short query_timeout: the pool goes on opening, one at a time, the
-	// connections the requests asked for, each given up after it.
+	// A short query_timeout: after the requests, the pool goes on opening
+	// the connections they asked for, one at a time, each given up after
+	// query_timeout, before the last one closes.
 	const queryTimeout = time.Second
 	conf := strings.Replace(baseConf(nil), "127.0.0.1:1", hung.Addr, 1)
 	p := startProxy(t, conf, fmt.Sprintf("[database]\nmax_pool_size = %d\nmax_overflow = %d\nquery_timeout = %v\n", pool, overflow, queryTimeout.Seconds()))
