@@ -290,6 +290,10 @@ type sink struct {
 	off, end int
 	since    time.Time // the socket last took bytes while some were pending
 	err      error     // a pending write failed: the stream is cut
+	// A write deadline asked for on the loop, where writes do not wait:
+	// set on the socket only if a write is to wait after all.
+	deadline    time.Time
+	deadlineSet bool
 }
 
 func (k *sink) init(s *Session, sd side, conn io.Writer, dl *deadlines) {
@@ -339,7 +343,30 @@ func (k *sink) Write(p []byte) (int, error) {
 	if err := k.flushLocked(false); err != nil {
 		return 0, err
 	}
+	k.applyDeadline()
 	return k.conn.Write(p)
+}
+
+// SetWriteDeadline is the Writer's bound on a write: on the loop, where a
+// write never waits, it is only noted (a system call and a timer change
+// per message saved).
+func (k *sink) SetWriteDeadline(t time.Time) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.raw != nil && k.s.inline.Load() {
+		k.deadline, k.deadlineSet = t, true
+		return nil
+	}
+	k.deadlineSet = false
+	return k.dl.SetWriteDeadline(t)
+}
+
+// applyDeadline sets the deadline noted on the loop; k.mu is held.
+func (k *sink) applyDeadline() {
+	if k.deadlineSet {
+		k.deadlineSet = false
+		k.dl.SetWriteDeadline(k.deadline)
+	}
 }
 
 // holding reports whether the sink has pending bytes.
@@ -373,7 +400,10 @@ func (k *sink) flushLocked(bound bool) error {
 		return nil
 	}
 	if bound && k.timeout > 0 {
+		k.deadlineSet = false
 		k.dl.SetWriteDeadline(time.Now().Add(k.timeout))
+	} else {
+		k.applyDeadline()
 	}
 	_, err := k.conn.Write(k.buf[k.off:k.end])
 	k.drop()

@@ -323,7 +323,7 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	}
 	s.useLoop(clientIO, backendIO)
 	// Writes move deadlines through their owner, which closing overrides.
-	s.clientW.SetTimeout(&s.clientDL, opts.WriteTimeout)
+	s.clientW.SetTimeout(&s.clientOut, opts.WriteTimeout)
 	s.clientOut.timeout = opts.WriteTimeout
 	if backend.Framed {
 		s.backendR = websocket.NewReader(&s.backendIn, websocket.ReaderOptions{Buffered: backend.Buffered})
@@ -335,7 +335,7 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 			// than the heartbeat takes to find it.
 			bound = 2 * opts.Heartbeat
 		}
-		s.backendW.SetTimeout(&s.backendDL, bound)
+		s.backendW.SetTimeout(&s.backendOut, bound)
 		s.backendOut.timeout = bound
 	} else {
 		s.pending = backend.Buffered
