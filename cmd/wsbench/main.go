@@ -150,7 +150,7 @@ func run(args []string) error {
 	sources := fs.String("source-ips", "", "client source addresses for idle sessions, comma-separated, used in turn (more ephemeral ports)")
 	settle := fs.Duration("idle-settle", 6*time.Second, "wait after opening idle sessions before reading the RSS")
 	caFile := fs.String("ca", "", "PEM certificates to trust for wss:// URLs (e.g. from wsbench cert)")
-	tlsHandshakes := fs.String("tls-handshakes", "full,resumed", "with -ca, the kinds of TLS handshake the sessions-opened figure is measured for: full (no session cache), resumed (session tickets kept, as browsers do)")
+	tlsHandshakes := fs.String("tls-handshakes", "full,resumed", "with -ca, the kinds of TLS handshake the sessions-opened figure is measured for: full (no session cache), resumed (session tickets kept, as browsers do); with -x25519 (full-x25519), the client offers X25519 only instead of Go's default key exchanges (X25519MLKEM768 first)")
 	strict := fs.Bool("strict", false, "fail (exit status 1, after printing) when a row counted errors or resumed handshakes did not resume")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -167,17 +167,26 @@ func run(args []string) error {
 		handshakeKinds = nil
 		for _, k := range strings.Split(*tlsHandshakes, ",") {
 			k = strings.TrimSpace(k)
-			if k != "full" && k != "resumed" {
+			base, curve, _ := strings.Cut(k, "-")
+			var curves []tls.CurveID
+			switch curve {
+			case "":
+			case "x25519":
+				curves = []tls.CurveID{tls.X25519}
+			default:
+				return fmt.Errorf("-tls-handshakes: %q: the only key exchange to name is x25519", k)
+			}
+			if base != "full" && base != "resumed" {
 				return fmt.Errorf("-tls-handshakes: %q is neither full nor resumed", k)
 			}
-			if tlsConfigs[k], err = bench.ClientTLS(caPEM, k == "resumed"); err != nil {
+			if tlsConfigs[k], err = bench.ClientTLS(caPEM, base == "resumed", curves); err != nil {
 				return fmt.Errorf("-ca %s: %w", *caFile, err)
 			}
 			handshakeKinds = append(handshakeKinds, k)
 		}
 		// Sessions that relay are opened as a browser would: resumed
 		// when it can be.
-		relay, err := bench.ClientTLS(caPEM, true)
+		relay, err := bench.ClientTLS(caPEM, true, nil)
 		if err != nil {
 			return fmt.Errorf("-ca %s: %w", *caFile, err)
 		}
@@ -326,7 +335,11 @@ func run(args []string) error {
 		})
 		name, note := "sessions opened per second (8 workers)", "through: WebSocket handshake + token check in the store + backend dial"
 		if kind != "" {
-			name += ", TLS " + kind
+			base, curve, _ := strings.Cut(kind, "-")
+			name += ", TLS " + base
+			if curve != "" {
+				name += ", " + strings.ToUpper(curve[:1]) + curve[1:] + " only"
+			}
 			note = "TLS sessions resumed:"
 			for i, t := range targets {
 				label := []string{"direct", "through", *refName}[i]
@@ -334,7 +347,7 @@ func run(args []string) error {
 				note += fmt.Sprintf(" %s %.0f%%", label, 100*share)
 				// A resumed round resumes all but the first session of
 				// each worker; a full one resumes none.
-				if kind == "resumed" && share < 0.9 || kind == "full" && share > 0 {
+				if strings.HasPrefix(kind, "resumed") && share < 0.9 || strings.HasPrefix(kind, "full") && share > 0 {
 					failures = append(failures, fmt.Sprintf("%s: %s resumed %.0f%% of its TLS sessions", name, label, 100*share))
 				}
 			}

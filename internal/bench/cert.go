@@ -74,12 +74,14 @@ func MakeCertificate(keyType string) (certPEM, keyPEM []byte, err error) {
 // ClientTLS is the TLS configuration of a client that trusts the
 // certificates in caPEM and, with resume, keeps session tickets to resume
 // TLS sessions as browsers do; without, every handshake is a full one.
-func ClientTLS(caPEM []byte, resume bool) (*tls.Config, error) {
+// curves are the key exchanges it offers (nil: Go's default, which puts
+// the post-quantum hybrid X25519MLKEM768 first, as current browsers do).
+func ClientTLS(caPEM []byte, resume bool, curves []tls.CurveID) (*tls.Config, error) {
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("no certificate in the CA file")
 	}
-	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, CurvePreferences: curves}
 	if resume {
 		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(64)
 	} else {
