@@ -29,8 +29,8 @@
 # resumption (session tickets and a shared session cache), and a TLS
 # backend for the direct column, in alternating rounds as above. For each
 # key type of BENCH_TLS_KEYS (default "ecdsa rsa": P-256 and RSA-2048;
-# ed25519 too if named) sessions are opened with full handshakes and with
-# resumed TLS sessions; the first key type also gets the latency and
+# ed25519 too if named) sessions are opened with full handshakes; the
+# first key type also gets resumed TLS sessions and the latency and
 # throughput rows. BENCH_TLS_PPROF=127.0.0.1:PORT serves that proxy's
 # profiles. BENCH_PLAIN=0 runs the TLS rows only.
 set -euo pipefail
@@ -69,7 +69,8 @@ for i in $(seq 1 "$BACKENDS"); do listen="$listen,127.0.1.$i:$BACKEND_PORT"; don
 bin/wsbench backend -listen "$listen" >"$work/backend.log" 2>&1 &
 pids+=($!)
 
-DB=zun_bench
+# Its own database: other runs of this script may be under way.
+DB=zun_bench_$$
 TOKEN=$(cat /proc/sys/kernel/random/uuid)
 attach() { echo "ws://127.0.0.1:$BACKEND_PORT/v1.26/containers/$1/attach/ws?logs=0&stream=1&stdin=1&stdout=1&stderr=1"; }
 mysql="mariadb -h 127.0.0.1 -u zuntest -pzuntest"
@@ -255,8 +256,12 @@ for k in $TLS_KEYS; do
 	if [ "$NGINX" != 0 ]; then
 		tls_extra+=(-ref "$(attach '{mode}' | sed "s|ws://127.0.0.1:$BACKEND_PORT|wss://127.0.0.1:${NGINX_TLS_PORT[$k]}|")" -ref-name nginx -ref-pids "$workers")
 	fi
-	only=()
-	[ -n "$first_key" ] || only=(-only handshakes)
+	# Resumption does not depend on the key type: the other key types get
+	# full handshakes only. The client offers Go's default key exchanges
+	# (X25519MLKEM768 first, as current browsers), then X25519 only (what
+	# nginx with OpenSSL 3.0 negotiates either way).
+	only=(-tls-handshakes full,resumed,full-x25519,resumed-x25519)
+	[ -n "$first_key" ] || only=(-only handshakes -tls-handshakes full,full-x25519)
 	echo
 	case $k in ecdsa) name="ECDSA P-256" ;; rsa) name="RSA-2048" ;; *) name=$k ;; esac
 	echo "TLS, $name certificate: wss:// at the proxy (ssl_only)${NGINX_TLS_PORT[$k]:+ and at nginx}, direct to a TLS backend"
