@@ -247,6 +247,66 @@ func TestDatabaseFaults(t *testing.T) {
 	p.waitNoSessions(t)
 }
 
+// A database that hangs (it accepts connections and never answers) gets
+// the same 503 within query_timeout as one that is down, for each of many
+// requests at once, and it never holds more connections than the pool's
+// bound (max_pool_size + max_overflow); once the requests are answered,
+// no connection to it is left open.
+func TestDatabaseHangs(t *testing.T) {
+	t.Parallel()
+	hung := testenv.NewBlackhole(t, "127.0.0.1:0")
+	const pool, overflow, requests = 2, 1, 20
+	// A short query_timeout: after the requests, the pool goes on opening
+	// the connections they asked for, one at a time, each given up after
+	// query_timeout, before the last one closes.
+	const queryTimeout = time.Second
+	conf := strings.Replace(baseConf(nil), "127.0.0.1:1", hung.Addr, 1)
+	p := startProxy(t, conf, fmt.Sprintf("[database]\nmax_pool_size = %d\nmax_overflow = %d\nquery_timeout = %v\n", pool, overflow, queryTimeout.Seconds()))
+	type answer struct {
+		status int
+		took   time.Duration
+	}
+	answers := make(chan answer, requests)
+	for range requests {
+		go func() {
+			start := time.Now()
+			status := refusal(ctxTimeout(t, 30*time.Second), p.url("t", testenv.NewUUID(), ""), nil)
+			answers <- answer{status, time.Since(start)}
+		}()
+	}
+	// The connections the proxy holds at once, sampled while the requests
+	// wait: each waits query_timeout on its connection, far longer than
+	// the samples' interval.
+	most := 0
+	sample := time.NewTicker(10 * time.Millisecond)
+	defer sample.Stop()
+	for answered := 0; answered < requests; {
+		select {
+		case a := <-answers:
+			answered++
+			// query_timeout bounds each lookup; 2 s more for a busy machine.
+			if a.status != 503 || a.took > queryTimeout+2*time.Second {
+				t.Errorf("with the database hung: %d after %v, want 503 within query_timeout (%v)", a.status, a.took.Round(time.Millisecond), queryTimeout)
+			}
+		case <-sample.C:
+			_, open := hung.Counts()
+			most = max(most, open)
+		}
+	}
+	accepted, _ := hung.Counts()
+	t.Logf("%d requests: %d connections to the hung database, at most %d at once", requests, accepted, most)
+	if most == 0 || most > pool+overflow {
+		t.Errorf("%d connections to the hung database at once, want 1 to %d (max_pool_size + max_overflow)", most, pool+overflow)
+	}
+	var open int
+	if !testenv.WaitFor(settle, func() bool { _, open = hung.Counts(); return open == 0 }) {
+		t.Errorf("%d connections to the hung database still open after every request was answered", open)
+	}
+	if exited, err := p.exited(); exited {
+		t.Fatalf("zun-wsproxy exited: %v", err)
+	}
+}
+
 // The container is killed under a session: the client learns it ended.
 func TestContainerKilled(t *testing.T) {
 	t.Parallel()
