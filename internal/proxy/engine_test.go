@@ -102,3 +102,56 @@ func TestLoopHoldsOutputForSlowClient(t *testing.T) {
 		t.Fatalf("the session left the loop %d times", n)
 	}
 }
+
+// On the loop, a frame whose bytes come in pieces is forwarded as they
+// come, whole and in order, both ways, without the session leaving the
+// loop to wait for the rest.
+func TestLoopForwardsFrameInPieces(t *testing.T) {
+	t.Parallel()
+	for _, toClient := range []bool{false, true} {
+		name := map[bool]string{false: "client to container", true: "container to client"}[toClient]
+		t.Run(name, func(t *testing.T) {
+			l, p := newHandoffCounter(t)
+			h := start(t, true, Options{Loop: l, Poller: p})
+			payload := make([]byte, 200<<10)
+			for i := range payload {
+				payload[i] = byte(i % 253)
+			}
+			var wire bytes.Buffer
+			from, to := h.client, h.docker
+			if toClient {
+				from, to = h.docker, h.client
+			}
+			websocket.NewWriter(&wire, !toClient).WriteFrame(true, websocket.OpBinary, append(make([]byte, websocket.MaxHeaderLen), payload...), websocket.MaxHeaderLen, websocket.MaxHeaderLen+len(payload))
+			// The header and some bytes, then the rest in three pieces,
+			// each once the bytes before it went through.
+			b := wire.Bytes()
+			cuts := []int{100, 70 << 10, 140 << 10, len(b)}
+			var got []byte
+			to.conn.SetReadDeadline(time.Now().Add(settle))
+			prev := 0
+			for _, at := range cuts {
+				if _, err := from.conn.Write(b[prev:at]); err != nil {
+					t.Fatal(err)
+				}
+				prev = at
+				for len(got) < at-(len(b)-len(payload)) {
+					if _, err := to.r.NextFrame(); err != nil {
+						t.Fatalf("after %d bytes: %v", len(got), err)
+					}
+					m, err := io.ReadAll(to.r)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got = append(got, m...)
+				}
+			}
+			if !bytes.Equal(got, payload) {
+				t.Fatalf("got %d bytes, not the frame's %d", len(got), len(payload))
+			}
+			if n := l.handoffs.Load(); n != 0 {
+				t.Fatalf("the session left the loop %d times", n)
+			}
+		})
+	}
+}

@@ -281,8 +281,10 @@ type Session struct {
 	// Owned by the fromClient pump; kept here across parks.
 	carry        [3]byte // base64 characters awaiting a full quantum
 	ncarry       int
-	inMessage    bool // inside a fragmented client message
-	decode       bool // that message is base64 text
+	inMessage    bool             // inside a fragmented client message
+	midFin       bool             // on the loop, parked inside a frame: its FIN bit
+	midOp        websocket.Opcode // and the opcode its next bytes go with
+	decode       bool             // that message is base64 text
 	messageBytes int64
 }
 
@@ -558,6 +560,15 @@ func (s *Session) closeBoth(first end) Result {
 // closes or fails, the container side fails, or it is time to park.
 func (s *Session) pumpClient() end {
 	for {
+		if d := &s.fromClient; d.mid {
+			// On the loop: the rest of a frame whose bytes were late.
+			d.mid = false
+			h := websocket.Header{Fin: s.midFin, Op: s.midOp, Length: s.clientR.Remaining()}
+			if e, ok := s.forwardClientFrame(h, s.decode); !ok {
+				return e
+			}
+			continue
+		}
 		h, err := s.fromClient.nextFrame(s.clientR)
 		if err != nil {
 			return s.fromClient.ended(err)
@@ -696,13 +707,21 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 		var n int
 		var key [4]byte
 		var err error
+		s.fromClient.resumable = true
 		if remask {
 			n, key, err = s.clientR.ReadChunkMasked(buf[room:], want)
 		} else {
 			n, err = s.clientR.ReadChunk(buf[room:], want)
 		}
-		if err != nil {
+		s.fromClient.resumable = false
+		// On the loop, the frame's next bytes are late: forward what came,
+		// and take the frame up again when the rest comes.
+		late := err == errWouldBlock
+		if err != nil && !late {
 			return end{side: clientSide, err: err}, false
+		}
+		if late && n == 0 {
+			return s.lateClientFrame(h.Fin, op), false
 		}
 		remaining -= int64(n)
 		fin := h.Fin && remaining == 0
@@ -737,8 +756,19 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 		}
 		s.toContainer.Add(int64(stop - off))
 		s.dataSeen.Store(s.opts.Clock.Now().UnixNano())
+		if late {
+			return s.lateClientFrame(h.Fin, op), false
+		}
 	}
 	return end{}, true
+}
+
+// lateClientFrame parks the client's direction inside a frame, on the
+// loop: the frame goes on with op (its first frame's, or continuation
+// once some of it went) when its bytes come.
+func (s *Session) lateClientFrame(fin bool, op websocket.Opcode) end {
+	s.fromClient.mid, s.midFin, s.midOp = true, fin, op
+	return end{park: true}
 }
 
 // decodeBase64 decodes the carried characters and src into dst and returns
@@ -796,66 +826,87 @@ func (s *Session) pumpContainer() end {
 
 // pumpAttach relays the frames of Docker's attach WebSocket.
 func (s *Session) pumpAttach() end {
+	d := &s.fromContainer
 	for {
-		h, err := s.fromContainer.nextFrame(s.backendR)
-		if err != nil {
-			return s.fromContainer.ended(err)
-		}
-		s.backendSeen.Store(s.opts.Clock.Now().UnixNano())
-		switch h.Op {
-		case websocket.OpPing:
-			rerr, werr := answerPing(s.backendR, s.backendW)
-			if err := cmp.Or(rerr, werr); err != nil {
-				return end{side: containerSide, err: err}
-			}
-			continue
-		case websocket.OpPong:
-			if s.fromContainer.afterPong(s.backendR) {
-				return end{park: true}
-			}
-			continue
-		case websocket.OpClose:
-			code, err := readClose(s.backendR)
+		var remaining int64
+		if d.mid {
+			// On the loop: the rest of a frame whose bytes were late.
+			d.mid = false
+			remaining = s.backendR.Remaining()
+		} else {
+			h, err := d.nextFrame(s.backendR)
 			if err != nil {
-				return end{side: containerSide, err: err}
+				return d.ended(err)
 			}
-			return end{side: containerSide, closed: true, code: code}
+			s.backendSeen.Store(s.opts.Clock.Now().UnixNano())
+			switch h.Op {
+			case websocket.OpPing:
+				rerr, werr := answerPing(s.backendR, s.backendW)
+				if err := cmp.Or(rerr, werr); err != nil {
+					return end{side: containerSide, err: err}
+				}
+				continue
+			case websocket.OpPong:
+				if d.afterPong(s.backendR) {
+					return end{park: true}
+				}
+				continue
+			case websocket.OpClose:
+				code, err := readClose(s.backendR)
+				if err != nil {
+					return end{side: containerSide, err: err}
+				}
+				return end{side: containerSide, closed: true, code: code}
+			}
+			remaining = h.Length
 		}
 		// Output leaves in binary messages whatever type Docker used
 		// (text below API 1.28, with any bytes the process printed): a
 		// browser fails the whole connection on a text message that is not
 		// UTF-8, and websockify, which Zun's clients were written against,
 		// always sends binary.
-		for remaining := h.Length; remaining > 0; {
+		d.resumable = true
+		for remaining > 0 {
 			// Short payloads go through the inline array; only bulk output
 			// takes a pooled buffer, and only while it is being forwarded.
 			var n int
+			var err error
 			if remaining <= smallChunk {
 				n, err = s.backendR.Read(s.small[room:])
 				if n > 0 {
 					if e, ok := s.sendToClient(s.small[:], n); !ok {
+						d.resumable = false
 						return e
 					}
 				}
 			} else {
 				// The frame's bytes are on their way (its header says how
 				// many): wait for a whole chunk, so that bulk output leaves
-				// in as few frames and writes as it came in.
+				// in as few frames and writes as it came in (on the loop:
+				// what has come).
 				bp := bufPool.Get().(*[]byte)
 				n, err = s.backendR.ReadChunk((*bp)[room:], int(min(remaining, chunk)))
 				if n > 0 {
 					if e, ok := s.sendToClient(*bp, n); !ok {
 						bufPool.Put(bp)
+						d.resumable = false
 						return e
 					}
 				}
 				bufPool.Put(bp)
 			}
 			remaining -= int64(n)
+			if err == errWouldBlock {
+				d.resumable = false
+				d.mid = true
+				return end{park: true}
+			}
 			if err != nil && err != io.EOF {
+				d.resumable = false
 				return end{side: containerSide, err: err}
 			}
 		}
+		d.resumable = false
 	}
 }
 
