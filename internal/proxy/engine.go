@@ -170,6 +170,22 @@ func (d *direction) serve() {
 	s.endOnLoop(e)
 }
 
+// takeChunk returns the bulk buffer of the chunk d began before it parked
+// inside a frame, how many bytes it holds and the key that unmasks them;
+// else a pooled buffer.
+func (d *direction) takeChunk() (*[]byte, int, [4]byte) {
+	if bp := d.chunk; bp != nil {
+		d.chunk = nil
+		return bp, d.chunkN, d.chunkKey
+	}
+	return bufPool.Get().(*[]byte), 0, [4]byte{}
+}
+
+// keepChunk keeps bp, n bytes of a chunk in it, until the frame goes on.
+func (d *direction) keepChunk(bp *[]byte, n int, key [4]byte) {
+	d.chunk, d.chunkN, d.chunkKey = bp, n, key
+}
+
 // lateFrame is called on the loop when d's pump stopped inside a frame:
 // its bytes must keep coming, each within FrameTimeout of the one before.
 func (d *direction) lateFrame() {

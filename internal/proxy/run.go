@@ -239,8 +239,13 @@ type direction struct {
 	// midSince is when bytes of it last came.
 	resumable, mid bool
 	midSince       time.Time
-	midMark        int64     // in.n at midSince
-	reg            *loop.Reg // while on the loop; guarded by s.mu
+	midMark        int64 // in.n at midSince
+	// chunk holds chunkN bytes of a bulk chunk begun before the pump
+	// parked inside a frame (chunkKey unmasks them); nil otherwise.
+	chunk    *[]byte
+	chunkN   int
+	chunkKey [4]byte
+	reg      *loop.Reg // while on the loop; guarded by s.mu
 }
 
 // other is the session's other direction.

@@ -683,8 +683,14 @@ func (s *Session) control(h websocket.Header) error {
 // attach WebSocket as fragments of the same message, to an exec stream as
 // raw bytes.
 func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	d := &s.fromClient
+	bp, have, key0 := d.takeChunk()
+	kept := false
+	defer func() {
+		if !kept {
+			bufPool.Put(bp)
+		}
+	}()
 	buf := *bp
 	var decoded []byte
 	op := h.Op
@@ -702,28 +708,36 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 	// masked again in one pass, when the write masks them.
 	remask := s.backendW != nil && !decode && s.opts.Tap == nil
 	for first, remaining := true, h.Length; first || remaining > 0; first = false {
-		// A whole chunk of the frame (it is on its way) per write.
-		want := int(min(remaining, chunk))
+		// A whole chunk of the frame (it is on its way) per write; have
+		// bytes of it came before the direction parked inside the frame.
+		want := int(min(remaining, int64(chunk-have)))
 		var n int
 		var key [4]byte
 		var err error
-		s.fromClient.resumable = true
+		d.resumable = true
 		if remask {
-			n, key, err = s.clientR.ReadChunkMasked(buf[room:], want)
+			n, key, err = s.clientR.ReadChunkMasked(buf[room+have:], want)
 		} else {
-			n, err = s.clientR.ReadChunk(buf[room:], want)
+			n, err = s.clientR.ReadChunk(buf[room+have:], want)
 		}
-		s.fromClient.resumable = false
-		// On the loop, the frame's next bytes are late: forward what came,
-		// and take the frame up again when the rest comes.
-		late := err == errWouldBlock
-		if err != nil && !late {
-			return end{side: clientSide, err: err}, false
+		d.resumable = false
+		if have == 0 {
+			key0 = key // unmasks the chunk from its first byte
 		}
-		if late && n == 0 {
+		// On the loop, the frame's next bytes are late: the chunk waits
+		// for them, parked, and the frame is taken up when they come.
+		if err == errWouldBlock {
+			if have+n > 0 {
+				kept = true
+				d.keepChunk(bp, have+n, key0)
+			}
 			return s.lateClientFrame(h.Fin, op), false
 		}
+		if err != nil {
+			return end{side: clientSide, err: err}, false
+		}
 		remaining -= int64(n)
+		n, have, key = have+n, 0, key0
 		fin := h.Fin && remaining == 0
 		out, off, stop := buf, room, room+n
 		if decode {
@@ -756,9 +770,6 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 		}
 		s.toContainer.Add(int64(stop - off))
 		s.dataSeen.Store(s.opts.Clock.Now().UnixNano())
-		if late {
-			return s.lateClientFrame(h.Fin, op), false
-		}
 	}
 	return end{}, true
 }
@@ -871,7 +882,7 @@ func (s *Session) pumpAttach() end {
 			// takes a pooled buffer, and only while it is being forwarded.
 			var n int
 			var err error
-			if remaining <= smallChunk {
+			if remaining <= smallChunk && d.chunk == nil {
 				n, err = s.backendR.Read(s.small[room:])
 				if n > 0 {
 					if e, ok := s.sendToClient(s.small[:], n); !ok {
@@ -884,16 +895,34 @@ func (s *Session) pumpAttach() end {
 				// many): wait for a whole chunk, so that bulk output leaves
 				// in as few frames and writes as it came in (on the loop:
 				// what has come).
-				bp := bufPool.Get().(*[]byte)
-				n, err = s.backendR.ReadChunk((*bp)[room:], int(min(remaining, chunk)))
-				if n > 0 {
-					if e, ok := s.sendToClient(*bp, n); !ok {
+				// have bytes of the chunk came before the direction parked
+				// inside the frame.
+				bp, have, _ := d.takeChunk()
+				n, err = s.backendR.ReadChunk((*bp)[room+have:], int(min(remaining, int64(chunk-have))))
+				if err == errWouldBlock {
+					d.resumable = false
+					if have+n > 0 {
+						d.keepChunk(bp, have+n, [4]byte{})
+					} else {
+						bufPool.Put(bp)
+					}
+					d.mid = true
+					return end{park: true}
+				}
+				remaining -= int64(n)
+				if have+n > 0 {
+					if e, ok := s.sendToClient(*bp, have+n); !ok {
 						bufPool.Put(bp)
 						d.resumable = false
 						return e
 					}
 				}
 				bufPool.Put(bp)
+				if err != nil && err != io.EOF {
+					d.resumable = false
+					return end{side: containerSide, err: err}
+				}
+				continue
 			}
 			remaining -= int64(n)
 			if err == errWouldBlock {
