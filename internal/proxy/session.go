@@ -658,8 +658,9 @@ func readClose(r *websocket.Reader) (int, error) {
 
 // control reads and acts on a control message of the web console.
 func (s *Session) control(h websocket.Header) error {
+	// Not a control message, as any other text is: 1007.
 	if !h.Fin || h.Length > maxControl {
-		return &websocket.ProtocolError{Code: websocket.ClosePolicyViolation, Reason: "control messages are single frames of at most 256 bytes"}
+		return &websocket.ProtocolError{Code: websocket.CloseInvalidPayload, Reason: "control messages are single frames of at most 256 bytes"}
 	}
 	var buf [maxControl]byte
 	p := buf[:h.Length]

@@ -52,14 +52,7 @@ func (c *Conn) ReadNoWait(p []byte) (int, error) {
 	if errno == syscall.EAGAIN {
 		return 0, ErrWouldBlock
 	}
-	if err := c.failed("read", err, errno); err != nil {
-		return 0, err
-	}
-	if n == 0 {
-		return 0, io.EOF
-	}
-	afterRead()
-	return n, nil
+	return c.readDone(n, err, errno)
 }
 
 // WriteNoWait writes what the socket's buffer takes of p, without
@@ -108,6 +101,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	err := c.rc.Read(o.step)
 	n, errno := o.done()
 	readOps.Put(o)
+	return c.readDone(n, err, errno)
+}
+
+// readDone returns a read's result: its error (failed's), io.EOF for a
+// read of nothing, else the n bytes read.
+func (c *Conn) readDone(n int, err error, errno syscall.Errno) (int, error) {
 	if err := c.failed("read", err, errno); err != nil {
 		return 0, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxyproto"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
 )
 
 // tlsRecordHandshake is the first byte of every TLS ClientHello.
@@ -142,7 +143,7 @@ func (l *sniffListener) sniff(c net.Conn) {
 	switch {
 	case l.tls == nil:
 	case first == tlsRecordHandshake:
-		out = tls.Server(out, l.tls)
+		out = tls.Server(rawIO(out), l.tls)
 	case l.sslOnly:
 		c.SetWriteDeadline(time.Now().Add(l.timeout))
 		fmt.Fprintf(c, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(tlsRequired), tlsRequired)
@@ -179,11 +180,28 @@ func (l *sniffListener) preamble(c net.Conn) (out net.Conn, first byte, err erro
 	if l.tls == nil {
 		return out, 0, nil
 	}
+	if first, ok, err := peekFirst(c); ok {
+		if err != nil {
+			return nil, 0, err
+		}
+		return out, first, nil
+	}
 	var b [1]byte
 	if _, err := c.Read(b[:]); err != nil {
 		return nil, 0, err
 	}
 	return &prefixConn{Conn: out, first: b[0], pending: true}, b[0], nil
+}
+
+// rawIO gives TLS a socket whose reads and writes are raw system calls
+// (internal/rawsock), as a plain session's pumps use: under the TLS layer
+// too, the scheduler need not treat them as calls that block. A
+// connection named by a PROXY header keeps its name.
+func rawIO(c net.Conn) net.Conn {
+	if p, ok := c.(*proxiedConn); ok {
+		return &proxiedConn{Conn: rawsock.Wrap(p.Conn), remote: p.remote}
+	}
+	return rawsock.Wrap(c)
 }
 
 func (l *sniffListener) Accept() (net.Conn, error) {
