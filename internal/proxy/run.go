@@ -44,6 +44,7 @@ type life struct {
 	early   bool        // bytes came with the handshakes (set by Start)
 	inline  atomic.Bool // the loop goroutine is serving the session
 	serving *direction  // the direction it serves, if any (loop goroutine only)
+	wtimer  *time.Timer // bounds writes pending on the loop (engine.go)
 }
 
 // Start runs the session: done is called once, from some goroutine, after
@@ -231,6 +232,7 @@ type direction struct {
 	// Session, so a timeout there may park it. Owned by the pump.
 	boundary bool
 	in       *idleConn
+	out      *sink     // where its data goes
 	reg      *loop.Reg // while on the loop; guarded by s.mu
 }
 
@@ -268,6 +270,11 @@ func rawConn(c net.Conn) syscall.RawConn {
 
 // run is a pump goroutine: it pumps until the direction ends or parks.
 func (d *direction) run() {
+	// Bytes left pending on the loop go first (engine.go).
+	if err := d.out.flush(); err != nil {
+		d.s.pumpEnded(d.out.failure(err))
+		return
+	}
 	for {
 		d.arm()
 		if d.after(d.pump()) {
@@ -372,6 +379,11 @@ func (d *direction) wake() {
 // nextFrame reads the next frame header; a timeout while waiting for it
 // may park the direction.
 func (d *direction) nextFrame(r *websocket.Reader) (websocket.Header, error) {
+	if d.s.inline.Load() && d.out.holding() {
+		// On the loop, with its output held up: frames read ahead wait
+		// in the Reader.
+		return websocket.Header{}, errWouldBlock
+	}
 	d.boundary = true
 	h, err := r.NextFrame()
 	d.boundary = false
@@ -438,7 +450,7 @@ func (c *idleConn) Read(p []byte) (int, error) {
 	if d.s.inline.Load() && !d.inFrame() {
 		// On the loop, between frames: one read per readiness, which
 		// does not wait; epoll says when there is more.
-		if c.loopReads > 0 {
+		if c.loopReads > 0 || d.out.holding() {
 			return 0, errWouldBlock
 		}
 		c.loopReads++

@@ -17,6 +17,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -248,7 +249,7 @@ type Session struct {
 	backend   net.Conn
 	backendDL deadlines
 	backendIn idleConn
-	backendIO net.Conn          // backend, as the pump writes to it (rawsock)
+	backendIO io.Writer         // backend, as the pump writes to it (backendOut)
 	backendR  *websocket.Reader // attach only
 	backendW  *websocket.Writer // attach only
 	pending   []byte            // exec only: stream bytes read during the handshake
@@ -258,6 +259,9 @@ type Session struct {
 	// Unix nanoseconds of the last frame from each side and of the last
 	// data either way, for heartbeats and idle_timeout.
 	clientSeen, backendSeen, dataSeen atomic.Int64
+
+	// Every write to each socket (engine.go).
+	clientOut, backendOut sink
 
 	// The two directions: fromClient pumps client messages to the
 	// container, fromContainer container output to the client.
@@ -301,12 +305,15 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	s := &Session{
 		client:    client,
 		clientDL:  deadlines{conn: client},
-		clientW:   websocket.NewWriter(clientIO, false),
 		backend:   backend.Conn,
 		backendDL: deadlines{conn: backend.Conn},
-		backendIO: backendIO,
 		opts:      opts,
 	}
+	s.clientOut.init(s, clientSide, clientIO, &s.clientDL)
+	s.backendOut.init(s, containerSide, backendIO, &s.backendDL)
+	s.clientW = websocket.NewWriter(&s.clientOut, false)
+	s.backendIO = &s.backendOut
+	s.fromClient.out, s.fromContainer.out = &s.backendOut, &s.clientOut
 	s.fromClient.init(s, clientSide, client, clientIO, &s.clientIn, &s.clientDL, s.pumpClient)
 	s.fromContainer.init(s, containerSide, backend.Conn, backendIO, &s.backendIn, &s.backendDL, s.pumpContainer)
 	s.clientR = websocket.NewReader(&s.clientIn, websocket.ReaderOptions{FromClient: true, Buffered: clientBuffered, MaxPayload: opts.MaxMessage})
@@ -316,18 +323,20 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	}
 	s.useLoop(clientIO, backendIO)
 	// Writes move deadlines through their owner, which closing overrides.
-	s.clientW.SetTimeout(&s.clientDL, opts.WriteTimeout)
+	s.clientW.SetTimeout(&s.clientOut, opts.WriteTimeout)
+	s.clientOut.timeout = opts.WriteTimeout
 	if backend.Framed {
 		s.backendR = websocket.NewReader(&s.backendIn, websocket.ReaderOptions{Buffered: backend.Buffered})
 		s.fromContainer.r = s.backendR
-		s.backendW = websocket.NewWriter(backendIO, true)
+		s.backendW = websocket.NewWriter(&s.backendOut, true)
 		var bound time.Duration
 		if opts.Heartbeat > 0 {
 			// Writes must not hang on a frozen Docker connection longer
 			// than the heartbeat takes to find it.
 			bound = 2 * opts.Heartbeat
 		}
-		s.backendW.SetTimeout(&s.backendDL, bound)
+		s.backendW.SetTimeout(&s.backendOut, bound)
+		s.backendOut.timeout = bound
 	} else {
 		s.pending = backend.Buffered
 		// An exec stream has no frames: every read waits at a boundary.
@@ -548,7 +557,6 @@ func (s *Session) closeBoth(first end) Result {
 // pumpClient forwards client messages to the container until the client
 // closes or fails, the container side fails, or it is time to park.
 func (s *Session) pumpClient() end {
-	var ctrl [125]byte
 	for {
 		h, err := s.fromClient.nextFrame(s.clientR)
 		if err != nil {
@@ -557,12 +565,12 @@ func (s *Session) pumpClient() end {
 		s.clientSeen.Store(s.opts.Clock.Now().UnixNano())
 		switch h.Op {
 		case websocket.OpPing:
-			p, err := s.clientR.ReadControl(ctrl[:])
-			if err != nil {
-				return end{side: clientSide, err: err}
+			rerr, werr := answerPing(s.clientR, s.clientW)
+			if rerr != nil {
+				return end{side: clientSide, err: rerr}
 			}
-			if err := s.clientW.WriteControl(websocket.OpPong, p); err != nil && !errors.Is(err, websocket.ErrCloseSent) {
-				return end{side: clientSide, err: err}
+			if werr != nil && !errors.Is(werr, websocket.ErrCloseSent) {
+				return end{side: clientSide, err: werr}
 			}
 			continue
 		case websocket.OpPong:
@@ -573,11 +581,7 @@ func (s *Session) pumpClient() end {
 			}
 			continue
 		case websocket.OpClose:
-			p, err := s.clientR.ReadControl(ctrl[:])
-			if err != nil {
-				return end{side: clientSide, err: err}
-			}
-			code, _, err := websocket.ParseClosePayload(p)
+			code, err := readClose(s.clientR)
 			if err != nil {
 				return end{side: clientSide, err: err}
 			}
@@ -612,10 +616,40 @@ func (s *Session) pumpClient() end {
 	}
 }
 
+// ctrlPool holds buffers for control frames' payloads, taken when one
+// arrives: on the loop engine a pump runs once per message, and a buffer
+// on its stack would escape to the heap each time.
+var ctrlPool = sync.Pool{New: func() any { return new([125]byte) }}
+
+// answerPing reads a ping's payload from r and answers it with a pong on
+// w: the read's error, else the write's.
+func answerPing(r *websocket.Reader, w *websocket.Writer) (readErr, writeErr error) {
+	buf := ctrlPool.Get().(*[125]byte)
+	defer ctrlPool.Put(buf)
+	p, err := r.ReadControl(buf[:])
+	if err != nil {
+		return err, nil
+	}
+	return nil, w.WriteControl(websocket.OpPong, p)
+}
+
+// readClose reads a close frame's payload from r and returns its code.
+func readClose(r *websocket.Reader) (int, error) {
+	buf := ctrlPool.Get().(*[125]byte)
+	defer ctrlPool.Put(buf)
+	p, err := r.ReadControl(buf[:])
+	if err != nil {
+		return 0, err
+	}
+	code, _, err := websocket.ParseClosePayload(p)
+	return code, err
+}
+
 // control reads and acts on a control message of the web console.
 func (s *Session) control(h websocket.Header) error {
+	// Not a control message, as any other text is: 1007.
 	if !h.Fin || h.Length > maxControl {
-		return &websocket.ProtocolError{Code: websocket.ClosePolicyViolation, Reason: "control messages are single frames of at most 256 bytes"}
+		return &websocket.ProtocolError{Code: websocket.CloseInvalidPayload, Reason: "control messages are single frames of at most 256 bytes"}
 	}
 	var buf [maxControl]byte
 	p := buf[:h.Length]
@@ -763,7 +797,6 @@ func (s *Session) pumpContainer() end {
 
 // pumpAttach relays the frames of Docker's attach WebSocket.
 func (s *Session) pumpAttach() end {
-	var ctrl [125]byte
 	for {
 		h, err := s.fromContainer.nextFrame(s.backendR)
 		if err != nil {
@@ -772,11 +805,8 @@ func (s *Session) pumpAttach() end {
 		s.backendSeen.Store(s.opts.Clock.Now().UnixNano())
 		switch h.Op {
 		case websocket.OpPing:
-			p, err := s.backendR.ReadControl(ctrl[:])
-			if err != nil {
-				return end{side: containerSide, err: err}
-			}
-			if err := s.backendW.WriteControl(websocket.OpPong, p); err != nil {
+			rerr, werr := answerPing(s.backendR, s.backendW)
+			if err := cmp.Or(rerr, werr); err != nil {
 				return end{side: containerSide, err: err}
 			}
 			continue
@@ -786,11 +816,7 @@ func (s *Session) pumpAttach() end {
 			}
 			continue
 		case websocket.OpClose:
-			p, err := s.backendR.ReadControl(ctrl[:])
-			if err != nil {
-				return end{side: containerSide, err: err}
-			}
-			code, _, err := websocket.ParseClosePayload(p)
+			code, err := readClose(s.backendR)
 			if err != nil {
 				return end{side: containerSide, err: err}
 			}

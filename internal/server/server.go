@@ -285,10 +285,18 @@ func (s *Server) Sessions() int { return s.slots.count() }
 // ServeHTTP takes one request down the data path: handshake checks, Origin,
 // token, dial, upgrade, session.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var info *sessionInfo
 	defer func() {
+		if info != nil && info.admitted {
+			s.failures.done(info.client.key(), false)
+		}
 		if v := recover(); v != nil && v != http.ErrAbortHandler {
 			// Logged without the request: its query holds a token.
 			s.log.Error("panic serving a request", "client", s.clientOf(r).text, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			// Else net/http answers 200. Once answered or upgraded, this
+			// writes nothing.
+			w.Header().Set("Connection", "close")
+			http.Error(w, "500 Internal Server Error: internal error", http.StatusInternalServerError)
 		}
 	}()
 	switch r.URL.Path {
@@ -309,11 +317,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
-	info := &sessionInfo{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
-	if err := s.failures.check(info.client.key()); err != nil {
+	info = &sessionInfo{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
+	if err := s.failures.admit(info.client.key()); err != nil {
 		s.reject(w, r, info, err)
 		return
 	}
+	info.admitted = true
 	key, err := websocket.CheckRequest(r)
 	if err != nil {
 		s.reject(w, r, info, err)
@@ -335,6 +344,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, info, err)
 		return
 	}
+	info.admitted = false
+	s.failures.done(info.client.key(), false)
 	slot := target.ContainerID + "/" + target.ContainerUUID
 	if err := s.slots.acquire(slot); err != nil {
 		s.reject(w, r, info, err)
@@ -433,6 +444,9 @@ type sessionInfo struct {
 	slot        string
 	subprotocol string
 	rec         *recording.Recorder // nil unless recording
+	// admitted: the failure limiter counts the request as in flight
+	// until its token is checked (failureLimiter.admit).
+	admitted bool
 }
 
 // newSessionID returns a short random id for logs and records.
@@ -619,7 +633,10 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *sessionInf
 	// Only wrong tokens count: any web page can make its visitors'
 	// browsers send handshakes with a foreign Origin (403), and those must
 	// not lock a visitor's address, or its whole NAT, out of the CLI.
-	if status == http.StatusUnauthorized {
+	if info.admitted {
+		info.admitted = false
+		s.failures.done(info.client.key(), status == http.StatusUnauthorized)
+	} else if status == http.StatusUnauthorized {
 		s.failures.fail(info.client.key())
 	}
 	var re *retryError
