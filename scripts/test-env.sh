@@ -39,7 +39,7 @@ SECONDS=0
 # 1. Packages from Debian's archive.
 packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core haproxy
 	python3-django-horizon python3-xstatic-term.js python3-xstatic-angular python3-xstatic-jquery fonts-wqy-microhei make systemd
-	python3-pymysql python3-sqlalchemy)
+	python3-pymysql python3-sqlalchemy nginx)
 apt_install "${packages[@]}"
 
 # 2. The network namespace.

@@ -69,6 +69,8 @@ var options = []option{
 		doc: "TLS key, if not in `cert`"},
 	{section: "websocket_proxy", name: "ssl_only", def: "false", kind: boolean{}, dst: func(c *Config) any { return &c.Proxy.SSLOnly },
 		doc: "refuse plain connections (they get `400`)"},
+	{section: "websocket_proxy", name: "ticket_key_file", kind: path{readable: true}, dst: func(c *Config) any { return &c.Proxy.TicketKeyFile },
+		doc: "*extension:* TLS session ticket keys: one per line, 32 random bytes in base64 (`openssl rand -base64 32`); the first encrypts new tickets, every one decrypts; reloaded with the certificate. Replicas behind one load balancer given the same file resume each other's TLS sessions; unset, each process makes its own keys (rotated daily) and resumes only the sessions it began. As secret as the key: readable by the proxy only, and rotated (docs/DEPLOYMENT.md)"},
 	{section: "websocket_proxy", name: "engine", def: "goroutines", kind: choice{noun: "engine", values: []string{"goroutines", "loop"}}, dst: func(c *Config) any { return &c.Proxy.Engine },
 		doc: "*extension:* `loop` serves plain-socket sessions on event loops (one per processor, level-triggered epoll, reads and writes inline; a session goes back to goroutines while a write or a frame has to wait); `goroutines` runs two pump goroutines per active session. TLS sessions and recorded ones always use goroutines. See docs/PERFORMANCE.md"},
 	{section: "websocket_proxy", name: "backend_timeout", def: "10", kind: seconds{}, dst: func(c *Config) any { return &c.Proxy.BackendTimeout },
