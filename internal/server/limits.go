@@ -164,6 +164,46 @@ func (l *failureLimiter) check(client netip.Prefix) error {
 	return nil
 }
 
+// admit lets a handshake go on to its token check, or refuses its client
+// as check does. An admitted handshake counts against its client's limit
+// while its token is checked, as if it had failed, so that handshakes
+// sent at once cannot each pass before any has failed: the client's
+// failures and handshakes in flight together stay within the limit. The
+// caller ends each admitted handshake with done.
+func (l *failureLimiter) admit(client netip.Prefix) error {
+	conf := l.conf.Load()
+	if conf.limit <= 0 {
+		return nil
+	}
+	k := limiterKey(client)
+	s := l.set(l.table(true), k)
+	s.mu.Lock()
+	rest := s.admit(k, l.elapsed(), int64(conf.window), conf.limit)
+	s.mu.Unlock()
+	if rest > 0 {
+		return &retryError{err: errRateLimited, after: time.Duration(rest)}
+	}
+	return nil
+}
+
+// done ends a handshake admit let through: failed if its token was wrong
+// (counted as fail does), else it no longer counts.
+func (l *failureLimiter) done(client netip.Prefix, failed bool) {
+	sets := l.table(false)
+	if sets == nil {
+		return
+	}
+	conf := l.conf.Load()
+	k := limiterKey(client)
+	s := l.set(sets, k)
+	s.mu.Lock()
+	s.settle(k)
+	if failed && conf.limit > 0 {
+		s.fail(k, l.elapsed(), int64(conf.window))
+	}
+	s.mu.Unlock()
+}
+
 // fail records a failed authorization.
 func (l *failureLimiter) fail(client netip.Prefix) {
 	conf := l.conf.Load()
@@ -230,47 +270,106 @@ type limiterSet struct {
 type limiterEntry struct {
 	key   clientKey
 	start int64  // the window's start
-	fails uint32 // in the window; 0: the entry is free
-	last  uint32 // the set's clock at its last failure
+	fails uint32 // in the window
+	// pending: handshakes admitted whose tokens are being checked. An
+	// entry with neither failures nor pending handshakes is free.
+	pending uint32
+	last    uint32 // the set's clock at its last failure or admission
+}
+
+// inUse reports whether e holds a client.
+func (e *limiterEntry) inUse() bool { return e.fails > 0 || e.pending > 0 }
+
+// failsAt returns e's failures in its window at now: none once it ended.
+func (e *limiterEntry) failsAt(now, window int64) uint32 {
+	if now-e.start >= window {
+		return 0
+	}
+	return e.fails
+}
+
+// find returns k's entry, or nil.
+func (s *limiterSet) find(k clientKey) *limiterEntry {
+	for i := range s.ways {
+		if e := &s.ways[i]; e.inUse() && e.key == k {
+			return e
+		}
+	}
+	return nil
 }
 
 // refused returns how long k is still refused, or 0.
 func (s *limiterSet) refused(k clientKey, now, window int64, limit int) int64 {
-	for i := range s.ways {
-		e := &s.ways[i]
-		if e.fails > 0 && e.key == k {
-			if rest := e.start + window - now; rest > 0 && int64(e.fails) >= int64(limit) {
-				return rest
-			}
-			return 0
+	if e := s.find(k); e != nil {
+		if rest := e.start + window - now; rest > 0 && int64(e.fails) >= int64(limit) {
+			return rest
 		}
 	}
 	return 0
 }
 
+// admitBusy is the Retry-After of a client refused for its handshakes in
+// flight rather than its failures: they are answered within moments.
+const admitBusy = time.Second
+
+// admit counts a handshake of k in flight, or returns how long k is
+// refused: until its window ends if it failed limit times in it, else
+// admitBusy if its failures and handshakes in flight reach the limit.
+func (s *limiterSet) admit(k clientKey, now, window int64, limit int) int64 {
+	e := s.find(k)
+	if e == nil {
+		e = s.replace(k, now, window)
+		*e = limiterEntry{key: k, start: now}
+	}
+	fails := e.failsAt(now, window)
+	if int64(fails) >= int64(limit) {
+		return e.start + window - now
+	}
+	if int64(fails)+int64(e.pending) >= int64(limit) {
+		return int64(admitBusy)
+	}
+	s.clock++
+	e.pending++
+	e.last = s.clock
+	return 0
+}
+
+// settle takes one of k's handshakes in flight off its count.
+func (s *limiterSet) settle(k clientKey) {
+	if e := s.find(k); e != nil && e.pending > 0 {
+		e.pending--
+	}
+}
+
 // fail counts a failure of k, in its entry or in the one it replaces.
 func (s *limiterSet) fail(k clientKey, now, window int64) {
 	s.clock++
-	victim, vFails := 0, uint32(0)
+	if e := s.find(k); e != nil {
+		if e.failsAt(now, window) == 0 {
+			e.start, e.fails = now, 1
+		} else if e.fails < ^uint32(0) {
+			e.fails++
+		}
+		e.last = s.clock
+		return
+	}
+	e := s.replace(k, now, window)
+	*e = limiterEntry{key: k, start: now, fails: 1, last: s.clock}
+}
+
+// replace returns the entry a client new to the set takes: a free one, or
+// one whose window ended with nothing in flight, else the one with the
+// fewest failures and handshakes in flight, the least recently failing
+// or admitted among equals.
+func (s *limiterSet) replace(k clientKey, now, window int64) *limiterEntry {
+	victim, vCount := 0, uint64(0)
 	for i := range s.ways {
 		e := &s.ways[i]
-		fails := e.fails
-		if fails > 0 && e.key == k {
-			if now-e.start >= window {
-				e.start, e.fails = now, 1
-			} else if e.fails < ^uint32(0) {
-				e.fails++
-			}
-			e.last = s.clock
-			return
-		}
-		if now-e.start >= window {
-			fails = 0 // ended: as good as free
-		}
+		count := uint64(e.failsAt(now, window)) + uint64(e.pending)
 		// Clock values are compared as serial numbers: they wrap.
-		if i == 0 || fails < vFails || (fails == vFails && int32(e.last-s.ways[victim].last) < 0) {
-			victim, vFails = i, fails
+		if i == 0 || count < vCount || (count == vCount && int32(e.last-s.ways[victim].last) < 0) {
+			victim, vCount = i, count
 		}
 	}
-	s.ways[victim] = limiterEntry{key: k, start: now, fails: 1, last: s.clock}
+	return &s.ways[victim]
 }

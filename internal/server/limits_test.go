@@ -13,6 +13,8 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
@@ -336,5 +338,72 @@ func BenchmarkFailureLimiter(b *testing.B) {
 				l.fail(k)
 			}
 		})
+	}
+}
+
+// gatedResolver holds every Resolve until release is closed, telling
+// entered of each: handshakes it holds are all in flight at once.
+type gatedResolver struct {
+	Resolver
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g gatedResolver) Resolve(ctx context.Context, r auth.Request) (console.Target, error) {
+	g.entered <- struct{}{}
+	<-g.release
+	return g.Resolver.Resolve(ctx, r)
+}
+
+// Wrong tokens sent at once from one address are held to the limit too:
+// each handshake counts against it from before its token is checked, not
+// only once the check has failed.
+func TestFailureLimitHoldsForConcurrentHandshakes(t *testing.T) {
+	const limit, n = 3, 16
+	gate := gatedResolver{entered: make(chan struct{}, n), release: make(chan struct{})}
+	_, url := serveShell(t, "concurrentlimit", func(o *Options, _ *ListenOptions) {
+		o.AuthFailureLimit, o.AuthFailureWindow = limit, time.Minute
+		gate.Resolver = o.Resolver
+		o.Resolver = gate
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	wrong := strings.Replace(url, "token=", "token=wrong", 1)
+	codes := make(chan int, n)
+	for range n {
+		go func() {
+			_, status, _ := testenv.Open(ctx, wrong, &websocket.DialOptions{Subprotocols: []string{"binary"}})
+			codes <- status
+		}()
+	}
+	// Every handshake is either held in Resolve or answered before any
+	// token is checked.
+	got := map[int]int{}
+	answered := 0
+	for seen := 0; seen < n; seen++ {
+		select {
+		case <-gate.entered:
+		case c := <-codes:
+			got[c]++
+			answered++
+		case <-ctx.Done():
+			t.Fatalf("handshakes neither answered nor resolving: %v", got)
+		}
+	}
+	close(gate.release)
+	for ; answered < n; answered++ {
+		select {
+		case c := <-codes:
+			got[c]++
+		case <-ctx.Done():
+			t.Fatalf("handshakes not answered: %v", got)
+		}
+	}
+	if want := map[int]int{401: limit, 429: n - limit}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%d wrong tokens at once with a limit of %d: answers %v, want %v", n, limit, got, want)
+	}
+	// Once they are answered, the address stays limited.
+	if _, status, _ := testenv.Open(ctx, wrong, nil); status != http.StatusTooManyRequests {
+		t.Errorf("a wrong token after them: %d, want 429", status)
 	}
 }

@@ -280,10 +280,18 @@ func (s *Server) Sessions() int { return s.slots.count() }
 // ServeHTTP takes one request down the data path: handshake checks, Origin,
 // token, dial, upgrade, session.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var info *session
 	defer func() {
+		if info != nil && info.inFlight {
+			s.failures.done(info.client.key(), false)
+		}
 		if v := recover(); v != nil && v != http.ErrAbortHandler {
 			// Logged without the request: its query holds a token.
 			s.log.Error("panic serving a request", "client", s.clientOf(r).text, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			// Else net/http answers 200. Once answered or upgraded, this
+			// writes nothing.
+			w.Header().Set("Connection", "close")
+			http.Error(w, "500 Internal Server Error: internal error", http.StatusInternalServerError)
 		}
 	}()
 	switch r.URL.Path {
@@ -304,11 +312,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
-	info := &session{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
-	if err := s.failures.check(info.client.key()); err != nil {
+	info = &session{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
+	if err := s.failures.admit(info.client.key()); err != nil {
 		s.reject(w, r, info, err)
 		return
 	}
+	info.inFlight = true
 	key, err := websocket.CheckRequest(r)
 	if err != nil {
 		s.reject(w, r, info, err)
@@ -330,6 +339,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, info, err)
 		return
 	}
+	info.inFlight = false
+	s.failures.done(info.client.key(), false)
 	info.target, info.slot = target, target.ContainerID+"/"+target.ContainerUUID
 	if err := s.admit(info); err != nil {
 		s.reject(w, r, info, err)
@@ -501,7 +512,10 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, info *session, e
 	// Only wrong tokens count: any web page can make its visitors'
 	// browsers send handshakes with a foreign Origin (403), and those must
 	// not lock a visitor's address, or its whole NAT, out of the CLI.
-	if status == http.StatusUnauthorized {
+	if info.inFlight {
+		info.inFlight = false
+		s.failures.done(info.client.key(), status == http.StatusUnauthorized)
+	} else if status == http.StatusUnauthorized {
 		s.failures.fail(info.client.key())
 	}
 	var re *retryError

@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"time"
@@ -62,13 +64,18 @@ type session struct {
 	started     time.Time
 	run         *proxy.Session // once started; guarded by Server.mu
 	released    bool           // guarded by Server.mu
+	// inFlight: the failure limiter counts the request as in flight
+	// until its token is checked (failureLimiter.admit).
+	inFlight bool
 }
 
-// newSessionID returns a short random id for logs and records.
+// newSessionID returns a short random id for logs and records. It names
+// a request and is no secret: it comes from the runtime's generator
+// (ChaCha8, seeded by the system), with no system call.
 func newSessionID() string {
-	var b [6]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	return hex.EncodeToString(b[:6])
 }
 
 // errShuttingDown: the server has stopped; no session is admitted.
@@ -98,7 +105,7 @@ func (s *Server) start(ss *session, sess *proxy.Session) {
 	ss.stream = nil // the Session's now
 	ss.started = time.Now()
 	s.opts.Metrics.SessionStarted(ss.target.Kind.String(), ss.started.Sub(ss.requested))
-	s.log.Info("session started", ss.attrs("subprotocol", ss.subprotocol)...)
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "session started", ss.attrs(slog.String("subprotocol", ss.subprotocol))...)
 	done := func(res proxy.Result) { s.release(ss, &res) }
 	// Registered and started under one lock, so stopSessions either sees
 	// the session or it starts in the stopping phase, and ends at once.
@@ -130,7 +137,7 @@ func (s *Server) release(ss *session, res *proxy.Result) {
 	ss.released = true
 	s.mu.Unlock()
 	if again {
-		s.log.Error("session released twice", ss.attrs()...)
+		s.log.LogAttrs(context.Background(), slog.LevelError, "session released twice", ss.attrs()...)
 		return
 	}
 	if ss.stream != nil {
@@ -144,7 +151,7 @@ func (s *Server) release(ss *session, res *proxy.Result) {
 			os.Remove(ss.rec.Path())
 		case err != nil:
 			recPath = ss.rec.Path()
-			s.log.Error("session recording incomplete", ss.attrs("file", recPath, "error", err)...)
+			s.log.LogAttrs(context.Background(), slog.LevelError, "session recording incomplete", ss.attrs(slog.String("file", recPath), slog.Any("error", err))...)
 		default:
 			recPath = ss.rec.Path()
 		}
@@ -167,12 +174,13 @@ func (s *Server) release(ss *session, res *proxy.Result) {
 func (s *Server) report(ss *session, res *proxy.Result, recPath string) {
 	t := ss.target
 	end := time.Now()
-	s.log.Info("session ended", ss.attrs(
-		"duration", end.Sub(ss.started).Round(time.Millisecond).String(),
-		"bytes_to_container", res.ToContainer,
-		"bytes_to_client", res.ToClient,
-		"close_code", res.ClientCode,
-		"reason", res.Reason)...)
+	bg := context.Background()
+	s.log.LogAttrs(bg, slog.LevelInfo, "session ended", ss.attrs(
+		slog.String("duration", end.Sub(ss.started).Round(time.Millisecond).String()),
+		slog.Int64("bytes_to_container", res.ToContainer),
+		slog.Int64("bytes_to_client", res.ToClient),
+		slog.Int("close_code", res.ClientCode),
+		slog.String("reason", res.Reason))...)
 	s.opts.Metrics.SessionEnded(t.Kind.String(), res.End, end.Sub(ss.started), res.ToClient, res.ToContainer)
 	err := s.opts.Audit.Write(audit.Record{
 		Session: ss.id, Kind: t.Kind.String(), ExecID: t.ExecID,
@@ -183,21 +191,22 @@ func (s *Server) report(ss *session, res *proxy.Result, recPath string) {
 		EndReason: res.End, Detail: res.Reason, Recording: recPath,
 	})
 	if err != nil {
-		s.log.Error("audit record not written", ss.attrs("error", err)...)
+		s.log.LogAttrs(bg, slog.LevelError, "audit record not written", ss.attrs(slog.Any("error", err))...)
 	}
 }
 
 // attrs are the session's attributes for a log line, then more. They are
 // built for each line rather than kept in a logger per session: an idle
 // session should hold little.
-func (ss *session) attrs(more ...any) []any {
+func (ss *session) attrs(more ...slog.Attr) []slog.Attr {
 	t := ss.target
-	a := []any{"session", ss.id, "container", t.ContainerUUID, "kind", t.Kind.String(), "client", ss.client.text}
+	a := make([]slog.Attr, 0, 6+len(more))
+	a = append(a, slog.String("session", ss.id), slog.String("container", t.ContainerUUID), slog.String("kind", t.Kind.String()), slog.String("client", ss.client.text))
 	if t.Kind == console.Exec {
-		a = append(a, "exec_id", t.ExecID)
+		a = append(a, slog.String("exec_id", t.ExecID))
 	}
 	if t.TokenID != "" {
-		a = append(a, "token_id", t.TokenID)
+		a = append(a, slog.String("token_id", t.TokenID))
 	}
 	return append(a, more...)
 }
