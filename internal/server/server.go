@@ -312,6 +312,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 not found", http.StatusNotFound)
 		return
 	}
+	growStack()
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
 	info = &sessionInfo{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
@@ -498,6 +499,7 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 	s.opts.Metrics.SessionStarted(t.Kind.String(), started.Sub(info.requested))
 	s.log.LogAttrs(bg, slog.LevelInfo, "session started", attrs(slog.String("subprotocol", info.subprotocol))...)
 	done := func(res proxy.Result) {
+		growStack() // on the pump's goroutine, for the lines below
 		defer s.sessions.Done()
 		defer s.slots.release(info.slot)
 		s.mu.Lock()
