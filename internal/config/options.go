@@ -70,7 +70,7 @@ var options = []option{
 	{section: "websocket_proxy", name: "ssl_only", def: "false", kind: boolean{}, dst: func(c *Config) any { return &c.Proxy.SSLOnly },
 		doc: "refuse plain connections (they get `400`)"},
 	{section: "websocket_proxy", name: "engine", def: "goroutines", kind: choice{noun: "engine", values: []string{"goroutines", "loop"}}, dst: func(c *Config) any { return &c.Proxy.Engine },
-		doc: "*extension:* `loop` serves plain-socket sessions on event loops (one per processor, level-triggered epoll, reads and writes inline; a session goes back to goroutines while a write or a frame has to wait); `goroutines` runs two pump goroutines per active session. TLS sessions and recorded ones always use goroutines. See docs/PERFORMANCE.md"},
+		doc: "*extension:* `loop` serves plain-socket sessions on event loops (one per processor, level-triggered epoll, reads and writes inline; bytes a socket does not take wait on the loop, bounded, and the side sending them is not read meanwhile; a frame whose bytes are late waits on the loop too; a session goes back to goroutines only when more would have to wait than that bound, or a control frame's payload is late); `goroutines` runs two pump goroutines per active session. TLS sessions and recorded ones always use goroutines. See docs/PERFORMANCE.md"},
 	{section: "websocket_proxy", name: "backend_timeout", def: "10", kind: seconds{}, dst: func(c *Config) any { return &c.Proxy.BackendTimeout },
 		doc: "*extension:* to connect to Docker and finish its handshake (then `504`)"},
 	{section: "websocket_proxy", name: "mode", kind: choice{noun: "mode", values: []string{"zun", "standalone"}, empty: true},
