@@ -99,6 +99,10 @@ wsproxy_port = $PROXY_PORT
 engine = $ENGINE
 max_sessions = 0
 max_sessions_per_container = 0
+# Every session of the load comes from 127.0.0.1, where a deployment's
+# come from many clients: the failed-authorization limit, which counts a
+# client's handshakes in flight, would refuse the 100 opened at once.
+auth_failure_limit = 0
 [database]
 connection = mysql+pymysql://zuntest:zuntest@127.0.0.1/$DB
 CONF
@@ -114,6 +118,10 @@ if [ "$TLS" != 0 ]; then
 	for k in $TLS_KEYS; do
 		bin/wsbench cert -key-type "$k" -cert "$work/$k.crt" -key "$work/$k.key"
 	done
+	# Session ticket keys from a file on both, as replicas behind a load
+	# balancer share them: the proxy's ticket_key_file, nginx's
+	# ssl_session_ticket_key (48 bytes: AES-128 tickets, as Go makes).
+	(umask 077 && head -c 32 /dev/urandom | base64 >"$work/tickets" && head -c 48 /dev/urandom >"$work/nginx-tickets")
 fi
 
 echo "machine: $(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{print int($2/1024/1024)}') GiB; $(go version | cut -d' ' -f3)"
@@ -161,6 +169,7 @@ NGINXCONF
 		ssl_protocols TLSv1.2 TLSv1.3;
 		ssl_ecdh_curve X25519:prime256v1:secp384r1;
 		ssl_session_tickets on;
+		ssl_session_ticket_key $work/nginx-tickets;
 		ssl_session_cache shared:TLS_$k:10m;
 		ssl_session_timeout 1h;
 		include $work/nginx-location.conf;
@@ -243,7 +252,7 @@ for k in $TLS_KEYS; do
 	tls_backend_pid=$!
 	pids+=($tls_backend_pid)
 	sed -e "s/^wsproxy_port = .*/wsproxy_port = $TLS_PORT/" -e '/^\[metrics\]/,$d' "$work/zun.conf" >"$work/tls-$k.conf"
-	sed -i "/^\[websocket_proxy\]/a cert = $work/$k.crt\nkey = $work/$k.key\nssl_only = true\nbase_url = wss://127.0.0.1:$TLS_PORT/" "$work/tls-$k.conf"
+	sed -i "/^\[websocket_proxy\]/a cert = $work/$k.crt\nkey = $work/$k.key\nticket_key_file = $work/tickets\nssl_only = true\nbase_url = wss://127.0.0.1:$TLS_PORT/" "$work/tls-$k.conf"
 	if [ -n "${BENCH_TLS_PPROF:-}" ]; then
 		printf '[metrics]\nlisten = %s\nprofiling = true\n' "$BENCH_TLS_PPROF" >>"$work/tls-$k.conf"
 	fi
@@ -263,7 +272,7 @@ for k in $TLS_KEYS; do
 	only=(-tls-handshakes full,resumed,full-x25519,resumed-x25519)
 	[ -n "$first_key" ] || only=(-only handshakes -tls-handshakes full,full-x25519)
 	echo
-	case $k in ecdsa) name="ECDSA P-256" ;; rsa) name="RSA-2048" ;; *) name=$k ;; esac
+	case $k in ecdsa) name="ECDSA P-256" ;; rsa) name="RSA-2048" ;; ed25519) name=Ed25519 ;; *) name=$k ;; esac
 	echo "TLS, $name certificate: wss:// at the proxy (ssl_only)${NGINX_TLS_PORT[$k]:+ and at nginx}, direct to a TLS backend"
 	bin/wsbench run -strict -ca "$work/$k.crt" -direct "$(attach '{mode}' | sed "s|ws://127.0.0.1:$BACKEND_PORT|wss://127.0.0.1:$TLS_BACKEND_PORT|")" \
 		-through "wss://127.0.0.1:$TLS_PORT/?token=$TOKEN&uuid=bench-{mode}" -pid "$tls_pid" "${tls_extra[@]}" "$@" -idle 0 "${only[@]}"

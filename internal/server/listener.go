@@ -159,7 +159,8 @@ func (l *sniffListener) sniff(c net.Conn) {
 
 // preamble reads what precedes HTTP on c: a trusted peer's PROXY header
 // (with proxy_protocol) and, with TLS on, the first byte, which tells TLS
-// from plain. out reads on from there.
+// from plain: peeked at, so that it stays in the socket (read, and given
+// back by a wrapper, where c is no socket). out reads on from there.
 func (l *sniffListener) preamble(c net.Conn) (out net.Conn, first byte, err error) {
 	out = c
 	if l.proxyProtocol && l.trusted.containsPeer(c.RemoteAddr()) {
@@ -225,7 +226,8 @@ func (l *sniffListener) Close() error {
 	return err
 }
 
-// prefixConn gives back the byte read to classify the connection.
+// prefixConn gives back the byte read to classify a connection that is
+// no socket (one that is has it peeked at instead).
 type prefixConn struct {
 	net.Conn
 	first   byte
