@@ -161,10 +161,40 @@ func (d *direction) serve() {
 	s.inline.Store(false)
 	s.serving = nil
 	if e.park {
+		if d.mid {
+			d.lateFrame()
+		}
 		d.release()
 		return
 	}
 	s.endOnLoop(e)
+}
+
+// takeChunk returns the bulk buffer of the chunk d began before it parked
+// inside a frame, how many bytes it holds and the key that unmasks them;
+// else a pooled buffer.
+func (d *direction) takeChunk() (*[]byte, int, [4]byte) {
+	if bp := d.chunk; bp != nil {
+		d.chunk = nil
+		return bp, d.chunkN, d.chunkKey
+	}
+	return bufPool.Get().(*[]byte), 0, [4]byte{}
+}
+
+// keepChunk keeps bp, n bytes of a chunk in it, until the frame goes on.
+func (d *direction) keepChunk(bp *[]byte, n int, key [4]byte) {
+	d.chunk, d.chunkN, d.chunkKey = bp, n, key
+}
+
+// lateFrame is called on the loop when d's pump stopped inside a frame:
+// its bytes must keep coming, each within FrameTimeout of the one before.
+func (d *direction) lateFrame() {
+	if d.in.n != d.midMark {
+		d.midMark, d.midSince = d.in.n, time.Now()
+	}
+	if t := d.s.opts.FrameTimeout; t > 0 {
+		d.s.armCheck(t - time.Since(d.midSince))
+	}
 }
 
 // endOnLoop finishes the session from the loop, on a goroutine of its own.
@@ -201,7 +231,9 @@ func (s *Session) beforeWait() {
 			continue
 		}
 		// A direction whose sink holds bytes runs, to write them.
-		if s.finishing || d.out.holding() || !d.waitPollerLocked() {
+		// So does one stopped inside a frame: its pump goes on with it
+		// (and its frame's deadlines).
+		if s.finishing || d.out.holding() || d.mid || !d.waitPollerLocked() {
 			s.running++
 			go d.run()
 		}
@@ -466,22 +498,32 @@ func (k *sink) failure(err error) end {
 // blocked is called on the loop when k starts holding bytes.
 func (s *Session) blocked(k *sink) {
 	s.rewatch()
-	if k.timeout <= 0 {
-		return
-	}
-	if s.wtimer == nil {
-		s.wtimer = time.AfterFunc(k.timeout, s.writesTimer)
-	} else {
-		s.wtimer.Reset(k.timeout)
+	if k.timeout > 0 {
+		s.armCheck(k.timeout)
 	}
 }
 
-// writesTimer has the loop look at the sinks' timeouts.
-func (s *Session) writesTimer() { s.lp.Post(s.checkWrites) }
+// armCheck has the loop look at the session's stalls after d (the
+// sooner, if one is due already): on the loop, a peer that stops reading
+// or stops inside a frame does not hold up a read or a write with a
+// deadline, so a timer bounds it.
+func (s *Session) armCheck(d time.Duration) {
+	d = max(d, time.Millisecond)
+	if s.wtimer == nil {
+		s.wtimer = time.AfterFunc(d, s.stallTimer)
+	} else {
+		s.wtimer.Reset(d)
+	}
+}
 
-// checkWrites ends the session, on the loop, when a socket took none of
-// its sink's bytes for the sink's timeout.
-func (s *Session) checkWrites() {
+// stallTimer has the loop look at the session's stalls.
+func (s *Session) stallTimer() { s.lp.Post(s.checkStalls) }
+
+// checkStalls ends the session, on the loop, when a socket took none of
+// its sink's bytes for the sink's timeout, or a peer sent none of a
+// frame's bytes for FrameTimeout (the ends the goroutine engine's
+// deadlines give); else it looks again when the next one would be due.
+func (s *Session) checkStalls() {
 	s.mu.Lock()
 	if !s.onLoop || s.finishing {
 		s.mu.Unlock()
@@ -490,18 +532,29 @@ func (s *Session) checkWrites() {
 	s.mu.Unlock()
 	now := time.Now()
 	var next time.Duration
-	for _, k := range [...]*sink{&s.clientOut, &s.backendOut} {
-		d := k.stalled(now)
-		if d == 0 || k.timeout <= 0 {
-			continue
+	due := func(timeout, stalled time.Duration) bool {
+		if timeout <= 0 || stalled <= 0 {
+			return false
 		}
-		left := k.timeout - d
+		left := timeout - stalled
 		if left <= 0 {
-			s.endOnLoop(k.failure(os.ErrDeadlineExceeded))
-			return
+			return true
 		}
 		if next == 0 || left < next {
 			next = left
+		}
+		return false
+	}
+	for _, k := range [...]*sink{&s.clientOut, &s.backendOut} {
+		if due(k.timeout, k.stalled(now)) {
+			s.endOnLoop(k.failure(os.ErrDeadlineExceeded))
+			return
+		}
+	}
+	for _, d := range [...]*direction{&s.fromClient, &s.fromContainer} {
+		if d.mid && due(s.opts.FrameTimeout, max(now.Sub(d.midSince), 1)) {
+			s.endOnLoop(end{side: d.side, err: errStalled})
+			return
 		}
 	}
 	if next > 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,9 +15,21 @@ import (
 
 // handoffCounter is a loop that counts the sessions' handoffs: each is a
 // session leaving the loop because something would have waited on it.
+// served has a value each time a socket's function returned.
 type handoffCounter struct {
 	*loop.Loop
 	handoffs atomic.Int64
+	served   chan struct{}
+}
+
+func (c *handoffCounter) Add(rc syscall.RawConn, ready func(loop.Events)) (*loop.Reg, error) {
+	return c.Loop.Add(rc, func(ev loop.Events) {
+		ready(ev)
+		select {
+		case c.served <- struct{}{}:
+		default:
+		}
+	})
 }
 
 func (c *handoffCounter) Handoff() {
@@ -34,7 +47,7 @@ func newHandoffCounter(t *testing.T) (*handoffCounter, *idle.Poller) {
 		l.Close()
 		p.Close()
 	})
-	return &handoffCounter{Loop: l}, p
+	return &handoffCounter{Loop: l, served: make(chan struct{}, 1)}, p
 }
 
 // On the loop, output to a client that stops reading is held back (the
@@ -100,5 +113,66 @@ func TestLoopHoldsOutputForSlowClient(t *testing.T) {
 	}
 	if n := l.handoffs.Load(); n != 0 {
 		t.Fatalf("the session left the loop %d times", n)
+	}
+}
+
+// On the loop, a frame whose bytes come in pieces is forwarded whole and
+// in order, both ways, without the session leaving the loop to wait for
+// the rest: it waits on the loop.
+func TestLoopForwardsFrameInPieces(t *testing.T) {
+	t.Parallel()
+	for _, toClient := range []bool{false, true} {
+		name := map[bool]string{false: "client to container", true: "container to client"}[toClient]
+		t.Run(name, func(t *testing.T) {
+			l, p := newHandoffCounter(t)
+			h := start(t, true, Options{Loop: l, Poller: p})
+			payload := make([]byte, 200<<10)
+			for i := range payload {
+				payload[i] = byte(i % 253)
+			}
+			var wire bytes.Buffer
+			from, to := h.client, h.docker
+			if toClient {
+				from, to = h.docker, h.client
+			}
+			websocket.NewWriter(&wire, !toClient).WriteFrame(true, websocket.OpBinary, append(make([]byte, websocket.MaxHeaderLen), payload...), websocket.MaxHeaderLen, websocket.MaxHeaderLen+len(payload))
+			// The header and some bytes, then the rest in three pieces,
+			// each once the proxy has read the one before.
+			b := wire.Bytes()
+			prev := 0
+			for _, at := range []int{100, 70 << 10, 140 << 10, len(b)} {
+				select {
+				case <-l.served:
+				default:
+				}
+				if _, err := from.conn.Write(b[prev:at]); err != nil {
+					t.Fatal(err)
+				}
+				prev = at
+				select {
+				case <-l.served:
+				case <-time.After(settle):
+					t.Fatal("the proxy did not read")
+				}
+			}
+			var got []byte
+			to.conn.SetReadDeadline(time.Now().Add(settle))
+			for len(got) < len(payload) {
+				if _, err := to.r.NextFrame(); err != nil {
+					t.Fatalf("after %d bytes: %v", len(got), err)
+				}
+				m, err := io.ReadAll(to.r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, m...)
+			}
+			if !bytes.Equal(got, payload) {
+				t.Fatalf("got %d bytes, not the frame's %d", len(got), len(payload))
+			}
+			if n := l.handoffs.Load(); n != 0 {
+				t.Fatalf("the session left the loop %d times", n)
+			}
+		})
 	}
 }

@@ -232,7 +232,19 @@ type direction struct {
 	// Session, so a timeout there may park it. Owned by the pump.
 	boundary bool
 	in       *idleConn
-	out      *sink     // where its data goes
+	out      *sink // where its data goes
+	// On the loop engine (engine.go), owned by the pump: resumable, it
+	// reads a frame's payload where it can take the frame up again
+	// later; mid, it stopped inside a frame whose bytes were late, and
+	// midSince is when bytes of it last came.
+	resumable, mid bool
+	midSince       time.Time
+	midMark        int64 // in.n at midSince
+	// chunk holds chunkN bytes of a bulk chunk begun before the pump
+	// parked inside a frame (chunkKey unmasks them); nil otherwise.
+	chunk    *[]byte
+	chunkN   int
+	chunkKey [4]byte
 	reg      *loop.Reg // while on the loop; guarded by s.mu
 }
 
@@ -454,6 +466,19 @@ func (c *idleConn) Read(p []byte) (int, error) {
 			return 0, errWouldBlock
 		}
 		c.loopReads++
+		n, err := c.raw.ReadNoWait(p)
+		if err == rawsock.ErrWouldBlock {
+			return 0, errWouldBlock
+		}
+		c.n += int64(n)
+		return n, err
+	}
+	if d.resumable && d.s.inline.Load() {
+		// On the loop, inside a frame the pump can take up again: what
+		// has come, without waiting; nothing while the data cannot go on.
+		if d.out.holding() {
+			return 0, errWouldBlock
+		}
 		n, err := c.raw.ReadNoWait(p)
 		if err == rawsock.ErrWouldBlock {
 			return 0, errWouldBlock

@@ -281,8 +281,10 @@ type Session struct {
 	// Owned by the fromClient pump; kept here across parks.
 	carry        [3]byte // base64 characters awaiting a full quantum
 	ncarry       int
-	inMessage    bool // inside a fragmented client message
-	decode       bool // that message is base64 text
+	inMessage    bool             // inside a fragmented client message
+	midFin       bool             // on the loop, parked inside a frame: its FIN bit
+	midOp        websocket.Opcode // and the opcode its next bytes go with
+	decode       bool             // that message is base64 text
 	messageBytes int64
 }
 
@@ -558,6 +560,15 @@ func (s *Session) closeBoth(first end) Result {
 // closes or fails, the container side fails, or it is time to park.
 func (s *Session) pumpClient() end {
 	for {
+		if d := &s.fromClient; d.mid {
+			// On the loop: the rest of a frame whose bytes were late.
+			d.mid = false
+			h := websocket.Header{Fin: s.midFin, Op: s.midOp, Length: s.clientR.Remaining()}
+			if e, ok := s.forwardClientFrame(h, s.decode); !ok {
+				return e
+			}
+			continue
+		}
 		h, err := s.fromClient.nextFrame(s.clientR)
 		if err != nil {
 			return s.fromClient.ended(err)
@@ -673,8 +684,14 @@ func (s *Session) control(h websocket.Header) error {
 // attach WebSocket as fragments of the same message, to an exec stream as
 // raw bytes.
 func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	d := &s.fromClient
+	bp, have, key0 := d.takeChunk()
+	kept := false
+	defer func() {
+		if !kept {
+			bufPool.Put(bp)
+		}
+	}()
 	buf := *bp
 	var decoded []byte
 	op := h.Op
@@ -692,20 +709,36 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 	// masked again in one pass, when the write masks them.
 	remask := s.backendW != nil && !decode && s.opts.Tap == nil
 	for first, remaining := true, h.Length; first || remaining > 0; first = false {
-		// A whole chunk of the frame (it is on its way) per write.
-		want := int(min(remaining, chunk))
+		// A whole chunk of the frame (it is on its way) per write; have
+		// bytes of it came before the direction parked inside the frame.
+		want := int(min(remaining, int64(chunk-have)))
 		var n int
 		var key [4]byte
 		var err error
+		d.resumable = true
 		if remask {
-			n, key, err = s.clientR.ReadChunkMasked(buf[room:], want)
+			n, key, err = s.clientR.ReadChunkMasked(buf[room+have:], want)
 		} else {
-			n, err = s.clientR.ReadChunk(buf[room:], want)
+			n, err = s.clientR.ReadChunk(buf[room+have:], want)
+		}
+		d.resumable = false
+		if have == 0 {
+			key0 = key // unmasks the chunk from its first byte
+		}
+		// On the loop, the frame's next bytes are late: the chunk waits
+		// for them, parked, and the frame is taken up when they come.
+		if err == errWouldBlock {
+			if have+n > 0 {
+				kept = true
+				d.keepChunk(bp, have+n, key0)
+			}
+			return s.lateClientFrame(h.Fin, op), false
 		}
 		if err != nil {
 			return end{side: clientSide, err: err}, false
 		}
 		remaining -= int64(n)
+		n, have, key = have+n, 0, key0
 		fin := h.Fin && remaining == 0
 		out, off, stop := buf, room, room+n
 		if decode {
@@ -740,6 +773,14 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 		s.dataSeen.Store(s.opts.Clock.Now().UnixNano())
 	}
 	return end{}, true
+}
+
+// lateClientFrame parks the client's direction inside a frame, on the
+// loop: the frame goes on with op (its first frame's, or continuation
+// once some of it went) when its bytes come.
+func (s *Session) lateClientFrame(fin bool, op websocket.Opcode) end {
+	s.fromClient.mid, s.midFin, s.midOp = true, fin, op
+	return end{park: true}
 }
 
 // decodeBase64 decodes the carried characters and src into dst and returns
@@ -797,66 +838,105 @@ func (s *Session) pumpContainer() end {
 
 // pumpAttach relays the frames of Docker's attach WebSocket.
 func (s *Session) pumpAttach() end {
+	d := &s.fromContainer
 	for {
-		h, err := s.fromContainer.nextFrame(s.backendR)
-		if err != nil {
-			return s.fromContainer.ended(err)
-		}
-		s.backendSeen.Store(s.opts.Clock.Now().UnixNano())
-		switch h.Op {
-		case websocket.OpPing:
-			rerr, werr := answerPing(s.backendR, s.backendW)
-			if err := cmp.Or(rerr, werr); err != nil {
-				return end{side: containerSide, err: err}
-			}
-			continue
-		case websocket.OpPong:
-			if s.fromContainer.afterPong(s.backendR) {
-				return end{park: true}
-			}
-			continue
-		case websocket.OpClose:
-			code, err := readClose(s.backendR)
+		var remaining int64
+		if d.mid {
+			// On the loop: the rest of a frame whose bytes were late.
+			d.mid = false
+			remaining = s.backendR.Remaining()
+		} else {
+			h, err := d.nextFrame(s.backendR)
 			if err != nil {
-				return end{side: containerSide, err: err}
+				return d.ended(err)
 			}
-			return end{side: containerSide, closed: true, code: code}
+			s.backendSeen.Store(s.opts.Clock.Now().UnixNano())
+			switch h.Op {
+			case websocket.OpPing:
+				rerr, werr := answerPing(s.backendR, s.backendW)
+				if err := cmp.Or(rerr, werr); err != nil {
+					return end{side: containerSide, err: err}
+				}
+				continue
+			case websocket.OpPong:
+				if d.afterPong(s.backendR) {
+					return end{park: true}
+				}
+				continue
+			case websocket.OpClose:
+				code, err := readClose(s.backendR)
+				if err != nil {
+					return end{side: containerSide, err: err}
+				}
+				return end{side: containerSide, closed: true, code: code}
+			}
+			remaining = h.Length
 		}
 		// Output leaves in binary messages whatever type Docker used
 		// (text below API 1.28, with any bytes the process printed): a
 		// browser fails the whole connection on a text message that is not
 		// UTF-8, and websockify, which Zun's clients were written against,
 		// always sends binary.
-		for remaining := h.Length; remaining > 0; {
+		d.resumable = true
+		for remaining > 0 {
 			// Short payloads go through the inline array; only bulk output
 			// takes a pooled buffer, and only while it is being forwarded.
 			var n int
-			if remaining <= smallChunk {
+			var err error
+			if remaining <= smallChunk && d.chunk == nil {
 				n, err = s.backendR.Read(s.small[room:])
 				if n > 0 {
 					if e, ok := s.sendToClient(s.small[:], n); !ok {
+						d.resumable = false
 						return e
 					}
 				}
 			} else {
 				// The frame's bytes are on their way (its header says how
 				// many): wait for a whole chunk, so that bulk output leaves
-				// in as few frames and writes as it came in.
-				bp := bufPool.Get().(*[]byte)
-				n, err = s.backendR.ReadChunk((*bp)[room:], int(min(remaining, chunk)))
-				if n > 0 {
-					if e, ok := s.sendToClient(*bp, n); !ok {
+				// in as few frames and writes as it came in (on the loop:
+				// what has come).
+				// have bytes of the chunk came before the direction parked
+				// inside the frame.
+				bp, have, _ := d.takeChunk()
+				n, err = s.backendR.ReadChunk((*bp)[room+have:], int(min(remaining, int64(chunk-have))))
+				if err == errWouldBlock {
+					d.resumable = false
+					if have+n > 0 {
+						d.keepChunk(bp, have+n, [4]byte{})
+					} else {
 						bufPool.Put(bp)
+					}
+					d.mid = true
+					return end{park: true}
+				}
+				remaining -= int64(n)
+				if have+n > 0 {
+					if e, ok := s.sendToClient(*bp, have+n); !ok {
+						bufPool.Put(bp)
+						d.resumable = false
 						return e
 					}
 				}
 				bufPool.Put(bp)
+				if err != nil && err != io.EOF {
+					d.resumable = false
+					return end{side: containerSide, err: err}
+				}
+				continue
 			}
 			remaining -= int64(n)
+			if err == errWouldBlock {
+				d.resumable = false
+				d.mid = true
+				return end{park: true}
+			}
 			if err != nil && err != io.EOF {
+				d.resumable = false
 				return end{side: containerSide, err: err}
 			}
 		}
+		d.resumable = false
 	}
 }
 

@@ -50,6 +50,9 @@ type handler struct{ next slog.Handler }
 func (h handler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
 
 func (h handler) Handle(ctx context.Context, r slog.Record) error {
+	if clean(r) {
+		return h.next.Handle(ctx, r)
+	}
 	out := slog.NewRecord(r.Time, r.Level, String(r.Message), r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(attr(a))
@@ -85,4 +88,24 @@ func attr(a slog.Attr) slog.Attr {
 		}
 	}
 	return a
+}
+
+// clean reports whether r has nothing to mask: no text that may hold a
+// token, no error and no group (which attr rewrites). Most lines are, and
+// go on as they are, without a copy.
+func clean(r slog.Record) bool {
+	if containsFold(r.Message) {
+		return false
+	}
+	ok := true
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Value.Kind() {
+		case slog.KindString:
+			ok = !containsFold(a.Value.String())
+		case slog.KindGroup, slog.KindAny, slog.KindLogValuer:
+			ok = false
+		}
+		return ok
+	})
+	return ok
 }

@@ -37,3 +37,19 @@ func TestHandler(t *testing.T) {
 		}
 	}
 }
+
+// Lines with nothing to mask are passed on as they are; one string among
+// many that holds a token still makes the line masked.
+func TestHandlerCleanLines(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(Handler(slog.NewTextHandler(&buf, nil)))
+	log.Info("session ended", "session", "a1", "bytes", 12, "kind", "attach", "client", "192.0.2.1", "close_code", 1000, "duration", "5ms", "reason", "")
+	log.Info("session ended", "session", "a2", "bytes", 12, "kind", "attach", "client", "192.0.2.1", "close_code", 1000, "duration", "5ms", "reason", "url ws://x/?token=eee")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `session=a1 bytes=12 kind=attach client=192.0.2.1 close_code=1000 duration=5ms reason=""`) {
+		t.Fatalf("clean line changed: %q", lines)
+	}
+	if strings.Contains(lines[1], "eee") || !strings.Contains(lines[1], "token=REDACTED") {
+		t.Errorf("the seventh attribute's token is not masked: %s", lines[1])
+	}
+}

@@ -6,12 +6,13 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -318,7 +319,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
 	info = &sessionInfo{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
-	if err := s.failures.admit(info.client.key()); err != nil {
+	if err := s.failures.admit(r.Context(), info.client.key()); err != nil {
 		s.reject(w, r, info, err)
 		return
 	}
@@ -449,11 +450,13 @@ type sessionInfo struct {
 	admitted bool
 }
 
-// newSessionID returns a short random id for logs and records.
+// newSessionID returns a short random id for logs and records. It names
+// a request and is no secret: it comes from the runtime's generator
+// (ChaCha8, seeded by the system), with no system call.
 func newSessionID() string {
-	var b [6]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	return hex.EncodeToString(b[:6])
 }
 
 // start runs a session, counted for Shutdown. It does not block: the
@@ -483,19 +486,21 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 	t := info.target
 	// The session's attributes are built for each line rather than kept
 	// in a logger per session: an idle session should hold little.
-	attrs := func(more ...any) []any {
-		a := []any{"session", info.id, "container", t.ContainerUUID, "kind", t.Kind.String(), "client", info.client.text}
+	attrs := func(more ...slog.Attr) []slog.Attr {
+		a := make([]slog.Attr, 0, 6+len(more))
+		a = append(a, slog.String("session", info.id), slog.String("container", t.ContainerUUID), slog.String("kind", t.Kind.String()), slog.String("client", info.client.text))
 		if t.Kind == console.Exec {
-			a = append(a, "exec_id", t.ExecID)
+			a = append(a, slog.String("exec_id", t.ExecID))
 		}
 		if t.TokenID != "" {
-			a = append(a, "token_id", t.TokenID)
+			a = append(a, slog.String("token_id", t.TokenID))
 		}
 		return append(a, more...)
 	}
+	bg := context.Background()
 	started := time.Now()
 	s.opts.Metrics.SessionStarted(t.Kind.String(), started.Sub(info.requested))
-	s.log.Info("session started", attrs("subprotocol", info.subprotocol)...)
+	s.log.LogAttrs(bg, slog.LevelInfo, "session started", attrs(slog.String("subprotocol", info.subprotocol))...)
 	done := func(res proxy.Result) {
 		defer s.sessions.Done()
 		defer s.slots.release(info.slot)
@@ -507,15 +512,15 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 		if info.rec != nil {
 			recPath = info.rec.Path()
 			if err := info.rec.Close(); err != nil {
-				s.log.Error("session recording incomplete", attrs("file", recPath, "error", err)...)
+				s.log.LogAttrs(bg, slog.LevelError, "session recording incomplete", attrs(slog.String("file", recPath), slog.Any("error", err))...)
 			}
 		}
-		s.log.Info("session ended", attrs(
-			"duration", ended.Sub(started).Round(time.Millisecond).String(),
-			"bytes_to_container", res.ToContainer,
-			"bytes_to_client", res.ToClient,
-			"close_code", res.ClientCode,
-			"reason", res.Reason)...)
+		s.log.LogAttrs(bg, slog.LevelInfo, "session ended", attrs(
+			slog.String("duration", ended.Sub(started).Round(time.Millisecond).String()),
+			slog.Int64("bytes_to_container", res.ToContainer),
+			slog.Int64("bytes_to_client", res.ToClient),
+			slog.Int("close_code", res.ClientCode),
+			slog.String("reason", res.Reason))...)
 		s.opts.Metrics.SessionEnded(t.Kind.String(), res.End, ended.Sub(started), res.ToClient, res.ToContainer)
 		err := s.opts.Audit.Write(audit.Record{
 			Session: info.id, Kind: t.Kind.String(), ExecID: t.ExecID,
@@ -526,7 +531,7 @@ func (s *Server) run(sess *proxy.Session, info *sessionInfo) {
 			EndReason: res.End, Detail: res.Reason, Recording: recPath,
 		})
 		if err != nil {
-			s.log.Error("audit record not written", attrs("error", err)...)
+			s.log.LogAttrs(bg, slog.LevelError, "audit record not written", attrs(slog.Any("error", err))...)
 		}
 	}
 	// Registered and started under one lock, so stopSessions either sees
