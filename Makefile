@@ -79,6 +79,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/proxyproto/
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/proxyproto/
 	$(GO) test -run '^$$' -fuzz '^FuzzForwardedFor$$' -fuzztime $(FUZZTIME) ./internal/server/
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIEndpoint$$' -fuzztime $(FUZZTIME) ./internal/docker/
+	$(GO) test -run '^$$' -fuzz '^FuzzExecStartAnswer$$' -fuzztime $(FUZZTIME) ./internal/docker/
 
 # mutation measures how many small deliberate bugs the pure packages' tests
 # notice (gremlins' test efficacy) and fails if a package is below

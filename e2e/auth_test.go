@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,30 +46,7 @@ func handshake(t *testing.T, addr, target string, header http.Header) (int, stri
 // blackhole accepts TCP connections and never answers: a container
 // runtime that hangs.
 func blackhole(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
+	return testenv.NewBlackhole(t, "127.0.0.1:0").Addr
 }
 
 func TestAuthorizationAnswers(t *testing.T) {
@@ -214,5 +190,39 @@ func TestBadConfigStopsStartup(t *testing.T) {
 		if strings.Count(got, "\n") != 0 || !strings.HasPrefix(got, "zun-wsproxy: "+path+": "+c.want) || strings.Contains(got, "s3cret") {
 			t.Errorf("output %q, want one line starting with %q", got, "zun-wsproxy: "+path+": "+c.want)
 		}
+	}
+}
+
+// A WebSocket version other than 13, or none, gets 426 with
+// Sec-WebSocket-Version: 13, the one the proxy speaks (RFC 6455 section
+// 4.4). The version is checked before the database is asked: with it down,
+// version 13 gets 503.
+func TestUnsupportedVersion(t *testing.T) {
+	t.Parallel()
+	p := startProxy(t, baseConf(nil), "")
+	cases := []struct {
+		name     string
+		versions []string // the request's Sec-WebSocket-Version lines
+		status   int
+	}{
+		{"8", []string{"8"}, 426},
+		{"12", []string{"12"}, 426},
+		{"14", []string{"14"}, 426},
+		{"missing", nil, 426},
+		{"empty", []string{""}, 426},
+		{"13 and 8 in one line", []string{"13, 8"}, 426},
+		{"13 twice", []string{"13", "13"}, 426},
+		{"13 (control)", []string{"13"}, 503},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, body, header := handshake(t, p.addr(), "/?token=t&uuid="+testenv.NewUUID(), http.Header{"Sec-Websocket-Version": c.versions})
+			if status != c.status {
+				t.Fatalf("status %d (%q), want %d", status, body, c.status)
+			}
+			if got := header.Values("Sec-Websocket-Version"); status == 426 && (len(got) != 1 || got[0] != "13") {
+				t.Errorf("426 with Sec-WebSocket-Version %q, want 13", got)
+			}
+		})
 	}
 }

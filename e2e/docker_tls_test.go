@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
+	"regexp"
 	"testing"
 	"time"
 
@@ -127,5 +129,96 @@ func TestDockerTLSVerify(t *testing.T) {
 		if status := refusal(ctx, p.url(c.Token, c.UUID, ""), nil); status != 502 {
 			t.Errorf("%s: %d, want 502", name, status)
 		}
+	}
+}
+
+// tlsDockerRelay relays TCP from a fresh port on host (a loopback
+// address) to the test environment's TLS dockerd, so that the proxy
+// reaches the daemon, and checks its certificate, under that name.
+func tlsDockerRelay(t *testing.T, host string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testenv.Forward(t, ln, testenv.DockerTLSAddr).Addr
+}
+
+// The daemon's certificate must name the host the proxy dials, not only
+// come from ca_file's CA: the TLS dockerd's certificate (its CA's, for
+// 127.0.0.1 and localhost) is refused when the daemon is reached as
+// 127.0.0.2, attach and exec alike, with 502 and the reason in the log.
+func TestDockerTLSHostName(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewZunDB(t, "dtlsname")
+	d := testenv.NewDockerTLS(t)
+	ca, cert, key := testenv.DockerTLSFiles()
+	p := startProxy(t, baseConf(db), fmt.Sprintf("[docker]\nca_file = %s\ncert_file = %s\nkey_file = %s\n", ca, cert, key))
+	id := d.Run("sh")
+	for _, tc := range []struct {
+		host string
+		ok   bool
+	}{
+		{"127.0.0.1", true}, // in the certificate
+		{"127.0.0.2", false},
+	} {
+		t.Run(tc.host, func(t *testing.T) {
+			relay := tlsDockerRelay(t, tc.host)
+			wssURL := fmt.Sprintf("wss://%s/v%s/containers/%s/attach/ws?logs=0&stream=1&stdin=1&stdout=1&stderr=1", relay, testenv.APIVersion, id)
+			c := db.InsertContainer(t, testenv.Container{DockerID: id, Token: testenv.NewUUID(), WebsocketURL: wssURL})
+			execID, execToken := db.NewExec(t, d, c, "tcp://"+relay)
+			ctx := ctxTimeout(t, 30*time.Second)
+			for _, kind := range []struct{ name, url string }{
+				{"attach", p.url(c.Token, c.UUID, "")},
+				{"exec", p.url(execToken, c.UUID, execID)},
+			} {
+				if tc.ok {
+					conn := open(ctx, t, kind.url, nil)
+					testenv.Echo(t, conn, kind.name+"-named")
+					conn.Close(websocket.StatusNormalClosure, "")
+					continue
+				}
+				if status := refusal(ctx, kind.url, nil); status != 502 {
+					t.Errorf("%s through a daemon whose certificate names another host: %d, want 502", kind.name, status)
+				}
+			}
+			if !tc.ok {
+				p.logs.WaitLines(t, `request refused.*status=502.*certificate is valid for 127\.0\.0\.1, not `+regexp.QuoteMeta(tc.host), 2, settle)
+			}
+		})
+	}
+}
+
+// api_insecure: Docker's certificate is not verified (here ca_file is
+// another CA's), for attach over wss:// and for exec on an https:// URL;
+// the client certificate is still presented. An exec on a tcp:// URL is
+// plain HTTP, as Zun's docker-py client makes it then, even with the TLS
+// files set.
+func TestDockerAPIInsecureExec(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewZunDB(t, "dinsec")
+	tlsd, plain := testenv.NewDockerTLS(t), testenv.NewDocker(t)
+	_, cert, key := testenv.DockerTLSFiles()
+	otherCA := testenv.NewCA(t)
+	p := startProxy(t, baseConf(db), fmt.Sprintf("[docker]\nca_file = %s\ncert_file = %s\nkey_file = %s\napi_insecure = true\n", otherCA.File, cert, key))
+
+	id := tlsd.Run("sh")
+	wssURL := fmt.Sprintf("wss://%s/v%s/containers/%s/attach/ws?logs=0&stream=1&stdin=1&stdout=1&stderr=1", testenv.DockerTLSAddr, testenv.APIVersion, id)
+	c := db.InsertContainer(t, testenv.Container{DockerID: id, Token: testenv.NewUUID(), WebsocketURL: wssURL})
+	httpsExec, httpsToken := db.NewExec(t, tlsd, c, "https://"+testenv.DockerTLSAddr)
+	pc := db.InsertContainer(t, testenv.Container{DockerID: plain.Run("sh"), Token: testenv.NewUUID()})
+	tcpExec, tcpToken := db.NewExec(t, plain, pc, "tcp://"+testenv.DockerAddr)
+
+	ctx := ctxTimeout(t, 30*time.Second)
+	for _, tc := range []struct{ name, url string }{
+		{"attach over wss:// unverified", p.url(c.Token, c.UUID, "")},
+		{"exec over https:// unverified", p.url(httpsToken, c.UUID, httpsExec)},
+		{"exec over tcp:// in plain HTTP", p.url(tcpToken, pc.UUID, tcpExec)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := open(ctx, t, tc.url, nil)
+			testenv.Echo(t, conn, "insecure")
+			conn.Close(websocket.StatusNormalClosure, "")
+		})
 	}
 }

@@ -410,3 +410,28 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// metrics reads the metrics page at addr (the metrics listener) and
+// returns each series' value by its name and labels, as the page writes
+// them: `zun_wsproxy_sessions_active{kind="attach"}`.
+func metrics(t *testing.T, addr string) map[string]string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	values := map[string]string{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if l := sc.Text(); !strings.HasPrefix(l, "#") {
+			if i := strings.LastIndexByte(l, ' '); i > 0 {
+				values[l[:i]] = l[i+1:]
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("metrics page: %v", err)
+	}
+	return values
+}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -158,20 +157,7 @@ input = true
 	}
 
 	// The metrics page.
-	resp, err := http.Get("http://" + metricsAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	values := map[string]string{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if l := sc.Text(); !strings.HasPrefix(l, "#") {
-			if i := strings.LastIndexByte(l, ' '); i > 0 {
-				values[l[:i]] = l[i+1:]
-			}
-		}
-	}
+	values := metrics(t, metricsAddr)
 	for name, want := range map[string]string{
 		`zun_wsproxy_sessions_started_total{kind="attach"}`:                         "1",
 		`zun_wsproxy_sessions_ended_total{kind="attach",reason="container_exited"}`: "1",

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -227,17 +226,7 @@ listen = 127.0.0.1:0
 
 			// HAProxy's address without a header: refused, logged, counted.
 			refused := func() int {
-				resp, err := http.Get("http://" + metricsAddr + "/metrics")
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer resp.Body.Close()
-				body, _ := io.ReadAll(resp.Body)
-				m := regexp.MustCompile(`(?m)^zun_wsproxy_handshakes_refused_total\{reason="proxy_header"\} (\d+)$`).FindSubmatch(body)
-				if m == nil {
-					return 0
-				}
-				n, _ := strconv.Atoi(string(m[1]))
+				n, _ := strconv.Atoi(metrics(t, metricsAddr)[`zun_wsproxy_handshakes_refused_total{reason="proxy_header"}`])
 				return n
 			}
 			before := refused()

@@ -24,8 +24,15 @@ import (
 // inside(path).
 func startProxyOnSmallFS(t *testing.T, size int, dir string, args ...string) (p *proxy, inside func(string) string) {
 	t.Helper()
-	cmd := exec.Command("sh", append([]string{"-c", `mount -t tmpfs -o "size=$1,mode=0700" zun-wsproxy-test "$2" && shift 2 && exec "$@"`,
-		"sh", strconv.Itoa(size), dir, binary}, args...)...)
+	return startProxyOnTmpfs(t, "size="+strconv.Itoa(size), dir, args...)
+}
+
+// startProxyOnTmpfs is startProxyOnSmallFS with the tmpfs's mount options
+// (mode=0700 and opts).
+func startProxyOnTmpfs(t *testing.T, opts, dir string, args ...string) (p *proxy, inside func(string) string) {
+	t.Helper()
+	cmd := exec.Command("sh", append([]string{"-c", `mount -t tmpfs -o "mode=0700,$1" zun-wsproxy-test "$2" && shift 2 && exec "$@"`,
+		"sh", opts, dir, binary}, args...)...)
 	// Go makes the new namespace's mounts private before the command runs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
 	p = startProxyCmd(t, cmd)
@@ -146,4 +153,71 @@ func TestRecordingFailsClosed(t *testing.T) {
 		ce, got := recorded(t, p, shell(), flood)
 		check(t, p, 2, ce, got, websocket.StatusInternalError, "session recording failed", "recording_failed")
 	})
+}
+
+// A session whose recording cannot be created is refused before the
+// upgrade (503 "session recording unavailable", counted as
+// recording_unavailable), leaving no connection to Docker; once the
+// recording directory can take it, sessions are recorded again.
+func TestRecordingUnavailable(t *testing.T) {
+	t.Parallel()
+	s := newDeployment(t)
+	const metricsConf = "[metrics]\nlisten = 127.0.0.1:0\n"
+	// Each case starts a proxy whose [recording] dir cannot be used and
+	// returns it, the directory the recordings go to, and how to make it
+	// usable.
+	cases := []struct {
+		name  string
+		start func(t *testing.T) (p *proxy, dir string, repair func())
+	}{
+		{"a file, not a directory", func(t *testing.T) (*proxy, string, func()) {
+			dir := filepath.Join(t.TempDir(), "recordings")
+			os.WriteFile(dir, nil, 0o600)
+			p := startProxy(t, baseConf(s.db), metricsConf+"[recording]\ndir = "+dir+"\n")
+			return p, dir, func() { os.Remove(dir) }
+		}},
+		{"under a file", func(t *testing.T) (*proxy, string, func()) {
+			file := filepath.Join(t.TempDir(), "var")
+			os.WriteFile(file, nil, 0o600)
+			dir := filepath.Join(file, "recordings")
+			p := startProxy(t, baseConf(s.db), metricsConf+"[recording]\ndir = "+dir+"\n")
+			return p, dir, func() { os.Remove(file) }
+		}},
+		{"read-only filesystem", func(t *testing.T) (*proxy, string, func()) {
+			dir := t.TempDir() // the mount point: the tmpfs covers it inside only
+			p, inside := startProxyOnTmpfs(t, "ro", dir, confArgs(t, baseConf(s.db), metricsConf+"[recording]\ndir = "+dir+"\n")...)
+			return p, inside(dir), func() {
+				ns := fmt.Sprintf("--mount=/proc/%d/ns/mnt", p.cmd.Process.Pid)
+				if out, err := exec.Command("nsenter", ns, "mount", "-o", "remount,rw", dir).CombinedOutput(); err != nil {
+					t.Fatalf("remount %s read-write: %v: %s", dir, err, out)
+				}
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p, dir, repair := tc.start(t)
+			c := s.attachable(t, "sh")
+			status, body, _ := handshake(t, p.addr(), "/?token="+c.Token+"&uuid="+c.UUID, nil)
+			if status != 503 || !strings.Contains(body, "session recording unavailable") {
+				t.Fatalf("%d %q, want 503 session recording unavailable", status, body)
+			}
+			p.logs.WaitLine(t, `session refused: cannot record it`, settle)
+			if got := metrics(t, p.sideAddr(t, "metrics"))[`zun_wsproxy_handshakes_refused_total{reason="recording_unavailable"}`]; got != "1" {
+				t.Errorf("refusals counted as recording_unavailable: %s, want 1", got)
+			}
+			if d, _ := p.conns(t); d != 0 {
+				t.Errorf("%d connections to Docker after the refusal", d)
+			}
+			repair()
+			conn := attach(t, p, c)
+			testenv.Echo(t, conn, "recorded")
+			conn.Close(websocket.StatusNormalClosure, "")
+			p.sessionEnded(t, "container="+c.UUID)
+			if casts, _ := filepath.Glob(filepath.Join(dir, "*.cast")); len(casts) != 1 {
+				t.Errorf("recordings in %s: %v, want the session's", dir, casts)
+			}
+		})
+	}
 }

@@ -26,33 +26,54 @@ func closeOf(t *testing.T, conn *websocket.Conn) (websocket.CloseError, time.Dur
 	return ce, time.Since(start)
 }
 
+// SIGTERM closes the port, to health checks too. The running session
+// goes on for shutdown_timeout, not less, and is then closed with 1001;
+// the process exits within a close handshake's bound (1 s) after that.
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	s := newDeployment(t)
-	p := startProxy(t, baseConf(s.db), "[websocket_proxy]\nshutdown_timeout = 3\n")
+	const drain = 3 * time.Second
+	p := startProxy(t, baseConf(s.db), fmt.Sprintf("[websocket_proxy]\nshutdown_timeout = %v\n", drain.Seconds()))
 	c := s.attachable(t, "sh")
 	conn := attach(t, p, c)
 	testenv.Echo(t, conn, "before")
+	sigterm := time.Now()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	p.logs.WaitLine(t, "shutting down", settle)
-	// No new sessions; the running one goes on during the drain.
-	if accepts(p.addr()) {
+	// No new connections, a health check's neither: HAProxy's GET /readyz
+	// fails from then on. The running session goes on. (The port closes
+	// right after that line is logged; a second is plenty.)
+	if !testenv.WaitFor(time.Second, func() bool { return !accepts(p.addr()) }) {
 		t.Error("the proxy still accepts connections while draining")
 	}
+	if resp, err := http.Get("http://" + p.addr() + "/readyz"); err == nil {
+		resp.Body.Close()
+		t.Errorf("/readyz while draining: %d, want no answer (the port is closed)", resp.StatusCode)
+	}
 	testenv.Echo(t, conn, "draining")
-	ce, after := closeOf(t, conn)
+	ce, _ := closeOf(t, conn)
+	closed := time.Since(sigterm)
 	if ce.Code != websocket.StatusGoingAway || ce.Reason != "proxy shutting down" {
 		t.Fatalf("at the end of the drain: %v", ce)
 	}
-	t.Logf("closed %v after the drain began", after.Round(100*time.Millisecond))
+	if closed < drain {
+		t.Errorf("the session was closed %v after SIGTERM, before shutdown_timeout (%v)", closed, drain)
+	}
+	t.Logf("closed %v after SIGTERM", closed.Round(100*time.Millisecond))
+	// shutdown_timeout, the close handshake's bound, and 2 s for a busy
+	// machine.
+	bound := drain + time.Second + 2*time.Second
 	select {
 	case err := <-p.done:
 		p.done <- err // for the cleanup
 		if err != nil {
 			t.Fatalf("exit: %v", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the proxy did not exit after the drain")
+		if exited := time.Since(sigterm); exited > bound {
+			t.Errorf("exited %v after SIGTERM, want within %v", exited, bound)
+		}
+	case <-time.After(time.Until(sigterm.Add(bound))):
+		t.Fatalf("the proxy had not exited %v after SIGTERM (shutdown_timeout %v)", bound, drain)
 	}
 }
 
@@ -226,6 +247,66 @@ func TestDatabaseFaults(t *testing.T) {
 	p.waitNoSessions(t)
 }
 
+// A database that hangs (it accepts connections and never answers) gets
+// the same 503 within query_timeout as one that is down, for each of many
+// requests at once, and it never holds more connections than the pool's
+// bound (max_pool_size + max_overflow); once the requests are answered,
+// no connection to it is left open.
+func TestDatabaseHangs(t *testing.T) {
+	t.Parallel()
+	hung := testenv.NewBlackhole(t, "127.0.0.1:0")
+	const pool, overflow, requests = 2, 1, 20
+	// A short query_timeout: after the requests, the pool goes on opening
+	// the connections they asked for, one at a time, each given up after
+	// query_timeout, before the last one closes.
+	const queryTimeout = time.Second
+	conf := strings.Replace(baseConf(nil), "127.0.0.1:1", hung.Addr, 1)
+	p := startProxy(t, conf, fmt.Sprintf("[database]\nmax_pool_size = %d\nmax_overflow = %d\nquery_timeout = %v\n", pool, overflow, queryTimeout.Seconds()))
+	type answer struct {
+		status int
+		took   time.Duration
+	}
+	answers := make(chan answer, requests)
+	for range requests {
+		go func() {
+			start := time.Now()
+			status := refusal(ctxTimeout(t, 30*time.Second), p.url("t", testenv.NewUUID(), ""), nil)
+			answers <- answer{status, time.Since(start)}
+		}()
+	}
+	// The connections the proxy holds at once, sampled while the requests
+	// wait: each waits query_timeout on its connection, far longer than
+	// the samples' interval.
+	most := 0
+	sample := time.NewTicker(10 * time.Millisecond)
+	defer sample.Stop()
+	for answered := 0; answered < requests; {
+		select {
+		case a := <-answers:
+			answered++
+			// query_timeout bounds each lookup; 2 s more for a busy machine.
+			if a.status != 503 || a.took > queryTimeout+2*time.Second {
+				t.Errorf("with the database hung: %d after %v, want 503 within query_timeout (%v)", a.status, a.took.Round(time.Millisecond), queryTimeout)
+			}
+		case <-sample.C:
+			_, open := hung.Counts()
+			most = max(most, open)
+		}
+	}
+	accepted, _ := hung.Counts()
+	t.Logf("%d requests: %d connections to the hung database, at most %d at once", requests, accepted, most)
+	if most == 0 || most > pool+overflow {
+		t.Errorf("%d connections to the hung database at once, want 1 to %d (max_pool_size + max_overflow)", most, pool+overflow)
+	}
+	var open int
+	if !testenv.WaitFor(settle, func() bool { _, open = hung.Counts(); return open == 0 }) {
+		t.Errorf("%d connections to the hung database still open after every request was answered", open)
+	}
+	if exited, err := p.exited(); exited {
+		t.Fatalf("zun-wsproxy exited: %v", err)
+	}
+}
+
 // The container is killed under a session: the client learns it ended.
 func TestContainerKilled(t *testing.T) {
 	t.Parallel()
@@ -322,4 +403,51 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	testenv.Echo(t, conn, "survived-reload")
 	conn.Close(websocket.StatusNormalClosure, "")
 	p.waitNoSessions(t)
+}
+
+// SIGHUP applies new limits and session timeouts to new sessions, and
+// running sessions keep theirs; a file that does not parse is logged and
+// ignored, and what was running stays.
+func TestReloadLimitsAndTimeouts(t *testing.T) {
+	t.Parallel()
+	s := newDeployment(t)
+	args := confArgs(t, baseConf(s.db), "[websocket_proxy]\nmax_sessions_per_container = 100\n")
+	override := args[3]
+	p := startProxyArgs(t, args...)
+	c, other := s.attachable(t, "sh"), s.attachable(t, "sh")
+	before := attach(t, p, c)
+	testenv.Echo(t, before, "before-reload")
+	hup := func(conf, want string) {
+		t.Helper()
+		if err := os.WriteFile(override, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n := len(p.logs.Matching(want))
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		p.logs.WaitLines(t, want, n+1, settle)
+	}
+	second := func() (int, string, http.Header) {
+		return handshake(t, p.addr(), "/?token="+c.Token+"&uuid="+c.UUID, nil)
+	}
+	if status, _, _ := second(); status != 101 {
+		t.Fatalf("a second session of the container before the reload: %d, want 101", status)
+	}
+
+	hup("[websocket_proxy]\nmax_sessions_per_container = 1\nidle_timeout = 1\n", `configuration reloaded`)
+	// The session opened before holds the container's one slot now.
+	if status, body, h := second(); status != 503 || body != "503 Service Unavailable: too many console sessions; retry later\n" || h.Get("Retry-After") == "" {
+		t.Fatalf("a second session of the container after max_sessions_per_container = 1: %d %q (Retry-After %q), want 503 with Retry-After", status, body, h.Get("Retry-After"))
+	}
+	idle := attach(t, p, other)
+	if ce, after := closeOf(t, idle); ce.Code != websocket.StatusGoingAway || ce.Reason != "session idle for idle_timeout" {
+		t.Fatalf("a new session after idle_timeout = 1: %v after %v, want 1001 \"session idle for idle_timeout\"", ce, after)
+	}
+	// Idle for as long, the session from before the reload goes on.
+	testenv.Echo(t, before, "kept-its-timeouts")
+
+	hup("[websocket_proxy\nmax_sessions_per_container = 5\n", `configuration not reloaded; the running one stays.*override\.conf:1: invalid section header`)
+	if status, _, _ := second(); status != 503 {
+		t.Fatalf("after a reload of a file that does not parse: %d, want 503 (the limit of 1 stays)", status)
+	}
+	testenv.Echo(t, before, "after-bad-reload")
 }

@@ -306,8 +306,30 @@ func TestHAProxyFailover(t *testing.T) {
 		t.Fatalf("sessions not spread over both replicas: %d and %d", on0, on1)
 	}
 
-	// Replica 0 dies.
+	// Replica 0 dies. Before HAProxy's checks notice, a new session sent
+	// to it is refused at connect and redispatched to the survivor
+	// (haproxy.cfg's retries and option redispatch): none fails.
 	reps[0].kill()
+	early := make(chan error, 10)
+	for i := 0; i < cap(early); i++ {
+		go func() {
+			conn, status, err := testenv.Open(ctx, consoleURL(base), nil)
+			if err != nil {
+				early <- fmt.Errorf("session %d right after replica 0 died: status %d: %v", i, status, err)
+				return
+			}
+			defer conn.CloseNow()
+			early <- nil
+		}()
+	}
+	for range cap(early) {
+		if err := <-early; err != nil {
+			t.Error(err)
+		}
+	}
+	if strings.Contains(haLog.String(), "replica0 is DOWN") {
+		t.Logf("HAProxy marked replica 0 down before the new sessions were opened: redispatch not exercised")
+	}
 	var ended, alive int
 	for i, conn := range conns {
 		readCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -343,7 +365,7 @@ func TestHAProxyFailover(t *testing.T) {
 		testenv.ReadUntil(ctx, t, conn, fmt.Sprintf("new-%d", i))
 		conn.Close(websocket.StatusNormalClosure, "")
 	}
-	reps[1].logs.WaitLines(t, "session started", on1+10, settle)
+	reps[1].logs.WaitLines(t, "session started", on1+cap(early)+10, settle)
 
 	// TLS ends at HAProxy: a page served over https may open the console;
 	// another site may not.

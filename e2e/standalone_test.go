@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -282,5 +283,82 @@ func TestStandaloneOnMariaDB(t *testing.T) {
 	}
 	if _, err := os.Stat(s.dataDir); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the data directory %s was made (%v) although MariaDB is configured", s.dataDir, err)
+	}
+}
+
+// The container must run when the token is used, not only when it is
+// made: a console whose container stopped since then gets 409, attach and
+// exec alike.
+func TestStandaloneContainerStoppedAfterMint(t *testing.T) {
+	t.Parallel()
+	s := newStandalone(t, false)
+	for _, tc := range []struct {
+		kind string
+		args []string
+	}{
+		{"attach", nil},
+		{"exec", []string{"--exec", "sh"}},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			name := "sa-gone-" + testenv.NewUUID()[:8]
+			id := s.docker.RunNamed(name, "sh")
+			_, wsURL, _ := s.mint(t, append([]string{"--container", name}, tc.args...)...)
+			s.docker.Kill(id)
+			if !testenv.WaitFor(settle, func() bool { return !s.docker.Running(id) }) {
+				t.Fatalf("container %s still runs after docker kill", name)
+			}
+			u, err := url.Parse(wsURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			status, body, _ := handshake(t, u.Host, u.RequestURI(), nil)
+			if status != 409 || body != "409 Conflict: container is not running\n" {
+				t.Fatalf("%s token of a container stopped after the token was made: %d %q, want 409 \"409 Conflict: container is not running\"", tc.kind, status, body)
+			}
+		})
+	}
+}
+
+// Tokens live at most 24 hours: a longer TTL is refused (token API: 400
+// naming the bound; CLI: an error), and one of exactly 24 hours expires
+// 24 hours from now.
+func TestStandaloneTTLCap(t *testing.T) {
+	t.Parallel()
+	s := newStandalone(t, true)
+	name := "sa-ttl-" + testenv.NewUUID()[:8]
+	s.docker.RunNamed(name, "sh")
+	for _, tc := range []struct {
+		ttl    string
+		status int
+	}{
+		{"24h", 201},
+		{"24h0m1s", 400},
+		{"25h", 400},
+		{"8760h", 400},
+	} {
+		t.Run(tc.ttl, func(t *testing.T) {
+			before := time.Now()
+			code, tok, _ := adminCall(t, s.adminURL, s.adminKey, "POST", "/v1/tokens", `{"container":"`+name+`","ttl":"`+tc.ttl+`"}`)
+			after := time.Now()
+			if code != tc.status {
+				t.Fatalf("POST ttl %s: %d (error %v, expires_at %v), want %d", tc.ttl, code, tok["error"], tok["expires_at"], tc.status)
+			}
+			if code != 201 {
+				if msg, _ := tok["error"].(string); !strings.Contains(msg, "24h") {
+					t.Errorf("POST ttl %s: error %q does not name the 24h bound", tc.ttl, msg)
+				}
+				out, err := s.token(t, "create", "--container", name, "--ttl", tc.ttl)
+				if err == nil || !strings.Contains(out, "24h") {
+					t.Errorf("token create --ttl %s: %v\n%s", tc.ttl, err, out)
+				}
+				return
+			}
+			ttl, _ := time.ParseDuration(tc.ttl)
+			expires, err := time.Parse(time.RFC3339Nano, fmt.Sprint(tok["expires_at"]))
+			// The store may keep whole seconds.
+			if err != nil || expires.Before(before.Add(ttl).Add(-time.Second)) || expires.After(after.Add(ttl).Add(time.Second)) {
+				t.Errorf("ttl %s: expires_at %v (%v), want %v from now", tc.ttl, tok["expires_at"], err, ttl)
+			}
+		})
 	}
 }

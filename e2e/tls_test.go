@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -102,6 +103,16 @@ func TestCertificateReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.CloseNow()
+	// A certificate file that cannot be loaded: logged, and the one in
+	// use stays.
+	if err := os.WriteFile(cert, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.logs.WaitLine(t, `TLS certificate not reloaded; the previous one stays in use.*trigger=SIGHUP.*error=.+`, settle)
+	if err := handshakeWith(poolA); err != nil {
+		t.Fatalf("after a failed reload, the previous certificate is not served: %v", err)
+	}
 	testenv.CopyFile(t, certB, cert)
 	testenv.CopyFile(t, keyB, key)
 	p.cmd.Process.Signal(syscall.SIGHUP)

@@ -22,11 +22,26 @@
 # during a round. BENCH_REF_ENGINE=loop (with BENCH_NGINX=0) runs a second
 # proxy on that engine as the reference, in the same rounds: the engines
 # side by side on one machine load.
+#
+# TLS rows follow (BENCH_TLS=0 leaves them out): a second proxy with
+# ssl_only and a certificate the script makes (loopback names only), nginx
+# terminating TLS with the same certificate and key and the same
+# resumption (session tickets and a shared session cache), and a TLS
+# backend for the direct column, in alternating rounds as above. For each
+# key type of BENCH_TLS_KEYS (default "ecdsa rsa": P-256 and RSA-2048;
+# ed25519 too if named) sessions are opened with full handshakes; the
+# first key type also gets resumed TLS sessions and the latency and
+# throughput rows. BENCH_TLS_PPROF=127.0.0.1:PORT serves that proxy's
+# profiles. BENCH_PLAIN=0 runs the TLS rows only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 NGINX=${BENCH_NGINX:-1}
 ENGINE=${BENCH_ENGINE:-goroutines}
+TLS=${BENCH_TLS:-1}
+TLS_KEYS=${BENCH_TLS_KEYS:-ecdsa rsa}
+PLAIN=${BENCH_PLAIN:-1}
+declare -A NGINX_TLS_PORT=()
 # Installs first, then the rest in the tests' network namespace, where the
 # test MariaDB listens (and from where nothing can be fetched).
 if [ "${ZUN_WSPROXY_TEST_NS:-}" != "$TEST_NS" ]; then
@@ -54,7 +69,8 @@ for i in $(seq 1 "$BACKENDS"); do listen="$listen,127.0.1.$i:$BACKEND_PORT"; don
 bin/wsbench backend -listen "$listen" >"$work/backend.log" 2>&1 &
 pids+=($!)
 
-DB=zun_bench
+# Its own database: other runs of this script may be under way.
+DB=zun_bench_$$
 TOKEN=$(cat /proc/sys/kernel/random/uuid)
 attach() { echo "ws://127.0.0.1:$BACKEND_PORT/v1.26/containers/$1/attach/ws?logs=0&stream=1&stdin=1&stdout=1&stderr=1"; }
 mysql="mariadb -h 127.0.0.1 -u zuntest -pzuntest"
@@ -83,6 +99,10 @@ wsproxy_port = $PROXY_PORT
 engine = $ENGINE
 max_sessions = 0
 max_sessions_per_container = 0
+# Every session of the load comes from 127.0.0.1, where a deployment's
+# come from many clients: the failed-authorization limit counts a client's
+# handshakes in flight, and would hold the 100 opened at once in turns.
+auth_failure_limit = 0
 [database]
 connection = mysql+pymysql://zuntest:zuntest@127.0.0.1/$DB
 CONF
@@ -93,6 +113,16 @@ bin/zun-wsproxy --config-file "$work/zun.conf" >"$work/proxy.log" 2>&1 &
 proxy_pid=$!
 pids+=($proxy_pid)
 wait_port "$PROXY_PORT" || true
+
+if [ "$TLS" != 0 ]; then
+	for k in $TLS_KEYS; do
+		bin/wsbench cert -key-type "$k" -cert "$work/$k.crt" -key "$work/$k.key"
+	done
+	# Session ticket keys from a file on both, as replicas behind a load
+	# balancer share them: the proxy's ticket_key_file, nginx's
+	# ssl_session_ticket_key (48 bytes: AES-128 tickets, as Go makes).
+	(umask 077 && head -c 32 /dev/urandom | base64 >"$work/tickets" && head -c 48 /dev/urandom >"$work/nginx-tickets")
+fi
 
 echo "machine: $(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{print int($2/1024/1024)}') GiB; $(go version | cut -d' ' -f3)"
 extra=()
@@ -110,6 +140,46 @@ fi
 if [ "$NGINX" != 0 ]; then
 	NGINX_PORT=$(free_port)
 	mkdir -p "$work/nginx"
+	cat >"$work/nginx-location.conf" <<NGINXCONF
+location / {
+	proxy_pass http://127.0.0.1:$BACKEND_PORT;
+	proxy_http_version 1.1;
+	proxy_set_header Upgrade \$http_upgrade;
+	proxy_set_header Connection "upgrade";
+	proxy_read_timeout 1h;
+	proxy_buffering off;
+	# Upgraded connections are relayed through buffers of this
+	# size (default 4 KiB): as large as our chunks, for fairness.
+	proxy_buffer_size 64k;
+	proxy_buffers 4 64k;
+	proxy_busy_buffers_size 64k;
+}
+NGINXCONF
+	# A TLS server per key type, with the proxy's protocol versions and
+	# curve preference, and resumption on both ways browsers use it:
+	# session tickets (stateless, as the proxy's) and a session cache.
+	nginx_tls_servers() {
+		[ "$TLS" != 0 ] || return 0
+		for k in $TLS_KEYS; do
+			cat <<SERVER
+	server {
+		listen 127.0.0.1:${NGINX_TLS_PORT[$k]} ssl;
+		ssl_certificate $work/$k.crt;
+		ssl_certificate_key $work/$k.key;
+		ssl_protocols TLSv1.2 TLSv1.3;
+		ssl_ecdh_curve X25519:prime256v1:secp384r1;
+		ssl_session_tickets on;
+		ssl_session_ticket_key $work/nginx-tickets;
+		ssl_session_cache shared:TLS_$k:10m;
+		ssl_session_timeout 1h;
+		include $work/nginx-location.conf;
+	}
+SERVER
+		done
+	}
+	if [ "$TLS" != 0 ]; then
+		for k in $TLS_KEYS; do NGINX_TLS_PORT[$k]=$(free_port); done
+	fi
 	cat >"$work/nginx.conf" <<NGINXCONF
 # A plain WebSocket reverse proxy, as commonly deployed.
 worker_processes auto;
@@ -126,20 +196,9 @@ http {
 	scgi_temp_path $work/nginx/scgi;
 	server {
 		listen 127.0.0.1:$NGINX_PORT;
-		location / {
-			proxy_pass http://127.0.0.1:$BACKEND_PORT;
-			proxy_http_version 1.1;
-			proxy_set_header Upgrade \$http_upgrade;
-			proxy_set_header Connection "upgrade";
-			proxy_read_timeout 1h;
-			proxy_buffering off;
-			# Upgraded connections are relayed through buffers of this
-			# size (default 4 KiB): as large as our chunks, for fairness.
-			proxy_buffer_size 64k;
-			proxy_buffers 4 64k;
-			proxy_busy_buffers_size 64k;
-		}
+		include $work/nginx-location.conf;
 	}
+$(nginx_tls_servers)
 }
 NGINXCONF
 	nginx -c "$work/nginx.conf" -p "$work/nginx" -g 'daemon off;' >"$work/nginx/stdout.log" 2>&1 &
@@ -150,11 +209,13 @@ NGINXCONF
 	extra+=(-ref "$(attach '{mode}' | sed "s/:$BACKEND_PORT/:$NGINX_PORT/")" -ref-name nginx -ref-pids "$workers")
 	echo "reference: $(nginx -v 2>&1 | sed 's/.*: //'), $(echo "$workers" | tr ',' '\n' | wc -l) workers"
 fi
-bin/wsbench run -direct "$(attach '{mode}')" -through "ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid=bench-{mode}" -pid "$proxy_pid" "${extra[@]}" "$@"
+if [ "$PLAIN" != 0 ]; then
+	bin/wsbench run -direct "$(attach '{mode}')" -through "ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid=bench-{mode}" -pid "$proxy_pid" "${extra[@]}" "$@"
+fi
 # Session setup against the embedded store (standalone mode: SQLite, a
 # token use consumed atomically and the container inspected per session),
 # with the backend standing in for Docker's Engine API.
-if [ "${BENCH_EMBEDDED:-1}" != 0 ] && [[ " $* " != *" -only "* ]]; then
+if [ "$PLAIN" != 0 ] && [ "${BENCH_EMBEDDED:-1}" != 0 ] && [[ " $* " != *" -only "* ]]; then
 	SA_PORT=$(free_port)
 	cat >"$work/standalone.conf" <<CONF
 [websocket_proxy]
@@ -180,6 +241,49 @@ CONF
 	echo "embedded store (standalone mode, SQLite in $work/data):"
 	bin/wsbench run -direct "$(attach '{mode}')" -through "$(head -1 "$work/tokens")" -through-urls "$work/tokens" -pid "$sa_pid" -only handshakes "$@"
 fi
+# TLS rows: wss:// at the proxy (ssl_only) and at nginx, the direct
+# column a TLS backend with the same certificate. -strict makes a row with
+# errors, or resumed handshakes that did not resume, fail the run.
+first_key=1
+for k in $TLS_KEYS; do
+	[ "$TLS" != 0 ] || break
+	TLS_PORT=$(free_port) TLS_BACKEND_PORT=$(free_port)
+	bin/wsbench backend -listen "127.0.0.1:$TLS_BACKEND_PORT" -cert "$work/$k.crt" -key "$work/$k.key" >"$work/backend-$k.log" 2>&1 &
+	tls_backend_pid=$!
+	pids+=($tls_backend_pid)
+	sed -e "s/^wsproxy_port = .*/wsproxy_port = $TLS_PORT/" -e '/^\[metrics\]/,$d' "$work/zun.conf" >"$work/tls-$k.conf"
+	sed -i "/^\[websocket_proxy\]/a cert = $work/$k.crt\nkey = $work/$k.key\nticket_key_file = $work/tickets\nssl_only = true\nbase_url = wss://127.0.0.1:$TLS_PORT/" "$work/tls-$k.conf"
+	if [ -n "${BENCH_TLS_PPROF:-}" ]; then
+		printf '[metrics]\nlisten = %s\nprofiling = true\n' "$BENCH_TLS_PPROF" >>"$work/tls-$k.conf"
+	fi
+	bin/zun-wsproxy --config-file "$work/tls-$k.conf" >"$work/tls-$k.log" 2>&1 &
+	tls_pid=$!
+	pids+=($tls_pid)
+	wait_port "$TLS_PORT" || { cat "$work/tls-$k.log" >&2; exit 1; }
+	wait_port "$TLS_BACKEND_PORT" || { cat "$work/backend-$k.log" >&2; exit 1; }
+	tls_extra=()
+	if [ "$NGINX" != 0 ]; then
+		tls_extra+=(-ref "$(attach '{mode}' | sed "s|ws://127.0.0.1:$BACKEND_PORT|wss://127.0.0.1:${NGINX_TLS_PORT[$k]}|")" -ref-name nginx -ref-pids "$workers")
+	fi
+	# Resumption does not depend on the key type: the other key types get
+	# full handshakes only. The client offers Go's default key exchanges
+	# (X25519MLKEM768 first, as current browsers), then X25519 only (what
+	# nginx with OpenSSL 3.0 negotiates either way).
+	only=(-tls-handshakes full,resumed,full-x25519,resumed-x25519)
+	[ -n "$first_key" ] || only=(-only handshakes -tls-handshakes full,full-x25519)
+	echo
+	case $k in ecdsa) name="ECDSA P-256" ;; rsa) name="RSA-2048" ;; ed25519) name=Ed25519 ;; *) name=$k ;; esac
+	echo "TLS, $name certificate: wss:// at the proxy (ssl_only)${NGINX_TLS_PORT[$k]:+ and at nginx}, direct to a TLS backend"
+	bin/wsbench run -strict -ca "$work/$k.crt" -direct "$(attach '{mode}' | sed "s|ws://127.0.0.1:$BACKEND_PORT|wss://127.0.0.1:$TLS_BACKEND_PORT|")" \
+		-through "wss://127.0.0.1:$TLS_PORT/?token=$TOKEN&uuid=bench-{mode}" -pid "$tls_pid" "${tls_extra[@]}" "$@" -idle 0 "${only[@]}"
+	kill "$tls_pid" "$tls_backend_pid"
+	wait "$tls_pid" "$tls_backend_pid" 2>/dev/null || true
+	if grep -qE 'level=(WARN|ERROR)' "$work/tls-$k.log"; then
+		echo "TLS proxy warnings and errors: $(grep -cE 'level=(WARN|ERROR)' "$work/tls-$k.log") (first 5):"
+		grep -E 'level=(WARN|ERROR)' "$work/tls-$k.log" | head -5
+	fi
+	first_key=
+done
 if grep -qE 'level=(WARN|ERROR)' "$work/proxy.log"; then
 	echo "proxy warnings and errors: $(grep -cE 'level=(WARN|ERROR)' "$work/proxy.log") (first 5):"
 	grep -E 'level=(WARN|ERROR)' "$work/proxy.log" | head -5

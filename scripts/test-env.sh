@@ -39,7 +39,7 @@ SECONDS=0
 # 1. Packages from Debian's archive.
 packages=(mariadb-server mariadb-client docker.io busybox-static python3-zunclient python3-websocket curl ca-certificates openssl iproute2 chromium fonts-dejavu-core haproxy
 	python3-django-horizon python3-xstatic-term.js python3-xstatic-angular python3-xstatic-jquery fonts-wqy-microhei make systemd
-	python3-pymysql python3-sqlalchemy)
+	python3-pymysql python3-sqlalchemy nginx)
 apt_install "${packages[@]}"
 
 # 2. The network namespace.
@@ -65,28 +65,34 @@ if curl -sf --max-time 1 http://127.0.0.1:2375/_ping >/dev/null 2>&1; then
 fi
 
 # 3. MariaDB in the namespace, with its own data directory and socket.
+# start_mariadb WHAT DATADIR RUNDIR LOG [MARIADBD-OPTION...] starts a
+# mariadbd in the namespace with its own data directory (made on first
+# use), socket and pid file (in RUNDIR), unless one already answers on that
+# socket; it fails if the server does not come up.
+mariadb_up() { $SUDO mariadb-admin --no-defaults --protocol=socket --socket="$1" -uroot ping >/dev/null 2>&1; }
+start_mariadb() {
+	local what=$1 data=$2 run=$3 logf=$4
+	shift 4
+	mariadb_up "$run/mysqld.sock" && return 0
+	log "starting $what in $TEST_NS (log $logf)"
+	$SUDO mkdir -p "$run" "$data"
+	$SUDO chown mysql:mysql "$run" "$data"
+	$SUDO chmod 0700 "$data"
+	if [ ! -d "$data/mysql" ]; then
+		$SUDO mariadb-install-db --no-defaults --user=mysql --datadir="$data" >/dev/null ||
+			{ $SUDO rm -rf "$data"; die "mariadb-install-db failed for $data"; }
+	fi
+	in_ns_daemon "$logf" mariadbd --no-defaults --user=mysql --datadir="$data" \
+		--socket="$run/mysqld.sock" --pid-file="$run/mysqld.pid" --skip-name-resolve --skip-log-bin "$@"
+	for _ in $(seq 1 60); do mariadb_up "$run/mysqld.sock" && break; sleep 1; done
+	mariadb_up "$run/mysqld.sock" || { $SUDO tail -20 "$logf" || true; die "$what did not start (log: $logf)"; }
+}
 MYSQL_DATA=$STATE_DIR/mariadb
 MYSQL_RUN=$RUN_DIR/mysql
 MYSQL_SOCK=$MYSQL_RUN/mysqld.sock
 mysql_root() { $SUDO mariadb --no-defaults --protocol=socket --socket="$MYSQL_SOCK" -uroot "$@"; }
-mysql_up() { $SUDO mariadb-admin --no-defaults --protocol=socket --socket="$MYSQL_SOCK" -uroot ping >/dev/null 2>&1; }
-if ! mysql_up; then
-	log "starting the tests' MariaDB in $TEST_NS (log $LOG_DIR/mariadb.log)"
-	$SUDO mkdir -p "$MYSQL_RUN"
-	$SUDO chown mysql:mysql "$MYSQL_RUN"
-	if [ ! -d "$MYSQL_DATA/mysql" ]; then
-		$SUDO mkdir -p "$MYSQL_DATA"
-		$SUDO chown mysql:mysql "$MYSQL_DATA"
-		$SUDO chmod 0700 "$MYSQL_DATA"
-		$SUDO mariadb-install-db --no-defaults --user=mysql --datadir="$MYSQL_DATA" >/dev/null ||
-			{ $SUDO rm -rf "$MYSQL_DATA"; die "mariadb-install-db failed for $MYSQL_DATA"; }
-	fi
-	in_ns_daemon "$LOG_DIR/mariadb.log" mariadbd --no-defaults --user=mysql --datadir="$MYSQL_DATA" \
-		--socket="$MYSQL_SOCK" --pid-file="$MYSQL_RUN/mysqld.pid" --bind-address=127.0.0.1 --port=3306 \
-		--skip-name-resolve --skip-log-bin --innodb-flush-log-at-trx-commit=2
-	for _ in $(seq 1 60); do mysql_up && break; sleep 1; done
-	mysql_up || { $SUDO tail -20 "$LOG_DIR/mariadb.log" || true; die "MariaDB did not start (log: $LOG_DIR/mariadb.log)"; }
-fi
+start_mariadb "the tests' MariaDB" "$MYSQL_DATA" "$MYSQL_RUN" "$LOG_DIR/mariadb.log" \
+	--bind-address=127.0.0.1 --port=3306 --innodb-flush-log-at-trx-commit=2
 # The tests' user may do anything to the tests' databases (zun_*), nothing else.
 mysql_root <<SQL
 CREATE USER IF NOT EXISTS '$MYSQL_USER'@'127.0.0.1' IDENTIFIED BY '$MYSQL_PASS';
@@ -132,23 +138,9 @@ $SUDO chown mysql:mysql "$TLSDB_CERTS"/server-key.pem
 $SUDO chmod 0711 "$TLSDB_DIR"
 $SUDO chmod 0755 "$TLSDB_CERTS"
 tlsdb() { $SUDO mariadb --no-defaults --protocol=socket --socket="$TLSDB_RUN/mysqld.sock" -uroot "$@"; }
-tlsdb_up() { $SUDO mariadb-admin --no-defaults --protocol=socket --socket="$TLSDB_RUN/mysqld.sock" -uroot ping >/dev/null 2>&1; }
-if ! tlsdb_up; then
-	log "starting a second mariadbd with TLS on 127.0.0.1:$TLSDB_PORT in $TEST_NS (log $TLSDB_LOG)"
-	$SUDO mkdir -p "$TLSDB_RUN" "$TLSDB_DIR/data"
-	$SUDO chown mysql:mysql "$TLSDB_RUN" "$TLSDB_DIR/data"
-	$SUDO chmod 0700 "$TLSDB_DIR/data"
-	if [ ! -d "$TLSDB_DIR/data/mysql" ]; then
-		$SUDO mariadb-install-db --no-defaults --user=mysql --datadir="$TLSDB_DIR/data" >/dev/null ||
-			{ $SUDO rm -rf "$TLSDB_DIR/data"; die "mariadb-install-db failed for $TLSDB_DIR/data"; }
-	fi
-	in_ns_daemon "$TLSDB_LOG" mariadbd --no-defaults --user=mysql --datadir="$TLSDB_DIR/data" \
-		--socket="$TLSDB_RUN/mysqld.sock" --pid-file="$TLSDB_RUN/mysqld.pid" \
-		--port=$TLSDB_PORT --bind-address=127.0.0.1,127.0.0.2 --skip-name-resolve --skip-log-bin \
-		--ssl-ca="$TLSDB_CERTS/ca.pem" --ssl-cert="$TLSDB_CERTS/server.pem" --ssl-key="$TLSDB_CERTS/server-key.pem"
-	for _ in $(seq 1 60); do tlsdb_up && break; sleep 1; done
-	tlsdb_up || { $SUDO tail -20 "$TLSDB_LOG" || true; die "the TLS MariaDB did not start (log: $TLSDB_LOG)"; }
-fi
+start_mariadb "a second mariadbd with TLS on 127.0.0.1:$TLSDB_PORT" "$TLSDB_DIR/data" "$TLSDB_RUN" "$TLSDB_LOG" \
+	--port=$TLSDB_PORT --bind-address=127.0.0.1,127.0.0.2 \
+	--ssl-ca="$TLSDB_CERTS/ca.pem" --ssl-cert="$TLSDB_CERTS/server.pem" --ssl-key="$TLSDB_CERTS/server-key.pem"
 # Quoted: the grants' backquotes are SQL's.
 tlsdb <<'SQL'
 CREATE USER IF NOT EXISTS 'zuntls'@'127.0.0.%' IDENTIFIED BY 'zuntls-secret';

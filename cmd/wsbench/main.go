@@ -2,9 +2,11 @@
 //
 //	wsbench backend -listen 127.0.0.1:7000
 //	wsbench run -direct ws://127.0.0.1:7000/x -through 'ws://127.0.0.1:6784/?token=T&uuid=U' -pid PID
+//	wsbench cert -key-type ecdsa -cert cert.pem -key key.pem
 //
 // The backend speaks Docker's attach WebSocket protocol (echo, sink or
-// source, chosen per session). run measures each figure directly against
+// source, chosen per session), over TLS with -cert and -key. cert makes a
+// self-signed certificate for loopback names, for wss:// rounds (run -ca). run measures each figure directly against
 // the backend and through the proxy, alternating rounds so that noise on a
 // shared machine falls on both, and prints both, their ratio and, with
 // -json, one JSON line per result.
@@ -13,6 +15,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -36,8 +39,10 @@ func main() {
 		err = backend(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "run":
 		err = run(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "cert":
+		err = makeCert(os.Args[2:])
 	default:
-		err = errors.New("usage: wsbench backend|run [flags] (wsbench run -h)")
+		err = errors.New("usage: wsbench backend|run|cert [flags] (wsbench run -h)")
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "wsbench:", err)
@@ -48,8 +53,21 @@ func main() {
 func backend(args []string) error {
 	fs := flag.NewFlagSet("wsbench backend", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:7000", "addresses to serve on, comma-separated (loopback)")
+	certFile := fs.String("cert", "", "serve TLS (wss://) with this certificate (PEM)")
+	keyFile := fs.String("key", "", "the certificate's key (PEM; default: in -cert)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var tlsConfig *tls.Config
+	if *certFile != "" {
+		if *keyFile == "" {
+			*keyFile = *certFile
+		}
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			return err
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -60,6 +78,9 @@ func backend(args []string) error {
 			return err
 		}
 		fmt.Println("wsbench backend on", ln.Addr())
+		if tlsConfig != nil {
+			ln = tls.NewListener(ln, tlsConfig)
+		}
 		lns = append(lns, ln)
 	}
 	errs := make(chan error, len(lns))
@@ -73,6 +94,24 @@ func backend(args []string) error {
 		}
 	}
 	return first
+}
+
+func makeCert(args []string) error {
+	fs := flag.NewFlagSet("wsbench cert", flag.ContinueOnError)
+	keyType := fs.String("key-type", "ecdsa", "the key: ecdsa (P-256), rsa (2048 bits) or ed25519")
+	certOut := fs.String("cert", "cert.pem", "where the certificate goes (PEM)")
+	keyOut := fs.String("key", "key.pem", "where its key goes (PEM, mode 0600)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	certPEM, keyPEM, err := bench.MakeCertificate(*keyType)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*keyOut, keyPEM, 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(*certOut, certPEM, 0o644)
 }
 
 // row is one figure, direct and through (and through the reference proxy).
@@ -110,8 +149,48 @@ func run(args []string) error {
 	idleURLs := fs.String("idle-urls", "", "proxy URLs for idle sessions, comma-separated, used in turn (default: -through)")
 	sources := fs.String("source-ips", "", "client source addresses for idle sessions, comma-separated, used in turn (more ephemeral ports)")
 	settle := fs.Duration("idle-settle", 6*time.Second, "wait after opening idle sessions before reading the RSS")
+	caFile := fs.String("ca", "", "PEM certificates to trust for wss:// URLs (e.g. from wsbench cert)")
+	tlsHandshakes := fs.String("tls-handshakes", "full,resumed", "with -ca, the kinds of TLS handshake the sessions-opened figure is measured for: full (no session cache), resumed (session tickets kept, as browsers do); with -x25519 (full-x25519), the client offers X25519 only instead of Go's default key exchanges (X25519MLKEM768 first)")
+	strict := fs.Bool("strict", false, "fail (exit status 1, after printing) when a row counted errors or resumed handshakes did not resume")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var failures []string
+	// TLS client configurations by kind of handshake; "" is plain.
+	handshakeKinds := []string{""}
+	tlsConfigs := map[string]*tls.Config{}
+	if *caFile != "" {
+		caPEM, err := os.ReadFile(*caFile)
+		if err != nil {
+			return err
+		}
+		handshakeKinds = nil
+		for _, k := range strings.Split(*tlsHandshakes, ",") {
+			k = strings.TrimSpace(k)
+			base, curve, _ := strings.Cut(k, "-")
+			var curves []tls.CurveID
+			switch curve {
+			case "":
+			case "x25519":
+				curves = []tls.CurveID{tls.X25519}
+			default:
+				return fmt.Errorf("-tls-handshakes: %q: the only key exchange to name is x25519", k)
+			}
+			if base != "full" && base != "resumed" {
+				return fmt.Errorf("-tls-handshakes: %q is neither full nor resumed", k)
+			}
+			if tlsConfigs[k], err = bench.ClientTLS(caPEM, base == "resumed", curves); err != nil {
+				return fmt.Errorf("-ca %s: %w", *caFile, err)
+			}
+			handshakeKinds = append(handshakeKinds, k)
+		}
+		// Sessions that relay are opened as a browser would: resumed
+		// when it can be.
+		relay, err := bench.ClientTLS(caPEM, true, nil)
+		if err != nil {
+			return fmt.Errorf("-ca %s: %w", *caFile, err)
+		}
+		bench.UseTLS(relay)
 	}
 	if *direct == "" || *through == "" {
 		return errors.New("-direct and -through are required")
@@ -237,16 +316,47 @@ func run(args []string) error {
 			rows = append(rows, cpuRow(figure("  proxy CPU per MiB relayed", "µs", med, 1, errs, true)))
 		}
 	}
-	if want["handshakes"] {
+	for _, kind := range handshakeKinds {
+		if !want["handshakes"] {
+			break
+		}
+		if kind != "" {
+			bench.UseTLS(tlsConfigs[kind])
+		}
 		var errs int64
+		opened, resumed := map[string]int64{}, map[string]int64{}
 		med := alternate(func(t target) []float64 {
 			var r bench.Handshakes
-			used := cpu(t, func() { r = bench.MeasureHandshakes(ctx, t.urls, 8, *dur) })
+			used := cpu(t, func() { r = bench.MeasureHandshakes(ctx, t.urls, handshakeWorkers, *dur) })
 			errs += r.Errors
+			opened[t.url] += r.Opened
+			resumed[t.url] += r.Resumed
 			return []float64{r.PerSec, us(used) / (r.PerSec * dur.Seconds())}
 		})
-		r := figure("sessions opened per second (8 workers)", "1/s", med, 0, errs, false)
-		r.Note = "through: WebSocket handshake + token check in the store + backend dial"
+		name, note := "sessions opened per second (8 workers)", "through: WebSocket handshake + token check in the store + backend dial"
+		if kind != "" {
+			base, curve, _ := strings.Cut(kind, "-")
+			name += ", TLS " + base
+			if curve != "" {
+				name += ", " + strings.ToUpper(curve[:1]) + curve[1:] + " only"
+			}
+			note = "TLS sessions resumed:"
+			for i, t := range targets {
+				label := []string{"direct", "through", *refName}[i]
+				share := float64(resumed[t.url]) / float64(max(opened[t.url], 1))
+				note += fmt.Sprintf(" %s %.0f%%", label, 100*share)
+				// A resumed round resumes all but at most the first
+				// session of each worker (its cached ticket may be the
+				// previous target's: the same server name); a full one
+				// resumes none.
+				full := opened[t.url] - resumed[t.url]
+				if strings.HasPrefix(kind, "resumed") && (full > int64(handshakeWorkers**rounds) || opened[t.url] == 0) || strings.HasPrefix(kind, "full") && share > 0 {
+					failures = append(failures, fmt.Sprintf("%s: %s resumed %.0f%% of its TLS sessions", name, label, 100*share))
+				}
+			}
+		}
+		r := figure(name, "1/s", med, 0, errs, false)
+		r.Note = note
 		rows = append(rows, r)
 		if len(throughPIDs) > 0 {
 			rows = append(rows, cpuRow(figure("  proxy CPU per session opened", "µs", med, 1, errs, true)))
@@ -278,12 +388,21 @@ func run(args []string) error {
 		rows = append(rows, r, m)
 	}
 
+	for _, r := range rows {
+		if r.Errors > 0 && !strings.HasPrefix(r.Name, " ") {
+			failures = append(failures, fmt.Sprintf("%s: %d errors", r.Name, r.Errors))
+		}
+	}
+	var failed error
+	if *strict && len(failures) > 0 {
+		failed = fmt.Errorf("-strict: %s", strings.Join(failures, "; "))
+	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		for _, r := range rows {
 			enc.Encode(r)
 		}
-		return nil
+		return failed
 	}
 	refCols := *ref != ""
 	fmt.Printf("%-50s %10s %10s %6s %9s", "measurement", "direct", "through", "ratio", "added")
@@ -313,8 +432,11 @@ func run(args []string) error {
 	if refCols {
 		fmt.Printf("vs %s: above 1.00x the proxy does better (higher rate, lower time or memory)\n", *refName)
 	}
-	return nil
+	return failed
 }
+
+// handshakeWorkers open sessions in parallel for the sessions-opened rows.
+const handshakeWorkers = 8
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }
 

@@ -224,6 +224,11 @@ func serve(args []string) error {
 		if cert, err = server.LoadCertificate(cfg.Proxy.Cert, key); err != nil {
 			return fmt.Errorf("[websocket_proxy] cert: %w", err)
 		}
+		if cfg.Proxy.TicketKeyFile != "" {
+			if err := cert.SetTicketKeyFile(cfg.Proxy.TicketKeyFile); err != nil {
+				return fmt.Errorf("[websocket_proxy] ticket_key_file: %w", err)
+			}
+		}
 		listenTLS = cert.TLSConfig()
 	}
 	watchCtx, stopWatch := context.WithCancel(context.Background())

@@ -72,6 +72,7 @@ type Proxy struct {
 	Engine         string        // engine: goroutines or loop (extension)
 	Cert           string        // cert; "" when TLS is off
 	Key            string        // key; "" when the key is in Cert
+	TicketKeyFile  string        // ticket_key_file (extension): TLS session ticket keys; "" = Go's own per process
 	BackendTimeout time.Duration // backend_timeout (extension): connect + handshake with Docker
 
 	// Hardening (extensions; see the README).
@@ -384,6 +385,9 @@ func (r *reader) listenerTLS(p *Proxy) {
 	p.Cert, p.Key = cert, key
 	if cert == "" {
 		p.Key = ""
+	}
+	if p.TicketKeyFile != "" && cert == "" {
+		r.fail(r.entryOf(wp, "ticket_key_file"), wp, "ticket_key_file", errors.New("set, but no certificate is configured (cert)"))
 	}
 	if p.SSLOnly && cert == "" {
 		r.fail(r.entryOf(wp, "ssl_only"), wp, "ssl_only", errors.New("true, but no certificate is configured (cert)"))

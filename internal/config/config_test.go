@@ -497,6 +497,18 @@ func TestListenerTLS(t *testing.T) {
 	if c, err := load(t, ""); err != nil || c.Proxy.Cert != "" {
 		t.Fatalf("default cert: %q %v", c.Proxy.Cert, err)
 	}
+	// Ticket keys go with a certificate, from a readable file.
+	tickets := filepath.Join(dir, "tickets")
+	os.WriteFile(tickets, []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600)
+	if c, err := load(t, "[websocket_proxy]\ncert = "+both+"\nticket_key_file = "+tickets+"\n"); err != nil || c.Proxy.TicketKeyFile != tickets {
+		t.Fatalf("ticket_key_file: %+v %v", c.Proxy, err)
+	}
+	if _, err := load(t, "[websocket_proxy]\nticket_key_file = "+tickets+"\n"); err == nil || !strings.Contains(err.Error(), "[websocket_proxy] ticket_key_file: set, but no certificate is configured (cert)") {
+		t.Fatalf("ticket_key_file without cert: %v", err)
+	}
+	if _, err := load(t, "[websocket_proxy]\ncert = "+both+"\nticket_key_file = "+filepath.Join(dir, "missing")+"\n"); err == nil || !strings.Contains(err.Error(), "[websocket_proxy] ticket_key_file") {
+		t.Fatalf("missing ticket_key_file: %v", err)
+	}
 }
 
 // FuzzParse: any file is parsed and read without a panic; interpolation

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -128,7 +129,13 @@ func (d *Dialer) dialAttach(ctx context.Context, t console.Target) (console.Stre
 		if network, addr, useTLS, host, err = d.apiEndpoint(t.URL); err != nil {
 			return console.Stream{}, fmt.Errorf("docker url of container %s: %w", t.ContainerID, err)
 		}
-		u = &url.URL{Scheme: "ws", Host: host,
+		// Host (and Origin) name the port, as HTTP wants for one that is
+		// not the scheme's default.
+		hostHeader := host
+		if network == "tcp" {
+			hostHeader = addr
+		}
+		u = &url.URL{Scheme: "ws", Host: hostHeader,
 			Path:     fmt.Sprintf("/v%s/containers/%s/attach/ws", d.opts.APIVersion, t.ContainerID),
 			RawQuery: "logs=0&stream=1&stdin=1&stdout=1&stderr=1"}
 	}
@@ -193,13 +200,34 @@ func (d *Dialer) apiEndpoint(raw string) (network, addr string, useTLS bool, hos
 			return "", "", false, "", errors.New("url without a host")
 		}
 		useTLS = u.Scheme == "https" || (u.Scheme == "tcp" && d.opts.ExecTLS)
-		addr = u.Host
-		if u.Port() == "" {
-			addr = net.JoinHostPort(u.Hostname(), map[bool]string{false: "2375", true: "2376"}[useTLS])
+		port := u.Port()
+		if port == "" {
+			port = map[bool]string{false: "2375", true: "2376"}[useTLS]
 		}
-		return "tcp", addr, useTLS, u.Hostname(), nil
+		// From the decoded host: an IPv6 zone is escaped in URLs (%25).
+		host = u.Hostname()
+		addr = net.JoinHostPort(host, port)
+		if !dialable(host, addr) {
+			return "", "", false, "", fmt.Errorf("url with an invalid host %q", host)
+		}
+		return "tcp", addr, useTLS, host, nil
 	}
 	return "", "", false, "", fmt.Errorf("unsupported scheme %q", u.Scheme)
+}
+
+// dialable reports whether host, which addr joins with a port, can be
+// dialed: an IP address (with a zone of printable ASCII, for IPv6), or a
+// name, which has no colon or bracket (url.Parse lets "tcp://::" and
+// "tcp://]" through).
+func dialable(host, addr string) bool {
+	if h, _, err := net.SplitHostPort(addr); err != nil || h != host {
+		return false
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		// A zone is an interface's name or number.
+		return !strings.ContainsFunc(ip.Zone(), func(r rune) bool { return r <= ' ' || r > '~' })
+	}
+	return !strings.ContainsAny(host, ":[]")
 }
 
 // connect dials with nd and, for TLS, completes the TLS handshake within

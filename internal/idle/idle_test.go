@@ -158,7 +158,7 @@ func TestWaitsWithoutTimeout(t *testing.T) {
 	}
 	defer cancel()
 	p.mu.Lock()
-	epfd := fmt.Sprintf("0x%x", p.impl.epfd)
+	epfd := fmt.Sprintf("0x%x", p.impl.ep.FD)
 	p.mu.Unlock()
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		tasks, err := filepath.Glob("/proc/self/task/*/syscall")
@@ -248,7 +248,7 @@ func breakEpoll(t *testing.T, p *Poller) {
 	defer syscall.Close(null)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := syscall.Dup3(null, p.impl.epfd, syscall.O_CLOEXEC); err != nil {
+	if err := syscall.Dup3(null, p.impl.ep.FD, syscall.O_CLOEXEC); err != nil {
 		t.Fatal(err)
 	}
 }

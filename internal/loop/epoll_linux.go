@@ -5,10 +5,12 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/epoll"
 )
 
-// poller is the epoll instance behind a Loop; a pipe interrupts its wait
-// for posted functions and Close.
+// poller is the epoll instance behind a Loop; its wake pipe interrupts the
+// wait for posted functions and Close.
 //
 // The loop never blocks in epoll_wait: it asks with a zero timeout, and
 // when nothing is ready it waits for the epoll descriptor itself to become
@@ -18,104 +20,127 @@ import (
 // so every loop idle in epoll_wait took a processor from the handshakes,
 // dials and lookups that run on goroutines.
 type poller struct {
-	epfd         int
-	ep           *os.File
-	rc           syscall.RawConn
-	wakeR, wakeW int
-	stopped      atomic.Bool
-	events       [128]syscall.EpollEvent
+	e       *epoll.Epoll
+	ep      *os.File
+	rc      syscall.RawConn
+	stopped atomic.Bool
+	// The wait in progress (loop goroutine only): waitFn, made once, is
+	// what Go's poller calls; it appends to ready and sets werr.
+	waitFn func(fd uintptr) bool
+	ready  []event
+	werr   error
 }
 
-// wakeID is the epoll data of the pipe.
-const wakeID = 0
+// event is a ready socket: its id and what it is ready for.
+type event struct {
+	id uint64
+	ev Events
+}
+
+// wakeID is the id of the wake pipe's events.
+const wakeID = epoll.WakeID
 
 func start() (*poller, error) {
-	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	e, err := epoll.New()
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
-	}
-	var fds [2]int
-	if err := syscall.Pipe2(fds[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
-		syscall.Close(epfd)
-		return nil, fmt.Errorf("pipe2: %w", err)
-	}
-	p := &poller{epfd: epfd, wakeR: fds[0], wakeW: fds[1]}
-	if err := p.ctl(syscall.EPOLL_CTL_ADD, p.wakeR, syscall.EPOLLIN, wakeID); err != nil {
-		syscall.Close(epfd)
-		syscall.Close(p.wakeR)
-		syscall.Close(p.wakeW)
 		return nil, err
 	}
 	// Non-blocking, so that os.NewFile registers it with Go's poller.
-	if err := syscall.SetNonblock(epfd, true); err != nil {
-		syscall.Close(epfd)
-		syscall.Close(p.wakeR)
-		syscall.Close(p.wakeW)
+	if err := syscall.SetNonblock(e.FD, true); err != nil {
+		e.Close()
 		return nil, fmt.Errorf("epoll descriptor: %w", err)
 	}
-	p.ep = os.NewFile(uintptr(epfd), "epoll")
+	p := &poller{e: e, ep: os.NewFile(uintptr(e.FD), "epoll")}
 	rc, err := p.ep.SyscallConn()
 	if err != nil {
 		p.close()
 		return nil, fmt.Errorf("epoll descriptor: %w", err)
 	}
 	p.rc = rc
+	p.waitFn = p.waitOnce
 	return p, nil
 }
 
-func (p *poller) ctl(op, fd int, events uint32, id uint64) error {
-	ev := syscall.EpollEvent{Events: events}
-	ev.Fd, ev.Pad = int32(uint32(id)), int32(uint32(id>>32))
-	if err := syscall.EpollCtl(p.epfd, op, fd, &ev); err != nil {
-		return fmt.Errorf("epoll_ctl: %w", err)
+// mask is what epoll watches a socket for, level-triggered.
+func mask(ev Events) uint32 {
+	var m uint32
+	if ev&Readable != 0 {
+		// Readable, peer hung up, or an error.
+		m |= syscall.EPOLLIN | syscall.EPOLLRDHUP
 	}
-	return nil
+	if ev&Writable != 0 {
+		m |= syscall.EPOLLOUT
+	}
+	return m
 }
 
-// add watches fd, level-triggered: readable, peer hung up, or an error.
-func (p *poller) add(fd int, id uint64) error {
-	return p.ctl(syscall.EPOLL_CTL_ADD, fd, syscall.EPOLLIN|syscall.EPOLLRDHUP, id)
+// add watches fd for ev (not nothing).
+func (p *poller) add(fd int, id uint64, ev Events) error {
+	return p.e.Ctl(syscall.EPOLL_CTL_ADD, fd, mask(ev), id)
 }
 
-func (p *poller) remove(fd int) { syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, fd, nil) }
+// modify changes what fd is watched for from old to ev; nothing takes fd
+// out of the epoll set (a socket that hung up would otherwise be reported
+// ready, level-triggered, at every wait).
+func (p *poller) modify(fd int, id uint64, old, ev Events) error {
+	switch {
+	case ev == old:
+		return nil
+	case ev == 0:
+		p.e.Remove(fd)
+		return nil
+	case old == 0:
+		return p.add(fd, id, ev)
+	}
+	return p.e.Ctl(syscall.EPOLL_CTL_MOD, fd, mask(ev), id)
+}
 
-// wait blocks until sockets are ready and appends their ids to ready.
-func (p *poller) wait(ready []uint64) ([]uint64, error) {
-	var werr error
-	err := p.rc.Read(func(fd uintptr) bool {
-		if p.stopped.Load() {
-			werr = ErrClosed
-			return true
-		}
-		n, err := syscall.EpollWait(int(fd), p.events[:], 0)
-		if err == syscall.EINTR || n == 0 {
-			return false // wait in Go's poller for the descriptor to be readable
-		}
-		if err != nil {
-			werr = fmt.Errorf("epoll_wait: %w", err)
-			return true
-		}
-		for _, ev := range p.events[:n] {
-			ready = append(ready, uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32)
-		}
-		return true
-	})
+func (p *poller) remove(fd int) { p.e.Remove(fd) }
+
+// wait blocks until sockets are ready and appends them to ready.
+func (p *poller) wait(ready []event) ([]event, error) {
+	p.ready, p.werr = ready, nil
+	err := p.rc.Read(p.waitFn)
+	ready, werr := p.ready, p.werr
+	p.ready, p.werr = nil, nil
 	if err != nil {
 		return ready, fmt.Errorf("epoll_wait: %w", err)
 	}
 	return ready, werr
 }
 
-func (p *poller) interrupt() { syscall.Write(p.wakeW, []byte{0}) }
-
-func (p *poller) drain() {
-	var b [64]byte
-	for {
-		if n, _ := syscall.Read(p.wakeR, b[:]); n < len(b) {
-			return
-		}
+// waitOnce asks epoll what is ready, without waiting; false: nothing is,
+// and Go's poller is to wait for the epoll descriptor to be readable.
+func (p *poller) waitOnce(fd uintptr) bool {
+	if p.stopped.Load() {
+		p.werr = ErrClosed
+		return true
 	}
+	n, err := syscall.EpollWait(int(fd), p.e.Events[:], 0)
+	if err == syscall.EINTR || n == 0 {
+		return false
+	}
+	if err != nil {
+		p.werr = fmt.Errorf("epoll_wait: %w", err)
+		return true
+	}
+	for i := range p.e.Events[:n] {
+		ev := &p.e.Events[i]
+		var r Events
+		if ev.Events&^syscall.EPOLLOUT != 0 {
+			r |= Readable // input, hang-up or error: a read finds out which
+		}
+		if ev.Events&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) != 0 {
+			r |= Writable // room, or an error a write finds
+		}
+		p.ready = append(p.ready, event{epoll.ID(ev), r})
+	}
+	return true
 }
+
+func (p *poller) interrupt() { p.e.Interrupt() }
+
+func (p *poller) drain() { p.e.Drain() }
 
 func (p *poller) stop() {
 	p.stopped.Store(true)
@@ -123,7 +148,6 @@ func (p *poller) stop() {
 }
 
 func (p *poller) close() error {
-	syscall.Close(p.wakeR)
-	syscall.Close(p.wakeW)
+	p.e.CloseWake()
 	return p.ep.Close()
 }

@@ -8,11 +8,18 @@ type poller struct{}
 
 const wakeID = 0
 
-func start() (*poller, error)                     { return nil, errors.New("event loops need Linux (epoll)") }
-func (*poller) add(int, uint64) error             { return nil }
-func (*poller) remove(int)                        {}
-func (*poller) wait(r []uint64) ([]uint64, error) { return r, ErrClosed }
-func (*poller) interrupt()                        {}
-func (*poller) drain()                            {}
-func (*poller) stop()                             {}
-func (*poller) close() error                      { return nil }
+func start() (*poller, error) { return nil, errors.New("event loops need Linux (epoll)") }
+
+type event struct {
+	id uint64
+	ev Events
+}
+
+func (*poller) add(int, uint64, Events) error            { return nil }
+func (*poller) modify(int, uint64, Events, Events) error { return nil }
+func (*poller) remove(int)                               {}
+func (*poller) wait(r []event) ([]event, error)          { return r, ErrClosed }
+func (*poller) interrupt()                               {}
+func (*poller) drain()                                   {}
+func (*poller) stop()                                    {}
+func (*poller) close() error                             { return nil }

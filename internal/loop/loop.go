@@ -1,7 +1,7 @@
 // Package loop serves sockets on event loops: a loop is a goroutine on a
 // level-triggered epoll instance that calls a socket's function inline
-// each time the socket is readable, and runs functions posted to it
-// between those calls. Only one goroutine at a time is a loop's owner, so
+// each time the socket is ready for what it is watched for (readable,
+// writable), and runs functions posted to it between those calls. Only one goroutine at a time is a loop's owner, so
 // whatever its functions touch needs no lock against the loop itself.
 //
 // A function that would have to wait (a write that finds no room, a read
@@ -40,12 +40,23 @@ type Loop struct {
 	done   chan struct{}
 }
 
+// Events are what a socket is watched for, or found ready for.
+type Events uint8
+
+const (
+	// Readable: input, the end of the stream, or an error.
+	Readable Events = 1 << iota
+	// Writable: room to write, or an error.
+	Writable
+)
+
 // Reg is a socket registered with a loop.
 type Reg struct {
 	l     *Loop
 	id    uint64
 	fd    int
-	ready func()
+	ready func(Events)
+	watch Events // guarded by l.mu; changed on the loop only
 }
 
 // New starts a loop.
@@ -60,21 +71,22 @@ func New() (*Loop, error) {
 	return l, nil
 }
 
-// Add registers the socket behind rc: ready is called on the loop each
-// time it is readable (data, end of stream, or an error) until Remove.
-// The socket must stay open until Remove has returned.
-func (l *Loop) Add(rc syscall.RawConn, ready func()) (*Reg, error) {
+// Add registers the socket behind rc, watched for Readable: ready is
+// called on the loop with what it is ready for, among what it is watched
+// for, each time it is (level-triggered) until Remove. The socket must
+// stay open until Remove has returned.
+func (l *Loop) Add(rc syscall.RawConn, ready func(Events)) (*Reg, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return nil, ErrClosed
 	}
 	l.next++
-	r := &Reg{l: l, id: l.next, ready: ready}
+	r := &Reg{l: l, id: l.next, ready: ready, watch: Readable}
 	var addErr error
 	if err := rc.Control(func(fd uintptr) {
 		r.fd = int(fd)
-		addErr = l.impl.add(r.fd, r.id)
+		addErr = l.impl.add(r.fd, r.id, Readable)
 	}); err != nil {
 		return nil, err
 	}
@@ -95,7 +107,25 @@ func (r *Reg) Remove() {
 		return
 	}
 	delete(l.regs, r.id)
-	l.impl.remove(r.fd)
+	if r.watch != 0 {
+		l.impl.remove(r.fd)
+	}
+}
+
+// Watch changes what the socket is watched for (0: nothing, until the
+// next Watch); called on the loop. A change takes one epoll_ctl.
+func (r *Reg) Watch(ev Events) error {
+	l := r.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.regs[r.id]; !ok || ev == r.watch {
+		return nil
+	}
+	if err := l.impl.modify(r.fd, r.id, r.watch, ev); err != nil {
+		return err
+	}
+	r.watch = ev
+	return nil
 }
 
 // Post has fn run on the loop, between calls of the sockets' functions.
@@ -125,7 +155,7 @@ func (l *Loop) Handoff() {
 
 // run is the loop's goroutine of generation gen.
 func (l *Loop) run(gen uint64) {
-	var ready []uint64
+	var ready []event
 	for {
 		var err error
 		ready, err = l.impl.wait(ready[:0])
@@ -133,8 +163,8 @@ func (l *Loop) run(gen uint64) {
 			close(l.done)
 			return
 		}
-		for _, id := range ready {
-			if id == wakeID {
+		for _, e := range ready {
+			if e.id == wakeID {
 				l.impl.drain()
 				if !l.runTasks(gen) {
 					return
@@ -142,10 +172,16 @@ func (l *Loop) run(gen uint64) {
 				continue
 			}
 			l.mu.Lock()
-			r := l.regs[id]
-			l.mu.Unlock()
+			r := l.regs[e.id]
+			var ev Events
 			if r != nil {
-				r.ready()
+				// Watched for, now: an earlier function of the batch may
+				// have changed it.
+				ev = e.ev & r.watch
+			}
+			l.mu.Unlock()
+			if ev != 0 {
+				r.ready(ev)
 				if l.owner.Load() != gen {
 					return
 				}

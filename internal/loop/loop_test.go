@@ -85,7 +85,7 @@ func TestReadyIsCalledWhileReadableAndNotAfterRemove(t *testing.T) {
 			dialed, accepted := testenv.SocketPair(t, network)
 			rc := rawConn(t, accepted)
 			got := make(chan int, 16)
-			reg, err := l.Add(rc, func() {
+			reg, err := l.Add(rc, func(Events) {
 				if n, _ := readAll(rc); n > 0 {
 					got <- n
 				}
@@ -133,7 +133,7 @@ func TestReadyReportsTheEndOfStream(t *testing.T) {
 	eof := make(chan struct{})
 	var reg atomic.Pointer[Reg]
 	added := make(chan struct{})
-	r, err := l.Add(rc, func() {
+	r, err := l.Add(rc, func(Events) {
 		<-added
 		if _, end := readAll(rc); end {
 			reg.Load().Remove() // on the loop, as a session leaving it does
@@ -164,7 +164,7 @@ func TestHandoffKeepsServingOtherSockets(t *testing.T) {
 	var waiting atomic.Bool
 	var aReg atomic.Pointer[Reg]
 	added := make(chan struct{})
-	r, err := l.Add(arc, func() {
+	r, err := l.Add(arc, func(Events) {
 		<-added
 		readAll(arc)
 		aReg.Load().Remove()
@@ -178,7 +178,7 @@ func TestHandoffKeepsServingOtherSockets(t *testing.T) {
 	aReg.Store(r)
 	close(added)
 	bServed := make(chan struct{}, 1)
-	if _, err := l.Add(brc, func() {
+	if _, err := l.Add(brc, func(Events) {
 		if n, _ := readAll(brc); n > 0 {
 			bServed <- struct{}{}
 		}
@@ -210,7 +210,7 @@ func TestCloseStopsTheLoop(t *testing.T) {
 	}
 	_, accepted := testenv.SocketPair(t, "tcp")
 	rc := rawConn(t, accepted)
-	if _, err := l.Add(rc, func() {}); err != nil {
+	if _, err := l.Add(rc, func(Events) {}); err != nil {
 		t.Fatal(err)
 	}
 	posted := make(chan struct{})
@@ -223,7 +223,7 @@ func TestCloseStopsTheLoop(t *testing.T) {
 	default:
 		t.Fatal("a function posted before Close did not run")
 	}
-	if _, err := l.Add(rc, func() {}); !errors.Is(err, ErrClosed) {
+	if _, err := l.Add(rc, func(Events) {}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Add after Close: %v, want ErrClosed", err)
 	}
 	ran := false
@@ -256,7 +256,7 @@ func TestGroupPicksLoopsInTurn(t *testing.T) {
 		}
 	}
 	_, accepted := testenv.SocketPair(t, "tcp")
-	if _, err := g.Pick().Add(rawConn(t, accepted), func() {}); err != nil {
+	if _, err := g.Pick().Add(rawConn(t, accepted), func(Events) {}); err != nil {
 		t.Fatal(err)
 	}
 	if g.Registered() != 1 {

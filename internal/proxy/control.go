@@ -13,7 +13,8 @@ import (
 //
 //	{"type":"resize","rows":24,"cols":80}
 //
-// Unknown types are refused (close 1007), to keep the format extensible
+// Each in one frame of at most 256 bytes. Anything else, unknown types
+// included, is refused (close 1007), to keep the format extensible
 // without silent misreadings.
 const ConsoleSubprotocol = "console.zun-wsproxy.v1"
 

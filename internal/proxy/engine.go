@@ -2,11 +2,16 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/loop"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
 // The event-loop engine (Options.Loop). A session of plain sockets is in
@@ -48,7 +53,7 @@ import (
 
 // Loop is an event loop that serves sessions (internal/loop).
 type Loop interface {
-	Add(rc syscall.RawConn, ready func()) (*loop.Reg, error)
+	Add(rc syscall.RawConn, ready func(loop.Events)) (*loop.Reg, error)
 	Post(fn func())
 	Handoff()
 }
@@ -70,6 +75,8 @@ func (s *Session) useLoop(clientIO, backendIO any) {
 	}
 	s.lp = o.Loop
 	s.clientIn.raw, s.backendIn.raw = c, b
+	s.clientOut.raw, s.backendOut.raw = c, b
+
 	c.SetWaitHook(s.beforeWait)
 	b.SetWaitHook(s.beforeWait)
 }
@@ -102,11 +109,11 @@ func (s *Session) serveEarly() {
 // enterLoopLocked registers both sockets with the loop; s.mu is held and
 // no pump goroutine runs.
 func (s *Session) enterLoopLocked() error {
-	rc, err := s.lp.Add(s.fromClient.rc, s.fromClient.serve)
+	rc, err := s.lp.Add(s.fromClient.rc, s.fromClient.ready)
 	if err != nil {
 		return err
 	}
-	rb, err := s.lp.Add(s.fromContainer.rc, s.fromContainer.serve)
+	rb, err := s.lp.Add(s.fromContainer.rc, s.fromContainer.ready)
 	if err != nil {
 		rc.Remove()
 		return err
@@ -122,6 +129,9 @@ func (s *Session) leaveLoopLocked() {
 		return
 	}
 	s.onLoop = false
+	if s.wtimer != nil {
+		s.wtimer.Stop() // off the loop, writes wait within their bounds
+	}
 	s.fromClient.reg.Remove()
 	s.fromContainer.reg.Remove()
 	s.fromClient.reg, s.fromContainer.reg = nil, nil
@@ -151,10 +161,40 @@ func (d *direction) serve() {
 	s.inline.Store(false)
 	s.serving = nil
 	if e.park {
+		if d.mid {
+			d.lateFrame()
+		}
 		d.release()
 		return
 	}
 	s.endOnLoop(e)
+}
+
+// takeChunk returns the bulk buffer of the chunk d began before it parked
+// inside a frame, how many bytes it holds and the key that unmasks them;
+// else a pooled buffer.
+func (d *direction) takeChunk() (*[]byte, int, [4]byte) {
+	if bp := d.chunk; bp != nil {
+		d.chunk = nil
+		return bp, d.chunkN, d.chunkKey
+	}
+	return bufPool.Get().(*[]byte), 0, [4]byte{}
+}
+
+// keepChunk keeps bp, n bytes of a chunk in it, until the frame goes on.
+func (d *direction) keepChunk(bp *[]byte, n int, key [4]byte) {
+	d.chunk, d.chunkN, d.chunkKey = bp, n, key
+}
+
+// lateFrame is called on the loop when d's pump stopped inside a frame:
+// its bytes must keep coming, each within FrameTimeout of the one before.
+func (d *direction) lateFrame() {
+	if d.in.n != d.midMark {
+		d.midMark, d.midSince = d.in.n, time.Now()
+	}
+	if t := d.s.opts.FrameTimeout; t > 0 {
+		d.s.armCheck(t - time.Since(d.midSince))
+	}
 }
 
 // endOnLoop finishes the session from the loop, on a goroutine of its own.
@@ -190,7 +230,10 @@ func (s *Session) beforeWait() {
 			s.running++
 			continue
 		}
-		if s.finishing || !d.waitPollerLocked() {
+		// A direction whose sink holds bytes runs, to write them.
+		// So does one stopped inside a frame: its pump goes on with it
+		// (and its frame's deadlines).
+		if s.finishing || d.out.holding() || d.mid || !d.waitPollerLocked() {
 			s.running++
 			go d.run()
 		}
@@ -247,4 +290,335 @@ func (s *Session) stopFromOutside() bool {
 		won <- true
 	})
 	return <-won
+}
+
+// pendCap bounds what a sink keeps while its socket takes nothing: the
+// largest frame a session writes (a chunk's output as base64, with its
+// header) and room for control frames behind it.
+const pendCap = room + (chunk+3+2)/3*4 + 1024
+
+// pendPool holds sinks' pending bytes; a sink has a buffer only while its
+// socket's buffer is full.
+var pendPool = sync.Pool{New: func() any { return new([pendCap]byte) }}
+
+// sink is a socket as the session writes to it: every write to it goes
+// through here (the Writer's frames, an exec stream's bytes). Off the loop
+// (and on the goroutine engine) a write waits as a socket's write does.
+// On the loop a write never waits: what the socket's buffer does not take
+// is kept (pending), the loop watches the socket for room and stops
+// reading the socket whose data comes here (backpressure; the session's
+// other reads go on), and the next writes queue behind it, up to pendCap.
+// A write that does not fit takes the session off the loop first.
+type sink struct {
+	s       *Session
+	sd      side          // whose socket it is
+	conn    io.Writer     // the socket as rawsock wraps it
+	raw     *rawsock.Conn // on the loop engine
+	dl      *deadlines
+	timeout time.Duration // a write's bound while it waits (0: none)
+
+	mu       sync.Mutex
+	buf      *[pendCap]byte // pending bytes: buf[off:end]
+	off, end int
+	since    time.Time // the socket last took bytes while some were pending
+	err      error     // a pending write failed: the stream is cut
+	// A write deadline asked for on the loop, where writes do not wait:
+	// set on the socket only if a write is to wait after all.
+	deadline    time.Time
+	deadlineSet bool
+}
+
+func (k *sink) init(s *Session, sd side, conn io.Writer, dl *deadlines) {
+	k.s, k.sd, k.conn, k.dl = s, sd, conn, dl
+}
+
+// Write writes all of p (see sink).
+func (k *sink) Write(p []byte) (int, error) {
+	if k.raw == nil {
+		return k.conn.Write(p)
+	}
+	s := k.s
+	k.mu.Lock()
+	if k.err != nil {
+		k.mu.Unlock()
+		return 0, k.err
+	}
+	if s.inline.Load() {
+		if k.buf == nil {
+			n, err := k.raw.WriteNoWait(p)
+			if err != rawsock.ErrWouldBlock {
+				k.mu.Unlock()
+				return n, err
+			}
+			k.buf = pendPool.Get().(*[pendCap]byte)
+			k.off, k.end = 0, copy(k.buf[:], p[n:])
+			k.since = time.Now()
+			k.mu.Unlock()
+			s.blocked(k)
+			return len(p), nil
+		}
+		if k.end+len(p) > pendCap && k.off > 0 {
+			k.end = copy(k.buf[:], k.buf[k.off:k.end])
+			k.off = 0
+		}
+		if k.end+len(p) <= pendCap {
+			k.end += copy(k.buf[k.end:], p)
+			k.mu.Unlock()
+			return len(p), nil
+		}
+		// More than a sink keeps: wait, off the loop.
+		k.mu.Unlock()
+		s.beforeWait()
+		k.mu.Lock()
+	}
+	defer k.mu.Unlock()
+	if err := k.flushLocked(false); err != nil {
+		return 0, err
+	}
+	k.applyDeadline()
+	return k.conn.Write(p)
+}
+
+// SetWriteDeadline is the Writer's bound on a write: on the loop, where a
+// write never waits, it is only noted (a system call and a timer change
+// per message saved).
+func (k *sink) SetWriteDeadline(t time.Time) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.raw != nil && k.s.inline.Load() {
+		k.deadline, k.deadlineSet = t, true
+		return nil
+	}
+	k.deadlineSet = false
+	return k.dl.SetWriteDeadline(t)
+}
+
+// applyDeadline sets the deadline noted on the loop; k.mu is held.
+func (k *sink) applyDeadline() {
+	if k.deadlineSet {
+		k.deadlineSet = false
+		k.dl.SetWriteDeadline(k.deadline)
+	}
+}
+
+// holding reports whether the sink has pending bytes.
+func (k *sink) holding() bool {
+	if k.raw == nil {
+		return false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.buf != nil
+}
+
+// flush writes the pending bytes, waiting (off the loop) within the
+// sink's timeout.
+func (k *sink) flush() error {
+	if k.raw == nil {
+		return nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.flushLocked(true)
+}
+
+// flushLocked writes the pending bytes, waiting; bound: within the sink's
+// timeout (else the caller's deadline stands). k.mu is held.
+func (k *sink) flushLocked(bound bool) error {
+	if k.err != nil {
+		return k.err
+	}
+	if k.buf == nil {
+		return nil
+	}
+	if bound && k.timeout > 0 {
+		k.deadlineSet = false
+		k.dl.SetWriteDeadline(time.Now().Add(k.timeout))
+	} else {
+		k.applyDeadline()
+	}
+	_, err := k.conn.Write(k.buf[k.off:k.end])
+	k.drop()
+	if err != nil {
+		k.err = websocket.ErrBroken
+		return err
+	}
+	return nil
+}
+
+func (k *sink) drop() {
+	pendPool.Put(k.buf)
+	k.buf, k.off, k.end = nil, 0, 0
+}
+
+// flushNoWait writes what the socket takes of the pending bytes, on the
+// loop; done: none are left.
+func (k *sink) flushNoWait() (done bool, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.buf == nil {
+		return true, nil
+	}
+	n, err := k.raw.WriteNoWait(k.buf[k.off:k.end])
+	if n > 0 {
+		k.off += n
+		k.since = time.Now()
+	}
+	switch {
+	case err == rawsock.ErrWouldBlock:
+		return false, nil
+	case err != nil:
+		k.drop()
+		k.err = websocket.ErrBroken
+		return false, err
+	}
+	k.drop()
+	return true, nil
+}
+
+// stalled reports how long the sink has held bytes without the socket
+// taking any (0: it holds none).
+func (k *sink) stalled(now time.Time) time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.buf == nil {
+		return 0
+	}
+	return max(now.Sub(k.since), 1)
+}
+
+// failure is how the session ends when a write to the sink's socket fails.
+func (k *sink) failure(err error) end {
+	if k.sd == clientSide {
+		return end{side: clientSide, err: fmt.Errorf("write to client: %w", err)}
+	}
+	return end{side: containerSide, err: fmt.Errorf("write to container: %w", err)}
+}
+
+// blocked is called on the loop when k starts holding bytes.
+func (s *Session) blocked(k *sink) {
+	s.rewatch()
+	if k.timeout > 0 {
+		s.armCheck(k.timeout)
+	}
+}
+
+// armCheck has the loop look at the session's stalls after d (the
+// sooner, if one is due already): on the loop, a peer that stops reading
+// or stops inside a frame does not hold up a read or a write with a
+// deadline, so a timer bounds it.
+func (s *Session) armCheck(d time.Duration) {
+	d = max(d, time.Millisecond)
+	if s.wtimer == nil {
+		s.wtimer = time.AfterFunc(d, s.stallTimer)
+	} else {
+		s.wtimer.Reset(d)
+	}
+}
+
+// stallTimer has the loop look at the session's stalls.
+func (s *Session) stallTimer() { s.lp.Post(s.checkStalls) }
+
+// checkStalls ends the session, on the loop, when a socket took none of
+// its sink's bytes for the sink's timeout, or a peer sent none of a
+// frame's bytes for FrameTimeout (the ends the goroutine engine's
+// deadlines give); else it looks again when the next one would be due.
+func (s *Session) checkStalls() {
+	s.mu.Lock()
+	if !s.onLoop || s.finishing {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	now := time.Now()
+	var next time.Duration
+	due := func(timeout, stalled time.Duration) bool {
+		if timeout <= 0 || stalled <= 0 {
+			return false
+		}
+		left := timeout - stalled
+		if left <= 0 {
+			return true
+		}
+		if next == 0 || left < next {
+			next = left
+		}
+		return false
+	}
+	for _, k := range [...]*sink{&s.clientOut, &s.backendOut} {
+		if due(k.timeout, k.stalled(now)) {
+			s.endOnLoop(k.failure(os.ErrDeadlineExceeded))
+			return
+		}
+	}
+	for _, d := range [...]*direction{&s.fromClient, &s.fromContainer} {
+		if d.mid && due(s.opts.FrameTimeout, max(now.Sub(d.midSince), 1)) {
+			s.endOnLoop(end{side: d.side, err: errStalled})
+			return
+		}
+	}
+	if next > 0 {
+		s.wtimer.Reset(next)
+	}
+}
+
+// rewatch has the loop watch each socket for what the session needs of
+// it now: input, unless the socket that input goes to holds bytes (the
+// client's sends pongs too, but those do not hold up keystrokes), and
+// room, while its sink holds bytes. On the loop.
+func (s *Session) rewatch() {
+	toClient, toBackend := s.clientOut.holding(), s.backendOut.holding()
+	var c, b loop.Events
+	if !toBackend {
+		c |= loop.Readable
+	}
+	if toClient {
+		c |= loop.Writable
+	}
+	if !toClient {
+		b |= loop.Readable
+	}
+	if toBackend {
+		b |= loop.Writable
+	}
+	s.mu.Lock()
+	rc, rb := s.fromClient.reg, s.fromContainer.reg
+	s.mu.Unlock()
+	if rc == nil || rb == nil {
+		return
+	}
+	// An epoll_ctl that fails (out of kernel memory) costs backpressure,
+	// or leaves bytes pending until the sink's timeout: nothing to do
+	// about it here.
+	rc.Watch(c)
+	rb.Watch(b)
+}
+
+// ready runs on the loop when d's socket is ready: readable (d reads it)
+// or writable (the sink on it, the other direction's, holds bytes).
+func (d *direction) ready(ev loop.Events) {
+	if ev&loop.Writable == 0 {
+		d.serve()
+		return
+	}
+	s := d.s
+	s.mu.Lock()
+	ok := s.onLoop && !s.finishing
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	o := d.other()
+	done, err := o.out.flushNoWait()
+	if err != nil {
+		s.endOnLoop(o.out.failure(err))
+		return
+	}
+	if done {
+		s.rewatch()
+		// What o's reader holds, and one read: its socket is watched again.
+		// (d's input, if any, is served at the next wait: serve may leave
+		// the loop, and this goroutine with it.)
+		o.serve()
+	}
 }

@@ -93,7 +93,7 @@ func TestParkedSessionOutlivesPollerFailure(t *testing.T) {
 // goroutine engine.
 type noLoop struct{}
 
-func (noLoop) Add(syscall.RawConn, func()) (*loop.Reg, error) {
+func (noLoop) Add(syscall.RawConn, func(loop.Events)) (*loop.Reg, error) {
 	return nil, errors.New("sessions run on goroutines here")
 }
 func (noLoop) Post(fn func()) { fn() }

@@ -44,6 +44,7 @@ type life struct {
 	early   bool        // bytes came with the handshakes (set by Start)
 	inline  atomic.Bool // the loop goroutine is serving the session
 	serving *direction  // the direction it serves, if any (loop goroutine only)
+	wtimer  *time.Timer // bounds writes pending on the loop (engine.go)
 }
 
 // Start runs the session: done is called once, from some goroutine, after
@@ -231,6 +232,19 @@ type direction struct {
 	// Session, so a timeout there may park it. Owned by the pump.
 	boundary bool
 	in       *idleConn
+	out      *sink // where its data goes
+	// On the loop engine (engine.go), owned by the pump: resumable, it
+	// reads a frame's payload where it can take the frame up again
+	// later; mid, it stopped inside a frame whose bytes were late, and
+	// midSince is when bytes of it last came.
+	resumable, mid bool
+	midSince       time.Time
+	midMark        int64 // in.n at midSince
+	// chunk holds chunkN bytes of a bulk chunk begun before the pump
+	// parked inside a frame (chunkKey unmasks them); nil otherwise.
+	chunk    *[]byte
+	chunkN   int
+	chunkKey [4]byte
 	reg      *loop.Reg // while on the loop; guarded by s.mu
 }
 
@@ -268,6 +282,11 @@ func rawConn(c net.Conn) syscall.RawConn {
 
 // run is a pump goroutine: it pumps until the direction ends or parks.
 func (d *direction) run() {
+	// Bytes left pending on the loop go first (engine.go).
+	if err := d.out.flush(); err != nil {
+		d.s.pumpEnded(d.out.failure(err))
+		return
+	}
 	for {
 		d.arm()
 		if d.after(d.pump()) {
@@ -372,6 +391,11 @@ func (d *direction) wake() {
 // nextFrame reads the next frame header; a timeout while waiting for it
 // may park the direction.
 func (d *direction) nextFrame(r *websocket.Reader) (websocket.Header, error) {
+	if d.s.inline.Load() && d.out.holding() {
+		// On the loop, with its output held up: frames read ahead wait
+		// in the Reader.
+		return websocket.Header{}, errWouldBlock
+	}
 	d.boundary = true
 	h, err := r.NextFrame()
 	d.boundary = false
@@ -438,10 +462,23 @@ func (c *idleConn) Read(p []byte) (int, error) {
 	if d.s.inline.Load() && !d.inFrame() {
 		// On the loop, between frames: one read per readiness, which
 		// does not wait; epoll says when there is more.
-		if c.loopReads > 0 {
+		if c.loopReads > 0 || d.out.holding() {
 			return 0, errWouldBlock
 		}
 		c.loopReads++
+		n, err := c.raw.ReadNoWait(p)
+		if err == rawsock.ErrWouldBlock {
+			return 0, errWouldBlock
+		}
+		c.n += int64(n)
+		return n, err
+	}
+	if d.resumable && d.s.inline.Load() {
+		// On the loop, inside a frame the pump can take up again: what
+		// has come, without waiting; nothing while the data cannot go on.
+		if d.out.holding() {
+			return 0, errWouldBlock
+		}
 		n, err := c.raw.ReadNoWait(p)
 		if err == rawsock.ErrWouldBlock {
 			return 0, errWouldBlock

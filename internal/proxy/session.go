@@ -17,6 +17,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -248,7 +249,7 @@ type Session struct {
 	backend   net.Conn
 	backendDL deadlines
 	backendIn idleConn
-	backendIO net.Conn          // backend, as the pump writes to it (rawsock)
+	backendIO io.Writer         // backend, as the pump writes to it (backendOut)
 	backendR  *websocket.Reader // attach only
 	backendW  *websocket.Writer // attach only
 	pending   []byte            // exec only: stream bytes read during the handshake
@@ -258,6 +259,9 @@ type Session struct {
 	// Unix nanoseconds of the last frame from each side and of the last
 	// data either way, for heartbeats and idle_timeout.
 	clientSeen, backendSeen, dataSeen atomic.Int64
+
+	// Every write to each socket (engine.go).
+	clientOut, backendOut sink
 
 	// The two directions: fromClient pumps client messages to the
 	// container, fromContainer container output to the client.
@@ -277,8 +281,10 @@ type Session struct {
 	// Owned by the fromClient pump; kept here across parks.
 	carry        [3]byte // base64 characters awaiting a full quantum
 	ncarry       int
-	inMessage    bool // inside a fragmented client message
-	decode       bool // that message is base64 text
+	inMessage    bool             // inside a fragmented client message
+	midFin       bool             // on the loop, parked inside a frame: its FIN bit
+	midOp        websocket.Opcode // and the opcode its next bytes go with
+	decode       bool             // that message is base64 text
 	messageBytes int64
 }
 
@@ -301,12 +307,15 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	s := &Session{
 		client:    client,
 		clientDL:  deadlines{conn: client},
-		clientW:   websocket.NewWriter(clientIO, false),
 		backend:   backend.Conn,
 		backendDL: deadlines{conn: backend.Conn},
-		backendIO: backendIO,
 		opts:      opts,
 	}
+	s.clientOut.init(s, clientSide, clientIO, &s.clientDL)
+	s.backendOut.init(s, containerSide, backendIO, &s.backendDL)
+	s.clientW = websocket.NewWriter(&s.clientOut, false)
+	s.backendIO = &s.backendOut
+	s.fromClient.out, s.fromContainer.out = &s.backendOut, &s.clientOut
 	s.fromClient.init(s, clientSide, client, clientIO, &s.clientIn, &s.clientDL, s.pumpClient)
 	s.fromContainer.init(s, containerSide, backend.Conn, backendIO, &s.backendIn, &s.backendDL, s.pumpContainer)
 	s.clientR = websocket.NewReader(&s.clientIn, websocket.ReaderOptions{FromClient: true, Buffered: clientBuffered, MaxPayload: opts.MaxMessage})
@@ -316,18 +325,20 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	}
 	s.useLoop(clientIO, backendIO)
 	// Writes move deadlines through their owner, which closing overrides.
-	s.clientW.SetTimeout(&s.clientDL, opts.WriteTimeout)
+	s.clientW.SetTimeout(&s.clientOut, opts.WriteTimeout)
+	s.clientOut.timeout = opts.WriteTimeout
 	if backend.Framed {
 		s.backendR = websocket.NewReader(&s.backendIn, websocket.ReaderOptions{Buffered: backend.Buffered})
 		s.fromContainer.r = s.backendR
-		s.backendW = websocket.NewWriter(backendIO, true)
+		s.backendW = websocket.NewWriter(&s.backendOut, true)
 		var bound time.Duration
 		if opts.Heartbeat > 0 {
 			// Writes must not hang on a frozen Docker connection longer
 			// than the heartbeat takes to find it.
 			bound = 2 * opts.Heartbeat
 		}
-		s.backendW.SetTimeout(&s.backendDL, bound)
+		s.backendW.SetTimeout(&s.backendOut, bound)
+		s.backendOut.timeout = bound
 	} else {
 		s.pending = backend.Buffered
 		// An exec stream has no frames: every read waits at a boundary.
@@ -548,8 +559,16 @@ func (s *Session) closeBoth(first end) Result {
 // pumpClient forwards client messages to the container until the client
 // closes or fails, the container side fails, or it is time to park.
 func (s *Session) pumpClient() end {
-	var ctrl [125]byte
 	for {
+		if d := &s.fromClient; d.mid {
+			// On the loop: the rest of a frame whose bytes were late.
+			d.mid = false
+			h := websocket.Header{Fin: s.midFin, Op: s.midOp, Length: s.clientR.Remaining()}
+			if e, ok := s.forwardClientFrame(h, s.decode); !ok {
+				return e
+			}
+			continue
+		}
 		h, err := s.fromClient.nextFrame(s.clientR)
 		if err != nil {
 			return s.fromClient.ended(err)
@@ -557,12 +576,12 @@ func (s *Session) pumpClient() end {
 		s.clientSeen.Store(s.opts.Clock.Now().UnixNano())
 		switch h.Op {
 		case websocket.OpPing:
-			p, err := s.clientR.ReadControl(ctrl[:])
-			if err != nil {
-				return end{side: clientSide, err: err}
+			rerr, werr := answerPing(s.clientR, s.clientW)
+			if rerr != nil {
+				return end{side: clientSide, err: rerr}
 			}
-			if err := s.clientW.WriteControl(websocket.OpPong, p); err != nil && !errors.Is(err, websocket.ErrCloseSent) {
-				return end{side: clientSide, err: err}
+			if werr != nil && !errors.Is(werr, websocket.ErrCloseSent) {
+				return end{side: clientSide, err: werr}
 			}
 			continue
 		case websocket.OpPong:
@@ -573,11 +592,7 @@ func (s *Session) pumpClient() end {
 			}
 			continue
 		case websocket.OpClose:
-			p, err := s.clientR.ReadControl(ctrl[:])
-			if err != nil {
-				return end{side: clientSide, err: err}
-			}
-			code, _, err := websocket.ParseClosePayload(p)
+			code, err := readClose(s.clientR)
 			if err != nil {
 				return end{side: clientSide, err: err}
 			}
@@ -612,10 +627,40 @@ func (s *Session) pumpClient() end {
 	}
 }
 
+// ctrlPool holds buffers for control frames' payloads, taken when one
+// arrives: on the loop engine a pump runs once per message, and a buffer
+// on its stack would escape to the heap each time.
+var ctrlPool = sync.Pool{New: func() any { return new([125]byte) }}
+
+// answerPing reads a ping's payload from r and answers it with a pong on
+// w: the read's error, else the write's.
+func answerPing(r *websocket.Reader, w *websocket.Writer) (readErr, writeErr error) {
+	buf := ctrlPool.Get().(*[125]byte)
+	defer ctrlPool.Put(buf)
+	p, err := r.ReadControl(buf[:])
+	if err != nil {
+		return err, nil
+	}
+	return nil, w.WriteControl(websocket.OpPong, p)
+}
+
+// readClose reads a close frame's payload from r and returns its code.
+func readClose(r *websocket.Reader) (int, error) {
+	buf := ctrlPool.Get().(*[125]byte)
+	defer ctrlPool.Put(buf)
+	p, err := r.ReadControl(buf[:])
+	if err != nil {
+		return 0, err
+	}
+	code, _, err := websocket.ParseClosePayload(p)
+	return code, err
+}
+
 // control reads and acts on a control message of the web console.
 func (s *Session) control(h websocket.Header) error {
+	// Not a control message, as any other text is: 1007.
 	if !h.Fin || h.Length > maxControl {
-		return &websocket.ProtocolError{Code: websocket.ClosePolicyViolation, Reason: "control messages are single frames of at most 256 bytes"}
+		return &websocket.ProtocolError{Code: websocket.CloseInvalidPayload, Reason: "control messages are single frames of at most 256 bytes"}
 	}
 	var buf [maxControl]byte
 	p := buf[:h.Length]
@@ -639,8 +684,14 @@ func (s *Session) control(h websocket.Header) error {
 // attach WebSocket as fragments of the same message, to an exec stream as
 // raw bytes.
 func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	d := &s.fromClient
+	bp, have, key0 := d.takeChunk()
+	kept := false
+	defer func() {
+		if !kept {
+			bufPool.Put(bp)
+		}
+	}()
 	buf := *bp
 	var decoded []byte
 	op := h.Op
@@ -658,20 +709,36 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 	// masked again in one pass, when the write masks them.
 	remask := s.backendW != nil && !decode && s.opts.Tap == nil
 	for first, remaining := true, h.Length; first || remaining > 0; first = false {
-		// A whole chunk of the frame (it is on its way) per write.
-		want := int(min(remaining, chunk))
+		// A whole chunk of the frame (it is on its way) per write; have
+		// bytes of it came before the direction parked inside the frame.
+		want := int(min(remaining, int64(chunk-have)))
 		var n int
 		var key [4]byte
 		var err error
+		d.resumable = true
 		if remask {
-			n, key, err = s.clientR.ReadChunkMasked(buf[room:], want)
+			n, key, err = s.clientR.ReadChunkMasked(buf[room+have:], want)
 		} else {
-			n, err = s.clientR.ReadChunk(buf[room:], want)
+			n, err = s.clientR.ReadChunk(buf[room+have:], want)
+		}
+		d.resumable = false
+		if have == 0 {
+			key0 = key // unmasks the chunk from its first byte
+		}
+		// On the loop, the frame's next bytes are late: the chunk waits
+		// for them, parked, and the frame is taken up when they come.
+		if err == errWouldBlock {
+			if have+n > 0 {
+				kept = true
+				d.keepChunk(bp, have+n, key0)
+			}
+			return s.lateClientFrame(h.Fin, op), false
 		}
 		if err != nil {
 			return end{side: clientSide, err: err}, false
 		}
 		remaining -= int64(n)
+		n, have, key = have+n, 0, key0
 		fin := h.Fin && remaining == 0
 		out, off, stop := buf, room, room+n
 		if decode {
@@ -706,6 +773,14 @@ func (s *Session) forwardClientFrame(h websocket.Header, decode bool) (end, bool
 		s.dataSeen.Store(s.opts.Clock.Now().UnixNano())
 	}
 	return end{}, true
+}
+
+// lateClientFrame parks the client's direction inside a frame, on the
+// loop: the frame goes on with op (its first frame's, or continuation
+// once some of it went) when its bytes come.
+func (s *Session) lateClientFrame(fin bool, op websocket.Opcode) end {
+	s.fromClient.mid, s.midFin, s.midOp = true, fin, op
+	return end{park: true}
 }
 
 // decodeBase64 decodes the carried characters and src into dst and returns
@@ -763,74 +838,105 @@ func (s *Session) pumpContainer() end {
 
 // pumpAttach relays the frames of Docker's attach WebSocket.
 func (s *Session) pumpAttach() end {
-	var ctrl [125]byte
+	d := &s.fromContainer
 	for {
-		h, err := s.fromContainer.nextFrame(s.backendR)
-		if err != nil {
-			return s.fromContainer.ended(err)
-		}
-		s.backendSeen.Store(s.opts.Clock.Now().UnixNano())
-		switch h.Op {
-		case websocket.OpPing:
-			p, err := s.backendR.ReadControl(ctrl[:])
+		var remaining int64
+		if d.mid {
+			// On the loop: the rest of a frame whose bytes were late.
+			d.mid = false
+			remaining = s.backendR.Remaining()
+		} else {
+			h, err := d.nextFrame(s.backendR)
 			if err != nil {
-				return end{side: containerSide, err: err}
+				return d.ended(err)
 			}
-			if err := s.backendW.WriteControl(websocket.OpPong, p); err != nil {
-				return end{side: containerSide, err: err}
+			s.backendSeen.Store(s.opts.Clock.Now().UnixNano())
+			switch h.Op {
+			case websocket.OpPing:
+				rerr, werr := answerPing(s.backendR, s.backendW)
+				if err := cmp.Or(rerr, werr); err != nil {
+					return end{side: containerSide, err: err}
+				}
+				continue
+			case websocket.OpPong:
+				if d.afterPong(s.backendR) {
+					return end{park: true}
+				}
+				continue
+			case websocket.OpClose:
+				code, err := readClose(s.backendR)
+				if err != nil {
+					return end{side: containerSide, err: err}
+				}
+				return end{side: containerSide, closed: true, code: code}
 			}
-			continue
-		case websocket.OpPong:
-			if s.fromContainer.afterPong(s.backendR) {
-				return end{park: true}
-			}
-			continue
-		case websocket.OpClose:
-			p, err := s.backendR.ReadControl(ctrl[:])
-			if err != nil {
-				return end{side: containerSide, err: err}
-			}
-			code, _, err := websocket.ParseClosePayload(p)
-			if err != nil {
-				return end{side: containerSide, err: err}
-			}
-			return end{side: containerSide, closed: true, code: code}
+			remaining = h.Length
 		}
 		// Output leaves in binary messages whatever type Docker used
 		// (text below API 1.28, with any bytes the process printed): a
 		// browser fails the whole connection on a text message that is not
 		// UTF-8, and websockify, which Zun's clients were written against,
 		// always sends binary.
-		for remaining := h.Length; remaining > 0; {
+		d.resumable = true
+		for remaining > 0 {
 			// Short payloads go through the inline array; only bulk output
 			// takes a pooled buffer, and only while it is being forwarded.
 			var n int
-			if remaining <= smallChunk {
+			var err error
+			if remaining <= smallChunk && d.chunk == nil {
 				n, err = s.backendR.Read(s.small[room:])
 				if n > 0 {
 					if e, ok := s.sendToClient(s.small[:], n); !ok {
+						d.resumable = false
 						return e
 					}
 				}
 			} else {
 				// The frame's bytes are on their way (its header says how
 				// many): wait for a whole chunk, so that bulk output leaves
-				// in as few frames and writes as it came in.
-				bp := bufPool.Get().(*[]byte)
-				n, err = s.backendR.ReadChunk((*bp)[room:], int(min(remaining, chunk)))
-				if n > 0 {
-					if e, ok := s.sendToClient(*bp, n); !ok {
+				// in as few frames and writes as it came in (on the loop:
+				// what has come).
+				// have bytes of the chunk came before the direction parked
+				// inside the frame.
+				bp, have, _ := d.takeChunk()
+				n, err = s.backendR.ReadChunk((*bp)[room+have:], int(min(remaining, int64(chunk-have))))
+				if err == errWouldBlock {
+					d.resumable = false
+					if have+n > 0 {
+						d.keepChunk(bp, have+n, [4]byte{})
+					} else {
 						bufPool.Put(bp)
+					}
+					d.mid = true
+					return end{park: true}
+				}
+				remaining -= int64(n)
+				if have+n > 0 {
+					if e, ok := s.sendToClient(*bp, have+n); !ok {
+						bufPool.Put(bp)
+						d.resumable = false
 						return e
 					}
 				}
 				bufPool.Put(bp)
+				if err != nil && err != io.EOF {
+					d.resumable = false
+					return end{side: containerSide, err: err}
+				}
+				continue
 			}
 			remaining -= int64(n)
+			if err == errWouldBlock {
+				d.resumable = false
+				d.mid = true
+				return end{park: true}
+			}
 			if err != nil && err != io.EOF {
+				d.resumable = false
 				return end{side: containerSide, err: err}
 			}
 		}
+		d.resumable = false
 	}
 }
 

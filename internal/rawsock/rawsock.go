@@ -44,27 +44,31 @@ func (c *Conn) ReadNoWait(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Control(func(fd uintptr) {
-		for {
-			n, errno = rawRead(fd, p)
-			if errno != syscall.EINTR {
-				return
-			}
-		}
-	})
+	o := noWaitOps.Get().(*op)
+	o.p = p
+	err := c.rc.Control(o.ctl)
+	n, errno := o.done()
+	noWaitOps.Put(o)
 	if errno == syscall.EAGAIN {
 		return 0, ErrWouldBlock
 	}
-	if err := c.failed("read", err, errno); err != nil {
-		return 0, err
+	return c.readDone(n, err, errno)
+}
+
+// WriteNoWait writes what the socket's buffer takes of p, without
+// waiting and whatever its write deadline: ErrWouldBlock, with how much
+// was written, if it did not take all of p.
+func (c *Conn) WriteNoWait(p []byte) (int, error) {
+	beforeWrite()
+	o := noWaitOps.Get().(*op)
+	o.p = p
+	err := c.rc.Control(o.wctl)
+	n, errno := o.done()
+	noWaitOps.Put(o)
+	if errno == syscall.EAGAIN {
+		return n, ErrWouldBlock
 	}
-	if n == 0 {
-		return 0, io.EOF
-	}
-	afterRead()
-	return n, nil
+	return n, c.failed("write", err, errno)
 }
 
 // Wrap returns c with raw reads and writes if it is a TCP or Unix socket,
@@ -97,6 +101,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	err := c.rc.Read(o.step)
 	n, errno := o.done()
 	readOps.Put(o)
+	return c.readDone(n, err, errno)
+}
+
+// readDone returns a read's result: its error (failed's), io.EOF for a
+// read of nothing, else the n bytes read.
+func (c *Conn) readDone(n int, err error, errno syscall.Errno) (int, error) {
 	if err := c.failed("read", err, errno); err != nil {
 		return 0, err
 	}
@@ -124,6 +134,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 // allocates nothing and an idle connection holds no op.
 type op struct {
 	step  func(fd uintptr) bool
+	ctl   func(fd uintptr) // ReadNoWait's
+	wctl  func(fd uintptr) // WriteNoWait's
 	p     []byte
 	n     int
 	errno syscall.Errno
@@ -131,8 +143,9 @@ type op struct {
 }
 
 var (
-	readOps  = sync.Pool{New: func() any { o := new(op); o.step = o.read; return o }}
-	writeOps = sync.Pool{New: func() any { o := new(op); o.step = o.write; return o }}
+	readOps   = sync.Pool{New: func() any { o := new(op); o.step = o.read; return o }}
+	writeOps  = sync.Pool{New: func() any { o := new(op); o.step = o.write; return o }}
+	noWaitOps = sync.Pool{New: func() any { o := new(op); o.ctl, o.wctl = o.readNoWait, o.writeNoWait; return o }}
 )
 
 // read makes one read; false (EAGAIN) has the RawConn wait for input.
@@ -149,6 +162,31 @@ func (o *op) read(fd uintptr) bool {
 		default:
 			o.n, o.errno = n, e
 			return true
+		}
+	}
+}
+
+// readNoWait makes one read, whatever it finds (EAGAIN included).
+func (o *op) readNoWait(fd uintptr) {
+	for {
+		o.n, o.errno = rawRead(fd, o.p)
+		if o.errno != syscall.EINTR {
+			return
+		}
+	}
+}
+
+// writeNoWait writes until all is written, EAGAIN or an error.
+func (o *op) writeNoWait(fd uintptr) {
+	for o.n < len(o.p) {
+		n, e := rawWrite(fd, o.p[o.n:])
+		switch e {
+		case 0:
+			o.n += n
+		case syscall.EINTR:
+		default:
+			o.errno = e
+			return
 		}
 	}
 }
@@ -179,7 +217,7 @@ func (o *op) write(fd uintptr) bool {
 // keep the caller's buffer).
 func (o *op) done() (int, syscall.Errno) {
 	n, errno := o.n, o.errno
-	*o = op{step: o.step}
+	*o = op{step: o.step, ctl: o.ctl, wctl: o.wctl}
 	return n, errno
 }
 

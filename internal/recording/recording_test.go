@@ -397,6 +397,8 @@ func FuzzReader(f *testing.F) {
 	f.Add([]byte(`{"version": 2, "width": 80, "height": 24}` + "\n[0.1, \"o\", \"hi\"]\n"))
 	f.Add([]byte(`{"version": 2}` + "\n[1e308, \"r\", \"1x1\"]\n\n[0, \"o\", \"\\u00e9\"]"))
 	f.Add([]byte("[1,2,3]\n"))
+	// Terminal output: lines end with CR LF.
+	f.Add([]byte(`{"version": 2, "width": 80, "height": 24}` + "\n[0.5, \"o\", \"$ ls\\r\\n\"]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rd, err := NewReader(bytes.NewReader(b))
 		if err != nil {

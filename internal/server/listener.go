@@ -12,6 +12,7 @@ import (
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxyproto"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
 )
 
 // tlsRecordHandshake is the first byte of every TLS ClientHello.
@@ -142,7 +143,7 @@ func (l *sniffListener) sniff(c net.Conn) {
 	switch {
 	case l.tls == nil:
 	case first == tlsRecordHandshake:
-		out = tls.Server(out, l.tls)
+		out = tls.Server(rawIO(out), l.tls)
 	case l.sslOnly:
 		c.SetWriteDeadline(time.Now().Add(l.timeout))
 		fmt.Fprintf(c, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(tlsRequired), tlsRequired)
@@ -158,7 +159,8 @@ func (l *sniffListener) sniff(c net.Conn) {
 
 // preamble reads what precedes HTTP on c: a trusted peer's PROXY header
 // (with proxy_protocol) and, with TLS on, the first byte, which tells TLS
-// from plain. out reads on from there.
+// from plain: peeked at, so that it stays in the socket (read, and given
+// back by a wrapper, where c is no socket). out reads on from there.
 func (l *sniffListener) preamble(c net.Conn) (out net.Conn, first byte, err error) {
 	out = c
 	if l.proxyProtocol && l.trusted.containsPeer(c.RemoteAddr()) {
@@ -179,11 +181,28 @@ func (l *sniffListener) preamble(c net.Conn) (out net.Conn, first byte, err erro
 	if l.tls == nil {
 		return out, 0, nil
 	}
+	if first, ok, err := peekFirst(c); ok {
+		if err != nil {
+			return nil, 0, err
+		}
+		return out, first, nil
+	}
 	var b [1]byte
 	if _, err := c.Read(b[:]); err != nil {
 		return nil, 0, err
 	}
 	return &prefixConn{Conn: out, first: b[0], pending: true}, b[0], nil
+}
+
+// rawIO gives TLS a socket whose reads and writes are raw system calls
+// (internal/rawsock), as a plain session's pumps use: under the TLS layer
+// too, the scheduler need not treat them as calls that block. A
+// connection named by a PROXY header keeps its name.
+func rawIO(c net.Conn) net.Conn {
+	if p, ok := c.(*proxiedConn); ok {
+		return &proxiedConn{Conn: rawsock.Wrap(p.Conn), remote: p.remote}
+	}
+	return rawsock.Wrap(c)
 }
 
 func (l *sniffListener) Accept() (net.Conn, error) {
@@ -207,7 +226,8 @@ func (l *sniffListener) Close() error {
 	return err
 }
 
-// prefixConn gives back the byte read to classify the connection.
+// prefixConn gives back the byte read to classify a connection that is
+// no socket (one that is has it peeked at instead).
 type prefixConn struct {
 	net.Conn
 	first   byte

@@ -294,6 +294,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v := recover(); v != nil && v != http.ErrAbortHandler {
 			// Logged without the request: its query holds a token.
 			s.log.Error("panic serving a request", "client", s.clientOf(r).text, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			// Else net/http answers 200. Once answered or upgraded, this
+			// writes nothing.
+			w.Header().Set("Connection", "close")
+			http.Error(w, "500 Internal Server Error: internal error", http.StatusInternalServerError)
 		}
 	}()
 	switch r.URL.Path {
@@ -316,7 +320,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
 	info = &sessionInfo{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
-	if err := s.failures.admit(info.client.key()); err != nil {
+	if err := s.failures.admit(r.Context(), info.client.key()); err != nil {
 		s.reject(w, r, info, err)
 		return
 	}

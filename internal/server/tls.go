@@ -1,10 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -22,11 +25,17 @@ var modernCiphers = []uint16{
 
 // Certificate serves the listener's certificate and reloads it from its
 // files without a restart: on Reload (SIGHUP) or when Watch sees the files
-// change. A reload that fails keeps the certificate in use.
+// change. A reload that fails keeps the certificate in use. With a ticket
+// key file, the session ticket keys are reloaded with it.
 type Certificate struct {
 	certFile, keyFile string
 	current           atomic.Pointer[tls.Certificate]
 	stamp             atomic.Value // string: the files' sizes and times at the last load
+
+	ticketFile string      // "": Go's own ticket keys, random per process
+	ticketKeys [][32]byte  // as last loaded, under mu
+	mu         sync.Mutex  // ticketKeys, config
+	config     *tls.Config // made by TLSConfig, once
 }
 
 // LoadCertificate loads certFile and keyFile (keyFile may be certFile).
@@ -38,21 +47,91 @@ func LoadCertificate(certFile, keyFile string) (*Certificate, error) {
 	return c, nil
 }
 
-// Reload reads the files again.
+// SetTicketKeyFile has session tickets encrypted with the keys in file
+// (see ParseTicketKeys) from now on, and reloaded with the certificate:
+// replicas given the same file resume each other's TLS sessions.
+func (c *Certificate) SetTicketKeyFile(file string) error {
+	keys, err := loadTicketKeys(file)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ticketFile, c.ticketKeys = file, keys
+	if c.config != nil {
+		c.config.SetSessionTicketKeys(keys)
+	}
+	c.stamp.Store(c.fileStamp())
+	return nil
+}
+
+// Reload reads the files again: the certificate and key, and the ticket
+// keys if set; if one fails, none changes.
 func (c *Certificate) Reload() error {
 	stamp := c.fileStamp()
 	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
 	if err != nil {
 		return fmt.Errorf("load certificate %s: %w", c.certFile, err)
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ticketFile != "" {
+		keys, err := loadTicketKeys(c.ticketFile)
+		if err != nil {
+			return err
+		}
+		c.ticketKeys = keys
+		if c.config != nil {
+			c.config.SetSessionTicketKeys(keys)
+		}
+	}
 	c.current.Store(&cert)
 	c.stamp.Store(stamp)
 	return nil
 }
 
+// A ticket key file holds one key per line, each 32 random bytes in
+// base64 (`openssl rand -base64 32`); blank lines and lines starting with
+// '#' are ignored. The first key encrypts new tickets; every key decrypts,
+// so a key can be rotated in by adding it at the top, and out once
+// tickets made with it have expired (7 days).
+func ParseTicketKeys(data []byte) ([][32]byte, error) {
+	var keys [][32]byte
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		b, err := base64.StdEncoding.DecodeString(string(line))
+		if err != nil || len(b) != 32 {
+			return nil, fmt.Errorf("line %d: not a key (32 bytes in base64, as openssl rand -base64 32 prints)", i+1)
+		}
+		keys = append(keys, [32]byte(b))
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("no key (one per line, 32 bytes in base64, as openssl rand -base64 32 prints)")
+	}
+	return keys, nil
+}
+
+func loadTicketKeys(file string) ([][32]byte, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("ticket keys: %w", err)
+	}
+	keys, err := ParseTicketKeys(data)
+	if err != nil {
+		return nil, fmt.Errorf("ticket keys %s: %w", file, err)
+	}
+	return keys, nil
+}
+
 func (c *Certificate) fileStamp() string {
 	var s string
-	for _, f := range []string{c.certFile, c.keyFile} {
+	for _, f := range []string{c.certFile, c.keyFile, c.ticketFile} {
+		if f == "" {
+			continue
+		}
 		if st, err := os.Stat(f); err == nil {
 			s += fmt.Sprintf("%d/%d;", st.Size(), st.ModTime().UnixNano())
 		}
@@ -82,13 +161,24 @@ func (c *Certificate) Watch(ctx context.Context, interval time.Duration, onReloa
 }
 
 // TLSConfig is the listener's TLS configuration: TLS 1.2 or newer, modern
-// suites, the current certificate at every handshake.
+// suites, the current certificate at every handshake, Go's key exchanges
+// (X25519MLKEM768 first, then X25519, P-256...) and session tickets for
+// resumption: with Go's own keys (random per process, rotated daily) or
+// the ticket key file's. Every call returns the same configuration.
 func (c *Certificate) TLSConfig() *tls.Config {
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		CipherSuites: modernCiphers,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return c.current.Load(), nil
-		},
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.config == nil {
+		c.config = &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			CipherSuites: modernCiphers,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return c.current.Load(), nil
+			},
+		}
+		if c.ticketKeys != nil {
+			c.config.SetSessionTicketKeys(c.ticketKeys)
+		}
 	}
+	return c.config
 }

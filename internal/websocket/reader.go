@@ -71,6 +71,10 @@ func NewReader(src io.Reader, opts ReaderOptions) *Reader {
 // connection but not yet returned.
 func (r *Reader) Buffered() int { return r.end - r.start + len(r.early) }
 
+// Remaining reports how many payload bytes of the current frame are
+// still to be read.
+func (r *Reader) Remaining() int64 { return r.remaining }
+
 // read reads from the bytes held from the handshake, then from src.
 func (r *Reader) read(p []byte) (int, error) {
 	if len(r.early) == 0 {

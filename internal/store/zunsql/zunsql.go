@@ -48,8 +48,16 @@ func Open(dsn string, opts Options) (*DB, error) {
 	if opts.QueryTimeout <= 0 {
 		opts.QueryTimeout = 5 * time.Second
 	}
-	if cfg.Timeout == 0 || cfg.Timeout > opts.QueryTimeout {
-		cfg.Timeout = opts.QueryTimeout // dial timeout
+	// No lookup outlasts QueryTimeout (its context ends), so neither need
+	// the dial nor a read or write. The read and write bounds are for the
+	// connections the pool opens on its own, under no lookup's context,
+	// when a lookup that wanted one has given up: against a database that
+	// accepts connections and never answers, such a connection would wait
+	// for its greeting, and hold a place in the pool, forever.
+	for _, d := range []*time.Duration{&cfg.Timeout, &cfg.ReadTimeout, &cfg.WriteTimeout} {
+		if *d == 0 || *d > opts.QueryTimeout {
+			*d = opts.QueryTimeout
+		}
 	}
 	cfg.ParseTime = true
 	// Each read and write on a connection is bounded by the query

@@ -1,0 +1,178 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/loop"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+)
+
+// handoffCounter is a loop that counts the sessions' handoffs: each is a
+// session leaving the loop because something would have waited on it.
+// served has a value each time a socket's function returned.
+type handoffCounter struct {
+	*loop.Loop
+	handoffs atomic.Int64
+	served   chan struct{}
+}
+
+func (c *handoffCounter) Add(rc syscall.RawConn, ready func(loop.Events)) (*loop.Reg, error) {
+	return c.Loop.Add(rc, func(ev loop.Events) {
+		ready(ev)
+		select {
+		case c.served <- struct{}{}:
+		default:
+		}
+	})
+}
+
+func (c *handoffCounter) Handoff() {
+	c.handoffs.Add(1)
+	c.Loop.Handoff()
+}
+
+func newHandoffCounter(t *testing.T) (*handoffCounter, *idle.Poller) {
+	l, err := loop.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := idle.New()
+	t.Cleanup(func() {
+		l.Close()
+		p.Close()
+	})
+	return &handoffCounter{Loop: l, served: make(chan struct{}, 1)}, p
+}
+
+// On the loop, output to a client that stops reading is held back (the
+// container is not read meanwhile), keystrokes still go through, and once
+// the client reads again it gets all the output in order; the session
+// never leaves the loop for it.
+func TestLoopHoldsOutputForSlowClient(t *testing.T) {
+	t.Parallel()
+	l, p := newHandoffCounter(t)
+	h := startSetup(t, setup{framed: false, tightClient: true, opts: Options{Loop: l, Poller: p}})
+	const total = 8 << 20
+	out := make([]byte, total)
+	for i := range out {
+		out[i] = byte(i % 251)
+	}
+	wrote := make(chan int64, 1)
+	go func() {
+		var n int64
+		for n < total {
+			// A write that waits this long is held back by the proxy.
+			h.exec.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+			m, err := h.exec.Write(out[n:min(n+64<<10, total)])
+			n += int64(m)
+			if err != nil {
+				break
+			}
+		}
+		wrote <- n
+	}()
+	n := <-wrote
+	if n == total {
+		t.Fatalf("the container wrote all %d MiB to a client that reads nothing", total>>20)
+	}
+	if !h.sess.clientOut.holding() {
+		t.Fatal("no output held for the client")
+	}
+	// Input is not held up by output.
+	h.client.send(t, websocket.OpBinary, []byte("^C"))
+	got := make([]byte, 2)
+	h.exec.SetReadDeadline(time.Now().Add(settle))
+	if _, err := io.ReadFull(h.exec, got); err != nil || string(got) != "^C" {
+		t.Fatalf("container got %q, %v", got, err)
+	}
+	// The rest of the output, then everything in order.
+	go func() {
+		h.exec.SetWriteDeadline(time.Time{})
+		h.exec.Write(out[n:])
+	}()
+	var recv []byte
+	h.client.conn.SetReadDeadline(time.Now().Add(10 * settle))
+	for len(recv) < total {
+		if _, err := h.client.r.NextFrame(); err != nil {
+			t.Fatalf("after %d bytes: %v", len(recv), err)
+		}
+		b, err := io.ReadAll(h.client.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recv = append(recv, b...)
+	}
+	if !bytes.Equal(recv, out) {
+		t.Fatal("output changed on its way")
+	}
+	if n := l.handoffs.Load(); n != 0 {
+		t.Fatalf("the session left the loop %d times", n)
+	}
+}
+
+// On the loop, a frame whose bytes come in pieces is forwarded whole and
+// in order, both ways, without the session leaving the loop to wait for
+// the rest: it waits on the loop.
+func TestLoopForwardsFrameInPieces(t *testing.T) {
+	t.Parallel()
+	for _, toClient := range []bool{false, true} {
+		name := map[bool]string{false: "client to container", true: "container to client"}[toClient]
+		t.Run(name, func(t *testing.T) {
+			l, p := newHandoffCounter(t)
+			h := start(t, true, Options{Loop: l, Poller: p})
+			payload := make([]byte, 200<<10)
+			for i := range payload {
+				payload[i] = byte(i % 253)
+			}
+			var wire bytes.Buffer
+			from, to := h.client, h.docker
+			if toClient {
+				from, to = h.docker, h.client
+			}
+			websocket.NewWriter(&wire, !toClient).WriteFrame(true, websocket.OpBinary, append(make([]byte, websocket.MaxHeaderLen), payload...), websocket.MaxHeaderLen, websocket.MaxHeaderLen+len(payload))
+			// The header and some bytes, then the rest in three pieces,
+			// each once the proxy has read the one before.
+			b := wire.Bytes()
+			prev := 0
+			for _, at := range []int{100, 70 << 10, 140 << 10, len(b)} {
+				select {
+				case <-l.served:
+				default:
+				}
+				if _, err := from.conn.Write(b[prev:at]); err != nil {
+					t.Fatal(err)
+				}
+				prev = at
+				select {
+				case <-l.served:
+				case <-time.After(settle):
+					t.Fatal("the proxy did not read")
+				}
+			}
+			var got []byte
+			to.conn.SetReadDeadline(time.Now().Add(settle))
+			for len(got) < len(payload) {
+				if _, err := to.r.NextFrame(); err != nil {
+					t.Fatalf("after %d bytes: %v", len(got), err)
+				}
+				m, err := io.ReadAll(to.r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, m...)
+			}
+			if !bytes.Equal(got, payload) {
+				t.Fatalf("got %d bytes, not the frame's %d", len(got), len(payload))
+			}
+			if n := l.handoffs.Load(); n != 0 {
+				t.Fatalf("the session left the loop %d times", n)
+			}
+		})
+	}
+}
