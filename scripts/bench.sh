@@ -100,8 +100,8 @@ engine = $ENGINE
 max_sessions = 0
 max_sessions_per_container = 0
 # Every session of the load comes from 127.0.0.1, where a deployment's
-# come from many clients: the failed-authorization limit, which counts a
-# client's handshakes in flight, would refuse the 100 opened at once.
+# come from many clients: the failed-authorization limit counts a client's
+# handshakes in flight, and would hold the 100 opened at once in turns.
 auth_failure_limit = 0
 [database]
 connection = mysql+pymysql://zuntest:zuntest@127.0.0.1/$DB

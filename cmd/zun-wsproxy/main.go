@@ -180,6 +180,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	dialer.WatchedAttach(cfg.Proxy.Heartbeat > 0)
 
 	var resolver server.Resolver
 	var tokens *standalone.Service
@@ -351,6 +352,7 @@ func serve(args []string) error {
 			log.Error("configuration not reloaded; the running one stays", "error", err)
 		} else {
 			srv.Reload(reloadable(newCfg, base.Scheme))
+			dialer.WatchedAttach(newCfg.Proxy.Heartbeat > 0)
 			log.Info("configuration reloaded", "allowed_origins", strings.Join(newCfg.Proxy.AllowedOrigins, ","),
 				"trusted_proxies", fmt.Sprint(newCfg.Proxy.TrustedProxies))
 			if newCfg.Proxy.ProxyProtocol != cfg.Proxy.ProxyProtocol {

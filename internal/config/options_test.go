@@ -159,10 +159,11 @@ func TestOptionKinds(t *testing.T) {
 	certFile, keyFile, _ := testenv.SelfSignedCert(t)
 	apiKey := write(t, dir, "api.key", "0123456789abcdef\n")
 	needs := map[string]string{
-		"metrics.profiling":              "[metrics]\nlisten = 127.0.0.1:1\n",
-		"websocket_proxy.proxy_protocol": "[websocket_proxy]\ntrusted_proxies = 10.0.0.1\n",
-		"admin.listen":                   "[admin]\nkey_file = " + apiKey + "\n",
-		"websocket_proxy.ssl_only":       "[websocket_proxy]\ncert = " + certFile + "\nkey = " + keyFile + "\n",
+		"metrics.profiling":               "[metrics]\nlisten = 127.0.0.1:1\n",
+		"websocket_proxy.proxy_protocol":  "[websocket_proxy]\ntrusted_proxies = 10.0.0.1\n",
+		"admin.listen":                    "[admin]\nkey_file = " + apiKey + "\n",
+		"websocket_proxy.ssl_only":        "[websocket_proxy]\ncert = " + certFile + "\nkey = " + keyFile + "\n",
+		"websocket_proxy.ticket_key_file": "[websocket_proxy]\ncert = " + certFile + "\nkey = " + keyFile + "\n",
 	}
 	for _, o := range options {
 		s, ok := samples(o.kind)

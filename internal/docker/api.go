@@ -86,7 +86,7 @@ func (d *Dialer) apiClient(endpoint, network, addr string, useTLS bool, host str
 	}
 	c := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.connect(ctx, network, addr, useTLS, host)
+			return d.connect(ctx, &d.net, network, addr, useTLS, host)
 		},
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     30 * time.Second,

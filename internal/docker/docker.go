@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
@@ -46,6 +47,10 @@ type Options struct {
 type Dialer struct {
 	opts Options
 	net  net.Dialer
+	// attachNet dials attach sockets: as net, without TCP keepalive
+	// while attachWatched is set.
+	attachNet     net.Dialer
+	attachWatched atomic.Bool
 	// Engine API clients by endpoint, created on first use.
 	apiMu sync.Mutex
 	api   map[string]*http.Client
@@ -59,8 +64,14 @@ func NewDialer(opts Options) *Dialer {
 	if opts.APIVersion == "" {
 		opts.APIVersion = "1.26"
 	}
-	return &Dialer{opts: opts, net: net.Dialer{LocalAddr: opts.LocalAddr}}
+	return &Dialer{opts: opts, net: net.Dialer{LocalAddr: opts.LocalAddr}, attachNet: net.Dialer{LocalAddr: opts.LocalAddr, KeepAlive: -1}}
 }
+
+// WatchedAttach tells the Dialer whether sessions ping the attach sockets
+// it opens (heartbeats), which then find a dead Docker host on their own:
+// those sockets go without TCP keepalive (four system calls fewer per
+// session). Exec streams, which nothing pings, keep it. Off by default.
+func (d *Dialer) WatchedAttach(on bool) { d.attachWatched.Store(on) }
 
 // TLSConfig builds the client TLS configuration for Docker's API from
 // Zun's [docker] options: caFile verifies the daemon, certFile and keyFile
@@ -128,7 +139,11 @@ func (d *Dialer) dialAttach(ctx context.Context, t console.Target) (console.Stre
 			Path:     fmt.Sprintf("/v%s/containers/%s/attach/ws", d.opts.APIVersion, t.ContainerID),
 			RawQuery: "logs=0&stream=1&stdin=1&stdout=1&stderr=1"}
 	}
-	conn, err := d.connect(ctx, network, addr, useTLS, host)
+	nd := &d.net
+	if d.attachWatched.Load() {
+		nd = &d.attachNet
+	}
+	conn, err := d.connect(ctx, nd, network, addr, useTLS, host)
 	if err != nil {
 		return console.Stream{}, fmt.Errorf("dial docker attach %s: %w", addr, err)
 	}
@@ -152,7 +167,7 @@ func (d *Dialer) dialExec(ctx context.Context, t console.Target) (console.Stream
 	if err != nil {
 		return console.Stream{}, fmt.Errorf("docker url of exec %s: %w", t.ExecID, err)
 	}
-	conn, err := d.connect(ctx, network, addr, useTLS, host)
+	conn, err := d.connect(ctx, &d.net, network, addr, useTLS, host)
 	if err != nil {
 		return console.Stream{}, fmt.Errorf("dial docker %s: %w", addr, err)
 	}
@@ -215,9 +230,10 @@ func dialable(host, addr string) bool {
 	return !strings.ContainsAny(host, ":[]")
 }
 
-// connect dials and, for TLS, completes the TLS handshake within ctx.
-func (d *Dialer) connect(ctx context.Context, network, addr string, useTLS bool, serverName string) (net.Conn, error) {
-	conn, err := d.net.DialContext(ctx, network, addr)
+// connect dials with nd and, for TLS, completes the TLS handshake within
+// ctx.
+func (d *Dialer) connect(ctx context.Context, nd *net.Dialer, network, addr string, useTLS bool, serverName string) (net.Conn, error) {
+	conn, err := nd.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}

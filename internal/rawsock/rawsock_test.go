@@ -86,7 +86,10 @@ func TestConn(t *testing.T) {
 		})
 		t.Run(network+"/write deadline, peer not reading", func(t *testing.T) {
 			c, _ := pair(t, network)
-			c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+			// Long enough for the socket's buffer to take a first part
+			// before it passes, however busy the machine (at 50 ms it
+			// sometimes passed before the write began).
+			c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
 			n, err := c.Write(make([]byte, 64<<20))
 			if !errors.Is(err, os.ErrDeadlineExceeded) || n == 0 || n == 64<<20 {
 				t.Fatalf("wrote %d, %v; want part of it and a deadline error", n, err)

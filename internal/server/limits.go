@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"hash/maphash"
 	"net/netip"
@@ -168,22 +169,50 @@ func (l *failureLimiter) check(client netip.Prefix) error {
 // as check does. An admitted handshake counts against its client's limit
 // while its token is checked, as if it had failed, so that handshakes
 // sent at once cannot each pass before any has failed: the client's
-// failures and handshakes in flight together stay within the limit. The
+// failures and handshakes in flight together stay within the limit. A
+// handshake beyond it waits, up to admitWait, for one of them to be
+// answered rather than being refused: many consoles opened at once from
+// one address (a NAT, a script) are each checked in turn, and wrong
+// tokens among them still get no more tries than sent one by one. The
 // caller ends each admitted handshake with done.
-func (l *failureLimiter) admit(client netip.Prefix) error {
+func (l *failureLimiter) admit(ctx context.Context, client netip.Prefix) error {
 	conf := l.conf.Load()
 	if conf.limit <= 0 {
 		return nil
 	}
 	k := limiterKey(client)
 	s := l.set(l.table(true), k)
-	s.mu.Lock()
-	rest := s.admit(k, l.elapsed(), int64(conf.window), conf.limit)
-	s.mu.Unlock()
-	if rest > 0 {
-		return &retryError{err: errRateLimited, after: time.Duration(rest)}
+	var waited *time.Timer
+	for {
+		s.mu.Lock()
+		rest, busy := s.admit(k, l.elapsed(), int64(conf.window), conf.limit)
+		if !busy {
+			s.mu.Unlock()
+			if waited != nil {
+				waited.Stop()
+			}
+			if rest > 0 {
+				return &retryError{err: errRateLimited, after: time.Duration(rest)}
+			}
+			return nil
+		}
+		if s.settled == nil {
+			s.settled = make(chan struct{})
+		}
+		settled := s.settled
+		s.mu.Unlock()
+		if waited == nil {
+			waited = time.NewTimer(admitWait)
+		}
+		select {
+		case <-settled:
+		case <-ctx.Done():
+			waited.Stop()
+			return &retryError{err: errRateLimited, after: admitBusy}
+		case <-waited.C:
+			return &retryError{err: errRateLimited, after: admitBusy}
+		}
 	}
-	return nil
 }
 
 // done ends a handshake admit let through: failed if its token was wrong
@@ -265,6 +294,9 @@ type limiterSet struct {
 	// the entry's last failure, which orders them however coarse the
 	// system clock is.
 	clock uint32
+	// settled, made when a handshake waits, is closed when one in flight
+	// in the set is answered.
+	settled chan struct{}
 }
 
 type limiterEntry struct {
@@ -308,14 +340,19 @@ func (s *limiterSet) refused(k clientKey, now, window int64, limit int) int64 {
 	return 0
 }
 
-// admitBusy is the Retry-After of a client refused for its handshakes in
-// flight rather than its failures: they are answered within moments.
-const admitBusy = time.Second
+// admitWait bounds how long a handshake waits for its client's others in
+// flight to be answered (each is bounded by query_timeout); admitBusy is
+// the Retry-After of one that waited so long, or whose client went away.
+const (
+	admitWait = 5 * time.Second
+	admitBusy = time.Second
+)
 
-// admit counts a handshake of k in flight, or returns how long k is
-// refused: until its window ends if it failed limit times in it, else
-// admitBusy if its failures and handshakes in flight reach the limit.
-func (s *limiterSet) admit(k clientKey, now, window int64, limit int) int64 {
+// admit counts a handshake of k in flight and returns 0, false; or returns
+// how long k is refused, if it failed limit times in its window; or busy,
+// if its failures and handshakes in flight reach the limit: the handshake
+// is to wait for one of them to settle.
+func (s *limiterSet) admit(k clientKey, now, window int64, limit int) (rest int64, busy bool) {
 	e := s.find(k)
 	if e == nil {
 		e = s.replace(k, now, window)
@@ -323,21 +360,26 @@ func (s *limiterSet) admit(k clientKey, now, window int64, limit int) int64 {
 	}
 	fails := e.failsAt(now, window)
 	if int64(fails) >= int64(limit) {
-		return e.start + window - now
+		return e.start + window - now, false
 	}
 	if int64(fails)+int64(e.pending) >= int64(limit) {
-		return int64(admitBusy)
+		return 0, true
 	}
 	s.clock++
 	e.pending++
 	e.last = s.clock
-	return 0
+	return 0, false
 }
 
-// settle takes one of k's handshakes in flight off its count.
+// settle takes one of k's handshakes in flight off its count, and wakes
+// the handshakes waiting in the set.
 func (s *limiterSet) settle(k clientKey) {
 	if e := s.find(k); e != nil && e.pending > 0 {
 		e.pending--
+	}
+	if s.settled != nil {
+		close(s.settled)
+		s.settled = nil
 	}
 }
 

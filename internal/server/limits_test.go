@@ -355,43 +355,45 @@ func (g gatedResolver) Resolve(ctx context.Context, r auth.Request) (console.Tar
 	return g.Resolver.Resolve(ctx, r)
 }
 
-// Wrong tokens sent at once from one address are held to the limit too:
-// each handshake counts against it from before its token is checked, not
-// only once the check has failed.
-func TestFailureLimitHoldsForConcurrentHandshakes(t *testing.T) {
-	const limit, n = 3, 16
+// concurrentHandshakes sends n handshakes at once from one address to a
+// server whose failure limit is limit, each with url's token made wrong
+// or not, lets limit of them reach the token check before any is
+// answered, and returns the answers' statuses.
+func concurrentHandshakes(t *testing.T, name string, n, limit int, wrong bool) (map[int]int, string) {
 	gate := gatedResolver{entered: make(chan struct{}, n), release: make(chan struct{})}
-	_, url := serveShell(t, "concurrentlimit", func(o *Options, _ *ListenOptions) {
+	_, url := serveShell(t, name, func(o *Options, _ *ListenOptions) {
 		o.AuthFailureLimit, o.AuthFailureWindow = limit, time.Minute
 		gate.Resolver = o.Resolver
 		o.Resolver = gate
 	})
+	if wrong {
+		url = strings.Replace(url, "token=", "token=wrong", 1)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	wrong := strings.Replace(url, "token=", "token=wrong", 1)
 	codes := make(chan int, n)
 	for range n {
 		go func() {
-			_, status, _ := testenv.Open(ctx, wrong, &websocket.DialOptions{Subprotocols: []string{"binary"}})
+			c, status, _ := testenv.Open(ctx, url, &websocket.DialOptions{Subprotocols: []string{"binary"}})
+			if c != nil {
+				c.CloseNow()
+			}
 			codes <- status
 		}()
 	}
-	// Every handshake is either held in Resolve or answered before any
-	// token is checked.
-	got := map[int]int{}
-	answered := 0
-	for seen := 0; seen < n; seen++ {
+	// limit handshakes reach the token check; none is answered first.
+	for range limit {
 		select {
 		case <-gate.entered:
 		case c := <-codes:
-			got[c]++
-			answered++
+			t.Fatalf("a handshake answered %d before any token was checked", c)
 		case <-ctx.Done():
-			t.Fatalf("handshakes neither answered nor resolving: %v", got)
+			t.Fatal("handshakes did not reach the token check")
 		}
 	}
 	close(gate.release)
-	for ; answered < n; answered++ {
+	got := map[int]int{}
+	for range n {
 		select {
 		case c := <-codes:
 			got[c]++
@@ -399,11 +401,36 @@ func TestFailureLimitHoldsForConcurrentHandshakes(t *testing.T) {
 			t.Fatalf("handshakes not answered: %v", got)
 		}
 	}
+	if entered := limit + len(gate.entered); entered > n {
+		t.Fatalf("%d token checks for %d handshakes", entered, n)
+	}
+	return got, url
+}
+
+// Wrong tokens sent at once from one address are held to the limit too:
+// each handshake counts against it from before its token is checked, not
+// only once the check has failed.
+func TestFailureLimitHoldsForConcurrentHandshakes(t *testing.T) {
+	const limit, n = 3, 16
+	got, wrong := concurrentHandshakes(t, "concurrentlimit", n, limit, true)
 	if want := map[int]int{401: limit, 429: n - limit}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("%d wrong tokens at once with a limit of %d: answers %v, want %v", n, limit, got, want)
 	}
 	// Once they are answered, the address stays limited.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	if _, status, _ := testenv.Open(ctx, wrong, nil); status != http.StatusTooManyRequests {
 		t.Errorf("a wrong token after them: %d, want 429", status)
+	}
+}
+
+// Many consoles opened at once from one address with right tokens all
+// open: those beyond the limit wait for the others' token checks rather
+// than being refused.
+func TestConcurrentHandshakesFromOneAddressOpen(t *testing.T) {
+	const limit, n = 3, 16
+	got, _ := concurrentHandshakes(t, "concurrentopen", n, limit, false)
+	if want := map[int]int{101: n}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%d right tokens at once with a limit of %d: answers %v, want %v", n, limit, got, want)
 	}
 }

@@ -310,10 +310,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 not found", http.StatusNotFound)
 		return
 	}
+	growStack()
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
 	info = &session{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
-	if err := s.failures.admit(info.client.key()); err != nil {
+	if err := s.failures.admit(r.Context(), info.client.key()); err != nil {
 		s.reject(w, r, info, err)
 		return
 	}

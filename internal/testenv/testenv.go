@@ -308,6 +308,14 @@ func (d *Docker) call(method, path string, body, out any) int {
 	return resp.StatusCode
 }
 
+// Resize sets a container's terminal size, as the proxy's resize calls do.
+func (d *Docker) Resize(containerID string, rows, cols int) {
+	d.tb.Helper()
+	if code := d.call("POST", fmt.Sprintf("/containers/%s/resize?h=%d&w=%d", containerID, rows, cols), nil, nil); code != http.StatusOK {
+		d.tb.Fatalf("docker resize %s: status %d", containerID, code)
+	}
+}
+
 // Run starts a container with a terminal and open stdin, like Zun's
 // interactive containers, running cmd under sh -c; it is removed when the
 // test ends.

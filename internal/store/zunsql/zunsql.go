@@ -31,6 +31,10 @@ type DB struct {
 	db      *sql.DB
 	timeout time.Duration
 	tls     bool // connections use TLS
+	// slots bounds lookups at once to the pool's size, so that none waits
+	// for a connection in database/sql, where only its context would bound
+	// the wait: a lookup waits here instead, at most timeout.
+	slots chan struct{}
 }
 
 // Open prepares a pool for dsn (a go-sql-driver/mysql DSN). It does not
@@ -56,6 +60,15 @@ func Open(dsn string, opts Options) (*DB, error) {
 		}
 	}
 	cfg.ParseTime = true
+	// Each read and write on a connection is bounded by the query
+	// timeout (unless the DSN bounds it), so that lookups need no
+	// cancellable context (lookup).
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = opts.QueryTimeout
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = opts.QueryTimeout
+	}
 	if opts.Logger != nil {
 		cfg.Logger = driverLog{opts.Logger}
 	}
@@ -75,7 +88,28 @@ func Open(dsn string, opts Options) (*DB, error) {
 	// Servers drop idle connections (wait_timeout); recycle before they do.
 	db.SetConnMaxLifetime(time.Hour)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{db: db, timeout: opts.QueryTimeout, tls: cfg.TLS != nil}, nil
+	return &DB{db: db, timeout: opts.QueryTimeout, tls: cfg.TLS != nil, slots: make(chan struct{}, opts.MaxOpen)}, nil
+}
+
+// lookup returns the context for one lookup and the function that ends
+// it, once it has a slot (waiting at most the query timeout). The context
+// is not cancellable: the driver then hands no query to its watcher
+// goroutine (two goroutine switches per query, a tenth of a lookup's
+// CPU), and the lookup is bounded by the connections' read and write
+// timeouts and the dial timeout instead, each the query timeout.
+func (d *DB) lookup(ctx context.Context) (context.Context, func(), error) {
+	select {
+	case d.slots <- struct{}{}:
+	default:
+		wait, cancel := context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+		select {
+		case d.slots <- struct{}{}:
+		case <-wait.Done():
+			return nil, nil, d.unavailable(fmt.Errorf("no database connection free within %v: %w", d.timeout, wait.Err()))
+		}
+	}
+	return context.WithoutCancel(ctx), func() { <-d.slots }, nil
 }
 
 // Stats reports the connection pool's state.
@@ -125,8 +159,11 @@ func (d *DB) ContainersByName(ctx context.Context, name string) ([]store.Contain
 }
 
 func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.Container, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.timeout)
-	defer cancel()
+	ctx, done, err := d.lookup(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	rows, err := d.db.QueryContext(ctx, query, arg)
 	if err != nil {
 		return nil, d.unavailable(err)
@@ -158,8 +195,11 @@ func (d *DB) ExecInstances(ctx context.Context, containerIDs []int64, execID str
 	if len(containerIDs) == 0 {
 		return nil, fmt.Errorf("exec %s: %w", execID, store.ErrNotFound)
 	}
-	ctx, cancel := context.WithTimeout(ctx, d.timeout)
-	defer cancel()
+	ctx, done, err := d.lookup(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("look up exec instance: %w", err)
+	}
+	defer done()
 	args := []any{execID}
 	for _, id := range containerIDs {
 		args = append(args, id)
@@ -207,8 +247,11 @@ func (d *DB) ConsumeExecToken(ctx context.Context, containerID int64, execID, to
 }
 
 func (d *DB) consume(ctx context.Context, query string, args ...any) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.timeout)
-	defer cancel()
+	ctx, done, err := d.lookup(ctx)
+	if err != nil {
+		return false, fmt.Errorf("consume token: %w", err)
+	}
+	defer done()
 	res, err := d.db.ExecContext(ctx, query, args...)
 	if err != nil {
 		return false, fmt.Errorf("consume token: %w", d.unavailable(err))

@@ -128,3 +128,41 @@ func TestConsumeTokens(t *testing.T) {
 		t.Fatalf("exec after consume: %+v", es)
 	}
 }
+
+// A database that stops answering, with connections open to it and a
+// context that never ends, still fails a lookup within the query timeout
+// (its reads are bounded), and lookups beyond the pool's size wait no
+// longer than that for a connection.
+func TestDatabaseStalls(t *testing.T) {
+	z := testenv.NewZunDB(t, "stall")
+	fwd := testenv.NewForwarder(t, testenv.MySQLAddr)
+	const timeout = time.Second
+	db, err := Open(strings.Replace(z.DSN(), testenv.MySQLAddr, fwd.Addr, 1), Options{QueryTimeout: timeout, MaxOpen: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ContainersByName(context.Background(), "web"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("before the stall: %v", err)
+	}
+	fwd.Freeze()
+	defer fwd.Restore()
+	start := time.Now()
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			_, err := db.ContainersByName(context.Background(), "web")
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("stalled lookup: %v, want ErrUnavailable", err)
+		}
+	}
+	// Two at a time: the first two time out reading, the others waiting
+	// for a slot, each within the timeout; 2 s more for a busy machine.
+	if took := time.Since(start); took > timeout+2*time.Second {
+		t.Errorf("4 lookups on a stalled database took %v, want about %v", took, timeout)
+	}
+}
