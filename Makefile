@@ -40,7 +40,9 @@ IN_ENV = bash scripts/in-test-env.sh
 test: test-env check
 	$(IN_ENV) $(GO) test -race -count=1 -timeout 20m -skip '^(TestSecuritySuite|TestSoak)$$' ./...
 	$(IN_ENV) $(GO) test -race -count=1 ./internal/proxy/ -park-all
+	$(IN_ENV) $(GO) test -race -count=1 -skip '^(TestSecuritySuite|TestSoak)$$' ./internal/proxy/ ./internal/server/ -loop
 	$(GO) test -count=1 -run '^TestRelayAllocatesNothing$$' ./internal/proxy/
+	$(GO) test -count=1 -run '^TestRelayAllocatesNothing$$' ./internal/proxy/ -loop
 	$(MAKE) security
 	$(MAKE) soak
 	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
