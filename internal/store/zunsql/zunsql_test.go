@@ -3,6 +3,7 @@ package zunsql
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -164,5 +165,62 @@ func TestDatabaseStalls(t *testing.T) {
 	// for a slot, each within the timeout; 2 s more for a busy machine.
 	if took := time.Since(start); took > timeout+2*time.Second {
 		t.Errorf("4 lookups on a stalled database took %v, want about %v", took, timeout)
+	}
+}
+
+// A database that answers a byte at a time, each byte well within the
+// read timeout, still ends a lookup at the query timeout: the bound is
+// the lookup's, not each read's.
+func TestDatabaseTrickles(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				// A MySQL packet header announcing a 64 KiB greeting, then
+				// its bytes one at a time.
+				if _, err := c.Write([]byte{0xff, 0xff, 0x00, 0x00}); err != nil {
+					return
+				}
+				tick := time.NewTicker(200 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+						if _, err := c.Write([]byte{10}); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	const timeout = time.Second
+	db, err := Open("zun:zun@tcp("+ln.Addr().String()+")/zun", Options{QueryTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	start := time.Now()
+	_, err = db.ContainersByName(context.Background(), "web")
+	took := time.Since(start)
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("lookup on a trickling database: %v, want ErrUnavailable", err)
+	}
+	// 2 s more for a busy machine.
+	if took > timeout+2*time.Second {
+		t.Errorf("lookup on a trickling database took %v, want about %v", took, timeout)
 	}
 }
