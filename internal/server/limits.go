@@ -15,6 +15,7 @@ import (
 var (
 	errTooManySessions = errors.New("too many sessions")
 	errRateLimited     = errors.New("too many failed authorizations from this address")
+	errBusy            = errors.New("too many handshakes from this address being checked at once")
 )
 
 // retryError carries a Retry-After for its answer.
@@ -173,44 +174,60 @@ func (l *failureLimiter) check(client netip.Prefix) error {
 // handshake beyond it waits, up to admitWait, for one of them to be
 // answered rather than being refused: many consoles opened at once from
 // one address (a NAT, a script) are each checked in turn, and wrong
-// tokens among them still get no more tries than sent one by one. The
-// caller ends each admitted handshake with done.
-func (l *failureLimiter) admit(ctx context.Context, client netip.Prefix) error {
+// tokens among them still get no more tries than sent one by one. At most
+// admitWaiters wait in a set; one that cannot wait, or waited too long
+// (a slow database), is refused 503 errBusy, not 429: no token of it was
+// wrong. counted says whether the handshake is counted; the caller ends
+// each counted one with done.
+func (l *failureLimiter) admit(ctx context.Context, client netip.Prefix) (counted bool, err error) {
 	conf := l.conf.Load()
 	if conf.limit <= 0 {
-		return nil
+		return false, nil
 	}
 	k := limiterKey(client)
 	s := l.set(l.table(true), k)
 	var waited *time.Timer
+	defer func() {
+		if waited != nil {
+			waited.Stop()
+		}
+	}()
 	for {
 		s.mu.Lock()
 		rest, busy := s.admit(k, l.elapsed(), int64(conf.window), conf.limit)
-		if !busy {
+		switch {
+		case !busy && rest > 0:
 			s.mu.Unlock()
-			if waited != nil {
-				waited.Stop()
-			}
-			if rest > 0 {
-				return &retryError{err: errRateLimited, after: time.Duration(rest)}
-			}
-			return nil
+			return false, &retryError{err: errRateLimited, after: time.Duration(rest)}
+		case !busy:
+			s.mu.Unlock()
+			return true, nil
+		case s.waiters >= admitWaiters:
+			s.mu.Unlock()
+			return false, &retryError{err: errBusy, after: admitBusy}
 		}
 		if s.settled == nil {
 			s.settled = make(chan struct{})
 		}
 		settled := s.settled
+		s.waiters++
 		s.mu.Unlock()
 		if waited == nil {
 			waited = time.NewTimer(admitWait)
 		}
+		var gaveUp bool
 		select {
 		case <-settled:
 		case <-ctx.Done():
-			waited.Stop()
-			return &retryError{err: errRateLimited, after: admitBusy}
+			gaveUp = true
 		case <-waited.C:
-			return &retryError{err: errRateLimited, after: admitBusy}
+			gaveUp = true
+		}
+		s.mu.Lock()
+		s.waiters--
+		s.mu.Unlock()
+		if gaveUp {
+			return false, &retryError{err: errBusy, after: admitBusy}
 		}
 	}
 }
@@ -297,6 +314,7 @@ type limiterSet struct {
 	// settled, made when a handshake waits, is closed when one in flight
 	// in the set is answered.
 	settled chan struct{}
+	waiters int // handshakes waiting for settled
 }
 
 type limiterEntry struct {
@@ -343,9 +361,13 @@ func (s *limiterSet) refused(k clientKey, now, window int64, limit int) int64 {
 // admitWait bounds how long a handshake waits for its client's others in
 // flight to be answered (each is bounded by query_timeout); admitBusy is
 // the Retry-After of one that waited so long, or whose client went away.
+// admitWaiters bounds the handshakes waiting in a set, so that one
+// address opening thousands at once costs a bounded wake-up each time one
+// is answered.
 const (
-	admitWait = 5 * time.Second
-	admitBusy = time.Second
+	admitWait    = 5 * time.Second
+	admitBusy    = time.Second
+	admitWaiters = 64
 )
 
 // admit counts a handshake of k in flight and returns 0, false; or returns

@@ -434,3 +434,85 @@ func TestConcurrentHandshakesFromOneAddressOpen(t *testing.T) {
 		t.Errorf("%d right tokens at once with a limit of %d: answers %v, want %v", n, limit, got, want)
 	}
 }
+
+// A handshake admitted while the limit is off is not counted, so that its
+// end takes nothing off another's count once a reload turns the limit on.
+func TestAdmitUncountedWhileOff(t *testing.T) {
+	l := newFailureLimiter(0, time.Minute)
+	client := netip.MustParsePrefix("192.0.2.1/32")
+	if counted, err := l.admit(context.Background(), client); counted || err != nil {
+		t.Fatalf("limit off: counted %v, %v; want not counted", counted, err)
+	}
+	l.setLimit(1, time.Minute)
+	if counted, err := l.admit(context.Background(), client); !counted || err != nil {
+		t.Fatalf("limit 1: counted %v, %v; want counted", counted, err)
+	}
+	// The first handshake ends uncounted (no done); the second still
+	// holds the only place: a third must wait, and gives up with 503.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.admit(ctx, client); !errors.Is(err, errBusy) {
+		t.Fatalf("a third while the second is in flight: %v, want errBusy", err)
+	}
+}
+
+// At most admitWaiters handshakes wait in a set; others are refused with
+// errBusy at once. A waiter is let in when a handshake in flight ends, and
+// one whose client goes away gives up with errBusy.
+func TestAdmitWaitersBounded(t *testing.T) {
+	l := newFailureLimiterSize(1, time.Minute, limiterWays) // one set
+	client := netip.MustParsePrefix("192.0.2.1/32")
+	if counted, err := l.admit(context.Background(), client); !counted || err != nil {
+		t.Fatalf("first: %v, %v", counted, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	results := make(chan error, admitWaiters)
+	for range admitWaiters {
+		go func() {
+			counted, err := l.admit(ctx, client)
+			if counted {
+				l.done(client, false)
+			}
+			results <- err
+		}()
+	}
+	s := &l.table(false)[0]
+	if !testenv.WaitFor(10*time.Second, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.waiters == admitWaiters
+	}) {
+		t.Fatalf("%d handshakes not all waiting", admitWaiters)
+	}
+	if _, err := l.admit(context.Background(), client); !errors.Is(err, errBusy) {
+		t.Fatalf("one more than %d waiting: %v, want errBusy at once", admitWaiters, err)
+	}
+	// The first ends: the waiters go in one at a time, each ending at once.
+	l.done(client, false)
+	for range admitWaiters {
+		if err := <-results; err != nil {
+			t.Fatalf("a waiter: %v, want admitted", err)
+		}
+	}
+	// One waiting for a handshake that does not end gives up when its
+	// client goes.
+	if counted, err := l.admit(context.Background(), client); !counted || err != nil {
+		t.Fatalf("again: %v, %v", counted, err)
+	}
+	go func() {
+		_, err := l.admit(ctx, client)
+		results <- err
+	}()
+	if !testenv.WaitFor(10*time.Second, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.waiters == 1
+	}) {
+		t.Fatal("the handshake is not waiting")
+	}
+	cancel()
+	if err := <-results; !errors.Is(err, errBusy) {
+		t.Fatalf("a waiter whose client went: %v, want errBusy", err)
+	}
+}

@@ -314,11 +314,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
 	info = &session{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}
-	if err := s.failures.admit(r.Context(), info.client.key()); err != nil {
+	counted, err := s.failures.admit(r.Context(), info.client.key())
+	if err != nil {
 		s.reject(w, r, info, err)
 		return
 	}
-	info.inFlight = true
+	info.inFlight = counted
 	key, err := websocket.CheckRequest(r)
 	if err != nil {
 		s.reject(w, r, info, err)
@@ -470,6 +471,8 @@ func answer(err error) (status int, text, reason string) {
 		return he.Status, he.Reason, reason
 	case errors.Is(err, errRateLimited):
 		return http.StatusTooManyRequests, "too many failed attempts from this address; retry later", "rate_limited"
+	case errors.Is(err, errBusy):
+		return http.StatusServiceUnavailable, "too many console requests from this address at once; retry later", "client_busy"
 	case errors.Is(err, errTooManySessions):
 		return http.StatusServiceUnavailable, "too many console sessions; retry later", "too_many_sessions"
 	case errors.Is(err, auth.ErrOrigin):
