@@ -15,6 +15,7 @@ package loop
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,8 @@ type Loop struct {
 	tasks  []func()
 	spare  []func()
 	closed bool
+	shut   bool  // Close was called
+	failed error // why the loop stopped by itself
 	done   chan struct{}
 }
 
@@ -48,6 +51,9 @@ const (
 	Readable Events = 1 << iota
 	// Writable: room to write, or an error.
 	Writable
+	// Failed: the loop failed and serves the socket no more (it is no
+	// longer registered); given once, whatever the socket is watched for.
+	Failed
 )
 
 // Reg is a socket registered with a loop.
@@ -160,7 +166,7 @@ func (l *Loop) run(gen uint64) {
 		var err error
 		ready, err = l.impl.wait(ready[:0])
 		if err != nil {
-			close(l.done)
+			l.fail(err)
 			return
 		}
 		for _, e := range ready {
@@ -188,6 +194,45 @@ func (l *Loop) run(gen uint64) {
 			}
 		}
 	}
+}
+
+// fail ends a loop whose wait failed (err): it is closed, the posted
+// functions run, then every socket registered is unregistered and its
+// function called with Failed, on this goroutine, so that what the loop
+// served ends instead of waiting for events that never come. After Close
+// (the wait reports ErrClosed) it only lets Close go on.
+func (l *Loop) fail(err error) {
+	l.mu.Lock()
+	if l.shut {
+		l.mu.Unlock()
+		close(l.done)
+		return
+	}
+	l.failed = err
+	l.closed = true
+	tasks := l.tasks
+	l.tasks = nil
+	regs := l.regs
+	l.regs = make(map[uint64]*Reg)
+	l.mu.Unlock()
+	for _, fn := range tasks {
+		fn()
+	}
+	for _, r := range regs {
+		if r.watch != 0 {
+			l.impl.remove(r.fd)
+		}
+		r.ready(Failed)
+	}
+	close(l.done)
+}
+
+// Err reports why the loop stopped by itself, if it did (nil while it
+// runs and after Close).
+func (l *Loop) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
 }
 
 // runTasks runs the posted functions; false: one of them handed the loop
@@ -218,14 +263,15 @@ func (l *Loop) runTasks(gen uint64) bool {
 }
 
 // Close stops the loop once it is between functions. Sockets still
-// registered are not served any more.
+// registered are not served any more. If the loop had failed, Close
+// returns why.
 func (l *Loop) Close() error {
 	l.mu.Lock()
-	if l.closed {
+	if l.shut {
 		l.mu.Unlock()
 		return nil
 	}
-	l.closed = true
+	l.shut, l.closed = true, true
 	tasks := l.tasks
 	l.tasks = nil
 	l.mu.Unlock()
@@ -234,7 +280,14 @@ func (l *Loop) Close() error {
 	}
 	l.impl.stop()
 	<-l.done
-	return l.impl.close()
+	err := l.impl.close()
+	l.mu.Lock()
+	failed := l.failed
+	l.mu.Unlock()
+	if failed != nil {
+		return fmt.Errorf("event loop failed: %w", failed)
+	}
+	return err
 }
 
 // Group is a set of loops, about one per processor.

@@ -595,6 +595,11 @@ func (s *Session) rewatch() {
 // ready runs on the loop when d's socket is ready: readable (d reads it)
 // or writable (the sink on it, the other direction's, holds bytes).
 func (d *direction) ready(ev loop.Events) {
+	if ev&loop.Failed != 0 {
+		// The loop serves the session no more: it ends (1011), released.
+		d.s.endOnLoop(end{side: proxySide, why: "event loop failed", end: EndLoopFailed, code: websocket.CloseInternalError})
+		return
+	}
 	if ev&loop.Writable == 0 {
 		d.serve()
 		return

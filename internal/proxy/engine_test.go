@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"io"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -172,6 +173,66 @@ func TestLoopForwardsFrameInPieces(t *testing.T) {
 			}
 			if n := l.handoffs.Load(); n != 0 {
 				t.Fatalf("the session left the loop %d times", n)
+			}
+		})
+	}
+}
+
+// failingLoop is a loop that, on fail, does what a loop whose wait failed
+// does: each registered socket's function is called with loop.Failed,
+// on the loop.
+type failingLoop struct {
+	*loop.Loop
+	mu    sync.Mutex
+	ready []func(loop.Events)
+}
+
+func (l *failingLoop) Add(rc syscall.RawConn, ready func(loop.Events)) (*loop.Reg, error) {
+	l.mu.Lock()
+	l.ready = append(l.ready, ready)
+	l.mu.Unlock()
+	return l.Loop.Add(rc, ready)
+}
+
+func (l *failingLoop) fail() {
+	l.mu.Lock()
+	ready := l.ready
+	l.mu.Unlock()
+	l.Post(func() {
+		for _, fn := range ready {
+			fn(loop.Failed)
+		}
+	})
+}
+
+// A session whose loop fails ends: the client is closed with 1011, the
+// container is told, and the session's end is reported.
+func TestSessionEndsWhenItsLoopFails(t *testing.T) {
+	t.Parallel()
+	for _, framed := range []bool{true, false} {
+		name := map[bool]string{true: "attach", false: "exec"}[framed]
+		t.Run(name, func(t *testing.T) {
+			hc, p := newHandoffCounter(t)
+			l := &failingLoop{Loop: hc.Loop}
+			h := start(t, framed, Options{Loop: l, Poller: p})
+			h.bothWays(t)
+			l.fail()
+			f := h.client.recv(t)
+			if f.op != websocket.OpClose || f.code != websocket.CloseInternalError || f.reason != "event loop failed" {
+				t.Fatalf("client got %v %d %q, want close 1011 \"event loop failed\"", f.op, f.code, f.reason)
+			}
+			h.client.w.WriteClose(f.code, "")
+			if framed {
+				if f := h.docker.recv(t); f.op != websocket.OpClose {
+					t.Fatalf("the container got a %v frame %q, want the close", f.op, f.payload)
+				}
+			}
+			r := h.result(t)
+			if r.End != EndLoopFailed || r.ClientCode != websocket.CloseInternalError {
+				t.Fatalf("result %+v", r)
+			}
+			if n := l.Registered(); n != 0 {
+				t.Fatalf("loop still serves %d sockets of the ended session", n)
 			}
 		})
 	}

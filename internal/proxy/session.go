@@ -152,6 +152,7 @@ const (
 	EndIdleTimeout     = "idle_timeout"     // idle_timeout
 	EndMaxDuration     = "max_duration"     // max_session_duration
 	EndShutdown        = "shutdown"         // the proxy is stopping
+	EndLoopFailed      = "loop_failed"      // the session's event loop failed
 )
 
 // Tap observes a session's data. The slices are only valid during the

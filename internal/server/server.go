@@ -229,7 +229,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.loopsOnce.Do(func() {}) // none start from now on
 	if s.loops != nil {
-		s.loops.Close()
+		if err := s.loops.Close(); err != nil {
+			s.log.Error("event loops", "error", err)
+		}
 	}
 	return s.poller.Close()
 }

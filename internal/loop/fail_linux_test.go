@@ -1,0 +1,106 @@
+package loop
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+)
+
+// breakWait makes the loop's next wait fail: its epoll descriptor is
+// closed under it.
+func breakWait(l *Loop) { l.impl.ep.Close() }
+
+// A loop whose wait fails calls each registered socket's function once
+// with Failed (whatever it is watched for), unregisters it, runs posted
+// functions at once from then on, refuses new sockets, and Close returns
+// why it failed instead of hanging.
+func TestFailedLoopHandsItsSocketsFailed(t *testing.T) {
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	got := make(chan Events, 2*n)
+	var regs []*Reg
+	for i := 0; i < n; i++ {
+		_, accepted := testenv.SocketPair(t, "tcp")
+		r, err := l.Add(rawConn(t, accepted), func(ev Events) { got <- ev })
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, r)
+	}
+	// One watched for nothing: it is not in the epoll set, but served.
+	done := make(chan struct{})
+	l.Post(func() { regs[0].Watch(0); close(done) })
+	<-done
+
+	breakWait(l)
+	for i := 0; i < n; i++ {
+		select {
+		case ev := <-got:
+			if ev != Failed {
+				t.Fatalf("socket function called with %v, want Failed (%v)", ev, Failed)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d sockets told the loop failed", i, n)
+		}
+	}
+	if l.Err() == nil {
+		t.Fatal("Err() = nil after the wait failed")
+	}
+	if l.Registered() != 0 {
+		t.Fatalf("Registered = %d after the failure, want 0", l.Registered())
+	}
+	ran := false
+	l.Post(func() { ran = true })
+	if !ran {
+		t.Fatal("a function posted to the failed loop did not run at once")
+	}
+	_, accepted := testenv.SocketPair(t, "tcp")
+	if _, err := l.Add(rawConn(t, accepted), func(Events) {}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Add on the failed loop: %v, want ErrClosed", err)
+	}
+	for _, r := range regs {
+		r.Remove() // nothing left to remove
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	select {
+	case err := <-closed:
+		if err == nil || !strings.Contains(err.Error(), "epoll_wait") {
+			t.Fatalf("Close = %v, want the wait's failure", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung on the failed loop")
+	}
+	select {
+	case ev := <-got:
+		t.Fatalf("socket function called again (%v) after the failure", ev)
+	default:
+	}
+}
+
+// Close calls no socket's function: only a failure does.
+func TestCloseHandsNoSocketFailed(t *testing.T) {
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, accepted := testenv.SocketPair(t, "tcp")
+	called := make(chan Events, 1)
+	if _, err := l.Add(rawConn(t, accepted), func(ev Events) { called <- ev }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	select {
+	case ev := <-called:
+		t.Fatalf("socket function called with %v on Close", ev)
+	default:
+	}
+}
