@@ -193,24 +193,13 @@ func TestAttachOnAPIURL(t *testing.T) {
 // A daemon that accepts and never answers: the dial ends at Timeout with
 // a deadline error, attach and exec.
 func TestDialTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	// A server that accepts and never answers: held until the dialer
+	// gives up and closes.
+	addr := testenv.ServeTCP(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 	d := NewDialer(Options{Timeout: 100 * time.Millisecond})
 	for _, target := range []console.Target{
-		{Kind: console.Attach, URL: "ws://" + ln.Addr().String() + "/v1.26/containers/c/attach/ws"},
-		{Kind: console.Exec, ExecID: "e", URL: "tcp://" + ln.Addr().String()},
+		{Kind: console.Attach, URL: "ws://" + addr + "/v1.26/containers/c/attach/ws"},
+		{Kind: console.Exec, ExecID: "e", URL: "tcp://" + addr},
 	} {
 		start := time.Now()
 		dialed := make(chan error, 1)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
@@ -17,29 +18,14 @@ import (
 // each with 101, as Docker does.
 func attachServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", websocket.AcceptKey(r.Header.Get("Sec-WebSocket-Key")))
-				c.Read(make([]byte, 1)) // until the dialer closes
-			}()
+	return testenv.ServeTCP(t, func(c net.Conn) {
+		r, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", websocket.AcceptKey(r.Header.Get("Sec-WebSocket-Key")))
+		c.Read(make([]byte, 1)) // until the dialer closes
+	})
 }
 
 // Attach sockets go without TCP keepalive while sessions ping them, and

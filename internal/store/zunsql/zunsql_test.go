@@ -172,43 +172,29 @@ func TestDatabaseStalls(t *testing.T) {
 // read timeout, still ends a lookup at the query timeout: the bound is
 // the lookup's, not each read's.
 func TestDatabaseTrickles(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() {
+	addr := testenv.ServeTCP(t, func(c net.Conn) {
+		// A MySQL packet header announcing a 64 KiB greeting, then its
+		// bytes one at a time.
+		if _, err := c.Write([]byte{0xff, 0xff, 0x00, 0x00}); err != nil {
+			return
+		}
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			select {
+			case <-stop:
 				return
-			}
-			go func() {
-				defer c.Close()
-				// A MySQL packet header announcing a 64 KiB greeting, then
-				// its bytes one at a time.
-				if _, err := c.Write([]byte{0xff, 0xff, 0x00, 0x00}); err != nil {
+			case <-tick.C:
+				if _, err := c.Write([]byte{10}); err != nil {
 					return
 				}
-				tick := time.NewTicker(200 * time.Millisecond)
-				defer tick.Stop()
-				for {
-					select {
-					case <-stop:
-						return
-					case <-tick.C:
-						if _, err := c.Write([]byte{10}); err != nil {
-							return
-						}
-					}
-				}
-			}()
+			}
 		}
-	}()
+	})
 	const timeout = time.Second
-	db, err := Open("zun:zun@tcp("+ln.Addr().String()+")/zun", Options{QueryTimeout: timeout})
+	db, err := Open("zun:zun@tcp("+addr+")/zun", Options{QueryTimeout: timeout})
 	if err != nil {
 		t.Fatal(err)
 	}
