@@ -842,7 +842,22 @@ func TestHeartbeatBackendDead(t *testing.T) {
 		<-clock.Advance(step)
 		h.running(t, fmt.Sprintf("%v without an answer", elapsed))
 	}
+	// Past two intervals: the next check lets Docker go. On the loop
+	// engine a check re-arms its timer on the loop, possibly after this
+	// advance: keep moving the clock until the session ends.
 	clock.Advance(step)
+	nudged := make(chan struct{})
+	defer close(nudged)
+	go func() {
+		for {
+			select {
+			case <-nudged:
+				return
+			case <-time.After(100 * time.Millisecond):
+				clock.Advance(step)
+			}
+		}
+	}()
 	m := h.client.recvAnswering(t)
 	if m.op != websocket.OpClose || m.code != websocket.CloseInternalError {
 		t.Fatalf("client got %+v", m)
