@@ -33,6 +33,11 @@
 # first key type also gets resumed TLS sessions and the latency and
 # throughput rows. BENCH_TLS_PPROF=127.0.0.1:PORT serves that proxy's
 # profiles. BENCH_PLAIN=0 runs the TLS rows only.
+#
+# BENCH_PROXY_ENV and BENCH_REF_ENV are environment assignments for the
+# Zun-mode proxy and the reference proxy (e.g. BENCH_PROXY_ENV=GOMAXPROCS=1):
+# runtime settings compared in the same rounds. BENCH_REF_BIN is the
+# reference proxy's binary (default the one just built): two builds A/B.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -109,7 +114,7 @@ CONF
 if [ -n "${BENCH_PPROF:-}" ]; then
 	printf '[metrics]\nlisten = %s\nprofiling = true\n' "$BENCH_PPROF" >>"$work/zun.conf"
 fi
-bin/zun-wsproxy --config-file "$work/zun.conf" >"$work/proxy.log" 2>&1 &
+env ${BENCH_PROXY_ENV:-} bin/zun-wsproxy --config-file "$work/zun.conf" >"$work/proxy.log" 2>&1 &
 proxy_pid=$!
 pids+=($proxy_pid)
 wait_port "$PROXY_PORT" || true
@@ -130,7 +135,7 @@ extra=()
 if [ -n "${BENCH_REF_ENGINE:-}" ] && [ "$NGINX" = 0 ]; then
 	REF_PORT=$(free_port)
 	sed -e "s/^wsproxy_port = .*/wsproxy_port = $REF_PORT/" -e "s/^engine = .*/engine = $BENCH_REF_ENGINE/" -e '/^\[metrics\]/,$d' "$work/zun.conf" >"$work/ref.conf"
-	bin/zun-wsproxy --config-file "$work/ref.conf" >"$work/ref.log" 2>&1 &
+	env ${BENCH_REF_ENV:-} "${BENCH_REF_BIN:-bin/zun-wsproxy}" --config-file "$work/ref.conf" >"$work/ref.log" 2>&1 &
 	ref_pid=$!
 	pids+=($ref_pid)
 	wait_port "$REF_PORT" || true

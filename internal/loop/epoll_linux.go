@@ -116,7 +116,7 @@ func (p *poller) waitOnce(fd uintptr) bool {
 		p.werr = ErrClosed
 		return true
 	}
-	n, err := syscall.EpollWait(int(fd), p.e.Events[:], 0)
+	n, err := p.e.Ready()
 	if err == syscall.EINTR || n == 0 {
 		return false
 	}
