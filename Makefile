@@ -39,10 +39,10 @@ IN_ENV = bash scripts/in-test-env.sh
 # each fuzz target briefly from its committed seed corpus.
 test: test-env check
 	$(IN_ENV) $(GO) test -race -count=1 -timeout 20m -skip '^(TestSecuritySuite|TestSoak)$$' ./...
-	$(IN_ENV) $(GO) test -race -count=1 ./internal/proxy/ -park-all
-	$(IN_ENV) $(GO) test -race -count=1 -skip '^(TestSecuritySuite|TestSoak)$$' ./internal/proxy/ ./internal/server/ -loop
+	$(IN_ENV) $(GO) test -race -count=1 ./internal/proxy/ -park-all -engine goroutines
+	$(IN_ENV) $(GO) test -race -count=1 -skip '^(TestSecuritySuite|TestSoak)$$' ./internal/proxy/ ./internal/server/ -engine goroutines
 	$(GO) test -count=1 -run '^TestRelayAllocatesNothing$$' ./internal/proxy/
-	$(GO) test -count=1 -run '^TestRelayAllocatesNothing$$' ./internal/proxy/ -loop
+	$(GO) test -count=1 -run '^TestRelayAllocatesNothing$$' ./internal/proxy/ -engine goroutines
 	$(MAKE) security
 	$(MAKE) soak
 	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)

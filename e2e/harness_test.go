@@ -29,9 +29,10 @@ import (
 
 var binary string
 
-// onLoops: -loop runs every proxy started from config files on the
-// event-loop engine (one more config file sets it).
-var onLoops = flag.Bool("loop", false, "run the proxies' sessions on the event-loop engine")
+// engineFlag: -engine goroutines runs every proxy started from config
+// files on that engine instead of the default (one more config file sets
+// it).
+var engineFlag = flag.String("engine", "", "the engine of the proxies' sessions (loop, goroutines; default: the proxy's own default)")
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -138,9 +139,9 @@ func confArgs(t *testing.T, conf, override string) []string {
 // listens.
 func startProxyArgs(t *testing.T, args ...string) *proxy {
 	t.Helper()
-	if *onLoops && slices.Contains(args, "--config-file") {
+	if *engineFlag != "" && slices.Contains(args, "--config-file") {
 		path := filepath.Join(t.TempDir(), "engine.conf")
-		if err := os.WriteFile(path, []byte("[websocket_proxy]\nengine = loop\n"), 0o600); err != nil {
+		if err := os.WriteFile(path, []byte("[websocket_proxy]\nengine = "+*engineFlag+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		args = append(args[:len(args):len(args)], "--config-file", path)

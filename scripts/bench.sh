@@ -15,11 +15,11 @@
 # a plain WebSocket reverse proxy in front of the same backend, as the
 # reference to beat; BENCH_NGINX=0 leaves it out.
 #
-# BENCH_ENGINE=loop runs the proxy's sessions on the event-loop engine
-# ([websocket_proxy] engine; default goroutines). BENCH_PPROF=127.0.0.1:PORT
+# BENCH_ENGINE=goroutines runs the proxy's sessions on the goroutine engine
+# ([websocket_proxy] engine; default loop). BENCH_PPROF=127.0.0.1:PORT
 # serves the Zun-mode proxy's profiles there ([metrics] profiling), e.g.
 # for `go tool pprof http://127.0.0.1:PORT/debug/pprof/profile?seconds=2`
-# during a round. BENCH_REF_ENGINE=loop (with BENCH_NGINX=0) runs a second
+# during a round. BENCH_REF_ENGINE=goroutines (with BENCH_NGINX=0) runs a second
 # proxy on that engine as the reference, in the same rounds: the engines
 # side by side on one machine load.
 #
@@ -42,7 +42,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 NGINX=${BENCH_NGINX:-1}
-ENGINE=${BENCH_ENGINE:-goroutines}
+ENGINE=${BENCH_ENGINE:-loop}
 TLS=${BENCH_TLS:-1}
 TLS_KEYS=${BENCH_TLS_KEYS:-ecdsa rsa}
 PLAIN=${BENCH_PLAIN:-1}

@@ -69,7 +69,7 @@ type Proxy struct {
 	BaseURL        string        // base_url: the URL clients are given
 	AllowedOrigins []string      // allowed_origins
 	SSLOnly        bool          // ssl_only
-	Engine         string        // engine: goroutines or loop (extension)
+	Engine         string        // engine: loop or goroutines (extension)
 	Cert           string        // cert; "" when TLS is off
 	Key            string        // key; "" when the key is in Cert
 	TicketKeyFile  string        // ticket_key_file (extension): TLS session ticket keys; "" = Go's own per process

@@ -89,7 +89,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Proxy{Host: "192.0.2.7", Port: 6784, BaseURL: "ws://192.0.2.7:6784/", Engine: "goroutines", BackendTimeout: 10 * time.Second,
+	want := Proxy{Host: "192.0.2.7", Port: 6784, BaseURL: "ws://192.0.2.7:6784/", Engine: "loop", BackendTimeout: 10 * time.Second,
 		HeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16384, MaxMessageBytes: 1 << 20, MaxSessions: 100000,
 		MaxSessionsPerContainer: 100, AuthFailureLimit: 20, AuthFailureWindow: time.Minute,
 		Heartbeat: 30 * time.Second, WriteTimeout: 30 * time.Second, ShutdownTimeout: 30 * time.Second}
@@ -401,7 +401,7 @@ func TestErrorMessages(t *testing.T) {
 		{"[websocket_proxy]\nwsproxy_port = abc\n", `[websocket_proxy] wsproxy_port: invalid port "abc" (want 0-65535)`},
 		{"[websocket_proxy]\nwsproxy_port = 70000\n", `[websocket_proxy] wsproxy_port: invalid port "70000" (want 0-65535)`},
 		{"[websocket_proxy]\nssl_only = maybe\n", `[websocket_proxy] ssl_only: invalid boolean "maybe" (want true or false)`},
-		{"[websocket_proxy]\nengine = threads\n", `[websocket_proxy] engine: invalid engine "threads" (want goroutines or loop)`},
+		{"[websocket_proxy]\nengine = threads\n", `[websocket_proxy] engine: invalid engine "threads" (want loop or goroutines)`},
 		{"[websocket_proxy]\nssl_only = true\n", `[websocket_proxy] ssl_only: true, but no certificate is configured (cert)`},
 		{"[websocket_proxy]\ncert = /nonexistent/cert.pem\n", `[websocket_proxy] cert: unreadable: /nonexistent/cert.pem: no such file or directory`},
 		{"[websocket_proxy]\nbase_url = ftp://x/\n", `[websocket_proxy] base_url: invalid URL "ftp://x/" (want ws://, wss://, http:// or https://host/)`},

@@ -62,7 +62,7 @@ func TestParkedSessionOutlivesPollerFailure(t *testing.T) {
 		name := map[bool]string{true: "attach", false: "exec"}[framed]
 		t.Run(name, func(t *testing.T) {
 			p := &failingPoller{parked: map[int]func(){}, parks: make(chan struct{}, 16), refused: make(chan struct{}, 16)}
-			// The goroutine engine's parking, whatever -loop says.
+			// The goroutine engine's parking, whatever -engine says.
 			h := start(t, framed, Options{Poller: p, IdleAfter: 20 * time.Millisecond, Loop: noLoop{}})
 			for _, ch := range []chan struct{}{p.parks, p.parks} {
 				select {

@@ -33,8 +33,16 @@ import (
 
 func TestMain(m *testing.M) {
 	flag.BoolVar(&parkAll, "park-all", false, "run every session test with a Poller that parks after 20ms")
-	flag.BoolVar(&onLoops, "loop", false, "run every session test on the event-loop engine")
+	engine := flag.String("engine", "loop", "the engine of every session test: loop (the default) or goroutines")
 	flag.Parse()
+	switch *engine {
+	case "loop":
+		onLoops = true
+	case "goroutines":
+	default:
+		fmt.Fprintf(os.Stderr, "-engine %q: loop or goroutines\n", *engine)
+		os.Exit(2)
+	}
 	if onLoops {
 		g, err := loop.NewGroup(2)
 		if err != nil {
@@ -54,7 +62,7 @@ func TestMain(m *testing.M) {
 
 var parkAll bool
 
-// onLoops: -loop; testLoops serve the sessions then.
+// onLoops: -engine loop (the default); testLoops serve the sessions then.
 var (
 	onLoops   bool
 	testLoops *loop.Group

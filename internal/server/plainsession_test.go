@@ -108,7 +108,7 @@ func TestPlainSessionOnEveryListener(t *testing.T) {
 	// Subtests would run on goroutines of their own: the cases run here.
 	for i, c := range cases {
 		conn, r, w := open(addrs[i], c.header)
-		if *onLoops {
+		if engine() == "loop" {
 			// On the loop engine the session's sockets are the loop's
 			// from the start (served with raw reads, no pump goroutine).
 			srv.loopsOnce.Do(func() {}) // Serve started them: seen from here

@@ -70,8 +70,9 @@ type Options struct {
 	// Session tunes each proxied session (its Encoding is set per client).
 	Session proxy.Options
 	// Engine runs sessions of plain sockets on event loops ("loop", one
-	// per processor: proxy.Options.Loop) or on pump goroutines
-	// ("goroutines", the default). TLS sessions always use goroutines.
+	// per processor: proxy.Options.Loop; the default, also when empty)
+	// or on pump goroutines ("goroutines"). TLS sessions always use
+	// goroutines.
 	Engine string
 	// ReadHeaderTimeout bounds reading a request's headers, against slow
 	// clients holding connections open (default 10s).
@@ -239,7 +240,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // loop returns the event loop for a new session, or nil on the goroutine
 // engine (or if the loops cannot start: sessions then use goroutines).
 func (s *Server) loop() proxy.Loop {
-	if s.opts.Engine != "loop" {
+	if s.opts.Engine == "goroutines" {
 		return nil
 	}
 	s.loopsOnce.Do(func() {

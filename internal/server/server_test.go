@@ -28,18 +28,21 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if e := engine(); e != "loop" && e != "goroutines" {
+		fmt.Fprintf(os.Stderr, "-engine %q: loop or goroutines\n", e)
+		os.Exit(2)
+	}
+	goleak.VerifyTestMain(m)
+}
 
-// onLoops: -loop runs the servers' sessions on the event-loop engine.
-var onLoops = flag.Bool("loop", false, "run every server's sessions on the event-loop engine")
+// engineFlag: -engine goroutines runs the servers' sessions on the
+// goroutine engine instead of the default event loops.
+var engineFlag = flag.String("engine", "loop", "the engine of every server's sessions: loop (the default) or goroutines")
 
 // engine is the Options.Engine of the tests' servers.
-func engine() string {
-	if *onLoops {
-		return "loop"
-	}
-	return "goroutines"
-}
+func engine() string { return *engineFlag }
 
 // newServer wires a Server as main does, against the real MariaDB and
 // Docker engine, and serves it on loopback; configure may change the
