@@ -117,12 +117,12 @@ func (p *poller) waitOnce(fd uintptr) bool {
 		return true
 	}
 	n, err := p.e.Ready()
-	if err == syscall.EINTR || n == 0 {
-		return false
-	}
-	if err != nil {
+	if err != nil && err != syscall.EINTR {
 		p.werr = fmt.Errorf("epoll_wait: %w", err)
 		return true
+	}
+	if n == 0 {
+		return false
 	}
 	for i := range p.e.Events[:n] {
 		ev := &p.e.Events[i]

@@ -3,21 +3,48 @@ package loop
 import (
 	"errors"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
-// breakWait makes the loop's next wait fail: its epoll descriptor is
-// closed under it.
-func breakWait(l *Loop) { l.impl.ep.Close() }
+// closeEpoll makes the loop's next wait fail in Go's poller: its epoll
+// descriptor is closed under it.
+func closeEpoll(t *testing.T, l *Loop) { l.impl.ep.Close() }
+
+// failEpollWait makes the loop's next epoll_wait itself fail: the loop
+// asks a descriptor that is no epoll instance (EINVAL).
+func failEpollWait(t *testing.T, l *Loop) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Close(p[0])
+		syscall.Close(p[1])
+	})
+	l.Post(func() { l.impl.e.FD = p[0] })
+}
 
 // A loop whose wait fails calls each registered socket's function once
 // with Failed (whatever it is watched for), unregisters it, runs posted
 // functions at once from then on, refuses new sockets, and Close returns
 // why it failed instead of hanging.
 func TestFailedLoopHandsItsSocketsFailed(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		fault func(*testing.T, *Loop)
+	}{
+		{"epoll descriptor closed", closeEpoll},
+		{"epoll_wait fails", failEpollWait},
+	} {
+		t.Run(c.name, func(t *testing.T) { testFailedLoop(t, c.fault) })
+	}
+}
+
+func testFailedLoop(t *testing.T, fault func(*testing.T, *Loop)) {
 	l, err := New()
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +65,7 @@ func TestFailedLoopHandsItsSocketsFailed(t *testing.T) {
 	l.Post(func() { regs[0].Watch(0); close(done) })
 	<-done
 
-	breakWait(l)
+	fault(t, l)
 	for i := 0; i < n; i++ {
 		select {
 		case ev := <-got:

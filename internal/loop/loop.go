@@ -280,6 +280,12 @@ func (l *Loop) Close() error {
 	}
 	l.impl.stop()
 	<-l.done
+	// Forgotten before the descriptor is closed: a Remove or Watch after
+	// Close must not reach epoll_ctl with a number the process may have
+	// given to another file by then.
+	l.mu.Lock()
+	l.regs = nil
+	l.mu.Unlock()
 	err := l.impl.close()
 	l.mu.Lock()
 	failed := l.failed

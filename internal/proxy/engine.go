@@ -131,6 +131,7 @@ func (s *Session) leaveLoopLocked() {
 	s.onLoop = false
 	if s.wtimer != nil {
 		s.wtimer.Stop() // off the loop, writes wait within their bounds
+		s.wdue.Store(0)
 	}
 	s.fromClient.reg.Remove()
 	s.fromContainer.reg.Remove()
@@ -501,21 +502,32 @@ func (s *Session) blocked(k *sink) {
 	}
 }
 
-// armCheck has the loop look at the session's stalls after d (the
-// sooner, if one is due already): on the loop, a peer that stops reading
-// or stops inside a frame does not hold up a read or a write with a
-// deadline, so a timer bounds it.
+// armCheck has the loop look at the session's stalls after d, or sooner
+// if a check is due sooner already: on the loop, a peer that stops
+// reading or stops inside a frame does not hold up a read or a write with
+// a deadline, so a timer bounds it. (A frame trickling in a byte at a
+// time re-arms its check at every byte; it must not put off the check of
+// output the client has stopped taking.)
 func (s *Session) armCheck(d time.Duration) {
 	d = max(d, time.Millisecond)
+	at := time.Now().Add(d).UnixNano()
 	if s.wtimer == nil {
+		s.wdue.Store(at)
 		s.wtimer = time.AfterFunc(d, s.stallTimer)
-	} else {
-		s.wtimer.Reset(d)
+		return
 	}
+	if due := s.wdue.Load(); due != 0 && due <= at {
+		return
+	}
+	s.wdue.Store(at)
+	s.wtimer.Reset(d)
 }
 
 // stallTimer has the loop look at the session's stalls.
-func (s *Session) stallTimer() { s.lp.Post(s.checkStalls) }
+func (s *Session) stallTimer() {
+	s.wdue.Store(0) // checkStalls arms the next check
+	s.lp.Post(s.checkStalls)
+}
 
 // checkStalls ends the session, on the loop, when a socket took none of
 // its sink's bytes for the sink's timeout, or a peer sent none of a
@@ -556,7 +568,7 @@ func (s *Session) checkStalls() {
 		}
 	}
 	if next > 0 {
-		s.wtimer.Reset(next)
+		s.armCheck(next)
 	}
 }
 

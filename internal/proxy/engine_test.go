@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -235,5 +236,58 @@ func TestSessionEndsWhenItsLoopFails(t *testing.T) {
 				t.Fatalf("loop still serves %d sockets of the ended session", n)
 			}
 		})
+	}
+}
+
+// A client that has stopped taking its output and trickles a frame in a
+// byte at a time ends with write_timeout, as on goroutines: each byte
+// re-arms the frame's check, which must not put off the check of the
+// output held for the client.
+func TestTrickledFrameKeepsWriteTimeout(t *testing.T) {
+	l, p := newHandoffCounter(t)
+	const writeTimeout = 600 * time.Millisecond
+	h := startSetup(t, setup{framed: false, tightClient: true, opts: Options{Loop: l, Poller: p,
+		WriteTimeout: writeTimeout, FrameTimeout: 500 * time.Millisecond, CloseTimeout: 100 * time.Millisecond}})
+	out := make([]byte, 64<<10)
+	for !h.sess.clientOut.holding() {
+		h.exec.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := h.exec.Write(out); err != nil {
+			break
+		}
+	}
+	if !h.sess.clientOut.holding() {
+		t.Fatal("the proxy holds none of the output the client does not take")
+	}
+	held := time.Now()
+	payload := make([]byte, 1000)
+	var wire bytesBuffer
+	websocket.NewWriter(&wire, true).WriteFrame(true, websocket.OpBinary, append(make([]byte, websocket.MaxHeaderLen), payload...), websocket.MaxHeaderLen, websocket.MaxHeaderLen+len(payload))
+	stop := make(chan struct{})
+	trickled := make(chan struct{})
+	go func() {
+		defer close(trickled)
+		h.client.conn.Write(wire.b[:9])
+		for i := 9; i < len(wire.b); i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			h.client.conn.Write(wire.b[i : i+1])
+		}
+	}()
+	defer func() { close(stop); <-trickled }()
+	select {
+	case r := <-h.results:
+		if r.End != EndClientGone && r.End != EndClientStalled {
+			t.Errorf("ended with %s (%s), want the client's write timeout", r.End, r.Reason)
+		}
+		if !strings.Contains(r.Reason, "timeout") {
+			t.Errorf("ended with %q, want the client's write timeout", r.Reason)
+		}
+		t.Logf("ended %v after its output was held: %s", time.Since(held).Round(10*time.Millisecond), r.Reason)
+		h.results <- r
+	case <-time.After(10 * writeTimeout):
+		t.Fatalf("still running %v after its output was held, with write_timeout %v", time.Since(held).Round(10*time.Millisecond), writeTimeout)
 	}
 }

@@ -45,6 +45,9 @@ type life struct {
 	inline  atomic.Bool // the loop goroutine is serving the session
 	serving *direction  // the direction it serves, if any (loop goroutine only)
 	wtimer  *time.Timer // bounds writes pending on the loop (engine.go)
+	// wdue is when wtimer fires (UnixNano; 0: stopped or fired): a later
+	// check must not put back a sooner one.
+	wdue atomic.Int64
 }
 
 // Start runs the session: done is called once, from some goroutine, after
