@@ -44,12 +44,15 @@ test: test-env check
 	$(GO) test -count=1 -run '^TestRelayAllocatesNothing$$' ./internal/proxy/
 	$(GO) test -count=1 -run '^TestRelayAllocatesNothing$$' ./internal/proxy/ -engine goroutines
 	$(MAKE) security
+	$(MAKE) security SECURITY_ENGINE=goroutines
 	$(MAKE) soak
 	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
 
-# security runs the hostile-input suite and prints its table.
+# security runs the hostile-input suite and prints its table, on the
+# default engine (SECURITY_ENGINE=goroutines: on the goroutine engine).
+SECURITY_ENGINE ?= loop
 security:
-	$(IN_ENV) $(GO) test -race -count=1 -run '^TestSecuritySuite$$' -v ./internal/server/
+	$(IN_ENV) $(GO) test -race -count=1 -run '^TestSecuritySuite$$' -v ./internal/server/ -engine $(SECURITY_ENGINE)
 
 # A count, not a duration: with a duration, Go's fuzzing coordinator
 # (before Go 1.27, golang/go#75804) can report "context deadline exceeded"

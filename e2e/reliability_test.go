@@ -407,7 +407,8 @@ func TestReloadOnSIGHUP(t *testing.T) {
 
 // SIGHUP applies new limits and session timeouts to new sessions, and
 // running sessions keep theirs; a file that does not parse is logged and
-// ignored, and what was running stays.
+// ignored, and what was running stays; a new engine waits for a restart,
+// with a warning.
 func TestReloadLimitsAndTimeouts(t *testing.T) {
 	t.Parallel()
 	s := newDeployment(t)
@@ -450,4 +451,10 @@ func TestReloadLimitsAndTimeouts(t *testing.T) {
 		t.Fatalf("after a reload of a file that does not parse: %d, want 503 (the limit of 1 stays)", status)
 	}
 	testenv.Echo(t, before, "after-bad-reload")
+
+	if *engineFlag == "" {
+		// The engine is the one the proxy started with; the log says so.
+		hup("[websocket_proxy]\nmax_sessions_per_container = 1\nengine = goroutines\n", `engine changed: it takes effect on restart.*running=loop`)
+		testenv.Echo(t, before, "after-engine-reload")
+	}
 }

@@ -359,6 +359,10 @@ func serve(args []string) error {
 				// It changes what the port expects, as ssl_only does.
 				log.Warn("proxy_protocol changed: it takes effect on restart", "running", cfg.Proxy.ProxyProtocol)
 			}
+			if newCfg.Proxy.Engine != cfg.Proxy.Engine {
+				// Running sessions are on the engine's loops or goroutines.
+				log.Warn("engine changed: it takes effect on restart", "running", cfg.Proxy.Engine)
+			}
 		}
 		notify(sdnotify.Ready)
 	}
