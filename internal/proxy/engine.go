@@ -189,7 +189,15 @@ func (d *direction) keepChunk(bp *[]byte, n int, key [4]byte) {
 
 // lateFrame is called on the loop when d's pump stopped inside a frame:
 // its bytes must keep coming, each within FrameTimeout of the one before.
+// Not while the frame's data cannot go on (the other socket takes none):
+// then the proxy is what stopped reading it, and the sink's timeout
+// bounds the wait, as a blocked write does on goroutines; the frame's
+// clock starts again when reading does.
 func (d *direction) lateFrame() {
+	if d.out.holding() {
+		d.midMark = -1
+		return
+	}
 	if d.in.n != d.midMark {
 		d.midMark, d.midSince = d.in.n, time.Now()
 	}
@@ -562,7 +570,7 @@ func (s *Session) checkStalls() {
 		}
 	}
 	for _, d := range [...]*direction{&s.fromClient, &s.fromContainer} {
-		if d.mid && due(s.opts.FrameTimeout, max(now.Sub(d.midSince), 1)) {
+		if d.mid && !d.out.holding() && due(s.opts.FrameTimeout, max(now.Sub(d.midSince), 1)) {
 			s.endOnLoop(end{side: d.side, err: errStalled})
 			return
 		}

@@ -291,3 +291,38 @@ func TestTrickledFrameKeepsWriteTimeout(t *testing.T) {
 		t.Fatalf("still running %v after its output was held, with write_timeout %v", time.Since(held).Round(10*time.Millisecond), writeTimeout)
 	}
 }
+
+// A frame the proxy stops reading because the other side takes none of
+// its data is not the peer's stall: FrameTimeout does not end it, the
+// other side's own bound does, with the other side blamed, as on
+// goroutines.
+func TestBackpressuredFrameIsNotAStall(t *testing.T) {
+	t.Run("client stops reading output", func(t *testing.T) {
+		const writeTimeout = 1500 * time.Millisecond
+		h := startSetup(t, setup{framed: true, tightClient: true, opts: Options{
+			WriteTimeout: writeTimeout, FrameTimeout: 300 * time.Millisecond, CloseTimeout: 100 * time.Millisecond}})
+		h.docker.keepAnswering()
+		go h.docker.trySend(websocket.OpBinary, make([]byte, 8<<20))
+		select {
+		case r := <-h.results:
+			if r.End != EndClientGone || !strings.Contains(r.Reason, "write to client") {
+				t.Errorf("ended with %s (%s), want client_gone on the write to the client", r.End, r.Reason)
+			}
+			h.results <- r
+		case <-time.After(5 * writeTimeout):
+			t.Fatalf("still running %v after the client stopped reading, with write_timeout %v", 5*writeTimeout, writeTimeout)
+		}
+	})
+	t.Run("Docker stops reading input", func(t *testing.T) {
+		const frameTimeout = 300 * time.Millisecond
+		h := startSetup(t, setup{framed: true, tightContainer: true, opts: Options{
+			FrameTimeout: frameTimeout, CloseTimeout: 100 * time.Millisecond}})
+		go h.client.trySend(websocket.OpBinary, make([]byte, 8<<20))
+		select {
+		case r := <-h.results:
+			t.Errorf("ended with %s (%s) while Docker took no input, though no heartbeat bounds that", r.End, r.Reason)
+			h.results <- r
+		case <-time.After(5 * frameTimeout):
+		}
+	})
+}
