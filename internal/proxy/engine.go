@@ -429,8 +429,29 @@ func (k *sink) flush() error {
 	return k.flushLocked(true)
 }
 
+// flushPending writes what k kept on the loop, waiting, before a pump goes
+// on off the loop. It holds the lock of k's Writer meanwhile, as a
+// frame's write does: a heartbeat's ping, which only tries that lock,
+// then skips this beat instead of waiting for k (and the session's
+// checks with it) until the bytes are taken.
+func (s *Session) flushPending(k *sink) error {
+	var w *websocket.Writer
+	switch k {
+	case &s.clientOut:
+		w = s.clientW
+	case &s.backendOut:
+		w = s.backendW
+	}
+	if w == nil {
+		return k.flush()
+	}
+	return w.Locked(k.flush)
+}
+
 // flushLocked writes the pending bytes, waiting; bound: within the sink's
-// timeout (else the caller's deadline stands). k.mu is held.
+// timeout, or with no deadline if it has none (a deadline noted on the
+// loop was a control frame's, not the data's); else the caller's
+// deadline stands. k.mu is held.
 func (k *sink) flushLocked(bound bool) error {
 	if k.err != nil {
 		return k.err
@@ -438,9 +459,13 @@ func (k *sink) flushLocked(bound bool) error {
 	if k.buf == nil {
 		return nil
 	}
-	if bound && k.timeout > 0 {
+	if bound {
 		k.deadlineSet = false
-		k.dl.SetWriteDeadline(time.Now().Add(k.timeout))
+		var dl time.Time
+		if k.timeout > 0 {
+			dl = time.Now().Add(k.timeout)
+		}
+		k.dl.SetWriteDeadline(dl)
 	} else {
 		k.applyDeadline()
 	}

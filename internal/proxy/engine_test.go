@@ -326,3 +326,42 @@ func TestBackpressuredFrameIsNotAStall(t *testing.T) {
 		}
 	})
 }
+
+// A session whose output to the client is held on the loop, and which
+// then leaves the loop (half a frame header from the client), goes on as
+// on goroutines: the held bytes are not cut by a deadline noted for a
+// heartbeat's ping (write_timeout is off here), and the heartbeat's
+// checks go on while they wait (max_session_duration ends it).
+func TestHeldOutputHandoffKeepsChecks(t *testing.T) {
+	t.Parallel()
+	const maxDuration = 700 * time.Millisecond
+	h := startSetup(t, setup{framed: true, tightClient: true, opts: Options{
+		Heartbeat: 10 * time.Second, PingClient: true,
+		MaxDuration: maxDuration, CheckInterval: 50 * time.Millisecond}})
+	h.docker.keepAnswering()
+	flooded := make(chan struct{})
+	go func() {
+		defer close(flooded)
+		big := make([]byte, 60<<10)
+		for {
+			h.docker.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			if h.docker.trySend(websocket.OpBinary, big) != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	h.client.send(t, websocket.OpBinary, []byte("x"))
+	h.client.conn.Write([]byte{0x82}) // half a header: off the loop
+	select {
+	case r := <-h.results:
+		h.results <- r
+		if r.End != EndMaxDuration {
+			t.Fatalf("ended with %s (%s), want max_duration", r.End, r.Reason)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("max_session_duration (%v) not applied 3s later", maxDuration)
+	}
+	h.docker.conn.Close()
+	<-flooded
+}

@@ -306,7 +306,7 @@ func rawConn(c net.Conn) syscall.RawConn {
 // run is a pump goroutine: it pumps until the direction ends or parks.
 func (d *direction) run() {
 	// Bytes left pending on the loop go first (engine.go).
-	if err := d.out.flush(); err != nil {
+	if err := d.s.flushPending(d.out); err != nil {
 		d.s.pumpEnded(d.out.failure(err))
 		return
 	}

@@ -179,6 +179,14 @@ func (w *Writer) TryWriteControl(op Opcode, p []byte, within time.Duration) bool
 	return w.writeControlLocked(op, p, within) == nil
 }
 
+// Locked runs fn holding the Writer's lock, as a frame's write does:
+// TryWriteControl finds the Writer busy meanwhile and does not wait.
+func (w *Writer) Locked(fn func() error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return fn()
+}
+
 // WriteClose writes a close frame with code and reason (cut to fit 125
 // bytes without splitting a character); later writes fail with
 // ErrCloseSent. Codes that may not be sent (1005, 1006) produce an empty
