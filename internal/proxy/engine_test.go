@@ -365,3 +365,39 @@ func TestHeldOutputHandoffKeepsChecks(t *testing.T) {
 	h.docker.conn.Close()
 	<-flooded
 }
+
+// Exec output that streams leaves in chunks on the loop too, not in one
+// small message per readiness: the pump remembers across readinesses
+// that its last read filled the small buffer.
+func TestExecOutputStreamsInChunks(t *testing.T) {
+	t.Parallel()
+	h := start(t, false, Options{})
+	const total = 256 << 10
+	payload := make([]byte, total)
+	for i := range payload {
+		payload[i] = byte('a' + i%26)
+	}
+	go h.exec.Write(payload)
+	var got []byte
+	frames := 0
+	h.client.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for len(got) < total {
+		if _, err := h.client.r.NextFrame(); err != nil {
+			t.Fatalf("after %d bytes in %d messages: %v", len(got), frames, err)
+		}
+		b, err := io.ReadAll(h.client.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, b...)
+		frames++
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("the client got %d bytes that differ from the %d sent", len(got), total)
+	}
+	// 512 messages of 512 bytes each without the chunks; a handful with.
+	if frames > total/smallChunk/8 {
+		t.Errorf("%d bytes of streaming output came in %d messages, want at most %d", total, frames, total/smallChunk/8)
+	}
+	t.Logf("%d bytes in %d messages", total, frames)
+}

@@ -253,8 +253,12 @@ type Session struct {
 	backendIO io.Writer         // backend, as the pump writes to it (backendOut)
 	backendR  *websocket.Reader // attach only
 	backendW  *websocket.Writer // attach only
-	pending   []byte            // exec only: stream bytes read during the handshake
-	opts      Options
+	// execBulk: the exec stream's last read filled the small buffer, so
+	// output is streaming and the next read takes a chunk. Kept across
+	// the pump's returns: on the loop it reads once per readiness.
+	execBulk bool
+	pending  []byte // exec only: stream bytes read during the handshake
+	opts     Options
 
 	toContainer, toClient atomic.Int64
 	// Unix nanoseconds of the last frame from each side and of the last
@@ -952,11 +956,10 @@ func (s *Session) pumpExec() end {
 		}
 		s.pending = nil
 	}
-	bulk := false
 	for {
 		var n int
 		var err error
-		if bulk {
+		if s.execBulk {
 			// A full small read means output is streaming: use a chunk
 			// until a read comes back short.
 			bp := bufPool.Get().(*[]byte)
@@ -968,7 +971,9 @@ func (s *Session) pumpExec() end {
 				}
 			}
 			bufPool.Put(bp)
-			bulk = n > smallChunk
+			if n > 0 { // a read that found nothing says nothing
+				s.execBulk = n > smallChunk
+			}
 		} else {
 			n, err = s.backendIn.Read(s.small[room:])
 			if n > 0 {
@@ -976,7 +981,9 @@ func (s *Session) pumpExec() end {
 					return e
 				}
 			}
-			bulk = n == smallChunk
+			if n > 0 {
+				s.execBulk = n == smallChunk
+			}
 		}
 		if n > 0 {
 			s.backendSeen.Store(s.opts.Clock.Now().UnixNano())
