@@ -131,3 +131,108 @@ func TestCloseHandsNoSocketFailed(t *testing.T) {
 	default:
 	}
 }
+
+// A function that hands the loop off while the loop is failing (one
+// posted before the failure and run by it, or one run at once after it)
+// starts no new owner: the loop stops once, its sockets are told Failed,
+// and Close returns why.
+func TestHandoffOnFailedLoop(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		post func(*testing.T, *Loop, <-chan Events)
+	}{
+		{"posted before the failure", func(t *testing.T, l *Loop, failed <-chan Events) {
+			l.Post(func() {
+				failEpollWait(t, l)
+				l.Post(func() { l.Handoff() })
+			})
+			waitFailed(t, failed)
+		}},
+		{"posted after the failure", func(t *testing.T, l *Loop, failed <-chan Events) {
+			l.Post(func() { failEpollWait(t, l) })
+			waitFailed(t, failed)
+			ran := false
+			l.Post(func() { l.Handoff(); ran = true })
+			if !ran {
+				t.Fatal("a function posted to the failed loop did not run at once")
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l, err := New()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, accepted := testenv.SocketPair(t, "tcp")
+			failed := make(chan Events, 4)
+			if _, err := l.Add(rawConn(t, accepted), func(ev Events) { failed <- ev }); err != nil {
+				t.Fatal(err)
+			}
+			c.post(t, l, failed)
+			closed := make(chan error, 1)
+			go func() { closed <- l.Close() }()
+			select {
+			case err := <-closed:
+				if err == nil || !strings.Contains(err.Error(), "epoll_wait") {
+					t.Fatalf("Close = %v, want the wait's failure", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close hung on the failed loop")
+			}
+		})
+	}
+}
+
+func waitFailed(t *testing.T, failed <-chan Events) {
+	t.Helper()
+	select {
+	case ev := <-failed:
+		if ev != Failed {
+			t.Fatalf("socket function called with %v, want Failed", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the socket was not told the loop failed")
+	}
+}
+
+// A group's failed loop is reported once, with why, and passed over by
+// Pick; with every loop failed Pick gives nil (sessions run on
+// goroutines).
+func TestGroupPassesOverFailedLoops(t *testing.T) {
+	g, err := NewGroup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reported := make(chan error, 4)
+	g.OnFail(func(err error) { reported <- err })
+	fail := func(l *Loop) {
+		t.Helper()
+		l.Post(func() { failEpollWait(t, l) })
+		select {
+		case err := <-reported:
+			if !strings.Contains(err.Error(), "epoll_wait") {
+				t.Fatalf("reported %v, want the wait's failure", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a loop's failure was not reported")
+		}
+	}
+	fail(g.loops[0])
+	for i := 0; i < 4; i++ {
+		if l := g.Pick(); l != g.loops[1] {
+			t.Fatalf("Pick %d gave loop %p, want the one that did not fail (%p)", i, l, g.loops[1])
+		}
+	}
+	fail(g.loops[1])
+	if l := g.Pick(); l != nil {
+		t.Fatalf("Pick gave %p with every loop failed, want nil", l)
+	}
+	if err := g.Close(); err == nil {
+		t.Fatal("Close = nil after the loops failed")
+	}
+	select {
+	case err := <-reported:
+		t.Fatalf("a failure reported twice or more: %v", err)
+	default:
+	}
+}

@@ -41,6 +41,10 @@ type Loop struct {
 	shut   bool  // Close was called
 	failed error // why the loop stopped by itself
 	done   chan struct{}
+	// doneOnce closes done: a loop stops once, whichever way.
+	doneOnce sync.Once
+	// onFail, if set, is told why the loop failed, when it does.
+	onFail atomic.Pointer[func(error)]
 }
 
 // Events are what a socket is watched for, or found ready for.
@@ -156,6 +160,14 @@ func (l *Loop) Post(fn func()) {
 // the caller's goroutine ends when its function returns.
 func (l *Loop) Handoff() {
 	g := l.owner.Add(1)
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		// A closed or failed loop serves nothing more: no goroutine
+		// takes it over (its wait would only fail again).
+		return
+	}
 	go l.run(g)
 }
 
@@ -205,7 +217,7 @@ func (l *Loop) fail(err error) {
 	l.mu.Lock()
 	if l.shut {
 		l.mu.Unlock()
-		close(l.done)
+		l.stopped()
 		return
 	}
 	l.failed = err
@@ -215,17 +227,25 @@ func (l *Loop) fail(err error) {
 	regs := l.regs
 	l.regs = make(map[uint64]*Reg)
 	l.mu.Unlock()
-	for _, fn := range tasks {
-		fn()
+	if fn := l.onFail.Load(); fn != nil {
+		(*fn)(err)
 	}
+	// The sockets first: what they serve ends, so that the posted
+	// functions after find nothing left to serve on the loop.
 	for _, r := range regs {
 		if r.watch != 0 {
 			l.impl.remove(r.fd)
 		}
 		r.ready(Failed)
 	}
-	close(l.done)
+	for _, fn := range tasks {
+		fn()
+	}
+	l.stopped()
 }
+
+// stopped tells Close the loop's goroutine is done.
+func (l *Loop) stopped() { l.doneOnce.Do(func() { close(l.done) }) }
 
 // Err reports why the loop stopped by itself, if it did (nil while it
 // runs and after Close).
@@ -319,9 +339,24 @@ func NewGroup(n int) (*Group, error) {
 	return g, nil
 }
 
-// Pick returns the loop for a new session, in turn.
+// Pick returns the loop for a new session, in turn, passing over loops
+// that failed; nil if every one did.
 func (g *Group) Pick() *Loop {
-	return g.loops[int(g.next.Add(1))%len(g.loops)]
+	start := int(g.next.Add(1))
+	for i := range g.loops {
+		if l := g.loops[(start+i)%len(g.loops)]; l.Err() == nil {
+			return l
+		}
+	}
+	return nil
+}
+
+// OnFail has fn told, from the failing loop's goroutine, why a loop of
+// the group failed, when it does.
+func (g *Group) OnFail(fn func(error)) {
+	for _, l := range g.loops {
+		l.onFail.Store(&fn)
+	}
 }
 
 // Close closes every loop.

@@ -171,6 +171,15 @@ func (d *direction) serve() {
 	s.endOnLoop(e)
 }
 
+// dropChunk gives back the bulk buffer of a chunk begun inside a frame
+// when the session ends there.
+func (d *direction) dropChunk() {
+	if bp := d.chunk; bp != nil {
+		d.chunk = nil
+		bufPool.Put(bp)
+	}
+}
+
 // takeChunk returns the bulk buffer of the chunk d began before it parked
 // inside a frame, how many bytes it holds and the key that unmasks them;
 // else a pooled buffer.

@@ -227,6 +227,8 @@ func (s *Session) finish(first end) {
 	}
 	s.fromClient.release()
 	s.fromContainer.release()
+	s.fromClient.dropChunk()
+	s.fromContainer.dropChunk()
 	s.backend.Close()
 	if res.ClientCode != 0 {
 		s.clientDL.lingerClose(s.opts.CloseTimeout)

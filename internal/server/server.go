@@ -249,12 +249,18 @@ func (s *Server) loop() proxy.Loop {
 			s.log.Warn("event loops cannot start: sessions run on goroutines", "error", err)
 			return
 		}
+		g.OnFail(func(err error) {
+			s.log.Error("event loop failed: its sessions end with 1011, new ones run on the other loops or on goroutines", "error", err)
+		})
 		s.loops = g
 	})
 	if s.loops == nil {
 		return nil
 	}
-	return s.loops.Pick()
+	if l := s.loops.Pick(); l != nil {
+		return l
+	}
+	return nil // every loop failed
 }
 
 // Reloadable is what a running server takes on without a restart (SIGHUP):
