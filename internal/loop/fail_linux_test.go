@@ -236,3 +236,43 @@ func TestGroupPassesOverFailedLoops(t *testing.T) {
 	default:
 	}
 }
+
+// A posted function that hands the loop off while Close waits for it
+// leaves Close to return, and a function posted behind it still runs.
+func TestHandoffDuringClose(t *testing.T) {
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, release, ran := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	l.Post(func() {
+		close(started)
+		<-release
+		l.Handoff()
+	})
+	l.Post(func() { close(ran) })
+	<-started
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	if !testenv.WaitFor(5*time.Second, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.shut
+	}) {
+		t.Fatal("Close did not begin")
+	}
+	close(release)
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung after a handoff during it")
+	}
+	select {
+	case <-ran:
+	default:
+		t.Fatal("a function posted behind the one that handed off never ran")
+	}
+}

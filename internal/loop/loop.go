@@ -161,11 +161,12 @@ func (l *Loop) Post(fn func()) {
 func (l *Loop) Handoff() {
 	g := l.owner.Add(1)
 	l.mu.Lock()
-	closed := l.closed
+	failed := l.failed != nil
 	l.mu.Unlock()
-	if closed {
-		// A closed or failed loop serves nothing more: no goroutine
-		// takes it over (its wait would only fail again).
+	if failed {
+		// A failed loop serves nothing more: no goroutine takes it over
+		// (its wait would only fail again). A closing one still needs
+		// an owner, to see the close and let Close return.
 		return
 	}
 	go l.run(g)
@@ -216,7 +217,14 @@ func (l *Loop) run(gen uint64) {
 func (l *Loop) fail(err error) {
 	l.mu.Lock()
 	if l.shut {
+		// Closed: what a handoff put back after Close took the posted
+		// functions still runs.
+		tasks := l.tasks
+		l.tasks = nil
 		l.mu.Unlock()
+		for _, fn := range tasks {
+			fn()
+		}
 		l.stopped()
 		return
 	}
