@@ -94,16 +94,7 @@ func testFailedLoop(t *testing.T, fault func(*testing.T, *Loop)) {
 	for _, r := range regs {
 		r.Remove() // nothing left to remove
 	}
-	closed := make(chan error, 1)
-	go func() { closed <- l.Close() }()
-	select {
-	case err := <-closed:
-		if err == nil || !strings.Contains(err.Error(), "epoll_wait") {
-			t.Fatalf("Close = %v, want the wait's failure", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close hung on the failed loop")
-	}
+	closeLoop(t, l, true)
 	select {
 	case ev := <-got:
 		t.Fatalf("socket function called again (%v) after the failure", ev)
@@ -169,16 +160,7 @@ func TestHandoffOnFailedLoop(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.post(t, l, failed)
-			closed := make(chan error, 1)
-			go func() { closed <- l.Close() }()
-			select {
-			case err := <-closed:
-				if err == nil || !strings.Contains(err.Error(), "epoll_wait") {
-					t.Fatalf("Close = %v, want the wait's failure", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("Close hung on the failed loop")
-			}
+			closeLoop(t, l, true)
 		})
 	}
 }
@@ -252,27 +234,38 @@ func TestHandoffDuringClose(t *testing.T) {
 	})
 	l.Post(func() { close(ran) })
 	<-started
-	closed := make(chan error, 1)
-	go func() { closed <- l.Close() }()
-	if !testenv.WaitFor(5*time.Second, func() bool {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.shut
-	}) {
-		t.Fatal("Close did not begin")
-	}
-	close(release)
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatalf("Close = %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close hung after a handoff during it")
-	}
+	go func() {
+		// The handoff once Close has begun.
+		testenv.WaitFor(5*time.Second, func() bool {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			return l.shut
+		})
+		close(release)
+	}()
+	closeLoop(t, l, false)
 	select {
 	case <-ran:
 	default:
 		t.Fatal("a function posted behind the one that handed off never ran")
+	}
+}
+
+// closeLoop closes l, which must not take over 5 s; failed: Close must
+// report the loop's failed wait.
+func closeLoop(t *testing.T, l *Loop, failed bool) {
+	t.Helper()
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	select {
+	case err := <-closed:
+		switch {
+		case failed && (err == nil || !strings.Contains(err.Error(), "epoll_wait")):
+			t.Fatalf("Close = %v, want the wait's failure", err)
+		case !failed && err != nil:
+			t.Fatalf("Close = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung")
 	}
 }
