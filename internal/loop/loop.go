@@ -160,10 +160,7 @@ func (l *Loop) Post(fn func()) {
 // the caller's goroutine ends when its function returns.
 func (l *Loop) Handoff() {
 	g := l.owner.Add(1)
-	l.mu.Lock()
-	failed := l.failed != nil
-	l.mu.Unlock()
-	if failed {
+	if l.Err() != nil {
 		// A failed loop serves nothing more: no goroutine takes it over
 		// (its wait would only fail again). A closing one still needs
 		// an owner, to see the close and let Close return.
@@ -209,42 +206,36 @@ func (l *Loop) run(gen uint64) {
 	}
 }
 
-// fail ends a loop whose wait failed (err): it is closed, the posted
-// functions run, then every socket registered is unregistered and its
-// function called with Failed, on this goroutine, so that what the loop
-// served ends instead of waiting for events that never come. After Close
-// (the wait reports ErrClosed) it only lets Close go on.
+// fail ends the loop's goroutine when its wait failed (err). If the loop
+// was not closed, it has failed: it is closed, whoever is to know is told
+// (OnFail), and every socket registered is unregistered and its function
+// called with Failed, on this goroutine, so that what the loop served ends
+// instead of waiting for events that never come. Then the posted
+// functions run (after a close, those a handoff put back after Close took
+// the rest): they find nothing left to serve on the loop. Then Close may
+// go on.
 func (l *Loop) fail(err error) {
 	l.mu.Lock()
-	if l.shut {
-		// Closed: what a handoff put back after Close took the posted
-		// functions still runs.
-		tasks := l.tasks
-		l.tasks = nil
-		l.mu.Unlock()
-		for _, fn := range tasks {
-			fn()
-		}
-		l.stopped()
-		return
+	shut := l.shut
+	var regs map[uint64]*Reg
+	if !shut {
+		l.failed, l.closed = err, true
+		regs = l.regs
+		l.regs = make(map[uint64]*Reg)
 	}
-	l.failed = err
-	l.closed = true
 	tasks := l.tasks
 	l.tasks = nil
-	regs := l.regs
-	l.regs = make(map[uint64]*Reg)
 	l.mu.Unlock()
-	if fn := l.onFail.Load(); fn != nil {
-		(*fn)(err)
-	}
-	// The sockets first: what they serve ends, so that the posted
-	// functions after find nothing left to serve on the loop.
-	for _, r := range regs {
-		if r.watch != 0 {
-			l.impl.remove(r.fd)
+	if !shut {
+		if fn := l.onFail.Load(); fn != nil {
+			(*fn)(err)
 		}
-		r.ready(Failed)
+		for _, r := range regs {
+			if r.watch != 0 {
+				l.impl.remove(r.fd)
+			}
+			r.ready(Failed)
+		}
 	}
 	for _, fn := range tasks {
 		fn()
@@ -313,11 +304,9 @@ func (l *Loop) Close() error {
 	// given to another file by then.
 	l.mu.Lock()
 	l.regs = nil
-	l.mu.Unlock()
-	err := l.impl.close()
-	l.mu.Lock()
 	failed := l.failed
 	l.mu.Unlock()
+	err := l.impl.close()
 	if failed != nil {
 		return fmt.Errorf("event loop failed: %w", failed)
 	}

@@ -181,7 +181,7 @@ func (s *Session) pumpEnded(e end) {
 func (s *Session) pumpsLocked(delta int) {
 	s.running += delta
 	switch {
-	case s.running > 0 && s.st == parked, s.running > 0 && s.st == admission:
+	case s.running > 0 && (s.st == parked || s.st == admission):
 		s.st.to(running)
 	case s.running == 0 && s.st == running:
 		s.st.to(parked)
