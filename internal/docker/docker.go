@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
@@ -64,7 +65,13 @@ func NewDialer(opts Options) *Dialer {
 	if opts.APIVersion == "" {
 		opts.APIVersion = "1.26"
 	}
-	return &Dialer{opts: opts, net: net.Dialer{LocalAddr: opts.LocalAddr}, attachNet: net.Dialer{LocalAddr: opts.LocalAddr, KeepAlive: -1}}
+	d := &Dialer{opts: opts, net: net.Dialer{LocalAddr: opts.LocalAddr}, attachNet: net.Dialer{LocalAddr: opts.LocalAddr, KeepAlive: -1}}
+	if opts.LocalAddr == nil {
+		// A connect to a local daemon, or over loopback, is done inside
+		// the system call: made raw, it keeps the scheduler out of it.
+		d.net.Control, d.attachNet.Control = rawsock.StartConnect, rawsock.StartConnect
+	}
+	return d
 }
 
 // WatchedAttach tells the Dialer whether sessions ping the attach sockets
@@ -152,7 +159,7 @@ func (d *Dialer) dialAttach(ctx context.Context, t console.Target) (console.Stre
 		origin = "https://" + u.Host
 	}
 	release := bindDeadline(ctx, conn)
-	rest, err := websocket.ClientHandshake(conn, u, http.Header{"Origin": {origin}, "User-Agent": {"zun-wsproxy"}})
+	rest, err := websocket.ClientHandshake(rawsock.Wrap(conn), u, http.Header{"Origin": {origin}, "User-Agent": {"zun-wsproxy"}})
 	release()
 	if err != nil {
 		err = withCtx(ctx, err)
@@ -172,7 +179,7 @@ func (d *Dialer) dialExec(ctx context.Context, t console.Target) (console.Stream
 		return console.Stream{}, fmt.Errorf("dial docker %s: %w", addr, err)
 	}
 	release := bindDeadline(ctx, conn)
-	rest, err := d.startExec(conn, t.ExecID)
+	rest, err := d.startExec(rawsock.Wrap(conn), t.ExecID)
 	release()
 	if err != nil {
 		err = withCtx(ctx, err)
@@ -247,7 +254,7 @@ func (d *Dialer) connect(ctx context.Context, nd *net.Dialer, network, addr stri
 	if cfg.ServerName == "" {
 		cfg.ServerName = serverName
 	}
-	tc := tls.Client(conn, cfg)
+	tc := tls.Client(rawsock.Wrap(conn), cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("tls handshake: %w", err)

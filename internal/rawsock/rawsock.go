@@ -13,6 +13,7 @@
 package rawsock
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -30,6 +31,10 @@ type Conn struct {
 	// netpoller (internal/loop hands the loop off there).
 	wait func()
 }
+
+// SyscallConn returns the wrapped socket's, so that code looking for the
+// socket (a liveness check, a poller) still finds it.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
 
 // SetWaitHook has f called each time a read or write is about to wait for
 // the socket, before it waits. It must be set before the Conn is used.
@@ -236,4 +241,16 @@ func (c *Conn) failed(op string, err error, errno syscall.Errno) error {
 		network = "unix"
 	}
 	return &net.OpError{Op: op, Net: network, Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// DialContext dials as a zero net.Dialer does (TCP keepalives on) and
+// wraps what it opens: for a client library's own connections, such as a
+// database driver's.
+func DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
 }

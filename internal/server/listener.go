@@ -55,7 +55,7 @@ func Listen(addr string, opts ListenOptions) (net.Listener, error) {
 		return nil, err
 	}
 	if tlsConfig == nil && !opts.ProxyProtocol {
-		return ln, nil
+		return rawListener{ln}, nil
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -141,14 +141,15 @@ func (l *sniffListener) sniff(c net.Conn) {
 	}
 	c.SetReadDeadline(time.Time{})
 	switch {
-	case l.tls == nil:
-	case first == tlsRecordHandshake:
+	case l.tls != nil && first == tlsRecordHandshake:
 		out = tls.Server(rawIO(out), l.tls)
-	case l.sslOnly:
+	case l.tls != nil && l.sslOnly:
 		c.SetWriteDeadline(time.Now().Add(l.timeout))
 		fmt.Fprintf(c, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(tlsRequired), tlsRequired)
 		c.Close()
 		return
+	default:
+		out = rawIO(out)
 	}
 	select {
 	case l.conns <- out:
@@ -194,10 +195,11 @@ func (l *sniffListener) preamble(c net.Conn) (out net.Conn, first byte, err erro
 	return &prefixConn{Conn: out, first: b[0], pending: true}, b[0], nil
 }
 
-// rawIO gives TLS a socket whose reads and writes are raw system calls
-// (internal/rawsock), as a plain session's pumps use: under the TLS layer
-// too, the scheduler need not treat them as calls that block. A
-// connection named by a PROXY header keeps its name.
+// rawIO gives net/http, or TLS under it, a socket whose reads and writes
+// are raw system calls (internal/rawsock), as a plain session's pumps use:
+// reading the request and answering the handshake, the scheduler need not
+// treat them as calls that block either. A connection named by a PROXY
+// header keeps its name.
 func rawIO(c net.Conn) net.Conn {
 	if p, ok := c.(*proxiedConn); ok {
 		return &proxiedConn{Conn: rawsock.Wrap(p.Conn), remote: p.remote}
@@ -243,6 +245,17 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// rawListener hands out connections as rawIO makes them.
+type rawListener struct{ net.Listener }
+
+func (l rawListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return rawIO(c), nil
+}
+
 // proxiedConn is a connection whose client a PROXY header named.
 type proxiedConn struct {
 	net.Conn
@@ -257,11 +270,14 @@ func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
 // syscall.Conn nor has CloseWrite): the one that names the client
 // (nothing of it is buffered: the header was read to its last byte and
 // no further), and the one that gives back the byte read to tell TLS
-// from plain, which net/http has read by the time it serves a request.
+// from plain, which net/http has read by the time it serves a request;
+// and rawIO's.
 func unwrap(c net.Conn) net.Conn {
 	for {
 		switch w := c.(type) {
 		case *proxiedConn:
+			c = w.Conn
+		case *rawsock.Conn:
 			c = w.Conn
 		case *prefixConn:
 			if w.pending {

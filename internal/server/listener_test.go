@@ -24,6 +24,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/audit"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxyproto"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
@@ -324,5 +325,59 @@ func TestListenerTrustedProxiesChange(t *testing.T) {
 	}
 	if got := get(net.IPv4(127, 0, 0, 9), line); got != "192.0.2.7:45678" {
 		t.Errorf("newly trusted, with a header: %q", got)
+	}
+}
+
+// Every kind of listener hands net/http a plain connection whose reads and
+// writes are raw system calls (the request read and the handshake's
+// answer), which unwrap then takes off for the session.
+func TestListenersHandOutRawConnections(t *testing.T) {
+	certFile, keyFile, _ := testenv.SelfSignedCert(t)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withTLS := &tls.Config{Certificates: []tls.Certificate{cert}}
+	trusted := NewTrustedProxies(prefixes("127.0.0.1/32"))
+	header := proxyproto.Header{Version: 2, Command: proxyproto.Proxy, Transport: proxyproto.TCP4,
+		Source: netip.MustParseAddrPort("192.0.2.7:45678"), Destination: netip.MustParseAddrPort("127.0.0.1:6784")}
+	for _, tc := range []struct {
+		name   string
+		opts   ListenOptions
+		header []byte
+	}{
+		{"plain port", ListenOptions{}, nil},
+		{"port with a certificate", ListenOptions{TLS: withTLS}, nil},
+		{"PROXY protocol", ListenOptions{ProxyProtocol: true, Trusted: trusted}, header.Append(nil)},
+		{"PROXY protocol, port with a certificate", ListenOptions{TLS: withTLS, ProxyProtocol: true, Trusted: trusted}, header.Append(nil)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := Listen("127.0.0.1:0", tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			client, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			client.Write(append(tc.header, "GET / HTTP/1.1\r\n"...))
+			c, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			under := c
+			if p, ok := c.(*proxiedConn); ok {
+				under = p.Conn
+			}
+			if _, ok := under.(*rawsock.Conn); !ok {
+				t.Fatalf("accepted a %T, want raw reads and writes", under)
+			}
+			if _, ok := unwrap(c).(*net.TCPConn); !ok {
+				t.Fatalf("unwrap gives a %T, want the socket", unwrap(c))
+			}
+		})
 	}
 }

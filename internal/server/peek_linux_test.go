@@ -141,8 +141,8 @@ func TestListenerTLSOverRawSocket(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !proxied {
-			if _, ok := accepted.(*net.TCPConn); !ok {
-				t.Errorf("plain: accepted a %T, want the socket itself", accepted)
+			if _, ok := accepted.(*rawsock.Conn); !ok {
+				t.Errorf("plain: accepted a %T, want the socket with raw reads and writes", accepted)
 			}
 		}
 		if _, err := io.ReadFull(accepted, buf[:1]); err != nil || buf[0] != 'G' {

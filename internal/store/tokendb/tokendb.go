@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
 	_ "modernc.org/sqlite" // pure Go SQLite: no cgo
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
@@ -127,6 +129,9 @@ func OpenMySQL(ctx context.Context, dsn string, maxOpen, maxIdle int, timeout ti
 	if cfg.Timeout == 0 {
 		cfg.Timeout = timeout
 	}
+	// Raw reads and writes (internal/rawsock): a query's would otherwise
+	// wake the runtime's monitor thread at every session set up.
+	cfg.DialFunc = rawsock.DialContext
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database dsn: %w", err)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
+
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
 )
 
@@ -63,6 +65,9 @@ func Open(dsn string, opts Options) (*DB, error) {
 	if opts.Logger != nil {
 		cfg.Logger = driverLog{opts.Logger}
 	}
+	// Raw reads and writes (internal/rawsock): a query's would otherwise
+	// wake the runtime's monitor thread at every session set up.
+	cfg.DialFunc = rawsock.DialContext
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database dsn: %w", err)

@@ -1,0 +1,76 @@
+package rawsock
+
+import (
+	"net/netip"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// StartConnect is a net.Dialer Control function (for a Dialer with no
+// LocalAddr: it runs before net would bind one). It makes the connect
+// system call itself, raw: on loopback and on a Unix socket the call
+// completes the connection inside it, and as one of Go's it would have the
+// scheduler take the processor away meanwhile (see the package comment).
+// net's own connect, which follows, then finds the socket connected
+// (EISCONN: no wait in the poller, no goroutine for the context) or still
+// connecting (EALREADY: it waits as usual); it expects both. An address
+// it cannot read is left to net.
+func StartConnect(network, address string, c syscall.RawConn) error {
+	var sa [syscall.SizeofSockaddrAny]byte
+	n := sockaddr(network, address, &sa)
+	if n == 0 {
+		return nil
+	}
+	var errno syscall.Errno
+	if err := c.Control(func(fd uintptr) {
+		_, _, errno = syscall.RawSyscall(syscall.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&sa[0])), n)
+	}); err != nil {
+		return nil
+	}
+	switch errno {
+	case 0, syscall.EINPROGRESS, syscall.EALREADY, syscall.EINTR, syscall.EAGAIN:
+		// Connected, or net's connect takes it from here (a Unix socket
+		// whose listener's queue is full answers EAGAIN to both).
+		return nil
+	default:
+		return os.NewSyscallError("connect", errno)
+	}
+}
+
+// sockaddr writes address's socket address for network into sa and
+// returns its length; 0 if it is not a literal one this knows.
+func sockaddr(network, address string, sa *[syscall.SizeofSockaddrAny]byte) uintptr {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return 0
+		}
+		port := ap.Port()
+		if a := ap.Addr(); a.Is4() || a.Is4In6() && network != "tcp6" {
+			s := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
+			s.Family = syscall.AF_INET
+			s.Port = port<<8 | port>>8
+			s.Addr = a.Unmap().As4()
+			return syscall.SizeofSockaddrInet4
+		} else if a.Is6() && a.Zone() == "" && network != "tcp4" {
+			s := (*syscall.RawSockaddrInet6)(unsafe.Pointer(sa))
+			s.Family = syscall.AF_INET6
+			s.Port = port<<8 | port>>8
+			s.Addr = a.As16()
+			return syscall.SizeofSockaddrInet6
+		}
+	case "unix":
+		s := (*syscall.RawSockaddrUnix)(unsafe.Pointer(sa))
+		if address == "" || address[0] == '@' || len(address) >= len(s.Path) {
+			return 0 // abstract names and long paths: net's way
+		}
+		s.Family = syscall.AF_UNIX
+		for i := 0; i < len(address); i++ {
+			s.Path[i] = int8(address[i])
+		}
+		return uintptr(2 + len(address) + 1)
+	}
+	return 0
+}
