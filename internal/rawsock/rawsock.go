@@ -243,11 +243,11 @@ func (c *Conn) failed(op string, err error, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: network, Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
-// DialContext dials as a zero net.Dialer does (TCP keepalives on) and
-// wraps what it opens: for a client library's own connections, such as a
-// database driver's.
+// DialContext dials as a zero net.Dialer does (TCP keepalives on), its
+// connect made by StartConnect, and wraps what it opens: for a client
+// library's own connections, such as a database driver's.
 func DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	var d net.Dialer
+	d := net.Dialer{Control: StartConnect}
 	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err

@@ -105,7 +105,7 @@ func (s *Server) start(ss *session, sess *proxy.Session) {
 	ss.stream = nil // the Session's now
 	ss.started = time.Now()
 	s.opts.Metrics.SessionStarted(ss.target.Kind.String(), ss.started.Sub(ss.requested))
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "session started", ss.attrs(slog.String("subprotocol", ss.subprotocol))...)
+	s.logLine(slog.LevelInfo, "session started", ss.attrs(slog.String("subprotocol", ss.subprotocol)))
 	done := func(res proxy.Result) {
 		growStack() // on the pump's goroutine, for release's lines
 		s.release(ss, &res)
@@ -178,12 +178,12 @@ func (s *Server) report(ss *session, res *proxy.Result, recPath string) {
 	t := ss.target
 	end := time.Now()
 	bg := context.Background()
-	s.log.LogAttrs(bg, slog.LevelInfo, "session ended", ss.attrs(
+	s.logLine(slog.LevelInfo, "session ended", ss.attrs(
 		slog.String("duration", end.Sub(ss.started).Round(time.Millisecond).String()),
 		slog.Int64("bytes_to_container", res.ToContainer),
 		slog.Int64("bytes_to_client", res.ToClient),
 		slog.Int("close_code", res.ClientCode),
-		slog.String("reason", res.Reason))...)
+		slog.String("reason", res.Reason)))
 	s.opts.Metrics.SessionEnded(t.Kind.String(), res.End, end.Sub(ss.started), res.ToClient, res.ToContainer)
 	err := s.opts.Audit.Write(audit.Record{
 		Session: ss.id, Kind: t.Kind.String(), ExecID: t.ExecID,
@@ -196,6 +196,20 @@ func (s *Server) report(ss *session, res *proxy.Result, recPath string) {
 	if err != nil {
 		s.log.LogAttrs(bg, slog.LevelError, "audit record not written", ss.attrs(slog.Any("error", err))...)
 	}
+}
+
+// logLine logs a line of every session's. It goes to the handler as a
+// record without the call site, which no handler here prints: slog's
+// Logger would walk the stack for it at each line.
+func (s *Server) logLine(level slog.Level, msg string, attrs []slog.Attr) {
+	ctx := context.Background()
+	h := s.log.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r.AddAttrs(attrs...)
+	h.Handle(ctx, r)
 }
 
 // attrs are the session's attributes for a log line, then more. They are
