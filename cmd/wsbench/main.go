@@ -327,11 +327,14 @@ func run(args []string) error {
 		opened, resumed := map[string]int64{}, map[string]int64{}
 		med := alternate(func(t target) []float64 {
 			var r bench.Handshakes
+			switches := bench.ContextSwitches(t.pids)
 			used := cpu(t, func() { r = bench.MeasureHandshakes(ctx, t.urls, handshakeWorkers, *dur) })
+			switches = bench.ContextSwitches(t.pids) - switches
 			errs += r.Errors
 			opened[t.url] += r.Opened
 			resumed[t.url] += r.Resumed
-			return []float64{r.PerSec, us(used) / (r.PerSec * dur.Seconds())}
+			n := r.PerSec * dur.Seconds()
+			return []float64{r.PerSec, us(used) / n, float64(switches) / n}
 		})
 		name, note := "sessions opened per second (8 workers)", "through: WebSocket handshake + token check in the store + backend dial"
 		if kind != "" {
@@ -360,6 +363,9 @@ func run(args []string) error {
 		rows = append(rows, r)
 		if len(throughPIDs) > 0 {
 			rows = append(rows, cpuRow(figure("  proxy CPU per session opened", "µs", med, 1, errs, true)))
+			sw := cpuRow(figure("  proxy context switches per session", "", med, 2, errs, true))
+			sw.Note = "threads of the proxy's processes switched out (voluntary and not, from /proc), per session opened"
+			rows = append(rows, sw)
 		}
 	}
 	if want["idle"] && *idle > 0 && *pid > 0 {
