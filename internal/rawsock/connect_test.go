@@ -167,3 +167,28 @@ func TestDialContextWraps(t *testing.T) {
 		t.Fatalf("SyscallConn reaches no socket: fd %d, %v", fd, err)
 	}
 }
+
+// An abstract Unix socket's name may be given with its leading NUL as well
+// as with '@': net dials both, and StartConnect must not connect the
+// first elsewhere (to the name with a NUL at its end).
+func TestDialerWithStartConnectAbstract(t *testing.T) {
+	name := "zun-wsproxy-test-" + strconv.Itoa(os.Getpid()) + "-" + t.Name()
+	ln, err := net.Listen("unix", "@"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, addr := range []string{"@" + name, "\x00" + name} {
+		d := net.Dialer{Timeout: 5 * time.Second, Control: StartConnect}
+		c, err := d.Dial("unix", addr)
+		if err != nil {
+			t.Fatalf("dial %q: %v", addr, err)
+		}
+		c.Close()
+		peer, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer.Close()
+	}
+}
