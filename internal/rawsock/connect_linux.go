@@ -63,8 +63,8 @@ func sockaddr(network, address string, sa *[syscall.SizeofSockaddrAny]byte) uint
 		}
 	case "unix":
 		s := (*syscall.RawSockaddrUnix)(unsafe.Pointer(sa))
-		if address == "" || address[0] == '@' || len(address) >= len(s.Path) {
-			return 0 // abstract names and long paths: net's way
+		if address == "" || address[0] == '@' || address[0] == 0 || len(address) >= len(s.Path) {
+			return 0 // abstract names ('@' or NUL first) and long paths: net's way
 		}
 		s.Family = syscall.AF_UNIX
 		for i := 0; i < len(address); i++ {
