@@ -192,3 +192,28 @@ func TestDialerWithStartConnectAbstract(t *testing.T) {
 		peer.Close()
 	}
 }
+
+// The socket addresses StartConnect builds are the kernel's: port and
+// address in the network's byte order, whatever the host's is.
+func TestSockaddrBytes(t *testing.T) {
+	for _, tc := range []struct {
+		network, address string
+		port             []byte
+		addrAt           int // sin_addr's offset, sin6_addr's
+		addr             []byte
+	}{
+		{"tcp4", "127.0.0.1:2375", []byte{0x09, 0x47}, 4, []byte{127, 0, 0, 1}},
+		{"tcp6", "[::1]:2376", []byte{0x09, 0x48}, 8, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}},
+	} {
+		var sa [syscall.SizeofSockaddrAny]byte
+		if sockaddr(tc.network, tc.address, &sa) == 0 {
+			t.Fatalf("%s %s: no socket address", tc.network, tc.address)
+		}
+		if got := sa[2:4]; string(got) != string(tc.port) {
+			t.Errorf("%s %s: port bytes % x, want % x", tc.network, tc.address, got, tc.port)
+		}
+		if got := sa[tc.addrAt : tc.addrAt+len(tc.addr)]; string(got) != string(tc.addr) {
+			t.Errorf("%s %s: address bytes % x, want % x", tc.network, tc.address, got, tc.addr)
+		}
+	}
+}
