@@ -51,13 +51,15 @@ func sockaddr(network, address string, sa *[syscall.SizeofSockaddrAny]byte) uint
 		if a := ap.Addr(); a.Is4() || a.Is4In6() && network != "tcp6" {
 			s := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
 			s.Family = syscall.AF_INET
-			s.Port = port<<8 | port>>8
+			p := (*[2]byte)(unsafe.Pointer(&s.Port)) // network byte order
+			p[0], p[1] = byte(port>>8), byte(port)
 			s.Addr = a.Unmap().As4()
 			return syscall.SizeofSockaddrInet4
 		} else if a.Is6() && a.Zone() == "" && network != "tcp4" {
 			s := (*syscall.RawSockaddrInet6)(unsafe.Pointer(sa))
 			s.Family = syscall.AF_INET6
-			s.Port = port<<8 | port>>8
+			p := (*[2]byte)(unsafe.Pointer(&s.Port)) // network byte order
+			p[0], p[1] = byte(port>>8), byte(port)
 			s.Addr = a.As16()
 			return syscall.SizeofSockaddrInet6
 		}
