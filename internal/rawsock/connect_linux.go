@@ -10,12 +10,16 @@ import (
 // StartConnect is a net.Dialer Control function (for a Dialer with no
 // LocalAddr: it runs before net would bind one). It makes the connect
 // system call itself, raw: on loopback and on a Unix socket the call
-// completes the connection inside it, and as one of Go's it would have the
-// scheduler take the processor away meanwhile (see the package comment).
-// net's own connect, which follows, then finds the socket connected
-// (EISCONN: no wait in the poller, no goroutine for the context) or still
-// connecting (EALREADY: it waits as usual); it expects both. An address
-// it cannot read is left to net.
+// completes the connection inside it (over TCP it answers EINPROGRESS all
+// the same: the handshake is done as it returns), and as one of Go's it
+// would have the scheduler take the processor away meanwhile (see the
+// package comment). net's own connect, which follows, then finds the
+// socket connected (0 over TCP, EISCONN on a Unix socket: no wait in the
+// poller, no goroutine for the context) or still connecting (EALREADY: it
+// waits as usual), or fails as the connection did (ECONNREFUSED); it
+// expects all of them. An address it cannot read is left to net. The
+// address it builds must be the one net connects to: net takes a socket
+// connected elsewhere as its own.
 func StartConnect(network, address string, c syscall.RawConn) error {
 	var sa [syscall.SizeofSockaddrAny]byte
 	n := sockaddr(network, address, &sa)
