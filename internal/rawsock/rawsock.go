@@ -241,6 +241,8 @@ func (c *Conn) failed(op string, err error, errno syscall.Errno) error {
 	}
 	if err == nil {
 		err = os.NewSyscallError(op, errno)
+	} else if oe, ok := err.(*net.OpError); ok {
+		err = oe.Err // the RawConn's ("raw-read"), which would name the socket twice
 	}
 	network := "tcp"
 	if _, ok := c.Conn.(*net.UnixConn); ok {
