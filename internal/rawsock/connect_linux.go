@@ -10,12 +10,16 @@ import (
 // StartConnect is a net.Dialer Control function (for a Dialer with no
 // LocalAddr: it runs before net would bind one). It makes the connect
 // system call itself, raw: on loopback and on a Unix socket the call
-// completes the connection inside it, and as one of Go's it would have the
-// scheduler take the processor away meanwhile (see the package comment).
-// net's own connect, which follows, then finds the socket connected
-// (EISCONN: no wait in the poller, no goroutine for the context) or still
-// connecting (EALREADY: it waits as usual); it expects both. An address
-// it cannot read is left to net.
+// completes the connection inside it (over TCP it answers EINPROGRESS all
+// the same: the handshake is done as it returns), and as one of Go's it
+// would have the scheduler take the processor away meanwhile (see the
+// package comment). net's own connect, which follows, then finds the
+// socket connected (0 over TCP, EISCONN on a Unix socket: no wait in the
+// poller, no goroutine for the context) or still connecting (EALREADY: it
+// waits as usual), or fails as the connection did (ECONNREFUSED); it
+// expects all of them. An address it cannot read is left to net. The
+// address it builds must be the one net connects to: net takes a socket
+// connected elsewhere as its own.
 func StartConnect(network, address string, c syscall.RawConn) error {
 	var sa [syscall.SizeofSockaddrAny]byte
 	n := sockaddr(network, address, &sa)
@@ -51,20 +55,22 @@ func sockaddr(network, address string, sa *[syscall.SizeofSockaddrAny]byte) uint
 		if a := ap.Addr(); a.Is4() || a.Is4In6() && network != "tcp6" {
 			s := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
 			s.Family = syscall.AF_INET
-			s.Port = port<<8 | port>>8
+			p := (*[2]byte)(unsafe.Pointer(&s.Port)) // network byte order
+			p[0], p[1] = byte(port>>8), byte(port)
 			s.Addr = a.Unmap().As4()
 			return syscall.SizeofSockaddrInet4
 		} else if a.Is6() && a.Zone() == "" && network != "tcp4" {
 			s := (*syscall.RawSockaddrInet6)(unsafe.Pointer(sa))
 			s.Family = syscall.AF_INET6
-			s.Port = port<<8 | port>>8
+			p := (*[2]byte)(unsafe.Pointer(&s.Port)) // network byte order
+			p[0], p[1] = byte(port>>8), byte(port)
 			s.Addr = a.As16()
 			return syscall.SizeofSockaddrInet6
 		}
 	case "unix":
 		s := (*syscall.RawSockaddrUnix)(unsafe.Pointer(sa))
-		if address == "" || address[0] == '@' || len(address) >= len(s.Path) {
-			return 0 // abstract names and long paths: net's way
+		if address == "" || address[0] == '@' || address[0] == 0 || len(address) >= len(s.Path) {
+			return 0 // abstract names ('@' or NUL first) and long paths: net's way
 		}
 		s.Family = syscall.AF_UNIX
 		for i := 0; i < len(address); i++ {

@@ -167,3 +167,53 @@ func TestDialContextWraps(t *testing.T) {
 		t.Fatalf("SyscallConn reaches no socket: fd %d, %v", fd, err)
 	}
 }
+
+// An abstract Unix socket's name may be given with its leading NUL as well
+// as with '@': net dials both, and StartConnect must not connect the
+// first elsewhere (to the name with a NUL at its end).
+func TestDialerWithStartConnectAbstract(t *testing.T) {
+	name := "zun-wsproxy-test-" + strconv.Itoa(os.Getpid()) + "-" + t.Name()
+	ln, err := net.Listen("unix", "@"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, addr := range []string{"@" + name, "\x00" + name} {
+		d := net.Dialer{Timeout: 5 * time.Second, Control: StartConnect}
+		c, err := d.Dial("unix", addr)
+		if err != nil {
+			t.Fatalf("dial %q: %v", addr, err)
+		}
+		c.Close()
+		peer, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer.Close()
+	}
+}
+
+// The socket addresses StartConnect builds are the kernel's: port and
+// address in the network's byte order, whatever the host's is.
+func TestSockaddrBytes(t *testing.T) {
+	for _, tc := range []struct {
+		network, address string
+		port             []byte
+		addrAt           int // sin_addr's offset, sin6_addr's
+		addr             []byte
+	}{
+		{"tcp4", "127.0.0.1:2375", []byte{0x09, 0x47}, 4, []byte{127, 0, 0, 1}},
+		{"tcp6", "[::1]:2376", []byte{0x09, 0x48}, 8, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}},
+	} {
+		var sa [syscall.SizeofSockaddrAny]byte
+		if sockaddr(tc.network, tc.address, &sa) == 0 {
+			t.Fatalf("%s %s: no socket address", tc.network, tc.address)
+		}
+		if got := sa[2:4]; string(got) != string(tc.port) {
+			t.Errorf("%s %s: port bytes % x, want % x", tc.network, tc.address, got, tc.port)
+		}
+		if got := sa[tc.addrAt : tc.addrAt+len(tc.addr)]; string(got) != string(tc.addr) {
+			t.Errorf("%s %s: address bytes % x, want % x", tc.network, tc.address, got, tc.addr)
+		}
+	}
+}

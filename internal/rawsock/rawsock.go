@@ -36,6 +36,12 @@ type Conn struct {
 // socket (a liveness check, a poller) still finds it.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
 
+// CloseWrite shuts the socket's writing side down (net/http half-closes
+// before it lets go of a connection with input left unread).
+func (c *Conn) CloseWrite() error {
+	return c.Conn.(interface{ CloseWrite() error }).CloseWrite()
+}
+
 // SetWaitHook has f called each time a read or write is about to wait for
 // the socket, before it waits. It must be set before the Conn is used.
 func (c *Conn) SetWaitHook(f func()) { c.wait = f }
@@ -235,6 +241,8 @@ func (c *Conn) failed(op string, err error, errno syscall.Errno) error {
 	}
 	if err == nil {
 		err = os.NewSyscallError(op, errno)
+	} else if oe, ok := err.(*net.OpError); ok {
+		err = oe.Err // the RawConn's ("raw-read"), which would name the socket twice
 	}
 	network := "tcp"
 	if _, ok := c.Conn.(*net.UnixConn); ok {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,5 +159,44 @@ func BenchmarkWrite64K(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A read or write that fails reads as net's own would, word for word: a
+// timeout or a closed socket in set-up (a handshake with Docker, the
+// database driver) is logged as net words it.
+func TestErrorTextIsNets(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		for _, tc := range []struct {
+			name string
+			do   func(c net.Conn) error
+		}{
+			{"read deadline", func(c net.Conn) error {
+				c.SetReadDeadline(time.Unix(1, 0))
+				_, err := c.Read(make([]byte, 1))
+				return err
+			}},
+			{"write deadline", func(c net.Conn) error {
+				c.SetWriteDeadline(time.Unix(1, 0))
+				_, err := c.Write([]byte("x"))
+				return err
+			}},
+			{"closed", func(c net.Conn) error {
+				c.Close()
+				_, err := c.Read(make([]byte, 1))
+				return err
+			}},
+		} {
+			t.Run(network+"/"+tc.name, func(t *testing.T) {
+				c, _ := pair(t, network)
+				plain, _ := testenv.SocketPair(t, network)
+				// The same addresses, for the same text.
+				want := strings.ReplaceAll(tc.do(plain).Error(), plain.LocalAddr().String(), c.LocalAddr().String())
+				want = strings.ReplaceAll(want, plain.RemoteAddr().String(), c.RemoteAddr().String())
+				if got := tc.do(c).Error(); got != want {
+					t.Errorf("error %q, net's %q", got, want)
+				}
+			})
+		}
 	}
 }

@@ -264,10 +264,19 @@ type proxiedConn struct {
 
 func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
 
+// CloseWrite half-closes the connection, as net/http does before it lets
+// go of one with input left unread.
+func (c *proxiedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 // unwrap gives back the socket under a plain connection once the
 // listener's wrappers have done their work, so that a session reads,
-// parks and half-closes the socket itself (a wrapper is neither a
-// syscall.Conn nor has CloseWrite): the one that names the client
+// parks and half-closes the socket itself (the session's event loop wants
+// the socket, not a wrapper): the one that names the client
 // (nothing of it is buffered: the header was read to its last byte and
 // no further), and the one that gives back the byte read to tell TLS
 // from plain, which net/http has read by the time it serves a request;

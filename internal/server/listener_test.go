@@ -381,3 +381,55 @@ func TestListenersHandOutRawConnections(t *testing.T) {
 		})
 	}
 }
+
+// A request whose headers are too large is answered 431 by net/http,
+// which then half-closes the socket before it lets go of it, so that the
+// client reads the answer to its end rather than into a reset. It has to
+// find the half-close on the connection the listener hands it.
+func TestListenerTooLargeHeaderAnswerEnds(t *testing.T) {
+	header := proxyproto.Header{Version: 2, Command: proxyproto.Proxy, Transport: proxyproto.TCP4,
+		Source: netip.MustParseAddrPort("192.0.2.7:45678"), Destination: netip.MustParseAddrPort("127.0.0.1:6784")}
+	for _, tc := range []struct {
+		name   string
+		opts   ListenOptions
+		header []byte
+	}{
+		{"plain port", ListenOptions{}, nil},
+		{"PROXY protocol, a direct client", ListenOptions{ProxyProtocol: true, Trusted: NewTrustedProxies(prefixes("127.0.0.2/32"))}, nil},
+		{"PROXY protocol, a relayed client", ListenOptions{ProxyProtocol: true, Trusted: NewTrustedProxies(prefixes("127.0.0.1/32"))}, header.Append(nil)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := Listen("127.0.0.1:0", tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Parallel()
+			closed := make(chan struct{})
+			hs := &http.Server{MaxHeaderBytes: 1 << 10, Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}),
+				ConnState: func(_ net.Conn, s http.ConnState) {
+					if s == http.StateClosed {
+						close(closed)
+					}
+				}}
+			go hs.Serve(ln)
+			defer hs.Close()
+			// The connection's goroutine is done only once it has closed.
+			defer func() { <-closed }()
+			client, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			// More than net/http reads of it: the rest is left unread.
+			req := "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n"
+			go client.Write(append(tc.header, req...))
+			// Without the half-close the answer ends 500ms later, in the
+			// reset of closing with input unread.
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(client)
+			if !strings.HasPrefix(string(got), "HTTP/1.1 431 ") || err != nil {
+				t.Fatalf("client read %q, then %v; want the 431 answer to its end", got, err)
+			}
+		})
+	}
+}

@@ -20,10 +20,9 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-
-	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
 	_ "modernc.org/sqlite" // pure Go SQLite: no cgo
 
+	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
 )
 

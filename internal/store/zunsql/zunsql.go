@@ -16,7 +16,6 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
-
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
 )
 
