@@ -8,18 +8,20 @@ import (
 )
 
 // StartConnect is a net.Dialer Control function (for a Dialer with no
-// LocalAddr: it runs before net would bind one). It makes the connect
-// system call itself, raw: on loopback and on a Unix socket the call
-// completes the connection inside it (over TCP it answers EINPROGRESS all
-// the same: the handshake is done as it returns), and as one of Go's it
-// would have the scheduler take the processor away meanwhile (see the
-// package comment). net's own connect, which follows, then finds the
-// socket connected (0 over TCP, EISCONN on a Unix socket: no wait in the
-// poller, no goroutine for the context) or still connecting (EALREADY: it
-// waits as usual), or fails as the connection did (ECONNREFUSED); it
-// expects all of them. An address it cannot read is left to net. The
-// address it builds must be the one net connects to: net takes a socket
-// connected elsewhere as its own.
+// LocalAddr: it runs before net would bind one). Over TCP it makes the
+// connect system call itself, raw: on loopback the call does the whole
+// handshake inside it (it answers EINPROGRESS all the same: the handshake
+// is done as it returns), and as one of Go's it would have the scheduler
+// take the processor away meanwhile (see the package comment). net's own
+// connect, which follows, then finds the socket connected (0: no wait in
+// the poller, no goroutine for the context) or still connecting
+// (EALREADY: it waits as usual), or fails as the connection did
+// (ECONNREFUSED); it expects all of them. The address it builds must be
+// the one net connects to: net takes a socket connected elsewhere as its
+// own. An address it cannot read is left to net, and so is every Unix
+// socket: its connect looks the path up in the file system, which may
+// block (NFS, FUSE), and a raw call that blocks holds its processor,
+// stopping the whole process at the next collection.
 func StartConnect(network, address string, c syscall.RawConn) error {
 	var sa [syscall.SizeofSockaddrAny]byte
 	n := sockaddr(network, address, &sa)
@@ -33,16 +35,15 @@ func StartConnect(network, address string, c syscall.RawConn) error {
 		return nil
 	}
 	switch errno {
-	case 0, syscall.EINPROGRESS, syscall.EALREADY, syscall.EINTR, syscall.EAGAIN:
-		// Connected, or net's connect takes it from here (a Unix socket
-		// whose listener's queue is full answers EAGAIN to both).
+	case 0, syscall.EINPROGRESS, syscall.EALREADY, syscall.EINTR:
+		// Connected, or net's connect takes it from here.
 		return nil
 	default:
 		return os.NewSyscallError("connect", errno)
 	}
 }
 
-// sockaddr writes address's socket address for network into sa and
+// sockaddr writes address's socket address for network (TCP) into sa and
 // returns its length; 0 if it is not a literal one this knows.
 func sockaddr(network, address string, sa *[syscall.SizeofSockaddrAny]byte) uintptr {
 	switch network {
@@ -52,7 +53,7 @@ func sockaddr(network, address string, sa *[syscall.SizeofSockaddrAny]byte) uint
 			return 0
 		}
 		port := ap.Port()
-		if a := ap.Addr(); a.Is4() || a.Is4In6() && network != "tcp6" {
+		if a := ap.Addr(); a.Is4() || (a.Is4In6() && network != "tcp6") {
 			s := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
 			s.Family = syscall.AF_INET
 			p := (*[2]byte)(unsafe.Pointer(&s.Port)) // network byte order
@@ -67,16 +68,6 @@ func sockaddr(network, address string, sa *[syscall.SizeofSockaddrAny]byte) uint
 			s.Addr = a.As16()
 			return syscall.SizeofSockaddrInet6
 		}
-	case "unix":
-		s := (*syscall.RawSockaddrUnix)(unsafe.Pointer(sa))
-		if address == "" || address[0] == '@' || address[0] == 0 || len(address) >= len(s.Path) {
-			return 0 // abstract names ('@' or NUL first) and long paths: net's way
-		}
-		s.Family = syscall.AF_UNIX
-		for i := 0; i < len(address); i++ {
-			s.Path[i] = int8(address[i])
-		}
-		return uintptr(2 + len(address) + 1)
 	}
 	return 0
 }

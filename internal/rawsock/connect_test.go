@@ -38,7 +38,8 @@ func listen(t *testing.T, network, addr string) net.Listener {
 }
 
 // TestStartConnect has StartConnect connect a bare socket: the listener
-// must take the connection, and the socket's peer must be the listener.
+// must take the connection, and the socket's peer must be the listener;
+// a Unix socket it leaves to net, unconnected.
 func TestStartConnect(t *testing.T) {
 	for _, tc := range connectCases {
 		t.Run(tc.network+" "+tc.listen, func(t *testing.T) {
@@ -55,6 +56,12 @@ func TestStartConnect(t *testing.T) {
 			}
 			if err := StartConnect(tc.network, ln.Addr().String(), rc); err != nil {
 				t.Fatal(err)
+			}
+			if tc.network == "unix" {
+				if _, err := syscall.Getpeername(fd); err != syscall.ENOTCONN {
+					t.Fatalf("a Unix socket's connect is net's to make: after StartConnect getpeername says %v, want ENOTCONN", err)
+				}
+				return
 			}
 			ln.(interface{ SetDeadline(time.Time) error }).SetDeadline(time.Now().Add(5 * time.Second))
 			peer, err := ln.Accept()
@@ -169,8 +176,7 @@ func TestDialContextWraps(t *testing.T) {
 }
 
 // An abstract Unix socket's name may be given with its leading NUL as well
-// as with '@': net dials both, and StartConnect must not connect the
-// first elsewhere (to the name with a NUL at its end).
+// as with '@': net dials both, with StartConnect as its Control.
 func TestDialerWithStartConnectAbstract(t *testing.T) {
 	name := "zun-wsproxy-test-" + strconv.Itoa(os.Getpid()) + "-" + t.Name()
 	ln, err := net.Listen("unix", "@"+name)
