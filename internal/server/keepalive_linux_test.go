@@ -2,7 +2,6 @@ package server
 
 import (
 	"crypto/tls"
-	"net"
 	"syscall"
 	"testing"
 
@@ -25,22 +24,7 @@ func TestAcceptedConnectionsKeepAlive(t *testing.T) {
 		{"tls port, plain client", ListenOptions{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := Listen("127.0.0.1:0", tc.opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			client, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer client.Close()
-			client.Write([]byte("G")) // the TLS port classifies by the first byte
-			c, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := acceptOne(t, tc.opts, []byte("G")) // the TLS port classifies by the first byte
 			sc, ok := c.(syscall.Conn)
 			if !ok {
 				sc = c.(*prefixConn).Conn.(syscall.Conn)

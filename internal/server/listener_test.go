@@ -328,10 +328,24 @@ func TestListenerTrustedProxiesChange(t *testing.T) {
 	}
 }
 
-// Every kind of listener hands net/http a plain connection whose reads and
-// writes are raw system calls (the request read and the handshake's
-// answer), which unwrap then takes off for the session.
-func TestListenersHandOutRawConnections(t *testing.T) {
+// listenerKind is a kind of listener, and what a client sends on it
+// before HTTP.
+type listenerKind struct {
+	name   string
+	listen ListenOptions
+	header []byte
+}
+
+// proxyHeader is a PROXY protocol header naming client 192.0.2.7:45678.
+var proxyHeader = proxyproto.Header{Version: 2, Command: proxyproto.Proxy, Transport: proxyproto.TCP4,
+	Source: netip.MustParseAddrPort("192.0.2.7:45678"), Destination: netip.MustParseAddrPort("127.0.0.1:6784")}
+
+// listenerKinds are the kinds of listener plain clients may reach: a plain
+// port, a port with a certificate (which tells TLS from plain by the first
+// byte), a PROXY-protocol one trusting 127.0.0.1 (whose clients send
+// proxyHeader first), and both.
+func listenerKinds(t *testing.T) []listenerKind {
+	t.Helper()
 	certFile, keyFile, _ := testenv.SelfSignedCert(t)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
@@ -339,35 +353,44 @@ func TestListenersHandOutRawConnections(t *testing.T) {
 	}
 	withTLS := &tls.Config{Certificates: []tls.Certificate{cert}}
 	trusted := NewTrustedProxies(prefixes("127.0.0.1/32"))
-	header := proxyproto.Header{Version: 2, Command: proxyproto.Proxy, Transport: proxyproto.TCP4,
-		Source: netip.MustParseAddrPort("192.0.2.7:45678"), Destination: netip.MustParseAddrPort("127.0.0.1:6784")}
-	for _, tc := range []struct {
-		name   string
-		opts   ListenOptions
-		header []byte
-	}{
+	return []listenerKind{
 		{"plain port", ListenOptions{}, nil},
 		{"port with a certificate", ListenOptions{TLS: withTLS}, nil},
-		{"PROXY protocol", ListenOptions{ProxyProtocol: true, Trusted: trusted}, header.Append(nil)},
-		{"PROXY protocol, port with a certificate", ListenOptions{TLS: withTLS, ProxyProtocol: true, Trusted: trusted}, header.Append(nil)},
-	} {
+		{"PROXY protocol", ListenOptions{ProxyProtocol: true, Trusted: trusted}, proxyHeader.Append(nil)},
+		{"PROXY protocol, port with a certificate", ListenOptions{TLS: withTLS, ProxyProtocol: true, Trusted: trusted}, proxyHeader.Append(nil)},
+	}
+}
+
+// acceptOne listens as opts says, connects, sends first and returns the
+// connection the listener hands on; all are closed when the test ends.
+func acceptOne(t *testing.T, opts ListenOptions, first []byte) net.Conn {
+	t.Helper()
+	ln, err := Listen("127.0.0.1:0", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	client.Write(first)
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Every kind of listener hands net/http a plain connection whose reads and
+// writes are raw system calls (the request read and the handshake's
+// answer), which unwrap then takes off for the session.
+func TestListenersHandOutRawConnections(t *testing.T) {
+	for _, tc := range listenerKinds(t) {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := Listen("127.0.0.1:0", tc.opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			client, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer client.Close()
-			client.Write(append(tc.header, "GET / HTTP/1.1\r\n"...))
-			c, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := acceptOne(t, tc.listen, append(tc.header, "GET / HTTP/1.1\r\n"...))
 			under := c
 			if p, ok := c.(*proxiedConn); ok {
 				under = p.Conn
@@ -387,19 +410,13 @@ func TestListenersHandOutRawConnections(t *testing.T) {
 // client reads the answer to its end rather than into a reset. It has to
 // find the half-close on the connection the listener hands it.
 func TestListenerTooLargeHeaderAnswerEnds(t *testing.T) {
-	header := proxyproto.Header{Version: 2, Command: proxyproto.Proxy, Transport: proxyproto.TCP4,
-		Source: netip.MustParseAddrPort("192.0.2.7:45678"), Destination: netip.MustParseAddrPort("127.0.0.1:6784")}
-	for _, tc := range []struct {
-		name   string
-		opts   ListenOptions
-		header []byte
-	}{
+	for _, tc := range []listenerKind{
 		{"plain port", ListenOptions{}, nil},
 		{"PROXY protocol, a direct client", ListenOptions{ProxyProtocol: true, Trusted: NewTrustedProxies(prefixes("127.0.0.2/32"))}, nil},
-		{"PROXY protocol, a relayed client", ListenOptions{ProxyProtocol: true, Trusted: NewTrustedProxies(prefixes("127.0.0.1/32"))}, header.Append(nil)},
+		{"PROXY protocol, a relayed client", ListenOptions{ProxyProtocol: true, Trusted: NewTrustedProxies(prefixes("127.0.0.1/32"))}, proxyHeader.Append(nil)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := Listen("127.0.0.1:0", tc.opts)
+			ln, err := Listen("127.0.0.1:0", tc.listen)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,11 +1,9 @@
 package server
 
 import (
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	neturl "net/url"
 	"runtime"
 	"strings"
@@ -13,7 +11,6 @@ import (
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
-	"github.com/zun-wsproxy/zun-wsproxy/internal/proxyproto"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
@@ -25,25 +22,8 @@ import (
 // lingering close half-closes (the client sees FIN right after the close
 // frame, while the proxy still reads what the client sends).
 func TestPlainSessionOnEveryListener(t *testing.T) {
-	certFile, keyFile, _ := testenv.SelfSignedCert(t)
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	withTLS := &tls.Config{Certificates: []tls.Certificate{cert}}
-	trusted := NewTrustedProxies(prefixes("127.0.0.1/32"))
-	header := proxyproto.Header{Version: 2, Command: proxyproto.Proxy, Transport: proxyproto.TCP4,
-		Source: netip.MustParseAddrPort("192.0.2.7:45678"), Destination: netip.MustParseAddrPort("127.0.0.1:6784")}
-	cases := []struct {
-		name   string
-		listen ListenOptions
-		header []byte // sent before the handshake
-	}{
-		{"plain port", ListenOptions{}, nil},
-		{"port with a certificate", ListenOptions{TLS: withTLS}, nil},
-		{"PROXY protocol", ListenOptions{ProxyProtocol: true, Trusted: trusted}, header.Append(nil)},
-		{"PROXY protocol, port with a certificate", ListenOptions{TLS: withTLS, ProxyProtocol: true, Trusted: trusted}, header.Append(nil)},
-	}
+	cases := listenerKinds(t)
+	trusted := cases[2].listen.Trusted
 	// One server serves a listener of each kind; the first is
 	// serveShell's, the others are served here and waited for after its
 	// Shutdown (cleanups run last first).
