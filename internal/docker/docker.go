@@ -67,8 +67,9 @@ func NewDialer(opts Options) *Dialer {
 	}
 	d := &Dialer{opts: opts, net: net.Dialer{LocalAddr: opts.LocalAddr}, attachNet: net.Dialer{LocalAddr: opts.LocalAddr, KeepAlive: -1}}
 	if opts.LocalAddr == nil {
-		// A connect to a local daemon, or over loopback, is done inside
-		// the system call: made raw, it keeps the scheduler out of it.
+		// A TCP connect to a daemon on this host is done inside the
+		// system call: made raw, it keeps the scheduler out of it (a
+		// Unix socket's is left to net; see StartConnect).
 		d.net.Control, d.attachNet.Control = rawsock.StartConnect, rawsock.StartConnect
 	}
 	return d
