@@ -142,6 +142,10 @@ func ParseDatabaseURL(connection string, parameters url.Values) (*DatabaseURL, e
 		c.Net, c.Addr = "unix", sock
 	} else {
 		h, port := host, u.Port()
+		if strings.ContainsAny(h, "[]") {
+			// net/url takes "mysql://]" for a host named "]".
+			return nil, fmt.Errorf("invalid host %q in the URL", h)
+		}
 		if h == "" {
 			h = "127.0.0.1"
 		}

@@ -187,6 +187,8 @@ func TestParseDatabaseURL(t *testing.T) {
 		{name: "postgres", url: "postgresql://zun@db/zun", err: `unsupported database "postgresql"`},
 		{name: "sqlite", url: "sqlite:///x.db", err: "unsupported database"},
 		{name: "bad port", url: "mysql://zun:pw@db:notaport/zun", err: "invalid URL"},
+		{name: "bracket for a host", url: "mysql://]", err: `invalid host "]" in the URL`},
+		{name: "bracket after a host", url: "mysql://zun:pw@db]:3306/zun", err: `invalid host "db]" in the URL`},
 		{name: "bad query", url: "mysql://zun:pw@db/zun?a=%zz", err: "invalid query"},
 	}
 	for _, c := range cases {
