@@ -257,10 +257,12 @@ func (s *Server) loop() proxy.Loop {
 	if s.loops == nil {
 		return nil
 	}
+	// Every loop failed: no loop, and not a nil *loop.Loop inside a
+	// non-nil proxy.Loop, which sessions would take for a loop.
 	if l := s.loops.Pick(); l != nil {
 		return l
 	}
-	return nil // every loop failed
+	return nil
 }
 
 // Reloadable is what a running server takes on without a restart (SIGHUP):
