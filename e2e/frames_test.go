@@ -158,12 +158,17 @@ func TestTextNotValidated(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			// The terminal passes bytes as they are; od shows them.
-			c := s.attachable(t, `stty raw -echo; head -c 8 | od -An -tx1`)
+			// The terminal passes bytes as they are; od shows them. Bytes
+			// that came before stty would be echoed, so the frames wait
+			// for "ready", which comes once stty has run and a first byte
+			// (a newline) has gone through the session.
+			c := s.attachable(t, `stty raw -echo; head -c 1 >/dev/null; echo ready; head -c 8 | od -An -tx1`)
 			conn, r, subprotocol := rawConsole(t, s.proxy, c)
 			if subprotocol != "binary" {
 				t.Fatalf("subprotocol %q, want binary", subprotocol)
 			}
+			conn.Write(testenv.Frame(0x82, []byte("\n"), false))
+			proxyOutput(t, r, "ready")
 			conn.Write(tc.frames)
 			code, reason, out := proxyClose(t, r)
 			if got := strings.Join(strings.Fields(out), " "); got != hex {
