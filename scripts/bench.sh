@@ -38,6 +38,8 @@
 # Zun-mode proxy and the reference proxy (e.g. BENCH_PROXY_ENV=GOMAXPROCS=1):
 # runtime settings compared in the same rounds. BENCH_REF_BIN is the
 # reference proxy's binary (default the one just built): two builds A/B.
+# BENCH_REF_CONF is text appended to the reference proxy's configuration,
+# whose last section is [database] (e.g. BENCH_REF_CONF='max_pool_size = 16').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -135,6 +137,7 @@ extra=()
 if [ -n "${BENCH_REF_ENGINE:-}" ] && [ "$NGINX" = 0 ]; then
 	REF_PORT=$(free_port)
 	sed -e "s/^wsproxy_port = .*/wsproxy_port = $REF_PORT/" -e "s/^engine = .*/engine = $BENCH_REF_ENGINE/" -e '/^\[metrics\]/,$d' "$work/zun.conf" >"$work/ref.conf"
+	[ -n "${BENCH_REF_CONF:-}" ] && printf '%s\n' "$BENCH_REF_CONF" >>"$work/ref.conf"
 	env ${BENCH_REF_ENV:-} "${BENCH_REF_BIN:-bin/zun-wsproxy}" --config-file "$work/ref.conf" >"$work/ref.log" 2>&1 &
 	ref_pid=$!
 	pids+=($ref_pid)

@@ -145,7 +145,7 @@ func run(args []string) error {
 	dur := fs.Duration("duration", 3*time.Second, "length of each throughput and handshake round")
 	idle := fs.Int("idle", 2000, "idle sessions for the memory figure (0: skip)")
 	asJSON := fs.Bool("json", false, "print one JSON line per result")
-	only := fs.String("only", "latency,throughput,handshakes,idle", "figures to measure, comma-separated")
+	only := fs.String("only", "latency,throughput,handshakes,idle", "figures to measure, comma-separated (throughput is output and echo, each of which may be named alone)")
 	idleURLs := fs.String("idle-urls", "", "proxy URLs for idle sessions, comma-separated, used in turn (default: -through)")
 	sources := fs.String("source-ips", "", "client source addresses for idle sessions, comma-separated, used in turn (more ephemeral ports)")
 	settle := fs.Duration("idle-settle", 6*time.Second, "wait after opening idle sessions before reading the RSS")
@@ -297,11 +297,12 @@ func run(args []string) error {
 	}
 	for _, c := range []struct {
 		mode     bench.Mode
+		figure   string
 		sessions int
 		name     string
-	}{{bench.Source, 1, "output throughput, 64 KiB messages, 1 session"}, {bench.Source, 10, "output throughput, 64 KiB messages, 10 sessions"}, {bench.Echo, 1, "echo throughput, 64 KiB messages, 1 session"}} {
-		if !want["throughput"] {
-			break
+	}{{bench.Source, "output", 1, "output throughput, 64 KiB messages, 1 session"}, {bench.Source, "output", 10, "output throughput, 64 KiB messages, 10 sessions"}, {bench.Echo, "echo", 1, "echo throughput, 64 KiB messages, 1 session"}} {
+		if !want["throughput"] && !want[c.figure] {
+			continue
 		}
 		var errs int64
 		med := alternate(func(t target) []float64 {

@@ -149,7 +149,7 @@ func (d *direction) serve() {
 	s.mu.Unlock()
 	s.serving = d
 	s.inline.Store(true)
-	d.in.loopReads = 0
+	d.in.loopReads, d.in.drained = 0, false
 	e := d.pump()
 	if !s.inline.Load() {
 		// The session left the loop while the pump waited: this goroutine
@@ -181,19 +181,23 @@ func (d *direction) dropChunk() {
 }
 
 // takeChunk returns the bulk buffer of the chunk d began before it parked
-// inside a frame, how many bytes it holds and the key that unmasks them;
-// else a pooled buffer.
-func (d *direction) takeChunk() (*[]byte, int, [4]byte) {
+// inside a frame, the part of it the chunk is laid out in (bulkAt), how
+// many bytes it holds and the key that unmasks them; else a pooled buffer
+// and its part for a chunk whose first pre bytes the reader holds.
+func (d *direction) takeChunk(pre int) (*[]byte, []byte, int, [4]byte) {
 	if bp := d.chunk; bp != nil {
 		d.chunk = nil
-		return bp, d.chunkN, d.chunkKey
+		return bp, (*bp)[d.chunkShift:], d.chunkN, d.chunkKey
 	}
-	return bufPool.Get().(*[]byte), 0, [4]byte{}
+	bp := bufPool.Get().(*[]byte)
+	return bp, bulkAt(bp, pre), 0, [4]byte{}
 }
 
-// keepChunk keeps bp, n bytes of a chunk in it, until the frame goes on.
-func (d *direction) keepChunk(bp *[]byte, n int, key [4]byte) {
+// keepChunk keeps bp, n bytes of a chunk laid out in buf (a part of it),
+// until the frame goes on.
+func (d *direction) keepChunk(bp *[]byte, buf []byte, n int, key [4]byte) {
 	d.chunk, d.chunkN, d.chunkKey = bp, n, key
+	d.chunkShift = len(*bp) - len(buf)
 }
 
 // lateFrame is called on the loop when d's pump stopped inside a frame:

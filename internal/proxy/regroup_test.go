@@ -6,6 +6,7 @@ import (
 	"io"
 	"testing"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
@@ -70,4 +71,24 @@ func FuzzRegroup(f *testing.F) {
 			t.Fatalf("bytes changed: %x -> %x", in, out)
 		}
 	})
+}
+
+// A bulk read starts on a readAlign boundary whatever the reader held,
+// and the part of the buffer still has room, a whole chunk and the
+// reader's read-ahead.
+func TestBulkReadsAreAligned(t *testing.T) {
+	for _, pre := range []int{0, 1, 3, 7, 14, 63, 64, 242, 246, websocket.ReadAhead, chunk} {
+		bp := bufPool.Get().(*[]byte)
+		b := bulkAt(bp, pre)
+		if at := uintptr(unsafe.Pointer(&b[room+pre])); at%readAlign != 0 {
+			t.Errorf("pre %d: the read starts at %#x, not on a %d-byte boundary", pre, at, readAlign)
+		}
+		if len(b) < room+chunk+websocket.ReadAhead {
+			t.Errorf("pre %d: %d bytes left, want at least %d", pre, len(b), room+chunk+websocket.ReadAhead)
+		}
+		if &b[len(b)-1] != &(*bp)[len(*bp)-1] {
+			t.Errorf("pre %d: the part is not the buffer's own tail", pre)
+		}
+		bufPool.Put(bp)
+	}
 }

@@ -266,11 +266,13 @@ type direction struct {
 	midSince       time.Time
 	midMark        int64 // in.n at midSince
 	// chunk holds chunkN bytes of a bulk chunk begun before the pump
-	// parked inside a frame (chunkKey unmasks them); nil otherwise.
-	chunk    *[]byte
-	chunkN   int
-	chunkKey [4]byte
-	reg      *loop.Reg // while on the loop; guarded by s.mu
+	// parked inside a frame (chunkKey unmasks them), laid out from
+	// chunk[chunkShift:] on (bulkAt); nil otherwise.
+	chunk      *[]byte
+	chunkN     int
+	chunkShift int
+	chunkKey   [4]byte
+	reg        *loop.Reg // while on the loop; guarded by s.mu
 }
 
 // other is the session's other direction.
@@ -471,9 +473,24 @@ type idleConn struct {
 	n     int64     // bytes read
 	mark  int64     // n at the last expiry
 	since time.Time // the last expiry that found bytes read since the one before
-	// On the loop: reads at a frame boundary in this serve.
+	// On the loop: reads at a frame boundary in this serve, and whether
+	// a read of this serve came back short. A stream socket's read is
+	// short only when it took all there was, so the next would find
+	// nothing (a system call for EAGAIN): epoll says when more has come.
 	loopReads int
+	drained   bool
 	raw       interface{ ReadNoWait([]byte) (int, error) }
+}
+
+// readNoWait is a read on the loop.
+func (c *idleConn) readNoWait(p []byte) (int, error) {
+	n, err := c.raw.ReadNoWait(p)
+	if err == rawsock.ErrWouldBlock {
+		return 0, errWouldBlock
+	}
+	c.n += int64(n)
+	c.drained = n < len(p)
+	return n, err
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
@@ -485,25 +502,15 @@ func (c *idleConn) Read(p []byte) (int, error) {
 			return 0, errWouldBlock
 		}
 		c.loopReads++
-		n, err := c.raw.ReadNoWait(p)
-		if err == rawsock.ErrWouldBlock {
-			return 0, errWouldBlock
-		}
-		c.n += int64(n)
-		return n, err
+		return c.readNoWait(p)
 	}
 	if d.resumable && d.s.inline.Load() {
 		// On the loop, inside a frame the pump can take up again: what
 		// has come, without waiting; nothing while the data cannot go on.
-		if d.out.holding() {
+		if d.out.holding() || c.drained {
 			return 0, errWouldBlock
 		}
-		n, err := c.raw.ReadNoWait(p)
-		if err == rawsock.ErrWouldBlock {
-			return 0, errWouldBlock
-		}
-		c.n += int64(n)
-		return n, err
+		return c.readNoWait(p)
 	}
 	frameTimeout := d.s.opts.FrameTimeout
 	if d.rc == nil && !c.armed && frameTimeout > 0 && d.inFrame() {
