@@ -15,7 +15,7 @@ import (
 
 func TestMaskMatchesBytewise(t *testing.T) {
 	key := [4]byte{0x12, 0x34, 0x56, 0x78}
-	for _, n := range []int{0, 1, 3, 7, 8, 9, 15, 16, 17, 100} {
+	for _, n := range []int{0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 39, 40, 63, 64, 65, 100, 4099} {
 		for pos := 0; pos < 4; pos++ {
 			p := make([]byte, n)
 			for i := range p {
