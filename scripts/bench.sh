@@ -83,9 +83,14 @@ attach() { echo "ws://127.0.0.1:$BACKEND_PORT/v1.26/containers/$1/attach/ws?logs
 mysql="mariadb -h 127.0.0.1 -u zuntest -pzuntest"
 $mysql -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8"
 $mysql "$DB" <testdata/zun-schema.sql
-# One container row per backend mode; wsbench names them bench-{mode}.
+# One container row per backend mode (named bench-{mode}). The proxy URLs
+# name them by uuid, as Zun's websocket_url does: wsbench puts each mode's
+# uuid for {uuid}.
+uuids=""
 for mode in echo sink source; do
-	$mysql "$DB" -e "INSERT INTO container (uuid, name, container_id, websocket_url, websocket_token, container_type, updated_at) VALUES (UUID(), 'bench-$mode', '$mode', '$(attach $mode)', '$TOKEN', 0, UTC_TIMESTAMP())"
+	id=$(cat /proc/sys/kernel/random/uuid)
+	uuids="$uuids${uuids:+,}$mode=$id"
+	$mysql "$DB" -e "INSERT INTO container (uuid, name, container_id, websocket_url, websocket_token, container_type, updated_at) VALUES ('$id', 'bench-$mode', '$mode', '$(attach $mode)', '$TOKEN', 0, UTC_TIMESTAMP())"
 done
 idle_urls="" sources=""
 if [ "$BACKENDS" -gt 1 ]; then
@@ -142,7 +147,7 @@ if [ -n "${BENCH_REF_ENGINE:-}" ] && [ "$NGINX" = 0 ]; then
 	ref_pid=$!
 	pids+=($ref_pid)
 	wait_port "$REF_PORT" || true
-	extra+=(-ref "ws://127.0.0.1:$REF_PORT/?token=$TOKEN&uuid=bench-{mode}" -ref-name "engine=$BENCH_REF_ENGINE" -ref-pids "$ref_pid")
+	extra+=(-ref "ws://127.0.0.1:$REF_PORT/?token=$TOKEN&uuid={uuid}" -ref-name "engine=$BENCH_REF_ENGINE" -ref-pids "$ref_pid")
 	echo "reference: zun-wsproxy, engine = $BENCH_REF_ENGINE"
 fi
 if [ "$NGINX" != 0 ]; then
@@ -218,7 +223,7 @@ NGINXCONF
 	echo "reference: $(nginx -v 2>&1 | sed 's/.*: //'), $(echo "$workers" | tr ',' '\n' | wc -l) workers"
 fi
 if [ "$PLAIN" != 0 ]; then
-	bin/wsbench run -direct "$(attach '{mode}')" -through "ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid=bench-{mode}" -pid "$proxy_pid" "${extra[@]}" "$@"
+	bin/wsbench run -uuids "$uuids" -direct "$(attach '{mode}')" -through "ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid={uuid}" -pid "$proxy_pid" "${extra[@]}" "$@"
 fi
 # Session setup against the embedded store (standalone mode: SQLite, a
 # token use consumed atomically and the container inspected per session),
@@ -282,8 +287,8 @@ for k in $TLS_KEYS; do
 	echo
 	case $k in ecdsa) name="ECDSA P-256" ;; rsa) name="RSA-2048" ;; ed25519) name=Ed25519 ;; *) name=$k ;; esac
 	echo "TLS, $name certificate: wss:// at the proxy (ssl_only)${NGINX_TLS_PORT[$k]:+ and at nginx}, direct to a TLS backend"
-	bin/wsbench run -strict -ca "$work/$k.crt" -direct "$(attach '{mode}' | sed "s|ws://127.0.0.1:$BACKEND_PORT|wss://127.0.0.1:$TLS_BACKEND_PORT|")" \
-		-through "wss://127.0.0.1:$TLS_PORT/?token=$TOKEN&uuid=bench-{mode}" -pid "$tls_pid" "${tls_extra[@]}" "$@" -idle 0 "${only[@]}"
+	bin/wsbench run -uuids "$uuids" -strict -ca "$work/$k.crt" -direct "$(attach '{mode}' | sed "s|ws://127.0.0.1:$BACKEND_PORT|wss://127.0.0.1:$TLS_BACKEND_PORT|")" \
+		-through "wss://127.0.0.1:$TLS_PORT/?token=$TOKEN&uuid={uuid}" -pid "$tls_pid" "${tls_extra[@]}" "$@" -idle 0 "${only[@]}"
 	kill "$tls_pid" "$tls_backend_pid"
 	wait "$tls_pid" "$tls_backend_pid" 2>/dev/null || true
 	if grep -qE 'level=(WARN|ERROR)' "$work/tls-$k.log"; then

@@ -150,6 +150,7 @@ func run(args []string) error {
 	sources := fs.String("source-ips", "", "client source addresses for idle sessions, comma-separated, used in turn (more ephemeral ports)")
 	settle := fs.Duration("idle-settle", 6*time.Second, "wait after opening idle sessions before reading the RSS")
 	caFile := fs.String("ca", "", "PEM certificates to trust for wss:// URLs (e.g. from wsbench cert)")
+	uuidList := fs.String("uuids", "", "container uuid of each backend mode, for {uuid} in proxy URLs: mode=uuid, comma-separated (e.g. echo=…,sink=…,source=…)")
 	tlsHandshakes := fs.String("tls-handshakes", "full,resumed", "with -ca, the kinds of TLS handshake the sessions-opened figure is measured for: full (no session cache), resumed (session tickets kept, as browsers do); with -x25519 (full-x25519), the client offers X25519 only instead of Go's default key exchanges (X25519MLKEM768 first)")
 	strict := fs.Bool("strict", false, "fail (exit status 1, after printing) when a row counted errors or resumed handshakes did not resume")
 	if err := fs.Parse(args); err != nil {
@@ -159,6 +160,17 @@ func run(args []string) error {
 	// TLS client configurations by kind of handshake; "" is plain.
 	handshakeKinds := []string{""}
 	tlsConfigs := map[string]*tls.Config{}
+	if *uuidList != "" {
+		m := map[bench.Mode]string{}
+		for _, kv := range strings.Split(*uuidList, ",") {
+			mode, id, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			if !ok || id == "" {
+				return fmt.Errorf("-uuids: %q is not mode=uuid", kv)
+			}
+			m[bench.Mode(mode)] = id
+		}
+		bench.UseUUIDs(m)
+	}
 	if *caFile != "" {
 		caPEM, err := os.ReadFile(*caFile)
 		if err != nil {

@@ -36,15 +36,28 @@ func UseTLS(cfg *tls.Config) {
 	dialer = docker.NewDialer(docker.Options{Timeout: 10 * time.Second, TLS: cfg})
 }
 
+// uuids are the container uuids of the backend modes, for "{uuid}" in a
+// proxy URL (UseUUIDs).
+var uuids map[Mode]string
+
+// UseUUIDs sets the container uuid of each backend mode that "{uuid}" in
+// a proxy URL stands for, as Zun's clients name containers; not while a
+// measurement runs.
+func UseUUIDs(m map[Mode]string) { uuids = m }
+
 // open connects to rawURL for a backend mode: "{mode}" in the URL is
-// replaced by it (a proxy URL naming a container per mode), else it is
-// added as the query parameter mode (the backend itself).
+// replaced by it and "{uuid}" by its container's uuid (a proxy URL naming
+// a container per mode), else it is added as the query parameter mode
+// (the backend itself).
 func open(ctx context.Context, rawURL string, mode Mode) (*session, error) {
 	return openWith(ctx, dialer, rawURL, mode)
 }
 
 func openWith(ctx context.Context, dialer *docker.Dialer, rawURL string, mode Mode) (*session, error) {
 	target := strings.ReplaceAll(rawURL, "{mode}", string(mode))
+	if id, ok := uuids[mode]; ok {
+		target = strings.ReplaceAll(target, "{uuid}", id)
+	}
 	if target == rawURL {
 		u, err := url.Parse(rawURL)
 		if err != nil {
