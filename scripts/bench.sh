@@ -38,8 +38,9 @@
 # Zun-mode proxy and the reference proxy (e.g. BENCH_PROXY_ENV=GOMAXPROCS=1):
 # runtime settings compared in the same rounds. BENCH_REF_BIN is the
 # reference proxy's binary (default the one just built): two builds A/B.
-# BENCH_REF_CONF is text appended to the reference proxy's configuration,
-# whose last section is [database] (e.g. BENCH_REF_CONF='max_pool_size = 16').
+# BENCH_PROXY_CONF and BENCH_REF_CONF are text appended to the Zun-mode
+# proxy's and the reference proxy's configuration, whose last section is
+# [database] (e.g. BENCH_REF_CONF='max_pool_size = 16').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -118,6 +119,7 @@ auth_failure_limit = 0
 [database]
 connection = mysql+pymysql://zuntest:zuntest@127.0.0.1/$DB
 CONF
+[ -n "${BENCH_PROXY_CONF:-}" ] && printf '%s\n' "$BENCH_PROXY_CONF" >>"$work/zun.conf"
 if [ -n "${BENCH_PPROF:-}" ]; then
 	printf '[metrics]\nlisten = %s\nprofiling = true\n' "$BENCH_PPROF" >>"$work/zun.conf"
 fi

@@ -110,7 +110,7 @@ func newDialer(cfg *config.Config) (*docker.Dialer, error) {
 // migration runs until ctx ends.
 func openTokens(ctx context.Context, cfg *config.Config, dataDir string) (*tokendb.DB, error) {
 	if cfg.Database.Connection != "" {
-		db, err := tokendb.OpenMySQL(ctx, cfg.Database.DSN, cfg.Database.MaxOpen, cfg.Database.MaxIdle, cfg.Database.QueryTimeout)
+		db, err := tokendb.OpenMySQL(ctx, cfg.Database.DSN, cfg.Database.MaxOpen, cfg.Database.QueryTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("[database] connection: %w", err)
 		}
@@ -188,7 +188,7 @@ func serve(args []string) error {
 	runtimeURL := cfg.Docker.Endpoint
 	if cfg.Mode == "zun" {
 		db, err := zunsql.Open(cfg.Database.DSN, zunsql.Options{
-			MaxOpen: cfg.Database.MaxOpen, MaxIdle: cfg.Database.MaxIdle, QueryTimeout: cfg.Database.QueryTimeout, Logger: log,
+			MaxOpen: cfg.Database.MaxOpen, QueryTimeout: cfg.Database.QueryTimeout, Logger: log,
 		})
 		if err != nil {
 			return fmt.Errorf("[database] connection: %w", err)

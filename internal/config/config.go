@@ -129,7 +129,6 @@ type Database struct {
 	DSN          string        // Connection (and connection_parameters) as a go-sql-driver/mysql DSN
 	TLS          DatabaseTLS   // TLS to the database, from the URL's options
 	MaxOpen      int           // max_pool_size + max_overflow
-	MaxIdle      int           // max_pool_size
 	QueryTimeout time.Duration // query_timeout (extension)
 }
 
@@ -321,7 +320,7 @@ func (r *reader) config() (*Config, error) {
 		}
 	}
 	pool, overflow := val[int](r, db, "max_pool_size"), val[int](r, db, "max_overflow")
-	c.Database.MaxOpen, c.Database.MaxIdle = pool+overflow, pool
+	c.Database.MaxOpen = pool + overflow
 
 	switch c.Mode = val[string](r, wp, "mode"); c.Mode {
 	case "":

@@ -100,7 +100,7 @@ func TestDefaults(t *testing.T) {
 	if c.Docker != wantDocker {
 		t.Errorf("docker %+v, want %+v", c.Docker, wantDocker)
 	}
-	if c.Database.MaxOpen != 55 || c.Database.MaxIdle != 5 || c.Database.QueryTimeout != 5*time.Second || c.Database.Connection != "" {
+	if c.Database.MaxOpen != 55 || c.Database.QueryTimeout != 5*time.Second || c.Database.Connection != "" {
 		t.Errorf("database %+v", c.Database)
 	}
 	if c.Mode != "standalone" || c.Admin.Listen != "" {
@@ -283,7 +283,7 @@ anything = goes
 		t.Errorf("docker %+v", c.Docker)
 	}
 	d := c.Database
-	if d.DSN != "zun:s3cr@t@tcp(db.example.org:3306)/zun?interpolateParams=true&parseTime=true&charset=utf8" || d.MaxOpen != 30 || d.MaxIdle != 10 || d.QueryTimeout != 2500*time.Millisecond {
+	if d.DSN != "zun:s3cr@t@tcp(db.example.org:3306)/zun?interpolateParams=true&parseTime=true&charset=utf8" || d.MaxOpen != 30 || d.QueryTimeout != 2500*time.Millisecond {
 		t.Errorf("database %+v", d)
 	}
 }

@@ -134,9 +134,9 @@ var options = []option{
 	{section: "database", name: "connection_parameters", kind: query{},
 		doc: "query options appended to `connection` (oslo.db's), read the same way"},
 	{section: "database", name: "max_pool_size", def: "5", kind: integer{1, 10000},
-		doc: "connections kept open (oslo.db's meaning)"},
+		doc: "with `max_overflow`, the most connections open at once (oslo.db's meaning); any connection idle for 5 minutes is closed (see DEPLOYMENT.md)"},
 	{section: "database", name: "max_overflow", def: "50", kind: integer{0, 100000},
-		doc: "connections opened beyond `max_pool_size` while busy (oslo.db's meaning)"},
+		doc: "connections opened beyond `max_pool_size` while busy (oslo.db's meaning), kept while used (see DEPLOYMENT.md)"},
 	{section: "database", name: "query_timeout", def: "5", kind: seconds{}, dst: func(c *Config) any { return &c.Database.QueryTimeout },
 		doc: "*extension:* how long a lookup may take (then `503`)"},
 	// oslo.db's start-up retries (Kolla sets -1, forever). Zun mode opens

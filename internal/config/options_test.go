@@ -94,7 +94,7 @@ func TestOptionTable(t *testing.T) {
 	}
 	computed := map[string]bool{"Files": true, "Mode": true, "LogFile": true, "Warnings": true,
 		"Proxy.Cert": true, "Proxy.Key": true, "Database.DSN": true, "Database.TLS": true,
-		"Database.MaxOpen": true, "Database.MaxIdle": true}
+		"Database.MaxOpen": true}
 	var walk func(v reflect.Value, prefix string)
 	walk = func(v reflect.Value, prefix string) {
 		for i := 0; i < v.NumField(); i++ {

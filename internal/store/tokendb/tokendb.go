@@ -116,7 +116,7 @@ func privateFiles(path string) error {
 
 // OpenMySQL opens the store in a MySQL/MariaDB database (a
 // go-sql-driver/mysql DSN), migrating it until ctx ends.
-func OpenMySQL(ctx context.Context, dsn string, maxOpen, maxIdle int, timeout time.Duration) (*DB, error) {
+func OpenMySQL(ctx context.Context, dsn string, maxOpen int, timeout time.Duration) (*DB, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("database dsn: %w", err)
@@ -136,9 +136,12 @@ func OpenMySQL(ctx context.Context, dsn string, maxOpen, maxIdle int, timeout ti
 		return nil, fmt.Errorf("database dsn: %w", err)
 	}
 	db := sql.OpenDB(connector)
+	// Connections are kept while in use (see zunsql.Open), each of which
+	// prepares the statements again.
 	db.SetMaxOpenConns(max(maxOpen, 1))
-	db.SetMaxIdleConns(max(maxIdle, 1))
+	db.SetMaxIdleConns(max(maxOpen, 1))
 	db.SetConnMaxLifetime(time.Hour)
+	db.SetConnMaxIdleTime(5 * time.Minute)
 	d := &DB{db: db, dialect: mysqlDialect, timeout: timeout}
 	if err := d.setUp(ctx); err != nil {
 		db.Close()

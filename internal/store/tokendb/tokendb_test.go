@@ -29,7 +29,7 @@ func stores(t *testing.T, f func(t *testing.T, db *DB)) {
 	})
 	t.Run("mariadb", func(t *testing.T) {
 		z := testenv.NewEmptyDB(t, "tokens")
-		db, err := OpenMySQL(context.Background(), z.DSN(), 20, 5, 5*time.Second)
+		db, err := OpenMySQL(context.Background(), z.DSN(), 20, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +189,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			db, err := OpenMySQL(context.Background(), z.DSN(), 2, 1, 5*time.Second)
+			db, err := OpenMySQL(context.Background(), z.DSN(), 2, 5*time.Second)
 			if err == nil {
 				db.Close()
 			}

@@ -22,7 +22,6 @@ import (
 // Options bound the connection pool and each query.
 type Options struct {
 	MaxOpen      int           // most open connections (0: 55, oslo.db's 5+50)
-	MaxIdle      int           // most idle connections (0: 5)
 	QueryTimeout time.Duration // per lookup (0: 5s)
 	Logger       *slog.Logger  // for the driver's messages (nil: its default, standard error)
 }
@@ -75,14 +74,19 @@ func Open(dsn string, opts Options) (*DB, error) {
 	if opts.MaxOpen <= 0 {
 		opts.MaxOpen = 55
 	}
-	if opts.MaxIdle <= 0 {
-		opts.MaxIdle = 5
-	}
 	db.SetMaxOpenConns(opts.MaxOpen)
-	db.SetMaxIdleConns(opts.MaxIdle)
+	// A connection is kept until it has been idle for 5 minutes, not
+	// closed when it comes back to a pool holding max_pool_size idle ones
+	// as oslo.db's are: with 8 lookups at once against the default pool of
+	// 5, that opened a MariaDB connection (its handshake and
+	// authentication) every ~15 sessions, and MariaDB's CPU per lookup
+	// read 141-164 µs against 111-136 without. The pool reuses the
+	// connection idle the shortest, so those a peak opened are the ones
+	// left to expire.
+	db.SetMaxIdleConns(opts.MaxOpen)
+	db.SetConnMaxIdleTime(5 * time.Minute)
 	// Servers drop idle connections (wait_timeout); recycle before they do.
 	db.SetConnMaxLifetime(time.Hour)
-	db.SetConnMaxIdleTime(5 * time.Minute)
 	return &DB{db: db, timeout: opts.QueryTimeout, tls: cfg.TLS != nil, slots: make(chan struct{}, opts.MaxOpen)}, nil
 }
 

@@ -210,3 +210,37 @@ func TestDatabaseTrickles(t *testing.T) {
 		t.Errorf("lookup on a trickling database took %v, want about %v", took, timeout)
 	}
 }
+
+// Lookups at once beyond what oslo.db's pool keeps (max_pool_size 5)
+// reuse the connections they opened instead of opening one for every few
+// lookups: each open is a MariaDB handshake and authentication.
+func TestPoolKeepsConnectionsInUse(t *testing.T) {
+	z := testenv.NewZunDB(t, "zunsql")
+	web := z.InsertContainer(t, testenv.Container{Name: "web", DockerID: "1", Token: testenv.NewUUID()})
+	const atOnce, rounds = 8, 50
+	db, err := Open(z.DSN(), Options{MaxOpen: 55})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	for r := 0; r < rounds; r++ {
+		errs := make(chan error, atOnce)
+		for i := 0; i < atOnce; i++ {
+			go func() {
+				_, err := db.ContainerByUUID(ctx, web.UUID)
+				errs <- err
+			}()
+		}
+		for i := 0; i < atOnce; i++ {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st := db.Stats()
+	if st.MaxIdleClosed != 0 || st.OpenConnections > atOnce {
+		t.Fatalf("%d lookups, %d at once: %d connections closed as surplus idle ones, %d open (want 0 closed, at most %d open)",
+			atOnce*rounds, atOnce, st.MaxIdleClosed, st.OpenConnections, atOnce)
+	}
+}
