@@ -145,7 +145,7 @@ func run(args []string) error {
 	dur := fs.Duration("duration", 3*time.Second, "length of each throughput and handshake round")
 	idle := fs.Int("idle", 2000, "idle sessions for the memory figure (0: skip)")
 	asJSON := fs.Bool("json", false, "print one JSON line per result")
-	only := fs.String("only", "latency,throughput,handshakes,idle", "figures to measure, comma-separated (throughput is output and echo, each of which may be named alone)")
+	only := fs.String("only", "latency,throughput,handshakes,idle", "figures to measure, comma-separated (latency is latency1 and latency100, throughput is output and echo, each of which may be named alone)")
 	idleURLs := fs.String("idle-urls", "", "proxy URLs for idle sessions, comma-separated, used in turn (default: -through)")
 	sources := fs.String("source-ips", "", "client source addresses for idle sessions, comma-separated, used in turn (more ephemeral ports)")
 	settle := fs.Duration("idle-settle", 6*time.Second, "wait after opening idle sessions before reading the RSS")
@@ -291,8 +291,8 @@ func run(args []string) error {
 		want[strings.TrimSpace(f)] = true
 	}
 	for _, n := range []int{1, 100} {
-		if !want["latency"] {
-			break
+		if !want["latency"] && !want[fmt.Sprintf("latency%d", n)] {
+			continue
 		}
 		var errs int64
 		med := alternate(func(t target) []float64 {
