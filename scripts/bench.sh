@@ -38,9 +38,10 @@
 # Zun-mode proxy and the reference proxy (e.g. BENCH_PROXY_ENV=GOMAXPROCS=1):
 # runtime settings compared in the same rounds. BENCH_REF_BIN is the
 # reference proxy's binary (default the one just built): two builds A/B.
-# BENCH_PROXY_CONF and BENCH_REF_CONF are text appended to the Zun-mode
-# proxy's and the reference proxy's configuration, whose last section is
-# [database] (e.g. BENCH_REF_CONF='max_pool_size = 16').
+# BENCH_PROXY_CONF is text appended to the configuration of the proxies
+# measured (the Zun-mode one and the TLS ones), BENCH_REF_CONF to the
+# reference proxy's instead; the last section is [database] (e.g.
+# BENCH_REF_CONF='max_pool_size = 16').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -97,8 +98,9 @@ idle_urls="" sources=""
 if [ "$BACKENDS" -gt 1 ]; then
 	for i in $(seq 1 "$BACKENDS"); do
 		url=$(attach sink | sed "s/127.0.0.1/127.0.1.$i/")
-		$mysql "$DB" -e "INSERT INTO container (uuid, name, container_id, websocket_url, websocket_token, container_type, updated_at) VALUES (UUID(), 'bench-sink-$i', 'sink', '$url', '$TOKEN', 0, UTC_TIMESTAMP())"
-		idle_urls="$idle_urls${idle_urls:+,}ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid=bench-sink-$i"
+		id=$(cat /proc/sys/kernel/random/uuid)
+		$mysql "$DB" -e "INSERT INTO container (uuid, name, container_id, websocket_url, websocket_token, container_type, updated_at) VALUES ('$id', 'bench-sink-$i', 'sink', '$url', '$TOKEN', 0, UTC_TIMESTAMP())"
+		idle_urls="$idle_urls${idle_urls:+,}ws://127.0.0.1:$PROXY_PORT/?token=$TOKEN&uuid=$id"
 		sources="$sources${sources:+,}127.0.0.$((i + 1))"
 	done
 fi
@@ -119,6 +121,9 @@ auth_failure_limit = 0
 [database]
 connection = mysql+pymysql://zuntest:zuntest@127.0.0.1/$DB
 CONF
+# The reference proxy's configuration starts from this one, without
+# BENCH_PROXY_CONF.
+cp "$work/zun.conf" "$work/base.conf"
 [ -n "${BENCH_PROXY_CONF:-}" ] && printf '%s\n' "$BENCH_PROXY_CONF" >>"$work/zun.conf"
 if [ -n "${BENCH_PPROF:-}" ]; then
 	printf '[metrics]\nlisten = %s\nprofiling = true\n' "$BENCH_PPROF" >>"$work/zun.conf"
@@ -143,7 +148,7 @@ extra=()
 [ -n "$idle_urls" ] && extra+=(-idle-urls "$idle_urls" -source-ips "$sources")
 if [ -n "${BENCH_REF_ENGINE:-}" ] && [ "$NGINX" = 0 ]; then
 	REF_PORT=$(free_port)
-	sed -e "s/^wsproxy_port = .*/wsproxy_port = $REF_PORT/" -e "s/^engine = .*/engine = $BENCH_REF_ENGINE/" -e '/^\[metrics\]/,$d' "$work/zun.conf" >"$work/ref.conf"
+	sed -e "s/^wsproxy_port = .*/wsproxy_port = $REF_PORT/" -e "s/^engine = .*/engine = $BENCH_REF_ENGINE/" "$work/base.conf" >"$work/ref.conf"
 	[ -n "${BENCH_REF_CONF:-}" ] && printf '%s\n' "$BENCH_REF_CONF" >>"$work/ref.conf"
 	env ${BENCH_REF_ENV:-} "${BENCH_REF_BIN:-bin/zun-wsproxy}" --config-file "$work/ref.conf" >"$work/ref.log" 2>&1 &
 	ref_pid=$!

@@ -163,9 +163,13 @@ func run(args []string) error {
 	if *uuidList != "" {
 		m := map[bench.Mode]string{}
 		for _, kv := range strings.Split(*uuidList, ",") {
-			mode, id, ok := strings.Cut(strings.TrimSpace(kv), "=")
-			if !ok || id == "" {
+			mode, id, ok := strings.Cut(kv, "=")
+			mode, id = strings.TrimSpace(mode), strings.TrimSpace(id)
+			switch md := bench.Mode(mode); {
+			case !ok || id == "":
 				return fmt.Errorf("-uuids: %q is not mode=uuid", kv)
+			case md != bench.Echo && md != bench.Sink && md != bench.Source:
+				return fmt.Errorf("-uuids: %q: the modes are %s, %s and %s", kv, bench.Echo, bench.Sink, bench.Source)
 			}
 			m[bench.Mode(mode)] = id
 		}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -55,7 +56,11 @@ func open(ctx context.Context, rawURL string, mode Mode) (*session, error) {
 
 func openWith(ctx context.Context, dialer *docker.Dialer, rawURL string, mode Mode) (*session, error) {
 	target := strings.ReplaceAll(rawURL, "{mode}", string(mode))
-	if id, ok := uuids[mode]; ok {
+	if strings.Contains(target, "{uuid}") {
+		id, ok := uuids[mode]
+		if !ok {
+			return nil, fmt.Errorf("%s: no container uuid for mode %s (wsbench -uuids)", rawURL, mode)
+		}
 		target = strings.ReplaceAll(target, "{uuid}", id)
 	}
 	if target == rawURL {
