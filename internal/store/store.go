@@ -4,6 +4,7 @@
 package store
 
 import (
+	"database/sql"
 	"errors"
 	"time"
 )
@@ -46,3 +47,20 @@ var (
 	// ErrUnavailable: the database could not answer.
 	ErrUnavailable = errors.New("database unavailable")
 )
+
+// SizePool sets how the connection pool of a store's database keeps its
+// connections: at most maxOpen open, each kept until it has been idle for
+// 5 minutes. It is not closed when it comes back to a pool holding
+// max_pool_size idle ones, as oslo.db's are: with 8 lookups at once
+// against the default pool of 5, that opened a MariaDB connection (its
+// handshake and authentication) every ~15 sessions, and MariaDB's CPU per
+// lookup read 141-164 µs against 111-136 without. database/sql reuses the
+// connection idle the shortest, so those a peak opened are the ones left
+// to expire. Servers drop idle connections too (wait_timeout): the idle
+// limit closes them before they do.
+func SizePool(db *sql.DB, maxOpen int) {
+	db.SetMaxOpenConns(maxOpen)
+	db.SetMaxIdleConns(maxOpen)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	db.SetConnMaxLifetime(time.Hour)
+}

@@ -136,12 +136,8 @@ func OpenMySQL(ctx context.Context, dsn string, maxOpen int, timeout time.Durati
 		return nil, fmt.Errorf("database dsn: %w", err)
 	}
 	db := sql.OpenDB(connector)
-	// Connections are kept while in use (see zunsql.Open), each of which
-	// prepares the statements again.
-	db.SetMaxOpenConns(max(maxOpen, 1))
-	db.SetMaxIdleConns(max(maxOpen, 1))
-	db.SetConnMaxLifetime(time.Hour)
-	db.SetConnMaxIdleTime(5 * time.Minute)
+	// Each new connection prepares the statements again.
+	store.SizePool(db, max(maxOpen, 1))
 	d := &DB{db: db, dialect: mysqlDialect, timeout: timeout}
 	if err := d.setUp(ctx); err != nil {
 		db.Close()

@@ -74,20 +74,7 @@ func Open(dsn string, opts Options) (*DB, error) {
 	if opts.MaxOpen <= 0 {
 		opts.MaxOpen = 55
 	}
-	db.SetMaxOpenConns(opts.MaxOpen)
-	// A connection is kept until it has been idle for 5 minutes, not
-	// closed when it comes back to a pool holding max_pool_size idle ones
-	// as oslo.db's are: with 8 lookups at once against the default pool of
-	// 5, that opened a MariaDB connection (its handshake and
-	// authentication) every ~15 sessions, and MariaDB's CPU per lookup
-	// read 141-164 µs against 111-136 without. The pool reuses the
-	// connection idle the shortest, so those a peak opened are the ones
-	// left to expire.
-	// Servers drop idle connections (wait_timeout): the idle limit closes
-	// them before they do.
-	db.SetMaxIdleConns(opts.MaxOpen)
-	db.SetConnMaxIdleTime(5 * time.Minute)
-	db.SetConnMaxLifetime(time.Hour)
+	store.SizePool(db, opts.MaxOpen)
 	return &DB{db: db, timeout: opts.QueryTimeout, tls: cfg.TLS != nil, slots: make(chan struct{}, opts.MaxOpen)}, nil
 }
 
