@@ -924,8 +924,7 @@ func (s *Session) pumpAttach() end {
 				// what has come).
 				// have bytes of the chunk came before the direction parked
 				// inside the frame.
-				want := int(min(remaining, chunk))
-				bp, buf, have, _ := d.takeChunk(min(s.backendR.Buffered(), want))
+				bp, buf, have, _ := d.takeChunk(min(s.backendR.Buffered(), int(min(remaining, chunk))))
 				n, err = s.backendR.ReadChunk(buf[room+have:], int(min(remaining, int64(chunk-have))))
 				if err == errWouldBlock {
 					d.resumable = false
