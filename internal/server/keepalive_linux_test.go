@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/zun-wsproxy/zun-wsproxy/internal/front"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
 )
 
@@ -27,7 +28,7 @@ func TestAcceptedConnectionsKeepAlive(t *testing.T) {
 			c := acceptOne(t, tc.opts, []byte("G")) // the TLS port classifies by the first byte
 			sc, ok := c.(syscall.Conn)
 			if !ok {
-				sc = c.(*prefixConn).Conn.(syscall.Conn)
+				sc = c.(*front.Replay).Conn.(syscall.Conn)
 			}
 			rc, err := sc.SyscallConn()
 			if err != nil {

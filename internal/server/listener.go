@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/zun-wsproxy/zun-wsproxy/internal/front"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxyproto"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
@@ -192,7 +193,7 @@ func (l *sniffListener) preamble(c net.Conn) (out net.Conn, first byte, err erro
 	if _, err := c.Read(b[:]); err != nil {
 		return nil, 0, err
 	}
-	return &prefixConn{Conn: out, first: b[0], pending: true}, b[0], nil
+	return front.NewReplay(out, b[:]), b[0], nil
 }
 
 // rawIO gives net/http, or TLS under it, a socket whose reads and writes
@@ -228,23 +229,6 @@ func (l *sniffListener) Close() error {
 	return err
 }
 
-// prefixConn gives back the byte read to classify a connection that is
-// no socket (one that is has it peeked at instead).
-type prefixConn struct {
-	net.Conn
-	first   byte
-	pending bool
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if c.pending && len(p) > 0 {
-		p[0] = c.first
-		c.pending = false
-		return 1, nil
-	}
-	return c.Conn.Read(p)
-}
-
 // rawListener hands out connections as rawIO makes them.
 type rawListener struct{ net.Listener }
 
@@ -278,9 +262,9 @@ func (c *proxiedConn) CloseWrite() error {
 // parks and half-closes the socket itself (the session's event loop wants
 // the socket, not a wrapper): the one that names the client
 // (nothing of it is buffered: the header was read to its last byte and
-// no further), and the one that gives back the byte read to tell TLS
-// from plain, which net/http has read by the time it serves a request;
-// and rawIO's.
+// no further), the ones that give back bytes read already (the byte that
+// tells TLS from plain, a head the front handed to net/http), which are
+// read again by the time a request is served; and rawIO's.
 func unwrap(c net.Conn) net.Conn {
 	for {
 		switch w := c.(type) {
@@ -288,9 +272,9 @@ func unwrap(c net.Conn) net.Conn {
 			c = w.Conn
 		case *rawsock.Conn:
 			c = w.Conn
-		case *prefixConn:
-			if w.pending {
-				return c // its byte is still to be read
+		case *front.Replay:
+			if w.Pending() {
+				return c // its bytes are still to be read
 			}
 			c = w.Conn
 		default:

@@ -22,6 +22,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/audit"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/front"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxyproto"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
@@ -278,10 +279,10 @@ func TestUnwrap(t *testing.T) {
 		t.Error("unwrap does not give back the socket")
 	}
 	// The byte that told plain from TLS, once read again, and the name.
-	if unwrap(&prefixConn{Conn: p, first: 'G'}) != accepted || unwrap(&prefixConn{Conn: accepted, first: 'G'}) != accepted {
+	if unwrap(front.NewReplay(p, nil)) != accepted || unwrap(front.NewReplay(accepted, nil)) != accepted {
 		t.Error("unwrap does not give back the socket under the sniffed byte")
 	}
-	if pending := (&prefixConn{Conn: p, first: 'G', pending: true}); unwrap(pending) != pending {
+	if pending := front.NewReplay(p, []byte("G")); unwrap(pending) != pending {
 		t.Error("unwrap drops a byte still to be read")
 	}
 	if p.RemoteAddr().String() != "192.0.2.7:1" {

@@ -24,6 +24,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/audit"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/auth"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/front"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/idle"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/loop"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
@@ -131,6 +132,8 @@ type Server struct {
 	// loops serve sessions on the loop engine; started with the first.
 	loopsOnce sync.Once
 	loops     *loop.Group
+	// fronts serve console handshakes ahead of net/http, one per Serve.
+	fronts []*front.Listener
 }
 
 // New returns a Server.
@@ -188,7 +191,16 @@ func (s *Server) Serve(ln net.Listener) error {
 	// The event loops, if the engine is theirs, are there from the start,
 	// as the Poller is.
 	s.loop()
-	err := s.http.Serve(ln)
+	fl := front.New(ln, s, front.Options{
+		Takes:          s.consolePath,
+		HeaderTimeout:  s.opts.ReadHeaderTimeout,
+		MaxHeaderBytes: s.opts.MaxHeaderBytes,
+		Logger:         s.log,
+	})
+	s.mu.Lock()
+	s.fronts = append(s.fronts, fl)
+	s.mu.Unlock()
+	err := s.http.Serve(fl)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -206,10 +218,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.phase = stopping
 	}
 	s.mu.Unlock()
-	// Returns once every request has ended or been upgraded (or ctx
-	// ends): admitted sessions are in live by then, or are admitted later
-	// while still stopping.
+	// These return once every request (net/http's, then the fronts')
+	// has ended or been upgraded (or ctx ends): admitted sessions are in
+	// live by then, or are admitted later while still stopping.
 	s.http.Shutdown(ctx)
+	s.mu.Lock()
+	fronts := s.fronts
+	s.mu.Unlock()
+	for _, fl := range fronts {
+		fl.Wait(ctx)
+	}
 	s.mu.Lock()
 	drained := s.drained
 	if len(s.live) == 0 {
@@ -317,7 +335,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.opts.Console.ServeHTTP(w, r)
 		return
 	}
-	if r.URL.Path != "/" && r.URL.Path != s.opts.Path {
+	if !s.consolePath(r.URL.Path) {
 		http.Error(w, "404 not found", http.StatusNotFound)
 		return
 	}
@@ -415,6 +433,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info.subprotocol = subprotocol
 	s.start(info, proxy.New(unwrap(conn), buffered, stream, opts))
 }
+
+// consolePath reports whether path is where console handshakes come.
+func (s *Server) consolePath(path string) bool { return path == "/" || path == s.opts.Path }
 
 // ready answers /readyz: 200 when the store and a runtime answer (as last
 // checked, at most readyFor ago) and the proxy is not shutting down; 503

@@ -1,0 +1,139 @@
+package front
+
+import (
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+)
+
+// parseHead makes a request of head (a request line and header lines,
+// each ending in CRLF, and the empty line), or reports false for anything
+// it does not fully understand: another method or version, a target with
+// escapes or outside printable ASCII, a header line that is not a token,
+// a colon and printable ASCII, folded lines, no Host or more than one, a
+// body, Expect. Those go to net/http, which answers them as it always did;
+// takes, given the target's path, says which paths are the front's.
+func parseHead(head string, takes func(path string) bool) (*http.Request, bool) {
+	line, rest, ok := strings.Cut(head, "\r\n")
+	if !ok || !strings.HasPrefix(line, "GET ") || !strings.HasSuffix(line, " HTTP/1.1") {
+		return nil, false
+	}
+	target := line[len("GET ") : len(line)-len(" HTTP/1.1")]
+	if target == "" || target[0] != '/' || !validTarget(target) {
+		return nil, false
+	}
+	path, query, _ := strings.Cut(target, "?")
+	if strings.IndexByte(path, '%') >= 0 || !takes(path) {
+		return nil, false
+	}
+	lines := strings.Count(rest, "\r\n")
+	h := make(http.Header, lines)
+	// One backing array for the values: a repeated field appends past
+	// its one-element window and so gets a slice of its own.
+	values := make([]string, lines)
+	var host string
+	hosts := 0
+	for i := 0; ; i++ {
+		line, rest, ok = strings.Cut(rest, "\r\n")
+		if !ok {
+			return nil, false
+		}
+		if line == "" {
+			break
+		}
+		colon := strings.IndexByte(line, ':')
+		if colon <= 0 || !validName(line[:colon]) {
+			return nil, false
+		}
+		value := strings.Trim(line[colon+1:], " \t")
+		if !validValue(value) {
+			return nil, false
+		}
+		key := textproto.CanonicalMIMEHeaderKey(line[:colon])
+		switch key {
+		case "Host":
+			host = value
+			hosts++
+		case "Content-Length":
+			if value != "0" {
+				return nil, false
+			}
+		case "Transfer-Encoding", "Expect":
+			return nil, false
+		}
+		if vs, seen := h[key]; seen {
+			h[key] = append(vs, value)
+		} else {
+			values[i] = value
+			h[key] = values[i : i+1 : i+1]
+		}
+	}
+	if rest != "" || hosts != 1 || !validHost(host) {
+		return nil, false
+	}
+	return &http.Request{
+		Method:     http.MethodGet,
+		URL:        &url.URL{Path: path, RawQuery: query},
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Body:       http.NoBody,
+		Host:       host,
+		RequestURI: target,
+	}, true
+}
+
+// validTarget: printable ASCII but space, and no fragment.
+func validTarget(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '#' {
+			return false
+		}
+	}
+	return true
+}
+
+// validName: an RFC 9110 token.
+func validName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validValue: printable ASCII and tabs (net/http takes more, and gets
+// the rest).
+func validValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < ' ' && c != '\t') || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost: a host name, an IPv4 address or a bracketed IPv6 one, and
+// an optional port.
+func validHost(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']':
+		default:
+			return false
+		}
+	}
+	return true
+}
