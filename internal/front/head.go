@@ -16,10 +16,11 @@ import (
 // takes, given the target's path, says which paths are the front's.
 func parseHead(head string, takes func(path string) bool) (*http.Request, bool) {
 	line, rest, ok := strings.Cut(head, "\r\n")
-	if !ok || !strings.HasPrefix(line, "GET ") || !strings.HasSuffix(line, " HTTP/1.1") {
+	const method, version = "GET ", " HTTP/1.1"
+	if !ok || len(line) <= len(method)+len(version) || !strings.HasPrefix(line, method) || !strings.HasSuffix(line, version) {
 		return nil, false
 	}
-	target := line[len("GET ") : len(line)-len(" HTTP/1.1")]
+	target := line[len(method) : len(line)-len(version)]
 	if target == "" || target[0] != '/' || !validTarget(target) {
 		return nil, false
 	}
@@ -52,9 +53,10 @@ func parseHead(head string, takes func(path string) bool) (*http.Request, bool) 
 		}
 		key := textproto.CanonicalMIMEHeaderKey(line[:colon])
 		switch key {
-		case "Host":
+		case "Host": // in r.Host alone, as net/http's server has it
 			host = value
 			hosts++
+			continue
 		case "Content-Length":
 			if value != "0" {
 				return nil, false
@@ -71,6 +73,9 @@ func parseHead(head string, takes func(path string) bool) (*http.Request, bool) 
 	}
 	if rest != "" || hosts != 1 || !validHost(host) {
 		return nil, false
+	}
+	if p := h["Pragma"]; len(p) > 0 && p[0] == "no-cache" && h["Cache-Control"] == nil {
+		h["Cache-Control"] = []string{"no-cache"} // as net/http does
 	}
 	return &http.Request{
 		Method:     http.MethodGet,
