@@ -67,7 +67,7 @@ soak:
 
 # unit runs only the tests that need no external component.
 unit:
-	$(GO) test -race -count=1 ./internal/websocket/ ./internal/proxy/ ./internal/auth/ ./internal/config/ ./internal/proxyproto/
+	$(GO) test -race -count=1 ./internal/websocket/ ./internal/proxy/ ./internal/auth/ ./internal/config/ ./internal/proxyproto/ ./internal/front/
 	$(GO) test -count=1 -run '^TestRelayAllocatesNothing$$' ./internal/proxy/
 
 # fuzz runs each fuzz target briefly (FUZZTIME=30s by default).
@@ -84,6 +84,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/proxyproto/
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/proxyproto/
 	$(GO) test -run '^$$' -fuzz '^FuzzForwardedFor$$' -fuzztime $(FUZZTIME) ./internal/server/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHead$$' -fuzztime $(FUZZTIME) ./internal/front/
 	$(GO) test -run '^$$' -fuzz '^FuzzAPIEndpoint$$' -fuzztime $(FUZZTIME) ./internal/docker/
 	$(GO) test -run '^$$' -fuzz '^FuzzExecStartAnswer$$' -fuzztime $(FUZZTIME) ./internal/docker/
 

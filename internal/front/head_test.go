@@ -122,6 +122,8 @@ func FuzzParseHead(f *testing.F) {
 		"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\nx: b\r\n\r\n",
 		"GET /?a=%zz HTTP/1.1\r\nHost: h\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: h\r\nPragma: no-cache\r\n\r\n",
+		"GET HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /websockify?x HTTP/1.1\r\nHost: [::1]:80\r\nContent-Length: 0\r\nUpgrade: websocket\r\n\r\n",
 	} {
 		f.Add(s)
 	}
