@@ -3,7 +3,6 @@
 package docker
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -278,23 +277,16 @@ func (d *Dialer) startExec(conn net.Conn, execID string) ([]byte, error) {
 	if _, err := conn.Write([]byte(b.String())); err != nil {
 		return nil, fmt.Errorf("send exec start: %w", err)
 	}
-	br := bufio.NewReaderSize(conn, 1024)
-	resp, err := http.ReadResponse(br, nil)
+	// 101 UPGRADED from current daemons; 200 from old ones that hijack
+	// without an upgrade.
+	resp, rest, err := websocket.ReadUpgradeResponse(conn, func(code int) bool {
+		return code == http.StatusSwitchingProtocols || code == http.StatusOK
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read exec start response: %w", err)
 	}
-	switch resp.StatusCode {
-	case http.StatusSwitchingProtocols, http.StatusOK:
-		// 101 UPGRADED from current daemons; 200 from old ones that hijack
-		// without an upgrade.
-	default:
-		resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode != http.StatusOK {
 		return nil, &websocket.StatusError{Code: resp.StatusCode, Status: resp.Status}
-	}
-	var rest []byte
-	if n := br.Buffered(); n > 0 {
-		p, _ := br.Peek(n)
-		rest = append([]byte(nil), p...)
 	}
 	return rest, nil
 }

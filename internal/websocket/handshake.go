@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 )
 
 const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -145,12 +146,10 @@ func ClientHandshake(conn net.Conn, u *url.URL, header http.Header) ([]byte, err
 	if _, err := conn.Write([]byte(b.String())); err != nil {
 		return nil, fmt.Errorf("send websocket handshake: %w", err)
 	}
-	br := bufio.NewReaderSize(conn, 1024)
-	resp, err := http.ReadResponse(br, nil)
+	resp, rest, err := ReadUpgradeResponse(conn, func(code int) bool { return code == http.StatusSwitchingProtocols })
 	if err != nil {
 		return nil, fmt.Errorf("read websocket handshake response: %w", err)
 	}
-	resp.Body.Close()
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		return nil, &StatusError{Code: resp.StatusCode, Status: resp.Status}
 	}
@@ -160,12 +159,38 @@ func ClientHandshake(conn net.Conn, u *url.URL, header http.Header) ([]byte, err
 	if resp.Header.Get("Sec-WebSocket-Accept") != AcceptKey(key) {
 		return nil, errors.New("websocket handshake response has a wrong Sec-WebSocket-Accept")
 	}
-	var rest []byte
+	return rest, nil
+}
+
+// responseReaders read the answers to upgrade requests: one per session
+// set up, given back once the answer is read.
+var responseReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1024) }}
+
+// ReadUpgradeResponse reads the HTTP answer to an upgrade request sent on
+// conn and returns it with a copy of the bytes conn sent past it. When
+// upgraded says its status does not take the connection over, the
+// answer's body is read to its end first (within conn's deadline);
+// otherwise its body is not to be read: what follows the head is in rest.
+func ReadUpgradeResponse(conn net.Conn, upgraded func(code int) bool) (resp *http.Response, rest []byte, err error) {
+	br := responseReaders.Get().(*bufio.Reader)
+	br.Reset(conn)
+	defer func() {
+		br.Reset(nil)
+		responseReaders.Put(br)
+	}()
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !upgraded(resp.StatusCode) {
+		resp.Body.Close()
+		return resp, nil, nil
+	}
 	if n := br.Buffered(); n > 0 {
 		p, _ := br.Peek(n)
 		rest = append([]byte(nil), p...)
 	}
-	return rest, nil
+	return resp, rest, nil
 }
 
 // StatusError is an HTTP answer other than the one a handshake expects.
