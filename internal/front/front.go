@@ -334,6 +334,8 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("front: hijack after a response was begun")
 	}
 	w.hijacked = true
+	// No deadline left from reading the head, as net/http's Hijack.
+	w.conn.SetDeadline(time.Time{})
 	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(w.rest), w.conn), max(len(w.rest), 16))
 	if len(w.rest) > 0 {
 		br.Peek(len(w.rest)) // buffered, as net/http's would be

@@ -220,3 +220,21 @@ func TestFrontCloseAndWait(t *testing.T) {
 	}
 	silent.Close()
 }
+
+// A hijacked connection has no deadline left from reading its head, as
+// net/http's Hijack leaves none: a session outlives the header timeout.
+func TestFrontHijackClearsTheHeadDeadline(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	addr, _, _ := serveFront(t, upgrader(), Options{HeaderTimeout: timeout})
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n")
+	if resp := readResponse(t, br); resp.StatusCode != 101 || resp.Header.Get("X-Who") != "front" {
+		t.Fatalf("%s from %q", resp.Status, resp.Header.Get("X-Who"))
+	}
+	time.Sleep(3 * timeout) // the session idles past the head's deadline
+	io.WriteString(c, "late")
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "late" {
+		t.Fatalf("echo after the header timeout: %q, %v", got, err)
+	}
+}
