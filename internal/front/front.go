@@ -266,15 +266,31 @@ func (l *Listener) readHead(c net.Conn, buf []byte) (n, end int, err error) {
 	for n < len(buf) {
 		m, err := c.Read(buf[n:])
 		from := max(n-3, 0)
+		read := n
 		n += m
 		if i := bytes.Index(buf[from:n], headEnd); i >= 0 {
 			return n, from + i + 4, nil
+		}
+		if bareLF(buf, read, n) {
+			// net/http reads lines ending in a LF alone: the head is
+			// its to answer now, not at the header timeout.
+			return n, 0, nil
 		}
 		if err != nil {
 			return n, 0, err
 		}
 	}
 	return n, 0, nil
+}
+
+// bareLF reports whether buf[from:to] has a LF with no CR before it.
+func bareLF(buf []byte, from, to int) bool {
+	for i := from; i < to; i++ {
+		if buf[i] == '\n' && (i == 0 || buf[i-1] != '\r') {
+			return true
+		}
+	}
+	return false
 }
 
 // isUpgrade: the request asks for a WebSocket (what the handler then
@@ -334,6 +350,8 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("front: hijack after a response was begun")
 	}
 	w.hijacked = true
+	// No deadline left from reading the head, as net/http's Hijack.
+	w.conn.SetDeadline(time.Time{})
 	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(w.rest), w.conn), max(len(w.rest), 16))
 	if len(w.rest) > 0 {
 		br.Peek(len(w.rest)) // buffered, as net/http's would be

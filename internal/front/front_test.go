@@ -220,3 +220,39 @@ func TestFrontCloseAndWait(t *testing.T) {
 	}
 	silent.Close()
 }
+
+// A hijacked connection has no deadline left from reading its head, as
+// net/http's Hijack leaves none: a session outlives the header timeout.
+func TestFrontHijackClearsTheHeadDeadline(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	addr, _, _ := serveFront(t, upgrader(), Options{HeaderTimeout: timeout})
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n")
+	if resp := readResponse(t, br); resp.StatusCode != 101 || resp.Header.Get("X-Who") != "front" {
+		t.Fatalf("%s from %q", resp.Status, resp.Header.Get("X-Who"))
+	}
+	time.Sleep(3 * timeout) // the session idles past the head's deadline
+	io.WriteString(c, "late")
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "late" {
+		t.Fatalf("echo after the header timeout: %q, %v", got, err)
+	}
+}
+
+// Heads whose lines end in a bare LF, which net/http reads, are handed to
+// it at once, not held until the header timeout.
+func TestFrontHandsBareLFHeadsOn(t *testing.T) {
+	addr, _, _ := serveFront(t, upgrader(), Options{HeaderTimeout: 3 * time.Second})
+	for _, head := range []string{
+		"GET / HTTP/1.1\nHost: h\nUpgrade: websocket\n\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\n",
+		"GET / HTTP/1.1\r\nHost: h\nUpgrade: websocket\r\n\r\n",
+	} {
+		c, br := dial(t, addr)
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		io.WriteString(c, head)
+		if resp := readResponse(t, br); resp.StatusCode != 101 || resp.Header.Get("X-Who") != "net/http" {
+			t.Fatalf("%q: %s from %q", head, resp.Status, resp.Header.Get("X-Who"))
+		}
+	}
+}
