@@ -170,7 +170,7 @@ var responseReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil
 // conn and returns it with a copy of the bytes conn sent past it. When
 // upgraded says its status does not take the connection over, the
 // answer's body is read to its end first (within conn's deadline);
-// otherwise its body is not to be read: what follows the head is in rest.
+// otherwise what follows the head is in rest, and its body is empty.
 func ReadUpgradeResponse(conn net.Conn, upgraded func(code int) bool) (resp *http.Response, rest []byte, err error) {
 	br := responseReaders.Get().(*bufio.Reader)
 	br.Reset(conn)
@@ -190,6 +190,7 @@ func ReadUpgradeResponse(conn net.Conn, upgraded func(code int) bool) (resp *htt
 		p, _ := br.Peek(n)
 		rest = append([]byte(nil), p...)
 	}
+	resp.Body = http.NoBody // not the pooled reader, which goes back now
 	return resp, rest, nil
 }
 
