@@ -158,30 +158,40 @@ func (l *Listener) Wait(ctx context.Context) error {
 
 func (l *Listener) acceptLoop() {
 	defer l.finished()
-	var backoff time.Duration
-	for {
-		c, err := l.inner.Accept()
-		if err != nil {
-			select {
-			case <-l.done:
-				return
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
-				l.Close() // Accept answers net/http's next call with it
-				return
-			}
-			// Out of file descriptors and the like: back off, as net/http does.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
+	if err := AcceptLoop(l.inner, l.done, func(c net.Conn) {
 		l.mu.Lock()
 		l.active++
 		l.reading[c] = struct{}{}
 		l.mu.Unlock()
 		go l.serve(c)
+	}); err != nil {
+		l.Close() // Accept answers net/http's next call with it
+	}
+}
+
+// AcceptLoop accepts connections from ln and gives each to take (which
+// must not block), until done is closed (it returns nil) or ln is closed
+// (net.ErrClosed). On other errors (out of file descriptors and the
+// like) it backs off, as net/http does.
+func AcceptLoop(ln net.Listener, done <-chan struct{}, take func(net.Conn)) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-done:
+				return nil
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		take(c)
 	}
 }
 

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -104,27 +103,10 @@ type sniffListener struct {
 
 func (l *sniffListener) acceptLoop() {
 	defer l.wg.Done()
-	var backoff time.Duration
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			select {
-			case <-l.done:
-				return
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of file descriptors and the like: back off, as net/http does.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
+	front.AcceptLoop(l.Listener, l.done, func(c net.Conn) {
 		l.wg.Add(1)
 		go l.sniff(c)
-	}
+	})
 }
 
 func (l *sniffListener) sniff(c net.Conn) {
