@@ -34,6 +34,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
 )
 
 // headSize is the pooled buffer a head is read into: a console handshake
@@ -224,7 +226,7 @@ func (l *Listener) serve(c net.Conn) {
 	taken := false
 	if end > 0 {
 		r, taken = parseHead(string(buf[:end]), l.opts.Takes)
-		taken = taken && isUpgrade(r.Header)
+		taken = taken && websocket.IsUpgrade(r)
 	}
 	if !taken {
 		replay := &Replay{Conn: c, pending: append([]byte(nil), buf[:n]...)}
@@ -298,19 +300,6 @@ func bareLF(buf []byte, from, to int) bool {
 	for i := from; i < to; i++ {
 		if buf[i] == '\n' && (i == 0 || buf[i-1] != '\r') {
 			return true
-		}
-	}
-	return false
-}
-
-// isUpgrade: the request asks for a WebSocket (what the handler then
-// checks in full is its business).
-func isUpgrade(h http.Header) bool {
-	for _, v := range h["Upgrade"] {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), "websocket") {
-				return true
-			}
 		}
 	}
 	return false
