@@ -470,7 +470,7 @@ func cpuRow(r row) row {
 	if r.Ref == 0 || r.Through == 0 {
 		r.Ref, r.VsRef = 0, 0
 	}
-	r.Note = "CPU time (user+system) of the proxy's processes, from /proc, per unit of work"
+	r.Note = "CPU time (user+system) of the proxy's processes, from their CPU clocks, per unit of work"
 	return r
 }
 

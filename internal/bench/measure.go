@@ -408,28 +408,40 @@ func RSS(pid int) int64 {
 }
 
 // CPUTime returns the processor time (user and system) the processes pids
-// have used so far, from /proc (in clock ticks of 10 ms). Comparing it
-// before and after a measurement gives what the work cost the proxy,
-// whatever else the machine was doing.
+// have used so far. Comparing it before and after a measurement gives what
+// the work cost the proxy, whatever else the machine was doing. It reads
+// each process's CPU clock (nanoseconds, every thread's time, exited ones'
+// too); where that cannot be read, /proc's figure in clock ticks of 10 ms,
+// too coarse for the shortest rows (a 1-session latency round costs the
+// proxy ~100 ms).
 func CPUTime(pids []int) time.Duration {
-	var ticks int64
+	var total time.Duration
 	for _, pid := range pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
+		if d, ok := processClock(pid); ok {
+			total += d
 			continue
 		}
-		// Fields after the command name, which may hold spaces: state is
-		// the first, utime and stime the 12th and 13th.
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 13 {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		k, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + k
+		total += statCPUTime(pid)
 	}
-	return time.Duration(ticks) * 10 * time.Millisecond
+	return total
+}
+
+// statCPUTime is pid's user and system time from /proc/PID/stat.
+func statCPUTime(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which may hold spaces: state is
+	// the first, utime and stime the 12th and 13th.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+k) * 10 * time.Millisecond
 }
 
 // ContextSwitches returns how many times the threads of the processes
