@@ -3,12 +3,15 @@ package bench
 import (
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
 
 // The CPU clock counts what /proc counts, in nanoseconds instead of
-// 10 ms ticks, for another process as for this one.
+// clock ticks, for another process as for this one.
 func TestCPUTimeReadsTheProcessClock(t *testing.T) {
 	spin := exec.Command("sh", "-c", "while :; do :; done")
 	if err := spin.Start(); err != nil {
@@ -16,22 +19,51 @@ func TestCPUTimeReadsTheProcessClock(t *testing.T) {
 	}
 	defer func() { spin.Process.Kill(); spin.Wait() }()
 	pid := spin.Process.Pid
-	time.Sleep(300 * time.Millisecond)
-	stat := statCPUTime(pid) // first: the clock, read after, is ahead
+	for deadline := time.Now().Add(10 * time.Second); statCPUTime(pid) < 30*time.Millisecond; {
+		if time.Now().After(deadline) {
+			t.Fatal("the child used no CPU time in 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Stopped, so that the figures hold still while they are compared.
+	if err := spin.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !stopped(pid); {
+		if time.Now().After(deadline) {
+			t.Fatal("the child did not stop")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stat := statCPUTime(pid)
 	clock, ok := processClock(pid)
 	if !ok {
-		t.Fatal("the CPU clock of a running child cannot be read")
+		t.Fatal("the CPU clock of a stopped child cannot be read")
 	}
-	if clock < 50*time.Millisecond || clock < stat || clock-stat > 50*time.Millisecond {
+	// /proc rounds user and system time down to ticks, each on its own.
+	if clock < stat || clock >= stat+20*time.Millisecond {
 		t.Fatalf("CPU clock %v, /proc %v: the clock should match /proc, to within its ticks", clock, stat)
 	}
-	if clock%(10*time.Millisecond) == 0 {
-		t.Fatalf("CPU clock %v is a whole number of ticks", clock)
+	if clock%time.Millisecond == 0 {
+		t.Fatalf("CPU clock %v is in whole milliseconds: a tick-based clock", clock)
 	}
-	if got := CPUTime([]int{pid}); got < clock {
-		t.Fatalf("CPUTime %v went back from %v", got, clock)
+	if got := CPUTime([]int{pid}); got != clock {
+		t.Fatalf("CPUTime %v, the clock %v: the clock should be what it reads", got, clock)
 	}
-	if _, ok := processClock(os.Getpid() + 1<<22); ok {
-		t.Fatal("a process that does not exist has a CPU clock")
+	for _, bad := range []int{0, -1, os.Getpid() + 1<<22, pid + 1<<29} {
+		if _, ok := processClock(bad); ok {
+			t.Errorf("pid %d, which Linux never gives, has a CPU clock", bad)
+		}
 	}
+}
+
+// stopped reports whether process pid is stopped by a signal.
+func stopped(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] == "T"
 }

@@ -412,8 +412,9 @@ func RSS(pid int) int64 {
 // the work cost the proxy, whatever else the machine was doing. It reads
 // each process's CPU clock (nanoseconds, every thread's time, exited ones'
 // too); where that cannot be read, /proc's figure in clock ticks of 10 ms,
-// too coarse for the shortest rows (a 1-session latency round costs the
-// proxy ~100 ms).
+// too coarse for the shortest rows (a 1-session latency round costs a
+// proxy 80-120 ms, and a difference of two readings is off by up to two
+// ticks).
 func CPUTime(pids []int) time.Duration {
 	var total time.Duration
 	for _, pid := range pids {
