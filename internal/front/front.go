@@ -215,9 +215,10 @@ func (l *Listener) serve(c net.Conn) {
 	l.mu.Lock()
 	delete(l.reading, c)
 	l.mu.Unlock()
-	if err != nil {
+	if err != nil && (n == 0 || !errors.Is(err, io.EOF)) {
 		// Silence, a client gone or a failed TLS handshake: net/http
-		// closes these unanswered too.
+		// closes these unanswered too. (Part of a head and then the end
+		// of the stream is net/http's to answer, 400, below.)
 		heads.Put(buf)
 		c.Close()
 		return

@@ -256,3 +256,21 @@ func TestFrontHandsBareLFHeadsOn(t *testing.T) {
 		}
 	}
 }
+
+// Part of a head and then the end of the stream (a client that shuts its
+// side down too soon) gets net/http's 400, as it did before the front.
+func TestFrontHandsPartialHeadsAtEOFOn(t *testing.T) {
+	addr, _, _ := serveFront(t, upgrader(), Options{HeaderTimeout: 3 * time.Second})
+	for _, head := range []string{
+		"GET /console HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n",
+		"GET /console HTTP/1.1\r\nHo",
+		"GET /cons",
+	} {
+		c, br := dial(t, addr)
+		io.WriteString(c, head)
+		c.(*net.TCPConn).CloseWrite()
+		if resp := readResponse(t, br); resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("%q then EOF: %s, want 400", head, resp.Status)
+		}
+	}
+}
