@@ -217,8 +217,11 @@ func (l *Listener) serve(c net.Conn) {
 	l.mu.Unlock()
 	if err != nil && (n == 0 || !errors.Is(err, io.EOF)) {
 		// Silence, a client gone or a failed TLS handshake: net/http
-		// closes these unanswered too. (Part of a head and then the end
-		// of the stream is net/http's to answer, 400, below.)
+		// closes these unanswered too. Part of a head and then the end
+		// of the stream is net/http's to answer, 400, below; a TLS
+		// stream cut inside a record, or ended by an alert, is closed
+		// here (net/http would answer those 400: only a broken client
+		// reads it).
 		heads.Put(buf)
 		c.Close()
 		return
