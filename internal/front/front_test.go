@@ -239,38 +239,33 @@ func TestFrontHijackClearsTheHeadDeadline(t *testing.T) {
 	}
 }
 
-// Heads whose lines end in a bare LF, which net/http reads, are handed to
-// it at once, not held until the header timeout.
-func TestFrontHandsBareLFHeadsOn(t *testing.T) {
+// Heads the front leaves to net/http at once, not at the header timeout:
+// lines ending in a bare LF, which net/http reads, and part of a head and
+// then the end of the stream (a client that shuts its side down too
+// soon), which net/http answers 400, as it did before the front.
+func TestFrontHandsUnusualHeadsOn(t *testing.T) {
 	addr, _, _ := serveFront(t, upgrader(), Options{HeaderTimeout: 3 * time.Second})
-	for _, head := range []string{
-		"GET / HTTP/1.1\nHost: h\nUpgrade: websocket\n\n",
-		"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\n",
-		"GET / HTTP/1.1\r\nHost: h\nUpgrade: websocket\r\n\r\n",
+	for _, c := range []struct {
+		head string
+		eof  bool // the client shuts its writing side after the head
+		want int
+	}{
+		{head: "GET / HTTP/1.1\nHost: h\nUpgrade: websocket\n\n", want: 101},
+		{head: "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\n", want: 101},
+		{head: "GET / HTTP/1.1\r\nHost: h\nUpgrade: websocket\r\n\r\n", want: 101},
+		{head: "GET /console HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n", eof: true, want: 400},
+		{head: "GET /console HTTP/1.1\r\nHo", eof: true, want: 400},
+		{head: "GET /cons", eof: true, want: 400},
 	} {
-		c, br := dial(t, addr)
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		io.WriteString(c, head)
-		if resp := readResponse(t, br); resp.StatusCode != 101 || resp.Header.Get("X-Who") != "net/http" {
-			t.Fatalf("%q: %s from %q", head, resp.Status, resp.Header.Get("X-Who"))
+		conn, br := dial(t, addr)
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		io.WriteString(conn, c.head)
+		if c.eof {
+			conn.(*net.TCPConn).CloseWrite()
 		}
-	}
-}
-
-// Part of a head and then the end of the stream (a client that shuts its
-// side down too soon) gets net/http's 400, as it did before the front.
-func TestFrontHandsPartialHeadsAtEOFOn(t *testing.T) {
-	addr, _, _ := serveFront(t, upgrader(), Options{HeaderTimeout: 3 * time.Second})
-	for _, head := range []string{
-		"GET /console HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n",
-		"GET /console HTTP/1.1\r\nHo",
-		"GET /cons",
-	} {
-		c, br := dial(t, addr)
-		io.WriteString(c, head)
-		c.(*net.TCPConn).CloseWrite()
-		if resp := readResponse(t, br); resp.StatusCode != http.StatusBadRequest {
-			t.Fatalf("%q then EOF: %s, want 400", head, resp.Status)
+		resp := readResponse(t, br)
+		if resp.StatusCode != c.want || c.want == 101 && resp.Header.Get("X-Who") != "net/http" {
+			t.Fatalf("%q (end of stream after it: %v): %s from %q, want %d from net/http", c.head, c.eof, resp.Status, resp.Header.Get("X-Who"), c.want)
 		}
 	}
 }
