@@ -3,8 +3,6 @@ package bench
 import (
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -59,11 +57,6 @@ func TestCPUTimeReadsTheProcessClock(t *testing.T) {
 
 // stopped reports whether process pid is stopped by a signal.
 func stopped(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	f := statFields(pid)
 	return len(f) > 0 && f[0] == "T"
 }

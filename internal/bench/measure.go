@@ -429,20 +429,25 @@ func CPUTime(pids []int) time.Duration {
 
 // statCPUTime is pid's user and system time from /proc/PID/stat.
 func statCPUTime(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which may hold spaces: state is
-	// the first, utime and stime the 12th and 13th.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	f := statFields(pid)
 	if len(f) < 13 {
 		return 0
 	}
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	k, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(u+k) * 10 * time.Millisecond
+}
+
+// statFields returns the fields of /proc/PID/stat after the command name,
+// which may hold spaces: state is the first, utime and stime the 12th and
+// 13th; nil if it cannot be read.
+func statFields(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 }
 
 // ContextSwitches returns how many times the threads of the processes
