@@ -407,8 +407,13 @@ func (c *Replay) Pending() bool { return len(c.pending) > 0 }
 
 // CloseWrite half-closes the connection, as net/http does before it lets
 // go of one with input left unread.
-func (c *Replay) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+func (c *Replay) CloseWrite() error { return CloseWrite(c.Conn) }
+
+// CloseWrite half-closes c if c can (a socket, or a wrapper of one that
+// passes it on), else does nothing: how the console port's connection
+// wrappers pass the half-close net/http looks for on to what they wrap.
+func CloseWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return nil

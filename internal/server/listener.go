@@ -232,12 +232,7 @@ func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
 
 // CloseWrite half-closes the connection, as net/http does before it lets
 // go of one with input left unread.
-func (c *proxiedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
+func (c *proxiedConn) CloseWrite() error { return front.CloseWrite(c.Conn) }
 
 // unwrap gives back the socket under a plain connection once the
 // listener's wrappers have done their work, so that a session reads,
