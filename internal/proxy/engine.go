@@ -399,6 +399,28 @@ func (k *sink) Write(p []byte) (int, error) {
 	return k.conn.Write(p)
 }
 
+// errHeld: a heartbeat's ping skips its beat rather than wait behind
+// bytes kept on the loop (see TryWrite).
+var errHeld = errors.New("output kept on the loop is not yet written")
+
+// TryWrite is Write, except off the loop while the sink still holds bytes
+// kept on the loop: the pump that left the loop is about to write them,
+// within the data's bound. A ping that came first would write them
+// within its own short one and cut the stream when the peer is slow, so
+// it writes nothing. (Between the look and the write no bytes can be
+// kept: only the sink's Writer keeps them, and its lock is held here.)
+func (k *sink) TryWrite(p []byte) (int, error) {
+	if k.raw != nil {
+		k.mu.Lock()
+		held := k.buf != nil && !k.s.inline.Load()
+		k.mu.Unlock()
+		if held {
+			return 0, errHeld
+		}
+	}
+	return k.Write(p)
+}
+
 // SetWriteDeadline is the Writer's bound on a write: on the loop, where a
 // write never waits, it is only noted (a system call and a timer change
 // per message saved).

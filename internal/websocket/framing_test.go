@@ -596,3 +596,38 @@ func TestTryWriteControlBound(t *testing.T) {
 		}
 	}
 }
+
+// holder is a TryWriter that holds earlier bytes until released.
+type holder struct {
+	wire bytes.Buffer
+	held bool
+}
+
+func (h *holder) Write(p []byte) (int, error) { h.held = false; return h.wire.Write(p) }
+
+func (h *holder) TryWrite(p []byte) (int, error) {
+	if h.held {
+		return 0, errors.New("held")
+	}
+	return h.Write(p)
+}
+
+// Only a heartbeat's write goes through TryWrite: refused, it writes
+// nothing and leaves the stream whole; pongs, closes and frames wait
+// behind held bytes as any write does.
+func TestTryWriteControlThroughTryWriter(t *testing.T) {
+	h := &holder{held: true}
+	w := NewWriter(h, false)
+	if w.TryWriteControl(OpPing, nil, time.Second) {
+		t.Fatal("a ping was written though the destination holds earlier bytes")
+	}
+	if err := w.WriteControl(OpPong, nil); err != nil {
+		t.Fatalf("a pong after the refused ping: %v", err)
+	}
+	if !w.TryWriteControl(OpPing, nil, time.Second) {
+		t.Fatal("a ping was refused once nothing was held")
+	}
+	if got, want := h.wire.Bytes(), []byte{0x8a, 0, 0x89, 0}; !bytes.Equal(got, want) {
+		t.Fatalf("wire % x, want % x (the pong, then the ping)", got, want)
+	}
+}

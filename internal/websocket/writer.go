@@ -38,8 +38,16 @@ func (w *Writer) SetTimeout(conn interface{ SetWriteDeadline(time.Time) error },
 	w.deadliner, w.timeout = conn, d
 }
 
-// write sends b within bound (0: unbounded); w.mu is held.
-func (w *Writer) write(b []byte, bound time.Duration) error {
+// TryWriter is a destination that can refuse a write that would have to
+// wait behind bytes it still holds from earlier writes: it then writes
+// nothing and returns an error. TryWriteControl writes through it.
+type TryWriter interface {
+	TryWrite(p []byte) (int, error)
+}
+
+// write sends b within bound (0: unbounded); w.mu is held. try: through
+// dst's TryWrite, if it has one.
+func (w *Writer) write(b []byte, bound time.Duration, try bool) error {
 	switch {
 	case w.deadliner == nil:
 	case bound > 0:
@@ -52,7 +60,16 @@ func (w *Writer) write(b []byte, bound time.Duration) error {
 	if w.broken {
 		return ErrBroken
 	}
-	n, err := w.dst.Write(b)
+	if try {
+		if tw, ok := w.dst.(TryWriter); ok {
+			return w.wrote(tw.TryWrite(b))
+		}
+	}
+	return w.wrote(w.dst.Write(b))
+}
+
+// wrote notes a write's outcome: one cut partway breaks the stream.
+func (w *Writer) wrote(n int, err error) error {
 	if err != nil && n > 0 {
 		w.broken = true
 	}
@@ -146,7 +163,7 @@ func (w *Writer) writeFrame(fin bool, op Opcode, buf []byte, off, end int, inKey
 	if w.toServer || remask {
 		mask(key, 0, frame[hl:])
 	}
-	return w.write(frame, w.timeout)
+	return w.write(frame, w.timeout, false)
 }
 
 // WriteControl writes a ping or pong frame with payload p (at most 125
@@ -157,12 +174,13 @@ func (w *Writer) WriteControl(op Opcode, p []byte) error {
 	if w.closeSent {
 		return ErrCloseSent
 	}
-	return w.writeControlLocked(op, p, w.timeout)
+	return w.writeControlLocked(op, p, w.timeout, false)
 }
 
-// TryWriteControl is WriteControl unless another write is in progress, in
-// which case it writes nothing and reports false: heartbeats must not
-// queue behind a write to a peer that stopped reading. The write must
+// TryWriteControl is WriteControl unless another write is in progress (or
+// dst, a TryWriter, holds bytes it would wait behind), in which case it
+// writes nothing and reports false: heartbeats must not queue behind a
+// write to a peer that stopped reading. The write must
 // finish within within (or the Writer's timeout, if shorter), so that a
 // peer that takes nothing cannot hold the caller.
 func (w *Writer) TryWriteControl(op Opcode, p []byte, within time.Duration) bool {
@@ -176,7 +194,7 @@ func (w *Writer) TryWriteControl(op Opcode, p []byte, within time.Duration) bool
 	if w.timeout > 0 && (within <= 0 || w.timeout < within) {
 		within = w.timeout
 	}
-	return w.writeControlLocked(op, p, within) == nil
+	return w.writeControlLocked(op, p, within, true) == nil
 }
 
 // Locked runs fn holding the Writer's lock, as a frame's write does:
@@ -211,10 +229,10 @@ func (w *Writer) WriteClose(code int, reason string) error {
 		binary.BigEndian.PutUint16(p[:], uint16(code))
 		n = 2 + copy(p[2:], reason)
 	}
-	return w.writeControlLocked(OpClose, p[:n], w.timeout)
+	return w.writeControlLocked(OpClose, p[:n], w.timeout, false)
 }
 
-func (w *Writer) writeControlLocked(op Opcode, p []byte, bound time.Duration) error {
+func (w *Writer) writeControlLocked(op Opcode, p []byte, bound time.Duration, try bool) error {
 	if len(p) > maxControlPayload {
 		p = p[:maxControlPayload]
 	}
@@ -228,7 +246,7 @@ func (w *Writer) writeControlLocked(op Opcode, p []byte, bound time.Duration) er
 	if w.toServer {
 		mask(key, 0, frame[hl:])
 	}
-	return w.write(frame, bound)
+	return w.write(frame, bound, try)
 }
 
 var ctrlPool = sync.Pool{New: func() any { return new([MaxHeaderLen + maxControlPayload]byte) }}
