@@ -403,18 +403,20 @@ func (k *sink) Write(p []byte) (int, error) {
 // bytes kept on the loop (see TryWrite).
 var errHeld = errors.New("output kept on the loop is not yet written")
 
-// TryWrite is Write, except off the loop while the sink still holds bytes
-// kept on the loop: the pump that left the loop is about to write them,
-// within the data's bound. A ping that came first would write them
-// within its own short one and cut the stream when the peer is slow, so
-// it writes nothing. (Between the look and the write no bytes can be
-// kept: only the sink's Writer keeps them, and its lock is held here.)
+// TryWrite is Write, unless the write would wait behind bytes kept on the
+// loop: off the loop, where the pump that left it is about to write them
+// within the data's bound, or on it when p does not fit beside them. A
+// heartbeat's ping would write them within its own short bound and cut
+// the stream when the peer is slow, so it writes nothing and skips its
+// beat. (Between the look and the write no bytes can be kept: only writes
+// through the sink's Writer keep them, and its lock is held here; an exec
+// stream's raw writes are never pinged.)
 func (k *sink) TryWrite(p []byte) (int, error) {
 	if k.raw != nil {
 		k.mu.Lock()
-		held := k.buf != nil && !k.s.inline.Load()
+		wait := k.buf != nil && (!k.s.inline.Load() || k.end-k.off+len(p) > pendCap)
 		k.mu.Unlock()
-		if held {
+		if wait {
 			return 0, errHeld
 		}
 	}

@@ -369,72 +369,97 @@ func TestHeldOutputHandoffKeepsChecks(t *testing.T) {
 	<-flooded
 }
 
-// A heartbeat's ping that comes after the session left the loop, but
-// before its pump wrote the output the loop kept, writes nothing: it
-// would write that output within the ping's short bound and, the client
-// being slow to take it, cut the stream inside a frame. The pump then
-// writes it whole, and the next beat's ping goes out after it.
+// A heartbeat's ping that would wait behind output the loop kept writes
+// nothing: it would write that output within the ping's short bound and,
+// the client being slow to take it, cut the stream inside a frame. It
+// would wait after the session left the loop but before its pump wrote
+// the output, or on the loop when the ping does not fit beside it. The
+// pump then writes the output whole, and the next beat's ping follows.
 func TestPingSkipsOutputKeptOnTheLoop(t *testing.T) {
 	t.Parallel()
-	proxyEnd, clientEnd := testenv.TightSocketPair(t)
-	raw, ok := rawsock.Wrap(proxyEnd).(*rawsock.Conn)
-	if !ok {
-		t.Fatal("rawsock did not wrap a TCP socket")
+	cases := []struct {
+		name   string
+		onLoop bool
+		kept   int // bytes of one frame
+	}{
+		{"after the session left the loop", false, 32 << 10},
+		{"on the loop, with no room for the ping", true, pendCap - 1},
 	}
-	s := &Session{}
-	k := &s.clientOut
-	k.init(s, clientSide, raw, &deadlines{conn: proxyEnd})
-	k.raw = raw
-	s.clientW = websocket.NewWriter(k, false)
-	s.clientW.SetTimeout(k, 0)
-
-	// What the loop kept: a frame many times the socket's buffer.
-	payload := bytes.Repeat([]byte("output "), 32<<10/7)
-	var frame bytes.Buffer
-	fw := websocket.NewWriter(&frame, false)
-	buf := append(make([]byte, websocket.MaxHeaderLen), payload...)
-	if err := fw.WriteFrame(true, websocket.OpBinary, buf, websocket.MaxHeaderLen, len(buf)); err != nil {
-		t.Fatal(err)
-	}
-	k.buf = pendPool.Get().(*[pendCap]byte)
-	k.off, k.end = 0, copy(k.buf[:], frame.Bytes())
-
-	const beat = 50 * time.Millisecond
-	if s.clientW.TryWriteControl(websocket.OpPing, nil, beat) {
-		t.Fatal("a ping was written behind output the loop kept")
-	}
-	read := make(chan error, 1)
-	go func() {
-		time.Sleep(3 * beat) // slower than the ping's bound
-		r := websocket.NewReader(clientEnd, websocket.ReaderOptions{})
-		clientEnd.SetReadDeadline(time.Now().Add(5 * time.Second))
-		h, err := r.NextFrame()
-		if err != nil {
-			read <- err
-			return
-		}
-		got, err := io.ReadAll(r)
-		switch {
-		case err != nil:
-			read <- err
-		case h.Op != websocket.OpBinary || !bytes.Equal(got, payload):
-			read <- fmt.Errorf("got a %v frame of %d bytes, want the %d bytes kept", h.Op, len(got), len(payload))
-		default:
-			h, err = r.NextFrame()
-			if err == nil && h.Op != websocket.OpPing {
-				err = fmt.Errorf("then a %v frame, want the ping", h.Op)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			proxyEnd, clientEnd := testenv.TightSocketPair(t)
+			raw, ok := rawsock.Wrap(proxyEnd).(*rawsock.Conn)
+			if !ok {
+				t.Fatal("rawsock did not wrap a TCP socket")
 			}
-			read <- err
-		}
-	}()
-	if err := s.flushPending(k); err != nil {
-		t.Fatalf("the pump could not write the output kept on the loop: %v", err)
-	}
-	if !s.clientW.TryWriteControl(websocket.OpPing, nil, time.Second) {
-		t.Fatal("the next ping was not written once the output was")
-	}
-	if err := <-read; err != nil {
-		t.Fatal(err)
+			s := &Session{}
+			k := &s.clientOut
+			k.init(s, clientSide, raw, &deadlines{conn: proxyEnd})
+			k.raw = raw
+			s.clientW = websocket.NewWriter(k, false)
+			s.clientW.SetTimeout(k, 0)
+
+			// What the loop kept: a frame many times the socket's buffer.
+			hl := 4
+			if c.kept-hl > 0xffff {
+				hl = 10
+			}
+			payload := bytes.Repeat([]byte("o"), c.kept-hl)
+			var frame bytes.Buffer
+			buf := append(make([]byte, websocket.MaxHeaderLen), payload...)
+			if err := websocket.NewWriter(&frame, false).WriteFrame(true, websocket.OpBinary, buf, websocket.MaxHeaderLen, len(buf)); err != nil {
+				t.Fatal(err)
+			}
+			if frame.Len() != c.kept {
+				t.Fatalf("the frame is %d bytes, want %d", frame.Len(), c.kept)
+			}
+			k.buf = pendPool.Get().(*[pendCap]byte)
+			k.off, k.end = 0, copy(k.buf[:], frame.Bytes())
+
+			const beat = 50 * time.Millisecond
+			s.inline.Store(c.onLoop)
+			if s.clientW.TryWriteControl(websocket.OpPing, nil, beat) {
+				t.Fatal("a ping was written behind output the loop kept")
+			}
+			if k.err != nil || k.end-k.off != c.kept {
+				t.Fatalf("the ping left %d bytes kept (error %v), want the %d kept before it", k.end-k.off, k.err, c.kept)
+			}
+			s.inline.Store(false)
+			read := make(chan error, 1)
+			go func() {
+				time.Sleep(3 * beat) // slower than the ping's bound
+				r := websocket.NewReader(clientEnd, websocket.ReaderOptions{})
+				clientEnd.SetReadDeadline(time.Now().Add(5 * time.Second))
+				h, err := r.NextFrame()
+				if err != nil {
+					read <- err
+					return
+				}
+				got, err := io.ReadAll(r)
+				switch {
+				case err != nil:
+					read <- err
+				case h.Op != websocket.OpBinary || !bytes.Equal(got, payload):
+					read <- fmt.Errorf("got a %v frame of %d bytes, want the %d bytes kept", h.Op, len(got), len(payload))
+				default:
+					h, err = r.NextFrame()
+					if err == nil && h.Op != websocket.OpPing {
+						err = fmt.Errorf("then a %v frame, want the ping", h.Op)
+					}
+					read <- err
+				}
+			}()
+			if err := s.flushPending(k); err != nil {
+				t.Fatalf("the pump could not write the output kept on the loop: %v", err)
+			}
+			if !s.clientW.TryWriteControl(websocket.OpPing, nil, time.Second) {
+				t.Fatal("the next ping was not written once the output was")
+			}
+			if err := <-read; err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
