@@ -284,6 +284,10 @@ type Session struct {
 	// Unix nanoseconds of the last frame from each side and of the last
 	// data either way, for heartbeats and idle_timeout.
 	clientSeen, backendSeen, dataSeen atomic.Int64
+	// Owned by check: how many bytes each side had taken at a check, and
+	// when that count last moved (Unix nanoseconds).
+	clientTook, backendTook     int64
+	clientTookAt, backendTookAt int64
 
 	// Every write to each socket (engine.go).
 	clientOut, backendOut sink
@@ -437,15 +441,25 @@ func (s *Session) check(now, start time.Time) (end, bool) {
 	if o.Heartbeat <= 0 {
 		return end{}, false
 	}
-	if o.PingClient && now.Sub(time.Unix(0, s.clientSeen.Load())) > 2*o.Heartbeat {
+	// A side is alive while it answers or takes what is written to it: a
+	// ping is skipped while a write is in progress (below), so a slow
+	// client busy taking a flood of output may get none in two intervals.
+	silent := func(seen, took *atomic.Int64, last, at *int64) bool {
+		if n := took.Load(); n != *last {
+			*last, *at = n, now.UnixNano()
+		}
+		return now.Sub(time.Unix(0, max(seen.Load(), *at))) > 2*o.Heartbeat
+	}
+	if o.PingClient && silent(&s.clientSeen, &s.toClient, &s.clientTook, &s.clientTookAt) {
 		return end{side: clientSide, err: errNoPong}, true
 	}
-	if s.backendW != nil && now.Sub(time.Unix(0, s.backendSeen.Load())) > 2*o.Heartbeat {
+	if s.backendW != nil && silent(&s.backendSeen, &s.toContainer, &s.backendTook, &s.backendTookAt) {
 		return end{side: containerSide, err: fmt.Errorf("docker attach socket: %w", errNoPong)}, true
 	}
 	// A ping that would wait behind a write in progress is skipped (that
-	// write has bounds of its own), and one the peer does not take within
-	// a check interval is given up: the checks go on, whatever a peer does.
+	// write has bounds of its own, and a side that takes nothing is let
+	// go above), and one the peer does not take within a check interval
+	// is given up: the checks go on, whatever a peer does.
 	if o.PingClient {
 		s.clientW.TryWriteControl(websocket.OpPing, nil, s.every)
 	}

@@ -1139,3 +1139,68 @@ func TestTapRefusal(t *testing.T) {
 		})
 	}
 }
+
+// slowReader takes at most 1 KiB a millisecond: a client on a slow link.
+type slowReader struct{ r io.Reader }
+
+func (s slowReader) Read(p []byte) (int, error) {
+	time.Sleep(time.Millisecond)
+	return s.r.Read(p[:min(len(p), 1024)])
+}
+
+// A pinged client that takes output slower than the container makes it,
+// but steadily, answering every ping it gets, is not let go as dead: the
+// output waiting for it must not keep its pings from going out.
+func TestHeartbeatSparesSlowReader(t *testing.T) {
+	t.Parallel()
+	const hb = 100 * time.Millisecond
+	h := startSetup(t, setup{framed: true, tightClient: true, opts: Options{Heartbeat: hb, PingClient: true}})
+	h.docker.keepAnswering()
+	go func() {
+		big := make([]byte, 60<<10)
+		for {
+			h.docker.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if h.docker.trySend(websocket.OpBinary, big) != nil {
+				return
+			}
+		}
+	}()
+	r := websocket.NewReader(slowReader{h.client.conn}, websocket.ReaderOptions{})
+	var ctrl [125]byte
+	var got int64
+	deadline := time.Now().Add(15 * hb)
+	h.client.conn.SetReadDeadline(deadline.Add(5 * time.Second))
+	for time.Now().Before(deadline) {
+		hd, err := r.NextFrame()
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", got, err)
+		}
+		switch hd.Op {
+		case websocket.OpPing:
+			p, _ := r.ReadControl(ctrl[:])
+			h.client.w.WriteControl(websocket.OpPong, p)
+		case websocket.OpClose:
+			p, _ := r.ReadControl(ctrl[:])
+			code, reason, _ := websocket.ParseClosePayload(p)
+			t.Fatalf("after %d bytes the proxy closed with %d %q", got, code, reason)
+		default:
+			n, err := io.Copy(io.Discard, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	}
+	t.Logf("%d bytes in %v", got, 15*hb)
+	// A client that stops taking output, and so answers no ping, is let go.
+	select {
+	case res := <-h.results:
+		h.results <- res
+		if !strings.Contains(res.Reason, errNoPong.Error()) {
+			t.Fatalf("a client that stopped reading: ended with %s (%s), want %q", res.End, res.Reason, errNoPong)
+		}
+	case <-time.After(30 * hb):
+		t.Fatalf("a client that stopped reading is still served %v later, with a heartbeat of %v", 30*hb, hb)
+	}
+	h.docker.conn.Close()
+}
