@@ -284,10 +284,7 @@ type Session struct {
 	// Unix nanoseconds of the last frame from each side and of the last
 	// data either way, for heartbeats and idle_timeout.
 	clientSeen, backendSeen, dataSeen atomic.Int64
-	// Owned by check: how many bytes each side had taken at a check, and
-	// when that count last moved (Unix nanoseconds).
-	clientTook, backendTook     int64
-	clientTookAt, backendTookAt int64
+	clientLive, backendLive           liveness // owned by check
 
 	// Every write to each socket (engine.go).
 	clientOut, backendOut sink
@@ -441,32 +438,47 @@ func (s *Session) check(now, start time.Time) (end, bool) {
 	if o.Heartbeat <= 0 {
 		return end{}, false
 	}
-	// A side is alive while it answers or takes what is written to it: a
-	// ping is skipped while a write is in progress (below), so a slow
-	// client busy taking a flood of output may get none in two intervals.
-	silent := func(seen, took *atomic.Int64, last, at *int64) bool {
-		if n := took.Load(); n != *last {
-			*last, *at = n, now.UnixNano()
-		}
-		return now.Sub(time.Unix(0, max(seen.Load(), *at))) > 2*o.Heartbeat
-	}
-	if o.PingClient && silent(&s.clientSeen, &s.toClient, &s.clientTook, &s.clientTookAt) {
+	if o.PingClient && s.clientLive.silent(s.clientSeen.Load(), now, 2*o.Heartbeat) {
 		return end{side: clientSide, err: errNoPong}, true
 	}
-	if s.backendW != nil && silent(&s.backendSeen, &s.toContainer, &s.backendTook, &s.backendTookAt) {
+	if s.backendW != nil && s.backendLive.silent(s.backendSeen.Load(), now, 2*o.Heartbeat) {
 		return end{side: containerSide, err: fmt.Errorf("docker attach socket: %w", errNoPong)}, true
 	}
 	// A ping that would wait behind a write in progress is skipped (that
-	// write has bounds of its own, and a side that takes nothing is let
-	// go above), and one the peer does not take within a check interval
-	// is given up: the checks go on, whatever a peer does.
+	// write has bounds of its own, and a side whose write does not move
+	// is let go above), and one the peer does not take within a check
+	// interval is given up: the checks go on, whatever a peer does.
 	if o.PingClient {
-		s.clientW.TryWriteControl(websocket.OpPing, nil, s.every)
+		s.clientLive.pinged(s.clientW.TryWriteControl(websocket.OpPing, nil, s.every), s.toClient.Load(), now)
 	}
 	if s.backendW != nil {
-		s.backendW.TryWriteControl(websocket.OpPing, nil, s.every)
+		s.backendLive.pinged(s.backendW.TryWriteControl(websocket.OpPing, nil, s.every), s.toContainer.Load(), now)
 	}
 	return end{}, false
+}
+
+// liveness is what the checks know of a side beyond its answers: the
+// bytes it had taken at the last check, and when a check last had to skip
+// its ping while it went on taking output (Unix nanoseconds).
+type liveness struct{ took, busyAt int64 }
+
+// pinged notes a check's ping to the side, sent or skipped, and the bytes
+// the side has taken. A ping skipped behind a write that moves on is not
+// the side's silence: a slow client busy taking a flood of output may get
+// no ping for two intervals. A ping sent that it leaves unanswered is,
+// however much its socket's buffer still takes.
+func (l *liveness) pinged(sent bool, took int64, now time.Time) {
+	if !sent && took != l.took {
+		l.busyAt = now.UnixNano()
+	}
+	l.took = took
+}
+
+// silent reports whether the side has neither answered (seen: Unix
+// nanoseconds of its last frame) nor been busy taking output for longer
+// than d.
+func (l *liveness) silent(seen int64, now time.Time, d time.Duration) bool {
+	return now.Sub(time.Unix(0, max(seen, l.busyAt))) > d
 }
 
 // closeBoth sends each side the close it should see after first, and

@@ -1204,3 +1204,33 @@ func TestHeartbeatSparesSlowReader(t *testing.T) {
 	}
 	h.docker.conn.Close()
 }
+
+// A pinged client that answers no ping is let go, though its socket's
+// buffer still takes the container's trickle of output (a laptop closed
+// on a console whose program prints now and then).
+func TestHeartbeatLetsGoSilentClientTakingOutput(t *testing.T) {
+	t.Parallel()
+	const hb = 100 * time.Millisecond
+	h := start(t, true, Options{Heartbeat: hb, PingClient: true})
+	h.docker.keepAnswering()
+	go func() {
+		line := bytes.Repeat([]byte("."), 100)
+		for {
+			h.docker.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if h.docker.trySend(websocket.OpBinary, line) != nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	select {
+	case res := <-h.results:
+		h.results <- res
+		if !strings.Contains(res.Reason, errNoPong.Error()) {
+			t.Fatalf("ended with %s (%s), want %q", res.End, res.Reason, errNoPong)
+		}
+	case <-time.After(30 * hb):
+		t.Fatalf("a client answering no ping is still served %v later, with a heartbeat of %v", 30*hb, hb)
+	}
+	h.docker.conn.Close()
+}
