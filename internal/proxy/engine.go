@@ -99,10 +99,11 @@ func (s *Session) startOnLoop() bool {
 // serveEarly serves, on the loop, bytes read with the handshakes.
 func (s *Session) serveEarly() {
 	if s.early {
-		s.lp.Post(func() {
-			s.fromClient.serve()
-			s.fromContainer.serve()
-		})
+		// Posted apart: if serving the first leaves the loop, this
+		// goroutine is its pump, and the loop's next owner serves the
+		// second.
+		s.lp.Post(s.fromClient.serve)
+		s.lp.Post(s.fromContainer.serve)
 	}
 }
 
@@ -254,7 +255,7 @@ func (s *Session) beforeWait() {
 		// A direction whose sink holds bytes runs, to write them.
 		// So does one stopped inside a frame: its pump goes on with it
 		// (and its frame's deadlines).
-		if s.st.ending() || d.out.holding() || d.mid || !d.waitPollerLocked() {
+		if s.st.ending() || d.out.holding() || d.mid || d.readAhead() || !d.waitPollerLocked() {
 			s.pumpsLocked(1)
 			go d.run()
 		}
@@ -265,6 +266,15 @@ func (s *Session) beforeWait() {
 		cur.dl.SetReadDeadline(time.Now().Add(s.opts.IdleAfter))
 	}
 	s.lp.Handoff()
+}
+
+// readAhead reports whether d holds input already read (with the
+// handshakes): a Poller would not wake it for those bytes. On the loop.
+func (d *direction) readAhead() bool {
+	if d.r != nil && d.r.Buffered() > 0 {
+		return true
+	}
+	return d == &d.s.fromContainer && len(d.s.pending) > 0
 }
 
 // tickOnLoop applies heartbeats and timeouts on the loop.

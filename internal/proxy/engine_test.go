@@ -498,3 +498,28 @@ func TestExecOutputStreamsInChunks(t *testing.T) {
 	}
 	t.Logf("%d bytes in %d messages", total, frames)
 }
+
+// Both peers sent bytes with their handshakes, the client's only part of
+// a frame's header: serving them leaves the loop, and the container's
+// early output must still reach the client at once.
+func TestEarlyOutputAfterHandoff(t *testing.T) {
+	for _, framed := range []bool{false, true} {
+		t.Run(map[bool]string{true: "attach", false: "exec"}[framed], func(t *testing.T) {
+			opts, _ := parkedOptions(t)
+			var ping bytes.Buffer
+			websocket.NewWriter(&ping, true).WriteControl(websocket.OpPing, []byte("x"))
+			early := []byte("prompt$ ")
+			if framed {
+				var f bytes.Buffer
+				buf := append(make([]byte, websocket.MaxHeaderLen), early...)
+				websocket.NewWriter(&f, false).WriteFrame(true, websocket.OpBinary, buf, websocket.MaxHeaderLen, len(buf))
+				early = f.Bytes()
+			}
+			h := startAfter(t, framed, opts, ping.Bytes()[:3], early)
+			h.client.conn.SetReadDeadline(time.Now().Add(time.Second))
+			if _, err := h.client.r.NextFrame(); err != nil {
+				t.Fatalf("the container's early output: %v", err)
+			}
+		})
+	}
+}
