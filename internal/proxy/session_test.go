@@ -1148,23 +1148,45 @@ func (s slowReader) Read(p []byte) (int, error) {
 	return s.r.Read(p[:min(len(p), 1024)])
 }
 
+// output has Docker send payload until its connection ends, pausing
+// between messages.
+func (h *harness) output(payload []byte, pause time.Duration) {
+	go func() {
+		for {
+			h.docker.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if h.docker.trySend(websocket.OpBinary, payload) != nil {
+				return
+			}
+			time.Sleep(pause)
+		}
+	}()
+}
+
+// letGoSilent waits for the session to end as one whose client answers
+// no pings, within d.
+func (h *harness) letGoSilent(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case res := <-h.results:
+		h.results <- res
+		if !strings.Contains(res.Reason, errNoPong.Error()) {
+			t.Fatalf("ended with %s (%s), want %q", res.End, res.Reason, errNoPong)
+		}
+	case <-time.After(d):
+		t.Fatalf("a client answering no ping is still served %v later", d)
+	}
+}
+
 // A pinged client that takes output slower than the container makes it,
 // but steadily, answering every ping it gets, is not let go as dead: the
-// output waiting for it must not keep its pings from going out.
+// output waiting for it must not keep its pings from going out. Once it
+// stops reading, and so answers no ping, it is.
 func TestHeartbeatSparesSlowReader(t *testing.T) {
 	t.Parallel()
 	const hb = 100 * time.Millisecond
 	h := startSetup(t, setup{framed: true, tightClient: true, opts: Options{Heartbeat: hb, PingClient: true}})
 	h.docker.keepAnswering()
-	go func() {
-		big := make([]byte, 60<<10)
-		for {
-			h.docker.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if h.docker.trySend(websocket.OpBinary, big) != nil {
-				return
-			}
-		}
-	}()
+	h.output(make([]byte, 60<<10), 0)
 	r := websocket.NewReader(slowReader{h.client.conn}, websocket.ReaderOptions{})
 	var ctrl [125]byte
 	var got int64
@@ -1192,16 +1214,7 @@ func TestHeartbeatSparesSlowReader(t *testing.T) {
 		}
 	}
 	t.Logf("%d bytes in %v", got, 15*hb)
-	// A client that stops taking output, and so answers no ping, is let go.
-	select {
-	case res := <-h.results:
-		h.results <- res
-		if !strings.Contains(res.Reason, errNoPong.Error()) {
-			t.Fatalf("a client that stopped reading: ended with %s (%s), want %q", res.End, res.Reason, errNoPong)
-		}
-	case <-time.After(30 * hb):
-		t.Fatalf("a client that stopped reading is still served %v later, with a heartbeat of %v", 30*hb, hb)
-	}
+	h.letGoSilent(t, 30*hb)
 	h.docker.conn.Close()
 }
 
@@ -1213,24 +1226,7 @@ func TestHeartbeatLetsGoSilentClientTakingOutput(t *testing.T) {
 	const hb = 100 * time.Millisecond
 	h := start(t, true, Options{Heartbeat: hb, PingClient: true})
 	h.docker.keepAnswering()
-	go func() {
-		line := bytes.Repeat([]byte("."), 100)
-		for {
-			h.docker.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if h.docker.trySend(websocket.OpBinary, line) != nil {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	select {
-	case res := <-h.results:
-		h.results <- res
-		if !strings.Contains(res.Reason, errNoPong.Error()) {
-			t.Fatalf("ended with %s (%s), want %q", res.End, res.Reason, errNoPong)
-		}
-	case <-time.After(30 * hb):
-		t.Fatalf("a client answering no ping is still served %v later, with a heartbeat of %v", 30*hb, hb)
-	}
+	h.output(bytes.Repeat([]byte("."), 100), 10*time.Millisecond)
+	h.letGoSilent(t, 30*hb)
 	h.docker.conn.Close()
 }
