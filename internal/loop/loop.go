@@ -32,15 +32,20 @@ type Loop struct {
 	// Handoff starts the next one.
 	owner atomic.Uint64
 
-	mu     sync.Mutex
-	regs   map[uint64]*Reg
-	next   uint64
-	tasks  []func()
-	spare  []func()
-	closed bool
-	shut   bool  // Close was called
-	failed error // why the loop stopped by itself
-	done   chan struct{}
+	mu    sync.Mutex
+	regs  map[uint64]*Reg
+	next  uint64
+	tasks []func()
+	spare []func()
+	// The posted functions runTasks is running, from batchNext on still
+	// to run (the owner goroutine only): a Handoff in one of them gives
+	// the rest to the next owner at once, not when its function returns.
+	batch     []func()
+	batchNext int
+	closed    bool
+	shut      bool  // Close was called
+	failed    error // why the loop stopped by itself
+	done      chan struct{}
 	// doneOnce closes done: a loop stops once, whichever way.
 	doneOnce sync.Once
 	// onFail, if set, is told why the loop failed, when it does.
@@ -166,6 +171,15 @@ func (l *Loop) Handoff() {
 		// an owner, to see the close and let Close return.
 		return
 	}
+	if l.batch != nil {
+		if rest := l.batch[l.batchNext:]; len(rest) > 0 {
+			l.mu.Lock()
+			l.tasks = append(rest[:len(rest):len(rest)], l.tasks...)
+			l.mu.Unlock()
+			l.impl.interrupt()
+		}
+		l.batch = nil
+	}
 	go l.run(g)
 }
 
@@ -261,18 +275,16 @@ func (l *Loop) runTasks(gen uint64) bool {
 	tasks := l.tasks
 	l.tasks, l.spare = l.spare[:0], nil
 	l.mu.Unlock()
+	l.batch = tasks
 	for i, fn := range tasks {
 		tasks[i] = nil
+		l.batchNext = i + 1
 		fn()
 		if l.owner.Load() != gen {
-			// The rest run on the new owner.
-			l.mu.Lock()
-			l.tasks = append(tasks[i+1:len(tasks):len(tasks)], l.tasks...)
-			l.mu.Unlock()
-			l.impl.interrupt()
-			return false
+			return false // Handoff gave the rest to the new owner
 		}
 	}
+	l.batch = nil
 	l.mu.Lock()
 	if l.spare == nil {
 		l.spare = tasks[:0]

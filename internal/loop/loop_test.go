@@ -203,6 +203,31 @@ func TestHandoffKeepsServingOtherSockets(t *testing.T) {
 	close(release)
 }
 
+// Functions posted behind one that waits run while it waits, on the new
+// owner: a posted function that hands the loop off holds up none of them.
+func TestHandoffGivesOnPostedFunctions(t *testing.T) {
+	l := newLoop(t)
+	release := make(chan struct{})
+	defer close(release)
+	later := make(chan struct{})
+	block := make(chan struct{})
+	// Posted together, from the loop, so that they run in one batch.
+	l.Post(func() {
+		l.Post(func() {
+			l.Handoff()
+			<-release // waits as an ordinary goroutine
+		})
+		l.Post(func() { close(later) })
+		close(block)
+	})
+	<-block
+	select {
+	case <-later:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a function posted behind one that waits did not run while it waited")
+	}
+}
+
 func TestCloseStopsTheLoop(t *testing.T) {
 	l, err := New()
 	if err != nil {
