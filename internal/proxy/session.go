@@ -441,7 +441,9 @@ func (s *Session) check(now, start time.Time) (end, bool) {
 	if o.PingClient && s.clientLive.silent(s.clientSeen.Load(), now, 2*o.Heartbeat) {
 		return end{side: clientSide, err: errNoPong}, true
 	}
-	if s.backendW != nil && s.backendLive.silent(s.backendSeen.Load(), now, 2*o.Heartbeat) {
+	// Docker's answers wait in its socket while the proxy, busy writing
+	// output to a slow client, is not reading it: that is not its silence.
+	if s.backendW != nil && s.backendLive.silent(max(s.backendSeen.Load(), s.clientLive.busyAt), now, 2*o.Heartbeat) {
 		return end{side: containerSide, err: fmt.Errorf("docker attach socket: %w", errNoPong)}, true
 	}
 	// A ping that would wait behind a write in progress is skipped (that
@@ -449,16 +451,26 @@ func (s *Session) check(now, start time.Time) (end, bool) {
 	// is let go above), and one the peer does not take within a check
 	// interval is given up: the checks go on, whatever a peer does.
 	if o.PingClient {
-		s.clientLive.pinged(s.clientW.TryWriteControl(websocket.OpPing, nil, s.every), s.toClient.Load(), now)
+		s.clientLive.pinged(s.clientW.TryWriteControl(websocket.OpPing, nil, s.every), taken(s.client, &s.toClient), now)
 	}
 	if s.backendW != nil {
-		s.backendLive.pinged(s.backendW.TryWriteControl(websocket.OpPing, nil, s.every), s.toContainer.Load(), now)
+		s.backendLive.pinged(s.backendW.TryWriteControl(websocket.OpPing, nil, s.every), taken(s.backend, &s.toContainer), now)
 	}
 	return end{}, false
 }
 
-// liveness is what the checks know of a side beyond its answers: the
-// bytes it had taken at the last check, and when a check last had to skip
+// taken is how far the peer of c has taken what the proxy wrote to it:
+// the bytes it acknowledged, on TCP, which move while a long write waits;
+// else the payload bytes of the messages written to it (relayed).
+func taken(c net.Conn, relayed *atomic.Int64) int64 {
+	if n, ok := bytesAcked(c); ok {
+		return n
+	}
+	return relayed.Load()
+}
+
+// liveness is what the checks know of a side beyond its answers: how far
+// it had taken the proxy's bytes at the last check (taken), and when a check last had to skip
 // its ping while it went on taking output (Unix nanoseconds).
 type liveness struct{ took, busyAt int64 }
 
