@@ -413,20 +413,21 @@ func (k *sink) Write(p []byte) (int, error) {
 // bytes kept on the loop (see TryWrite).
 var errHeld = errors.New("output kept on the loop is not yet written")
 
-// TryWrite is Write, unless the write would wait behind bytes kept on the
-// loop: off the loop, where the pump that left it is about to write them
-// within the data's bound, or on it when p does not fit beside them. A
-// heartbeat's ping would write them within its own short bound and cut
-// the stream when the peer is slow, so it writes nothing and skips its
-// beat. (Between the look and the write no bytes can be kept: only writes
-// through the sink's Writer keep them, and its lock is held here; an exec
-// stream's raw writes are never pinged.)
+// TryWrite is Write, unless the sink keeps bytes on the loop: then a
+// heartbeat's ping writes nothing and skips its beat. Off the loop, the
+// pump that left it is about to write them within the data's bound, and
+// the ping would write them within its own short one, cutting the stream
+// when the peer is slow; on the loop it would wait behind them, and its
+// answer with it. Meanwhile the peer's progress through them is what
+// tells it is alive (liveness). (Between the look and the write no bytes
+// can be kept: only writes through the sink's Writer keep them, and its
+// lock is held here; an exec stream's raw writes are never pinged.)
 func (k *sink) TryWrite(p []byte) (int, error) {
 	if k.raw != nil {
 		k.mu.Lock()
-		wait := k.buf != nil && (!k.s.inline.Load() || k.end-k.off+len(p) > pendCap)
+		held := k.buf != nil
 		k.mu.Unlock()
-		if wait {
+		if held {
 			return 0, errHeld
 		}
 	}

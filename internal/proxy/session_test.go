@@ -1183,7 +1183,7 @@ func (h *harness) letGoSilent(t *testing.T, d time.Duration) {
 // stops reading, and so answers no ping, it is.
 func TestHeartbeatSparesSlowReader(t *testing.T) {
 	t.Parallel()
-	const hb = 100 * time.Millisecond
+	const hb = 200 * time.Millisecond
 	h := startSetup(t, setup{framed: true, tightClient: true, opts: Options{Heartbeat: hb, PingClient: true}})
 	h.docker.keepAnswering()
 	h.output(make([]byte, 60<<10), 0)
