@@ -369,12 +369,13 @@ func TestHeldOutputHandoffKeepsChecks(t *testing.T) {
 	<-flooded
 }
 
-// A heartbeat's ping that would wait behind output the loop kept writes
-// nothing: it would write that output within the ping's short bound and,
-// the client being slow to take it, cut the stream inside a frame. It
-// would wait after the session left the loop but before its pump wrote
-// the output, or on the loop when the ping does not fit beside it. The
-// pump then writes the output whole, and the next beat's ping follows.
+// A heartbeat's ping writes nothing while output the loop kept waits:
+// after the session left the loop but before its pump wrote the output,
+// the ping would write it within its own short bound and, the client
+// being slow to take it, cut the stream inside a frame; on the loop it
+// would wait behind it (with no room left, it would take the session off
+// the loop to do so). The pump then writes the output whole, and the
+// next beat's ping follows.
 func TestPingSkipsOutputKeptOnTheLoop(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -383,7 +384,7 @@ func TestPingSkipsOutputKeptOnTheLoop(t *testing.T) {
 		kept   int // bytes of one frame
 	}{
 		{"after the session left the loop", false, 32 << 10},
-		{"on the loop, with no room for the ping", true, pendCap - 1},
+		{"on the loop, with no room left", true, pendCap - 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
