@@ -61,6 +61,9 @@ func parseHead(head string, takes func(path string) bool) (*http.Request, bool) 
 			if value != "0" {
 				return nil, false
 			}
+			if _, seen := h[key]; seen {
+				continue // repeated, and equal: one, as net/http keeps it
+			}
 		case "Transfer-Encoding", "Expect":
 			return nil, false
 		}
