@@ -470,8 +470,9 @@ func taken(c net.Conn, relayed *atomic.Int64) int64 {
 }
 
 // liveness is what the checks know of a side beyond its answers: how far
-// it had taken the proxy's bytes at the last check (taken), and when a check last had to skip
-// its ping while it went on taking output (Unix nanoseconds).
+// it had taken the proxy's bytes at the last check (taken), and when a
+// check last had to skip its ping while it went on taking output (Unix
+// nanoseconds).
 type liveness struct{ took, busyAt int64 }
 
 // pinged notes a check's ping to the side, sent or skipped, and the bytes
