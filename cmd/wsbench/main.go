@@ -152,6 +152,7 @@ func run(args []string) error {
 	caFile := fs.String("ca", "", "PEM certificates to trust for wss:// URLs (e.g. from wsbench cert)")
 	uuidList := fs.String("uuids", "", "container uuid of each backend mode, for {uuid} in proxy URLs: mode=uuid, comma-separated (e.g. echo=…,sink=…,source=…)")
 	tlsHandshakes := fs.String("tls-handshakes", "full,resumed", "with -ca, the kinds of TLS handshake the sessions-opened figure is measured for: full (no session cache), resumed (session tickets kept, as browsers do); with -x25519 (full-x25519), the client offers X25519 only instead of Go's default key exchanges (X25519MLKEM768 first)")
+	verbose := fs.Bool("v", false, "print every round's figures of every target to standard error, before the medians")
 	strict := fs.Bool("strict", false, "fail (exit status 1, after printing) when a row counted errors or resumed handshakes did not resume")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -258,7 +259,11 @@ func run(args []string) error {
 		vals := make([][][]float64, len(targets))
 		for i := 0; i < *rounds; i++ {
 			for k, t := range targets {
-				for j, v := range f(t) {
+				got := f(t)
+				if *verbose {
+					fmt.Fprintf(os.Stderr, "round %d %s: %v\n", i+1, t.url, got)
+				}
+				for j, v := range got {
 					for len(vals[k]) <= j {
 						vals[k] = append(vals[k], nil)
 					}

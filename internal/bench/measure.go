@@ -86,9 +86,12 @@ func (s *session) close() {
 	s.conn.Close()
 }
 
-// readMessage reads one data message into buf and returns its length.
+// readMessage reads one data message and returns its length. A message
+// longer than buf is counted whole, buf overwritten from its start: a
+// proxy may regroup a byte stream (Docker's output) into messages of
+// other lengths than the backend's.
 func (s *session) readMessage(buf []byte) (int, error) {
-	total := 0
+	total, pos := 0, 0
 	for {
 		h, err := s.r.NextFrame()
 		if err != nil {
@@ -101,16 +104,17 @@ func (s *session) readMessage(buf []byte) (int, error) {
 			continue
 		}
 		for {
-			n, err := s.r.Read(buf[total:])
+			if pos == len(buf) {
+				pos = 0
+			}
+			n, err := s.r.Read(buf[pos:])
 			total += n
+			pos += n
 			if err == io.EOF {
 				break
 			}
 			if err != nil {
 				return total, err
-			}
-			if total == len(buf) {
-				total = 0 // larger than buf: count, overwrite
 			}
 		}
 		if h.Fin {
