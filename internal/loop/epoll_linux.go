@@ -29,6 +29,7 @@ type poller struct {
 	waitFn func(fd uintptr) bool
 	ready  []event
 	werr   error
+	parked bool // the wait found nothing ready at first, and waited
 }
 
 // event is a ready socket: its id and what it is ready for.
@@ -97,16 +98,17 @@ func (p *poller) modify(fd int, id uint64, old, ev Events) error {
 
 func (p *poller) remove(fd int) { p.e.Remove(fd) }
 
-// wait blocks until sockets are ready and appends them to ready.
-func (p *poller) wait(ready []event) ([]event, error) {
-	p.ready, p.werr = ready, nil
+// wait blocks until sockets are ready and appends them to ready; parked:
+// nothing was ready at first, and the loop waited in Go's poller.
+func (p *poller) wait(ready []event) (_ []event, parked bool, _ error) {
+	p.ready, p.werr, p.parked = ready, nil, false
 	err := p.rc.Read(p.waitFn)
 	ready, werr := p.ready, p.werr
 	p.ready, p.werr = nil, nil
 	if err != nil {
-		return ready, fmt.Errorf("epoll_wait: %w", err)
+		return ready, p.parked, fmt.Errorf("epoll_wait: %w", err)
 	}
-	return ready, werr
+	return ready, p.parked, werr
 }
 
 // waitOnce asks epoll what is ready, without waiting; false: nothing is,
@@ -122,6 +124,7 @@ func (p *poller) waitOnce(fd uintptr) bool {
 		return true
 	}
 	if n == 0 {
+		p.parked = true
 		return false
 	}
 	for i := range p.e.Events[:n] {

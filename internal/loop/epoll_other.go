@@ -18,7 +18,7 @@ type event struct {
 func (*poller) add(int, uint64, Events) error            { return nil }
 func (*poller) modify(int, uint64, Events, Events) error { return nil }
 func (*poller) remove(int)                               {}
-func (*poller) wait(r []event) ([]event, error)          { return r, ErrClosed }
+func (*poller) wait(r []event) ([]event, bool, error)    { return r, false, ErrClosed }
 func (*poller) interrupt()                               {}
 func (*poller) drain()                                   {}
 func (*poller) stop()                                    {}
