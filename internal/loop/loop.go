@@ -53,12 +53,12 @@ type Loop struct {
 	onFail atomic.Pointer[func(error)]
 	// kick, if set (by the loop's Group), has an idle processor wait in
 	// Go's network poller; busySince is when the owner last parked or
-	// kicked (the owner goroutine only).
+	// kicked, zero before its first wait (the owner goroutine only).
 	kick      func()
 	busySince time.Time
 }
 
-// keepPolling is how long a loop runs without parking before it kicks.
+// kickAfter is how long a loop runs without parking before it kicks.
 // Go's network poller wakes a parked goroutine (another loop, a
 // handshake) only while some thread waits in it: a thread that finds
 // nothing to run waits there, but one that finds work (the busy loop
@@ -66,10 +66,11 @@ type Loop struct {
 // thread may sleep elsewhere. Then readiness waits for the scheduler's
 // monitor thread, which polls every 10 ms or so: at 100 sessions on
 // two loops, a parked loop's sessions stood 10-20 ms at a time while
-// the other loop ran and a processor idled. A kick every keepPolling of
-// busy running bounds that wait to about keepPolling, at the cost of one
-// goroutine wake-up on an idle processor.
-const keepPolling = 500 * time.Microsecond
+// the other loop ran and a processor idled. A kick every kickAfter of
+// busy running bounds that wait to about kickAfter, at the cost of one
+// goroutine wake-up on an idle processor. A loop that parks needs no
+// kick: its thread, left without work, waits in the poller itself.
+const kickAfter = 500 * time.Microsecond
 
 // Events are what a socket is watched for, or found ready for.
 type Events uint8
@@ -93,7 +94,7 @@ type Reg struct {
 	watch Events // guarded by l.mu; changed on the loop only
 }
 
-// New starts a loop. Alone, it does not kick (keepPolling): a Group's
+// New starts a loop. Alone, it does not kick (kickAfter): a Group's
 // loops do.
 func New() (*Loop, error) { return startLoop(nil) }
 
@@ -219,7 +220,7 @@ func (l *Loop) run(gen uint64) {
 		if l.kick != nil {
 			if now := time.Now(); parked || l.busySince.IsZero() {
 				l.busySince = now
-			} else if now.Sub(l.busySince) >= keepPolling {
+			} else if now.Sub(l.busySince) >= kickAfter {
 				l.kick()
 				l.busySince = now
 			}
@@ -357,7 +358,7 @@ func (l *Loop) Close() error {
 }
 
 // Group is a set of loops, about one per processor, and the goroutine
-// their kicks wake (keepPolling): readying it has the scheduler start
+// their kicks wake (kickAfter): readying it has the scheduler start
 // a thread on an idle processor, which, finding nothing else to do,
 // waits in the network poller.
 type Group struct {
@@ -399,7 +400,8 @@ func (g *Group) keep() {
 	}
 }
 
-// kick readies keep, unless a kick is pending already.
+// kick readies keep, unless a kick is pending already. It never blocks,
+// after Close too (kicks stays open: a loop may still kick).
 func (g *Group) kick() {
 	select {
 	case g.kicks <- struct{}{}:

@@ -288,3 +288,47 @@ func TestGroupPicksLoopsInTurn(t *testing.T) {
 		t.Fatalf("Registered = %d, want 1", g.Registered())
 	}
 }
+
+// A loop kept busy kicks about every kickAfter; one that parks between
+// events does not kick at all.
+func TestBusyLoopKicksAndParkedLoopDoesNot(t *testing.T) {
+	var kicks atomic.Int64
+	l, err := startLoop(func() { kicks.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	for i := 0; i < 5; i++ {
+		barrier(l)
+		time.Sleep(2 * kickAfter)
+	}
+	if n := kicks.Load(); n != 0 {
+		t.Fatalf("a loop that parked between posts kicked %d times", n)
+	}
+
+	// A socket left readable keeps the loop from parking.
+	client, accepted := testenv.SocketPair(t, "tcp")
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	var readies atomic.Int64
+	r, err := l.Add(rawConn(t, accepted), func(Events) { readies.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for kicks.Load() < 3 && time.Since(start) < 10*time.Second {
+		time.Sleep(kickAfter)
+	}
+	busy := time.Since(start)
+	r.Remove()
+	barrier(l)
+	n := kicks.Load()
+	if n < 3 {
+		t.Fatalf("a loop busy for %v (%d events) kicked %d times, want at least 3", busy, readies.Load(), n)
+	}
+	if most := int64(busy/kickAfter) + 2; n > most {
+		t.Fatalf("a loop busy for %v kicked %d times, more than once per %v (%d)", busy, n, kickAfter, most)
+	}
+}
