@@ -141,7 +141,7 @@ func run(args []string) error {
 	pid := fs.Int("pid", 0, "the proxy's process id, for memory per idle session")
 	refPIDs := fs.String("ref-pids", "", "process ids of the reference proxy, comma-separated (nginx: its workers), for its memory per idle session")
 	rounds := fs.Int("rounds", 3, "alternating rounds per figure (the median is kept)")
-	samples := fs.Int("samples", 2000, "round trips per session for latency")
+	samples := fs.Int("samples", 5000, "round trips for the 1-session latency row; each of 100 sessions makes a twentieth of it (the tail needs rounds long enough that one stall is not the p99)")
 	dur := fs.Duration("duration", 3*time.Second, "length of each throughput and handshake round")
 	idle := fs.Int("idle", 2000, "idle sessions for the memory figure (0: skip)")
 	asJSON := fs.Bool("json", false, "print one JSON line per result")
@@ -305,7 +305,7 @@ func run(args []string) error {
 		}
 		var errs int64
 		med := alternate(func(t target) []float64 {
-			l := bench.MeasureLatency(ctx, t.url, n, *samples/n+100, t.pids)
+			l := bench.MeasureLatency(ctx, t.url, n, max(*samples/n, *samples/20, 20), t.pids)
 			errs += l.Errors
 			return []float64{us(l.P50), us(l.P99), us(l.P999), us(l.CPU) / float64(max(l.RoundTrips, 1))}
 		})
