@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/epoll"
 )
@@ -13,14 +14,24 @@ import (
 // wait for posted functions and Close.
 //
 // The loop never blocks in epoll_wait: it asks with a zero timeout, and
-// when nothing is ready it waits for the epoll descriptor itself to become
-// readable in Go's network poller (ep, an *os.File on it). A goroutine
-// blocked in epoll_wait would hold its processor in a system call until
-// the scheduler took it back (up to a sysmon tick later, 20 µs to 10 ms),
-// so every loop idle in epoll_wait took a processor from the handshakes,
-// dials and lookups that run on goroutines.
+// when nothing is ready it waits in Go's network poller for the epoll
+// descriptor itself to become readable. A goroutine blocked in epoll_wait
+// would hold its processor in a system call until the scheduler took it
+// back (up to a sysmon tick later, 20 µs to 10 ms), so every loop idle in
+// epoll_wait took a processor from the handshakes, dials and lookups that
+// run on goroutines.
+//
+// Go's poller does not watch the loop's epoll instance directly but a
+// gate (ep, an *os.File on a second epoll instance) that watches it
+// one-shot, armed only while the loop parks. Watched directly, every
+// socket becoming ready while the loop runs would wake the thread that
+// idles in Go's poller, for nothing (the loop finds the socket at its next
+// zero-timeout wait): at echo rates that thread was woken, preempting the
+// loop on its processor, once per two reads. Closed, the gate costs an
+// epoll_ctl to open and an epoll_wait to take the event, per park.
 type poller struct {
 	e       *epoll.Epoll
+	gate    int // epoll instance watching e.FD, EPOLLONESHOT
 	ep      *os.File
 	rc      syscall.RawConn
 	stopped atomic.Bool
@@ -30,6 +41,8 @@ type poller struct {
 	ready  []event
 	werr   error
 	parked bool // the wait found nothing ready at first, and waited
+	open   bool // the gate is armed and its event not yet taken
+	gateEv [1]syscall.EpollEvent
 }
 
 // event is a ready socket: its id and what it is ready for.
@@ -46,12 +59,25 @@ func start() (*poller, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Non-blocking, so that os.NewFile registers it with Go's poller.
-	if err := syscall.SetNonblock(e.FD, true); err != nil {
+	gate, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
 		e.Close()
-		return nil, fmt.Errorf("epoll descriptor: %w", err)
+		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	p := &poller{e: e, ep: os.NewFile(uintptr(e.FD), "epoll")}
+	// Closed (no events) until the loop first parks.
+	ev := syscall.EpollEvent{Events: syscall.EPOLLONESHOT}
+	if err := syscall.EpollCtl(gate, syscall.EPOLL_CTL_ADD, e.FD, &ev); err != nil {
+		syscall.Close(gate)
+		e.Close()
+		return nil, fmt.Errorf("epoll gate: %w", err)
+	}
+	// Non-blocking, so that os.NewFile registers it with Go's poller.
+	if err := syscall.SetNonblock(gate, true); err != nil {
+		syscall.Close(gate)
+		e.Close()
+		return nil, fmt.Errorf("epoll gate: %w", err)
+	}
+	p := &poller{e: e, gate: gate, ep: os.NewFile(uintptr(gate), "epoll")}
 	rc, err := p.ep.SyscallConn()
 	if err != nil {
 		p.close()
@@ -118,12 +144,24 @@ func (p *poller) waitOnce(fd uintptr) bool {
 		p.werr = ErrClosed
 		return true
 	}
+	if p.open {
+		if err := p.closeGate(); err != nil {
+			p.werr = err
+			return true
+		}
+	}
 	n, err := p.e.Ready()
 	if err != nil && err != syscall.EINTR {
 		p.werr = fmt.Errorf("epoll_wait: %w", err)
 		return true
 	}
 	if n == 0 {
+		if !p.open {
+			if err := p.openGate(); err != nil {
+				p.werr = err
+				return true
+			}
+		}
 		p.parked = true
 		return false
 	}
@@ -151,6 +189,32 @@ func (p *poller) stop() {
 }
 
 func (p *poller) close() error {
-	p.e.CloseWake()
-	return p.ep.Close()
+	err := p.ep.Close()
+	if cerr := p.e.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// openGate arms the gate. It fires at once if a socket became ready since
+// the loop last looked: epoll_ctl polls what it watches.
+func (p *poller) openGate() error {
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLONESHOT}
+	if err := syscall.EpollCtl(p.gate, syscall.EPOLL_CTL_MOD, p.e.FD, &ev); err != nil {
+		return fmt.Errorf("epoll gate: %w", err)
+	}
+	p.open = true
+	return nil
+}
+
+// closeGate takes the gate's event, which disarms it (one-shot); woken
+// without one (Go's poller may wake a waiter early), it stays armed.
+func (p *poller) closeGate() error {
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(p.gate),
+		uintptr(unsafe.Pointer(&p.gateEv[0])), 1, 0, 0, 0)
+	if errno != 0 && errno != syscall.EINTR {
+		return fmt.Errorf("epoll gate: %w", errno)
+	}
+	p.open = n == 0
+	return nil
 }

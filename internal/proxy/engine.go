@@ -110,13 +110,26 @@ func (s *Session) serveEarly() {
 // enterLoopLocked registers both sockets with the loop; s.mu is held and
 // no pump goroutine runs.
 func (s *Session) enterLoopLocked() error {
+	// Out of Go's poller while the loop serves them (rawsock.Detach).
+	c, b := s.clientOut.raw, s.backendOut.raw
+	if err := c.Detach(); err != nil {
+		return err
+	}
+	if err := b.Detach(); err != nil {
+		c.Attach()
+		return err
+	}
 	rc, err := s.lp.Add(s.fromClient.rc, s.fromClient.ready)
 	if err != nil {
+		c.Attach()
+		b.Attach()
 		return err
 	}
 	rb, err := s.lp.Add(s.fromContainer.rc, s.fromContainer.ready)
 	if err != nil {
 		rc.Remove()
+		c.Attach()
+		b.Attach()
 		return err
 	}
 	s.fromClient.reg, s.fromContainer.reg = rc, rb
@@ -137,6 +150,11 @@ func (s *Session) leaveLoopLocked() {
 	s.fromClient.reg.Remove()
 	s.fromContainer.reg.Remove()
 	s.fromClient.reg, s.fromContainer.reg = nil, nil
+	// Back in Go's poller, for the waits off the loop. One that fails
+	// leaves its socket unable to wait: a read or write that must wait
+	// fails, which ends the session.
+	s.clientOut.raw.Attach()
+	s.backendOut.raw.Attach()
 }
 
 // serve runs on the loop when d's socket is readable.

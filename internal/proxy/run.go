@@ -285,9 +285,9 @@ func (d *direction) other() *direction {
 
 // init sets the direction up to read c, whose deadlines dl owns; io is c
 // as the pump reads it.
-func (d *direction) init(s *Session, sd side, c, io net.Conn, in *idleConn, dl *deadlines, pump func() end) {
+func (d *direction) init(s *Session, sd side, c net.Conn, in *idleConn, dl *deadlines, pump func() end) {
 	d.s, d.side, d.dl, d.pump, d.in = s, sd, dl, pump, in
-	in.conn, in.d = io, d
+	in.conn, in.d = c, d
 	if s.opts.Poller != nil {
 		d.rc = rawConn(c)
 	}

@@ -329,12 +329,14 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	}
 	// The pumps read and write through rawsock: their system calls never
 	// block, so the scheduler need not treat them as blocking ones.
+	// From here on the session uses the sockets only through them (the loop
+	// engine takes them out of Go's poller while it serves them).
 	clientIO, backendIO := rawsock.Wrap(client), rawsock.Wrap(backend.Conn)
 	s := &Session{
-		client:    client,
-		clientDL:  deadlines{conn: client},
-		backend:   backend.Conn,
-		backendDL: deadlines{conn: backend.Conn},
+		client:    clientIO,
+		clientDL:  deadlines{conn: clientIO},
+		backend:   backendIO,
+		backendDL: deadlines{conn: backendIO},
 		opts:      opts,
 	}
 	s.clientOut.init(s, clientSide, clientIO, &s.clientDL)
@@ -342,8 +344,8 @@ func New(client net.Conn, clientBuffered []byte, backend console.Stream, opts Op
 	s.clientW = websocket.NewWriter(&s.clientOut, false)
 	s.backendIO = &s.backendOut
 	s.fromClient.out, s.fromContainer.out = &s.backendOut, &s.clientOut
-	s.fromClient.init(s, clientSide, client, clientIO, &s.clientIn, &s.clientDL, s.pumpClient)
-	s.fromContainer.init(s, containerSide, backend.Conn, backendIO, &s.backendIn, &s.backendDL, s.pumpContainer)
+	s.fromClient.init(s, clientSide, clientIO, &s.clientIn, &s.clientDL, s.pumpClient)
+	s.fromContainer.init(s, containerSide, backendIO, &s.backendIn, &s.backendDL, s.pumpContainer)
 	s.clientR = websocket.NewReader(&s.clientIn, websocket.ReaderOptions{FromClient: true, Buffered: clientBuffered, MaxPayload: opts.MaxMessage})
 	s.fromClient.r = s.clientR
 	if opts.Resize != nil {

@@ -22,3 +22,12 @@ func rawWrite(fd uintptr, p []byte) (int, syscall.Errno) {
 	}
 	return int(n), 0
 }
+
+// dupCloexec duplicates fd, close-on-exec.
+func dupCloexec(fd uintptr) (int, syscall.Errno) {
+	n, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), 0
+}

@@ -19,27 +19,224 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Conn is a socket whose Read and Write make raw system calls. Deadlines,
-// Close and the rest are the wrapped connection's.
+// Close and the rest are the wrapped connection's, or, once the socket has
+// been out of Go's network poller (Detach), those of the *os.File that
+// Attach made for it.
 type Conn struct {
 	net.Conn
-	rc syscall.RawConn
+	rc syscall.RawConn // the handle's; nil while detached
 	// wait, when set, is called before a read or write waits in the
 	// netpoller (internal/loop hands the loop off there).
 	wait func()
+
+	// fd is the socket's descriptor while it is out of Go's poller
+	// (Detach), else -1: then h holds it.
+	fd atomic.Int32
+	// closed: Close was called.
+	closed atomic.Bool
+	mu     sync.Mutex // guards h and rc changes, the deadlines and closing
+	h      handle
+	// The deadlines last asked for, given to the next handle (Attach).
+	rdl, wdl time.Time
+	dyn      dynRawConn
 }
 
-// SyscallConn returns the wrapped socket's, so that code looking for the
-// socket (a liveness check, a poller) still finds it.
-func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
+// handle is what holds the socket in Go's poller: the wrapped net.Conn,
+// then the *os.File of each Attach.
+type handle interface {
+	SyscallConn() (syscall.RawConn, error)
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+	Close() error
+}
+
+// SyscallConn returns the socket's, so that code looking for the socket (a
+// liveness check, a poller) still finds it, detached or not.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return &c.dyn, nil }
 
 // CloseWrite shuts the socket's writing side down (net/http half-closes
 // before it lets go of a connection with input left unread).
 func (c *Conn) CloseWrite() error {
-	return c.Conn.(interface{ CloseWrite() error }).CloseWrite()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return c.failed("shutdown", net.ErrClosed, 0)
+	}
+	if fd := c.fd.Load(); fd >= 0 {
+		return c.failed("shutdown", nil, errnoOf(syscall.Shutdown(int(fd), syscall.SHUT_WR)))
+	}
+	if cw, ok := c.h.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	var err error
+	if cerr := c.rc.Control(func(fd uintptr) { err = syscall.Shutdown(int(fd), syscall.SHUT_WR) }); cerr != nil {
+		return c.failed("shutdown", cerr, 0)
+	}
+	return c.failed("shutdown", nil, errnoOf(err))
+}
+
+// Close closes the socket. While detached it must not race a read or
+// write (the descriptor number could be reused under it).
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Swap(true) {
+		return c.failed("close", net.ErrClosed, 0)
+	}
+	if fd := c.fd.Load(); fd >= 0 {
+		c.h, c.rc = closedHandle{}, closedHandle{}
+		c.fd.Store(-1)
+		return c.failed("close", nil, errnoOf(syscall.Close(int(fd))))
+	}
+	return c.h.Close()
+}
+
+// SetDeadline sets both deadlines.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline bounds the waits of reads (while detached, reads do not
+// wait: the deadline is the next handle's).
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rdl = t
+	if c.fd.Load() >= 0 {
+		return nil
+	}
+	return c.h.SetReadDeadline(t)
+}
+
+// SetWriteDeadline bounds the waits of writes, as SetReadDeadline reads'.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wdl = t
+	if c.fd.Load() >= 0 {
+		return nil
+	}
+	return c.h.SetWriteDeadline(t)
+}
+
+// Detach takes the socket out of Go's network poller, until Attach. A
+// socket in it wakes the thread that idles in the poller each time it
+// becomes ready, whether or not a goroutine waits for it; an event loop
+// that serves the socket from its own epoll set, while that thread idles
+// on the other processor, would have it woken (and preempt the loop) once
+// every few reads, for nothing. Go has no call that takes a descriptor
+// out of its poller but closing it, so the socket is kept open on a
+// duplicate of its descriptor, and the poller's is closed.
+//
+// Nothing else may use the Conn (no read, write or wait under way) while
+// Detach or Attach runs. While detached, ReadNoWait and WriteNoWait make
+// their system calls directly; a Read or Write that has to wait calls the
+// wait hook, which is to Attach, and fails if it did not.
+func (c *Conn) Detach() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() || c.fd.Load() >= 0 {
+		return nil
+	}
+	nfd, errno := -1, syscall.Errno(0)
+	if err := c.rc.Control(func(fd uintptr) { nfd, errno = dupCloexec(fd) }); err != nil {
+		return c.failed("detach", err, 0)
+	}
+	if errno != 0 {
+		return c.failed("dup", nil, errno)
+	}
+	c.h.Close() // the poller lets go; the socket stays open on nfd
+	c.h, c.rc = nil, nil
+	c.fd.Store(int32(nfd))
+	return nil
+}
+
+// Attach puts a detached socket back in Go's poller, with the deadlines
+// asked for meanwhile.
+func (c *Conn) Attach() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fd := c.fd.Load()
+	if fd < 0 {
+		return nil
+	}
+	// Non-blocking, so os.NewFile registers it with the poller.
+	f := os.NewFile(uintptr(fd), "socket")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return c.failed("attach", err, 0)
+	}
+	c.h, c.rc = f, rc
+	c.fd.Store(-1)
+	if err := f.SetReadDeadline(c.rdl); err != nil {
+		return c.failed("attach", err, 0) // not in the poller: waits fail
+	}
+	f.SetWriteDeadline(c.wdl)
+	return nil
+}
+
+// errDetached: a read or write had to wait while the socket was out of
+// Go's poller, and the wait hook did not put it back.
+var errDetached = errors.New("socket is out of the network poller")
+
+// dynRawConn is a Conn's socket as a syscall.RawConn, detached or not.
+type dynRawConn struct{ c *Conn }
+
+func (d *dynRawConn) Control(f func(fd uintptr)) error {
+	c := d.c
+	c.mu.Lock()
+	if fd := c.fd.Load(); fd >= 0 {
+		defer c.mu.Unlock()
+		f(uintptr(fd))
+		return nil
+	}
+	rc := c.rc
+	c.mu.Unlock()
+	return rc.Control(f)
+}
+
+func (d *dynRawConn) Read(f func(fd uintptr) bool) error {
+	if d.c.fd.Load() >= 0 {
+		return errDetached
+	}
+	return d.c.rc.Read(f)
+}
+
+func (d *dynRawConn) Write(f func(fd uintptr) bool) error {
+	if d.c.fd.Load() >= 0 {
+		return errDetached
+	}
+	return d.c.rc.Write(f)
+}
+
+// closedHandle is a closed Conn's handle: everything fails.
+type closedHandle struct{}
+
+func (closedHandle) SyscallConn() (syscall.RawConn, error) { return nil, net.ErrClosed }
+func (closedHandle) SetReadDeadline(time.Time) error       { return net.ErrClosed }
+func (closedHandle) SetWriteDeadline(time.Time) error      { return net.ErrClosed }
+func (closedHandle) Close() error                          { return net.ErrClosed }
+func (closedHandle) Control(func(uintptr)) error           { return net.ErrClosed }
+func (closedHandle) Read(func(uintptr) bool) error         { return net.ErrClosed }
+func (closedHandle) Write(func(uintptr) bool) error        { return net.ErrClosed }
+
+func errnoOf(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	if e, ok := err.(syscall.Errno); ok {
+		return e
+	}
+	return syscall.EIO
 }
 
 // SetWaitHook has f called each time a read or write is about to wait for
@@ -54,6 +251,13 @@ var ErrWouldBlock = errors.New("rawsock: nothing to read now")
 func (c *Conn) ReadNoWait(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if fd := c.fd.Load(); fd >= 0 {
+		n, errno := readOnce(uintptr(fd), p)
+		if errno == syscall.EAGAIN {
+			return 0, ErrWouldBlock
+		}
+		return c.readDone(n, nil, errno)
 	}
 	o := noWaitOps.Get().(*op)
 	o.p = p
@@ -71,6 +275,13 @@ func (c *Conn) ReadNoWait(p []byte) (int, error) {
 // was written, if it did not take all of p.
 func (c *Conn) WriteNoWait(p []byte) (int, error) {
 	beforeWrite()
+	if fd := c.fd.Load(); fd >= 0 {
+		n, errno := writeAll(uintptr(fd), p)
+		if errno == syscall.EAGAIN {
+			return n, ErrWouldBlock
+		}
+		return n, c.failed("write", nil, errno)
+	}
 	o := noWaitOps.Get().(*op)
 	o.p = p
 	err := c.rc.Control(o.wctl)
@@ -98,7 +309,10 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil || !supported {
 		return c
 	}
-	return &Conn{Conn: c, rc: rc}
+	w := &Conn{Conn: c, rc: rc, h: c.(handle)}
+	w.fd.Store(-1)
+	w.dyn.c = w
+	return w
 }
 
 // Read reads what the socket has, waiting in the netpoller (with the read
@@ -107,8 +321,22 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	wait := c.wait
+	if fd := c.fd.Load(); fd >= 0 {
+		n, errno := readOnce(uintptr(fd), p)
+		if errno != syscall.EAGAIN {
+			return c.readDone(n, nil, errno)
+		}
+		if wait != nil {
+			wait()
+			wait = nil // told once per wait
+		}
+		if c.fd.Load() >= 0 {
+			return 0, c.failed("read", errDetached, 0)
+		}
+	}
 	o := readOps.Get().(*op)
-	o.p, o.wait = p, c.wait
+	o.p, o.wait = p, wait
 	err := c.rc.Read(o.step)
 	n, errno := o.done()
 	readOps.Put(o)
@@ -132,12 +360,53 @@ func (c *Conn) readDone(n int, err error, errno syscall.Errno) (int, error) {
 // deadline) whenever the socket's buffer is full.
 func (c *Conn) Write(p []byte) (int, error) {
 	beforeWrite()
+	done, wait := 0, c.wait
+	if fd := c.fd.Load(); fd >= 0 {
+		n, errno := writeAll(uintptr(fd), p)
+		if errno != syscall.EAGAIN {
+			return n, c.failed("write", nil, errno)
+		}
+		if wait != nil {
+			wait()
+			wait = nil // told once per wait
+		}
+		if c.fd.Load() >= 0 {
+			return n, c.failed("write", errDetached, 0)
+		}
+		done = n
+	}
 	o := writeOps.Get().(*op)
-	o.p, o.wait = p, c.wait
+	o.p, o.wait = p[done:], wait
 	err := c.rc.Write(o.step)
 	n, errno := o.done()
 	writeOps.Put(o)
-	return n, c.failed("write", err, errno)
+	return done + n, c.failed("write", err, errno)
+}
+
+// readOnce makes one read, retried if interrupted.
+func readOnce(fd uintptr, p []byte) (int, syscall.Errno) {
+	for {
+		n, e := rawRead(fd, p)
+		if e != syscall.EINTR {
+			return n, e
+		}
+	}
+}
+
+// writeAll writes until all of p is written, EAGAIN or an error.
+func writeAll(fd uintptr, p []byte) (int, syscall.Errno) {
+	done := 0
+	for done < len(p) {
+		n, e := rawWrite(fd, p[done:])
+		switch e {
+		case 0:
+			done += n
+		case syscall.EINTR:
+		default:
+			return done, e
+		}
+	}
+	return done, 0
 }
 
 // op is one Read or Write in progress: the function the RawConn calls
@@ -241,6 +510,8 @@ func (c *Conn) failed(op string, err error, errno syscall.Errno) error {
 	}
 	if err == nil {
 		err = os.NewSyscallError(op, errno)
+	} else if err != net.ErrClosed && err != errDetached && c.closed.Load() {
+		err = net.ErrClosed // an *os.File's "use of closed file", as net says it
 	} else if oe, ok := err.(*net.OpError); ok {
 		err = oe.Err // the RawConn's ("raw-read"), which would name the socket twice
 	}

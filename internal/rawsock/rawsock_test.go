@@ -24,7 +24,30 @@ func pair(t *testing.T, network string) (*Conn, net.Conn) {
 	return w, peer
 }
 
+// cycled returns pair's connection after it was out of Go's poller and
+// back (Detach, Attach): it then waits, and closes, through an *os.File.
+func cycled(t *testing.T, network string) (*Conn, net.Conn) {
+	t.Helper()
+	c, peer := pair(t, network)
+	if err := c.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	return c, peer
+}
+
 func TestConn(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		pair func(*testing.T, string) (*Conn, net.Conn)
+	}{{"", pair}, {"/detached and attached", cycled}} {
+		t.Run(mode.name, func(t *testing.T) { testConn(t, mode.pair) })
+	}
+}
+
+func testConn(t *testing.T, pair func(*testing.T, string) (*Conn, net.Conn)) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network+"/both ways", func(t *testing.T) {
 			c, peer := pair(t, network)
@@ -187,16 +210,121 @@ func TestErrorTextIsNets(t *testing.T) {
 				return err
 			}},
 		} {
-			t.Run(network+"/"+tc.name, func(t *testing.T) {
-				c, _ := pair(t, network)
-				plain, _ := testenv.SocketPair(t, network)
-				// The same addresses, for the same text.
-				want := strings.ReplaceAll(tc.do(plain).Error(), plain.LocalAddr().String(), c.LocalAddr().String())
-				want = strings.ReplaceAll(want, plain.RemoteAddr().String(), c.RemoteAddr().String())
-				if got := tc.do(c).Error(); got != want {
-					t.Errorf("error %q, net's %q", got, want)
+			for _, mode := range []struct {
+				name string
+				pair func(*testing.T, string) (*Conn, net.Conn)
+			}{{"", pair}, {"/detached and attached", cycled}} {
+				t.Run(network+"/"+tc.name+mode.name, func(t *testing.T) {
+					c, _ := mode.pair(t, network)
+					plain, _ := testenv.SocketPair(t, network)
+					// The same addresses, for the same text.
+					want := strings.ReplaceAll(tc.do(plain).Error(), plain.LocalAddr().String(), c.LocalAddr().String())
+					want = strings.ReplaceAll(want, plain.RemoteAddr().String(), c.RemoteAddr().String())
+					if got := tc.do(c).Error(); got != want {
+						t.Errorf("error %q, net's %q", got, want)
+					}
+				})
+			}
+		}
+	}
+}
+
+// Out of Go's poller, a socket is read and written without waits; one
+// that has to wait calls the hook, which puts it back, and then waits
+// with the deadlines asked for meanwhile; one whose hook does not fails.
+func TestDetached(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network+"/no waits", func(t *testing.T) {
+			c, peer := pair(t, network)
+			if err := c.Detach(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.ReadNoWait(make([]byte, 4)); err != ErrWouldBlock {
+				t.Fatalf("ReadNoWait on nothing: %v", err)
+			}
+			peer.Write([]byte("ping"))
+			buf := make([]byte, 4)
+			deadline := time.Now().Add(10 * time.Second)
+			n, err := c.ReadNoWait(buf)
+			for err == ErrWouldBlock && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+				n, err = c.ReadNoWait(buf)
+			}
+			if err != nil || string(buf[:n]) != "ping" {
+				t.Fatalf("ReadNoWait %q, %v", buf[:n], err)
+			}
+			if n, err := c.WriteNoWait([]byte("pong")); n != 4 || err != nil {
+				t.Fatalf("WriteNoWait %d, %v", n, err)
+			}
+			if _, err := io.ReadFull(peer, buf); err != nil || string(buf) != "pong" {
+				t.Fatalf("peer read %q, %v", buf, err)
+			}
+			if _, err := c.Read(buf); !errors.Is(err, errDetached) {
+				t.Fatalf("a read that would wait, no hook: %v", err)
+			}
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if b, err := io.ReadAll(peer); err != nil || len(b) != 0 {
+				t.Fatalf("peer after CloseWrite: %q, %v", b, err)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.ReadNoWait(buf); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("ReadNoWait after Close: %v", err)
+			}
+			if _, err := c.Write(buf); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("Write after Close: %v", err)
+			}
+		})
+		t.Run(network+"/a wait attaches", func(t *testing.T) {
+			c, peer := pair(t, network)
+			hooked := 0
+			c.SetWaitHook(func() {
+				hooked++
+				if err := c.Attach(); err != nil {
+					t.Error(err)
 				}
 			})
-		}
+			if err := c.Detach(); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) || hooked != 1 {
+				t.Fatalf("read past a deadline set while detached: %v (hook called %d times)", err, hooked)
+			}
+			c.SetReadDeadline(time.Time{})
+			if err := c.Detach(); err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				time.Sleep(20 * time.Millisecond)
+				peer.Write([]byte("late"))
+			}()
+			buf := make([]byte, 4)
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "late" {
+				t.Fatalf("read %q, %v", buf, err)
+			}
+			// A write larger than the socket's buffers, begun detached.
+			if err := c.Detach(); err != nil {
+				t.Fatal(err)
+			}
+			want := make([]byte, 8<<20)
+			for i := range want {
+				want[i] = byte(i * 7)
+			}
+			got := make(chan []byte, 1)
+			go func() {
+				b, _ := io.ReadAll(io.LimitReader(peer, int64(len(want))))
+				got <- b
+			}()
+			if n, err := c.Write(want); n != len(want) || err != nil {
+				t.Fatalf("wrote %d of %d: %v", n, len(want), err)
+			}
+			if !bytes.Equal(<-got, want) {
+				t.Fatal("the peer read other bytes than were written")
+			}
+		})
 	}
 }
