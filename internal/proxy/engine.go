@@ -19,7 +19,10 @@ import (
 // closing, closed) the mode says who does its work:
 //
 //   - on the loop (s.onLoop): both sockets are registered with one
-//     internal/loop Loop, level-triggered. When one is readable the loop
+//     internal/loop Loop, level-triggered, and are out of Go's network
+//     poller (rawsock's Unpoll: there they would wake the poller's idle
+//     thread at each readiness; leaving the loop puts them back, Repoll,
+//     for the waits off it). When one is readable the loop
 //     runs that direction's pump inline (serve): it reads once what is
 //     ready, frames and regroups it as the goroutine engine does (the
 //     same pump code), writes it on inline, and returns at the next frame
@@ -110,26 +113,26 @@ func (s *Session) serveEarly() {
 // enterLoopLocked registers both sockets with the loop; s.mu is held and
 // no pump goroutine runs.
 func (s *Session) enterLoopLocked() error {
-	// Out of Go's poller while the loop serves them (rawsock.Detach).
+	// Out of Go's poller while the loop serves them (rawsock.Unpoll).
 	c, b := s.clientOut.raw, s.backendOut.raw
-	if err := c.Detach(); err != nil {
+	if err := c.Unpoll(); err != nil {
 		return err
 	}
-	if err := b.Detach(); err != nil {
-		c.Attach()
+	if err := b.Unpoll(); err != nil {
+		c.Repoll()
 		return err
 	}
 	rc, err := s.lp.Add(s.fromClient.rc, s.fromClient.ready)
 	if err != nil {
-		c.Attach()
-		b.Attach()
+		c.Repoll()
+		b.Repoll()
 		return err
 	}
 	rb, err := s.lp.Add(s.fromContainer.rc, s.fromContainer.ready)
 	if err != nil {
 		rc.Remove()
-		c.Attach()
-		b.Attach()
+		c.Repoll()
+		b.Repoll()
 		return err
 	}
 	s.fromClient.reg, s.fromContainer.reg = rc, rb
@@ -153,8 +156,8 @@ func (s *Session) leaveLoopLocked() {
 	// Back in Go's poller, for the waits off the loop. One that fails
 	// leaves its socket unable to wait: a read or write that must wait
 	// fails, which ends the session.
-	s.clientOut.raw.Attach()
-	s.backendOut.raw.Attach()
+	s.clientOut.raw.Repoll()
+	s.backendOut.raw.Repoll()
 }
 
 // serve runs on the loop when d's socket is readable.

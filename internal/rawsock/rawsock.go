@@ -26,29 +26,29 @@ import (
 
 // Conn is a socket whose Read and Write make raw system calls. Deadlines,
 // Close and the rest are the wrapped connection's, or, once the socket has
-// been out of Go's network poller (Detach), those of the *os.File that
-// Attach made for it.
+// been out of Go's network poller (Unpoll), those of the *os.File that
+// Repoll made for it.
 type Conn struct {
 	net.Conn
-	rc syscall.RawConn // the handle's; nil while detached
+	rc syscall.RawConn // the handle's; nil while unpolled
 	// wait, when set, is called before a read or write waits in the
 	// netpoller (internal/loop hands the loop off there).
 	wait func()
 
 	// fd is the socket's descriptor while it is out of Go's poller
-	// (Detach), else -1: then h holds it.
+	// (Unpoll), else -1: then h holds it.
 	fd atomic.Int32
 	// closed: Close was called.
 	closed atomic.Bool
 	mu     sync.Mutex // guards h and rc changes, the deadlines and closing
 	h      handle
-	// The deadlines last asked for, given to the next handle (Attach).
+	// The deadlines last asked for, given to the next handle (Repoll).
 	rdl, wdl time.Time
 	dyn      dynRawConn
 }
 
 // handle is what holds the socket in Go's poller: the wrapped net.Conn,
-// then the *os.File of each Attach.
+// then the *os.File of each Repoll.
 type handle interface {
 	SyscallConn() (syscall.RawConn, error)
 	SetReadDeadline(time.Time) error
@@ -57,7 +57,7 @@ type handle interface {
 }
 
 // SyscallConn returns the socket's, so that code looking for the socket (a
-// liveness check, a poller) still finds it, detached or not.
+// liveness check, a poller) still finds it, unpolled or not.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) { return &c.dyn, nil }
 
 // CloseWrite shuts the socket's writing side down (net/http half-closes
@@ -81,7 +81,7 @@ func (c *Conn) CloseWrite() error {
 	return c.failed("shutdown", nil, errnoOf(err))
 }
 
-// Close closes the socket. While detached it must not race a read or
+// Close closes the socket. While unpolled it must not race a read or
 // write (the descriptor number could be reused under it).
 func (c *Conn) Close() error {
 	c.mu.Lock()
@@ -105,7 +105,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
-// SetReadDeadline bounds the waits of reads (while detached, reads do not
+// SetReadDeadline bounds the waits of reads (while unpolled, reads do not
 // wait: the deadline is the next handle's).
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
@@ -128,7 +128,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	return c.h.SetWriteDeadline(t)
 }
 
-// Detach takes the socket out of Go's network poller, until Attach. A
+// Unpoll takes the socket out of Go's network poller, until Repoll. A
 // socket in it wakes the thread that idles in the poller each time it
 // becomes ready, whether or not a goroutine waits for it; an event loop
 // that serves the socket from its own epoll set, while that thread idles
@@ -138,10 +138,10 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 // duplicate of its descriptor, and the poller's is closed.
 //
 // Nothing else may use the Conn (no read, write or wait under way) while
-// Detach or Attach runs. While detached, ReadNoWait and WriteNoWait make
+// Unpoll or Repoll runs. While unpolled, ReadNoWait and WriteNoWait make
 // their system calls directly; a Read or Write that has to wait calls the
-// wait hook, which is to Attach, and fails if it did not.
-func (c *Conn) Detach() error {
+// wait hook, which is to Repoll, and fails if it did not.
+func (c *Conn) Unpoll() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed.Load() || c.fd.Load() >= 0 {
@@ -149,7 +149,7 @@ func (c *Conn) Detach() error {
 	}
 	nfd, errno := -1, syscall.Errno(0)
 	if err := c.rc.Control(func(fd uintptr) { nfd, errno = dupCloexec(fd) }); err != nil {
-		return c.failed("detach", err, 0)
+		return c.failed("unpoll", err, 0)
 	}
 	if errno != 0 {
 		return c.failed("dup", nil, errno)
@@ -160,9 +160,9 @@ func (c *Conn) Detach() error {
 	return nil
 }
 
-// Attach puts a detached socket back in Go's poller, with the deadlines
+// Repoll puts a unpolled socket back in Go's poller, with the deadlines
 // asked for meanwhile.
-func (c *Conn) Attach() error {
+func (c *Conn) Repoll() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fd := c.fd.Load()
@@ -173,22 +173,22 @@ func (c *Conn) Attach() error {
 	f := os.NewFile(uintptr(fd), "socket")
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return c.failed("attach", err, 0)
+		return c.failed("repoll", err, 0)
 	}
 	c.h, c.rc = f, rc
 	c.fd.Store(-1)
 	if err := f.SetReadDeadline(c.rdl); err != nil {
-		return c.failed("attach", err, 0) // not in the poller: waits fail
+		return c.failed("repoll", err, 0) // not in the poller: waits fail
 	}
 	f.SetWriteDeadline(c.wdl)
 	return nil
 }
 
-// errDetached: a read or write had to wait while the socket was out of
+// errUnpolled: a read or write had to wait while the socket was out of
 // Go's poller, and the wait hook did not put it back.
-var errDetached = errors.New("socket is out of the network poller")
+var errUnpolled = errors.New("socket is out of the network poller")
 
-// dynRawConn is a Conn's socket as a syscall.RawConn, detached or not.
+// dynRawConn is a Conn's socket as a syscall.RawConn, unpolled or not.
 type dynRawConn struct{ c *Conn }
 
 func (d *dynRawConn) Control(f func(fd uintptr)) error {
@@ -206,14 +206,14 @@ func (d *dynRawConn) Control(f func(fd uintptr)) error {
 
 func (d *dynRawConn) Read(f func(fd uintptr) bool) error {
 	if d.c.fd.Load() >= 0 {
-		return errDetached
+		return errUnpolled
 	}
 	return d.c.rc.Read(f)
 }
 
 func (d *dynRawConn) Write(f func(fd uintptr) bool) error {
 	if d.c.fd.Load() >= 0 {
-		return errDetached
+		return errUnpolled
 	}
 	return d.c.rc.Write(f)
 }
@@ -332,7 +332,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			wait = nil // told once per wait
 		}
 		if c.fd.Load() >= 0 {
-			return 0, c.failed("read", errDetached, 0)
+			return 0, c.failed("read", errUnpolled, 0)
 		}
 	}
 	o := readOps.Get().(*op)
@@ -371,7 +371,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			wait = nil // told once per wait
 		}
 		if c.fd.Load() >= 0 {
-			return n, c.failed("write", errDetached, 0)
+			return n, c.failed("write", errUnpolled, 0)
 		}
 		done = n
 	}
@@ -510,7 +510,7 @@ func (c *Conn) failed(op string, err error, errno syscall.Errno) error {
 	}
 	if err == nil {
 		err = os.NewSyscallError(op, errno)
-	} else if err != net.ErrClosed && err != errDetached && c.closed.Load() {
+	} else if err != net.ErrClosed && err != errUnpolled && c.closed.Load() {
 		err = net.ErrClosed // an *os.File's "use of closed file", as net says it
 	} else if oe, ok := err.(*net.OpError); ok {
 		err = oe.Err // the RawConn's ("raw-read"), which would name the socket twice

@@ -25,14 +25,14 @@ func pair(t *testing.T, network string) (*Conn, net.Conn) {
 }
 
 // cycled returns pair's connection after it was out of Go's poller and
-// back (Detach, Attach): it then waits, and closes, through an *os.File.
+// back (Unpoll, Repoll): it then waits, and closes, through an *os.File.
 func cycled(t *testing.T, network string) (*Conn, net.Conn) {
 	t.Helper()
 	c, peer := pair(t, network)
-	if err := c.Detach(); err != nil {
+	if err := c.Unpoll(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Attach(); err != nil {
+	if err := c.Repoll(); err != nil {
 		t.Fatal(err)
 	}
 	return c, peer
@@ -42,7 +42,7 @@ func TestConn(t *testing.T) {
 	for _, mode := range []struct {
 		name string
 		pair func(*testing.T, string) (*Conn, net.Conn)
-	}{{"", pair}, {"/detached and attached", cycled}} {
+	}{{"", pair}, {"/unpolled and repolled", cycled}} {
 		t.Run(mode.name, func(t *testing.T) { testConn(t, mode.pair) })
 	}
 }
@@ -113,8 +113,11 @@ func testConn(t *testing.T, pair func(*testing.T, string) (*Conn, net.Conn)) {
 			// Long enough for the socket's buffer to take a first part
 			// before it passes, however busy the machine (at 50 ms it
 			// sometimes passed before the write began).
+			// The buffer is made first: 64 MiB take a while to clear
+			// under the race detector on a loaded machine.
+			buf := make([]byte, 64<<20)
 			c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
-			n, err := c.Write(make([]byte, 64<<20))
+			n, err := c.Write(buf)
 			if !errors.Is(err, os.ErrDeadlineExceeded) || n == 0 || n == 64<<20 {
 				t.Fatalf("wrote %d, %v; want part of it and a deadline error", n, err)
 			}
@@ -213,7 +216,7 @@ func TestErrorTextIsNets(t *testing.T) {
 			for _, mode := range []struct {
 				name string
 				pair func(*testing.T, string) (*Conn, net.Conn)
-			}{{"", pair}, {"/detached and attached", cycled}} {
+			}{{"", pair}, {"/unpolled and repolled", cycled}} {
 				t.Run(network+"/"+tc.name+mode.name, func(t *testing.T) {
 					c, _ := mode.pair(t, network)
 					plain, _ := testenv.SocketPair(t, network)
@@ -232,11 +235,11 @@ func TestErrorTextIsNets(t *testing.T) {
 // Out of Go's poller, a socket is read and written without waits; one
 // that has to wait calls the hook, which puts it back, and then waits
 // with the deadlines asked for meanwhile; one whose hook does not fails.
-func TestDetached(t *testing.T) {
+func TestUnpolled(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network+"/no waits", func(t *testing.T) {
 			c, peer := pair(t, network)
-			if err := c.Detach(); err != nil {
+			if err := c.Unpoll(); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := c.ReadNoWait(make([]byte, 4)); err != ErrWouldBlock {
@@ -259,7 +262,7 @@ func TestDetached(t *testing.T) {
 			if _, err := io.ReadFull(peer, buf); err != nil || string(buf) != "pong" {
 				t.Fatalf("peer read %q, %v", buf, err)
 			}
-			if _, err := c.Read(buf); !errors.Is(err, errDetached) {
+			if _, err := c.Read(buf); !errors.Is(err, errUnpolled) {
 				t.Fatalf("a read that would wait, no hook: %v", err)
 			}
 			if err := c.CloseWrite(); err != nil {
@@ -283,19 +286,19 @@ func TestDetached(t *testing.T) {
 			hooked := 0
 			c.SetWaitHook(func() {
 				hooked++
-				if err := c.Attach(); err != nil {
+				if err := c.Repoll(); err != nil {
 					t.Error(err)
 				}
 			})
-			if err := c.Detach(); err != nil {
+			if err := c.Unpoll(); err != nil {
 				t.Fatal(err)
 			}
 			c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) || hooked != 1 {
-				t.Fatalf("read past a deadline set while detached: %v (hook called %d times)", err, hooked)
+				t.Fatalf("read past a deadline set while unpolled: %v (hook called %d times)", err, hooked)
 			}
 			c.SetReadDeadline(time.Time{})
-			if err := c.Detach(); err != nil {
+			if err := c.Unpoll(); err != nil {
 				t.Fatal(err)
 			}
 			go func() {
@@ -306,8 +309,8 @@ func TestDetached(t *testing.T) {
 			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "late" {
 				t.Fatalf("read %q, %v", buf, err)
 			}
-			// A write larger than the socket's buffers, begun detached.
-			if err := c.Detach(); err != nil {
+			// A write larger than the socket's buffers, begun unpolled.
+			if err := c.Unpoll(); err != nil {
 				t.Fatal(err)
 			}
 			want := make([]byte, 8<<20)
