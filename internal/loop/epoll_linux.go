@@ -212,9 +212,12 @@ func (p *poller) openGate() error {
 func (p *poller) closeGate() error {
 	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(p.gate),
 		uintptr(unsafe.Pointer(&p.gateEv[0])), 1, 0, 0, 0)
-	if errno != 0 && errno != syscall.EINTR {
+	switch errno {
+	case 0:
+		p.open = n == 0
+	case syscall.EINTR: // still armed, as far as is known
+	default:
 		return fmt.Errorf("epoll gate: %w", errno)
 	}
-	p.open = n == 0
 	return nil
 }

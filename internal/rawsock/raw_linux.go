@@ -23,9 +23,10 @@ func rawWrite(fd uintptr, p []byte) (int, syscall.Errno) {
 	return int(n), 0
 }
 
-// dupCloexec duplicates fd, close-on-exec.
+// dupCloexec duplicates fd, close-on-exec, above the standard streams
+// (should one be closed, a socket must not take its number).
 func dupCloexec(fd uintptr) (int, syscall.Errno) {
-	n, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
+	n, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 3)
 	if e != 0 {
 		return -1, e
 	}

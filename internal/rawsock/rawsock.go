@@ -40,8 +40,11 @@ type Conn struct {
 	fd atomic.Int32
 	// closed: Close was called.
 	closed atomic.Bool
-	mu     sync.Mutex // guards h and rc changes, the deadlines and closing
-	h      handle
+	// repollErr: the last Repoll could not register the socket (it then
+	// cannot wait).
+	repollErr atomic.Pointer[error]
+	mu        sync.Mutex // guards h and rc changes, the deadlines and closing
+	h         handle
 	// The deadlines last asked for, given to the next handle (Repoll).
 	rdl, wdl time.Time
 	dyn      dynRawConn
@@ -66,19 +69,19 @@ func (c *Conn) CloseWrite() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed.Load() {
-		return c.failed("shutdown", net.ErrClosed, 0)
+		return c.failed("close", net.ErrClosed, 0)
 	}
 	if fd := c.fd.Load(); fd >= 0 {
-		return c.failed("shutdown", nil, errnoOf(syscall.Shutdown(int(fd), syscall.SHUT_WR)))
+		return c.failed("close", nil, errnoOf(syscall.Shutdown(int(fd), syscall.SHUT_WR)))
 	}
 	if cw, ok := c.h.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	var err error
 	if cerr := c.rc.Control(func(fd uintptr) { err = syscall.Shutdown(int(fd), syscall.SHUT_WR) }); cerr != nil {
-		return c.failed("shutdown", cerr, 0)
+		return c.failed("close", cerr, 0)
 	}
-	return c.failed("shutdown", nil, errnoOf(err))
+	return c.failed("close", nil, errnoOf(err))
 }
 
 // Close closes the socket. While unpolled it must not race a read or
@@ -94,7 +97,13 @@ func (c *Conn) Close() error {
 		c.fd.Store(-1)
 		return c.failed("close", nil, errnoOf(syscall.Close(int(fd))))
 	}
-	return c.h.Close()
+	if err := c.h.Close(); err != nil {
+		if _, ok := err.(*net.OpError); ok {
+			return err
+		}
+		return c.failed("close", err, 0) // an *os.File's
+	}
+	return nil
 }
 
 // SetDeadline sets both deadlines.
@@ -114,7 +123,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	if c.fd.Load() >= 0 {
 		return nil
 	}
-	return c.h.SetReadDeadline(t)
+	return c.setFailed(c.h.SetReadDeadline(t))
 }
 
 // SetWriteDeadline bounds the waits of writes, as SetReadDeadline reads'.
@@ -125,7 +134,19 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	if c.fd.Load() >= 0 {
 		return nil
 	}
-	return c.h.SetWriteDeadline(t)
+	return c.setFailed(c.h.SetWriteDeadline(t))
+}
+
+// setFailed returns a deadline's error as net words it: an *os.File's
+// (after Repoll) names the file, not the connection.
+func (c *Conn) setFailed(err error) error {
+	if err == nil || !c.closed.Load() {
+		return err
+	}
+	if _, ok := err.(*net.OpError); ok {
+		return err
+	}
+	return &net.OpError{Op: "set", Net: c.network(), Addr: c.LocalAddr(), Err: net.ErrClosed}
 }
 
 // Unpoll takes the socket out of Go's network poller, until Repoll. A
@@ -140,7 +161,10 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 // Nothing else may use the Conn (no read, write or wait under way) while
 // Unpoll or Repoll runs. While unpolled, ReadNoWait and WriteNoWait make
 // their system calls directly; a Read or Write that has to wait calls the
-// wait hook, which is to Repoll, and fails if it did not.
+// wait hook, which is to Repoll, and fails if it did not. Deadlines bound
+// waits only: set while unpolled, they are kept for Repoll, and a Read or
+// Write that need not wait is made whatever they say (the event loop
+// bounds its sessions' time itself).
 func (c *Conn) Unpoll() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -177,12 +201,20 @@ func (c *Conn) Repoll() error {
 	}
 	c.h, c.rc = f, rc
 	c.fd.Store(-1)
+	// Deadlines take only in the poller: one that does not take says the
+	// registration failed (epoll_ctl: ENOMEM, ENOSPC at max_user_watches).
+	// The socket can then not wait: the reads and writes that would fail
+	// with errRepoll.
 	if err := f.SetReadDeadline(c.rdl); err != nil {
-		return c.failed("repoll", err, 0) // not in the poller: waits fail
+		c.repollErr.Store(&err)
+		return c.failed("repoll", errRepoll, 0)
 	}
 	f.SetWriteDeadline(c.wdl)
 	return nil
 }
+
+// errRepoll: a socket could not go back into Go's poller, and cannot wait.
+var errRepoll = errors.New("socket could not return to the network poller")
 
 // errUnpolled: a read or write had to wait while the socket was out of
 // Go's poller, and the wait hook did not put it back.
@@ -510,16 +542,21 @@ func (c *Conn) failed(op string, err error, errno syscall.Errno) error {
 	}
 	if err == nil {
 		err = os.NewSyscallError(op, errno)
+	} else if c.repollErr.Load() != nil && !c.closed.Load() && err != errRepoll {
+		err = errRepoll // the wait's own error ("not pollable") says less
 	} else if err != net.ErrClosed && err != errUnpolled && c.closed.Load() {
 		err = net.ErrClosed // an *os.File's "use of closed file", as net says it
 	} else if oe, ok := err.(*net.OpError); ok {
 		err = oe.Err // the RawConn's ("raw-read"), which would name the socket twice
 	}
-	network := "tcp"
+	return &net.OpError{Op: op, Net: c.network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+func (c *Conn) network() string {
 	if _, ok := c.Conn.(*net.UnixConn); ok {
-		network = "unix"
+		return "unix"
 	}
-	return &net.OpError{Op: op, Net: network, Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	return "tcp"
 }
 
 // DialContext dials as a zero net.Dialer does (TCP keepalives on), its

@@ -212,6 +212,18 @@ func TestErrorTextIsNets(t *testing.T) {
 				_, err := c.Read(make([]byte, 1))
 				return err
 			}},
+			{"deadline after close", func(c net.Conn) error {
+				c.Close()
+				return c.SetReadDeadline(time.Now())
+			}},
+			{"closed twice", func(c net.Conn) error {
+				c.Close()
+				return c.Close()
+			}},
+			{"write side closed after close", func(c net.Conn) error {
+				c.Close()
+				return c.(interface{ CloseWrite() error }).CloseWrite()
+			}},
 		} {
 			for _, mode := range []struct {
 				name string
