@@ -5,7 +5,6 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
-	"unsafe"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/epoll"
 )
@@ -22,16 +21,18 @@ import (
 // run on goroutines.
 //
 // Go's poller does not watch the loop's epoll instance directly but a
-// gate (ep, an *os.File on a second epoll instance) that watches it
-// one-shot, armed only while the loop parks. Watched directly, every
-// socket becoming ready while the loop runs would wake the thread that
-// idles in Go's poller, for nothing (the loop finds the socket at its next
-// zero-timeout wait): at echo rates that thread was woken, preempting the
-// loop on its processor, once per two reads. Closed, the gate costs an
-// epoll_ctl to open and an epoll_wait to take the event, per park.
+// gate (ep, an *os.File on a second epoll instance) that watches it and
+// that the loop closes while it runs long (closeGate, after gateAfter).
+// Watched directly, every socket becoming ready while the loop runs would
+// wake the thread that idles in Go's poller, for nothing (the loop finds
+// the socket at its next zero-timeout wait): in echo, with 64 KiB
+// messages, that thread was woken, preempting the loop on its processor,
+// about once per two reads. Closing the gate and opening it again before
+// the loop parks costs an epoll_ctl each, which a loop that parks after
+// each keystroke would pay for nothing: short runs leave it open.
 type poller struct {
 	e       *epoll.Epoll
-	gate    int // epoll instance watching e.FD, EPOLLONESHOT
+	gate    int // epoll instance watching e.FD
 	ep      *os.File
 	rc      syscall.RawConn
 	stopped atomic.Bool
@@ -41,8 +42,7 @@ type poller struct {
 	ready  []event
 	werr   error
 	parked bool // the wait found nothing ready at first, and waited
-	open   bool // the gate is armed and its event not yet taken
-	gateEv [1]syscall.EpollEvent
+	open   bool // the gate passes the loop's readiness on
 }
 
 // event is a ready socket: its id and what it is ready for.
@@ -64,8 +64,7 @@ func start() (*poller, error) {
 		e.Close()
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	// Closed (no events) until the loop first parks.
-	ev := syscall.EpollEvent{Events: syscall.EPOLLONESHOT}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
 	if err := syscall.EpollCtl(gate, syscall.EPOLL_CTL_ADD, e.FD, &ev); err != nil {
 		syscall.Close(gate)
 		e.Close()
@@ -77,7 +76,7 @@ func start() (*poller, error) {
 		e.Close()
 		return nil, fmt.Errorf("epoll gate: %w", err)
 	}
-	p := &poller{e: e, gate: gate, ep: os.NewFile(uintptr(gate), "epoll")}
+	p := &poller{e: e, gate: gate, ep: os.NewFile(uintptr(gate), "epoll"), open: true}
 	rc, err := p.ep.SyscallConn()
 	if err != nil {
 		p.close()
@@ -144,12 +143,6 @@ func (p *poller) waitOnce(fd uintptr) bool {
 		p.werr = ErrClosed
 		return true
 	}
-	if p.open {
-		if err := p.closeGate(); err != nil {
-			p.werr = err
-			return true
-		}
-	}
 	n, err := p.e.Ready()
 	if err != nil && err != syscall.EINTR {
 		p.werr = fmt.Errorf("epoll_wait: %w", err)
@@ -196,10 +189,11 @@ func (p *poller) close() error {
 	return err
 }
 
-// openGate arms the gate. It fires at once if a socket became ready since
-// the loop last looked: epoll_ctl polls what it watches.
+// openGate opens the gate, before the loop parks. It passes readiness on
+// at once if a socket became ready since the loop last looked: epoll_ctl
+// polls what it watches.
 func (p *poller) openGate() error {
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLONESHOT}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
 	if err := syscall.EpollCtl(p.gate, syscall.EPOLL_CTL_MOD, p.e.FD, &ev); err != nil {
 		return fmt.Errorf("epoll gate: %w", err)
 	}
@@ -207,17 +201,15 @@ func (p *poller) openGate() error {
 	return nil
 }
 
-// closeGate takes the gate's event, which disarms it (one-shot); woken
-// without one (Go's poller may wake a waiter early), it stays armed.
+// closeGate closes the gate while the loop runs (no events watched for).
 func (p *poller) closeGate() error {
-	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(p.gate),
-		uintptr(unsafe.Pointer(&p.gateEv[0])), 1, 0, 0, 0)
-	switch errno {
-	case 0:
-		p.open = n == 0
-	case syscall.EINTR: // still armed, as far as is known
-	default:
-		return fmt.Errorf("epoll gate: %w", errno)
+	if !p.open {
+		return nil
 	}
+	var ev syscall.EpollEvent
+	if err := syscall.EpollCtl(p.gate, syscall.EPOLL_CTL_MOD, p.e.FD, &ev); err != nil {
+		return fmt.Errorf("epoll gate: %w", err)
+	}
+	p.open = false
 	return nil
 }

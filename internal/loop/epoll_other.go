@@ -23,3 +23,4 @@ func (*poller) interrupt()                               {}
 func (*poller) drain()                                   {}
 func (*poller) stop()                                    {}
 func (*poller) close() error                             { return nil }
+func (*poller) closeGate() error                         { return nil }

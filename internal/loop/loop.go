@@ -52,11 +52,18 @@ type Loop struct {
 	// onFail, if set, is told why the loop failed, when it does.
 	onFail atomic.Pointer[func(error)]
 	// kick, if set (by the loop's Group), has an idle processor wait in
-	// Go's network poller; busySince is when the owner last parked or
-	// kicked, zero before its first wait (the owner goroutine only).
+	// Go's network poller. busySince is when the owner last parked, zero
+	// before its first wait, kickedAt when it last parked or kicked (the
+	// owner goroutine only).
 	kick      func()
 	busySince time.Time
+	kickedAt  time.Time
 }
+
+// gateAfter is how long a loop runs without parking before it stops its
+// sockets' readiness from reaching Go's poller (the poller's gate) until
+// it parks again. A keystroke's run is shorter and leaves it open.
+const gateAfter = 20 * time.Microsecond
 
 // kickAfter is how long a loop runs without parking before it kicks.
 // Go's network poller wakes a parked goroutine (another loop, a
@@ -217,12 +224,16 @@ func (l *Loop) run(gen uint64) {
 			l.fail(err)
 			return
 		}
-		if l.kick != nil {
-			if now := time.Now(); parked || l.busySince.IsZero() {
-				l.busySince = now
-			} else if now.Sub(l.busySince) >= kickAfter {
+		if now := time.Now(); parked || l.busySince.IsZero() {
+			l.busySince, l.kickedAt = now, now
+		} else if busy := now.Sub(l.busySince); busy >= gateAfter {
+			if err := l.impl.closeGate(); err != nil {
+				l.fail(err)
+				return
+			}
+			if l.kick != nil && now.Sub(l.kickedAt) >= kickAfter {
 				l.kick()
-				l.busySince = now
+				l.kickedAt = now
 			}
 		}
 		for _, e := range ready {
