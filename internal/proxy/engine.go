@@ -140,8 +140,11 @@ func (s *Session) enterLoopLocked() error {
 	return nil
 }
 
-// leaveLoopLocked takes the session off the loop; s.mu is held.
-func (s *Session) leaveLoopLocked() {
+// leaveLoopLocked takes the session off the loop; s.mu is held. For
+// pumps (repoll), the sockets go back into Go's poller at once; a session
+// that is ending closes them without, unless it has to wait (rawsock puts
+// a socket back for its first wait).
+func (s *Session) leaveLoopLocked(repoll bool) {
 	if !s.onLoop {
 		return
 	}
@@ -153,11 +156,12 @@ func (s *Session) leaveLoopLocked() {
 	s.fromClient.reg.Remove()
 	s.fromContainer.reg.Remove()
 	s.fromClient.reg, s.fromContainer.reg = nil, nil
-	// Back in Go's poller, for the waits off the loop. One that fails
-	// leaves its socket unable to wait: a read or write that must wait
-	// fails, which ends the session.
-	s.clientOut.raw.Repoll()
-	s.backendOut.raw.Repoll()
+	if repoll {
+		// One that fails leaves its socket unable to wait: a read or
+		// write that must wait fails, which ends the session.
+		s.clientOut.raw.Repoll()
+		s.backendOut.raw.Repoll()
+	}
 }
 
 // serve runs on the loop when d's socket is readable.
@@ -248,7 +252,7 @@ func (s *Session) endOnLoop(e end) {
 		s.mu.Unlock()
 		return
 	}
-	s.leaveLoopLocked()
+	s.leaveLoopLocked(false)
 	s.mu.Unlock()
 	go s.finish(e)
 }
@@ -263,7 +267,7 @@ func (s *Session) beforeWait() {
 	cur := s.serving
 	s.serving = nil
 	s.mu.Lock()
-	s.leaveLoopLocked()
+	s.leaveLoopLocked(true)
 	if cur == nil {
 		// A heartbeat's ping waits: no return to the loop meanwhile.
 		s.ticking = true
@@ -337,7 +341,7 @@ func (s *Session) stopFromOutside() bool {
 			won <- false
 			return
 		}
-		s.leaveLoopLocked()
+		s.leaveLoopLocked(false)
 		won <- true
 	})
 	return <-won

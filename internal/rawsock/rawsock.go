@@ -159,9 +159,11 @@ func (c *Conn) setFailed(err error) error {
 // duplicate of its descriptor, and the poller's is closed.
 //
 // Nothing else may use the Conn (no read, write or wait under way) while
-// Unpoll or Repoll runs. While unpolled, ReadNoWait and WriteNoWait make
-// their system calls directly; a Read or Write that has to wait calls the
-// wait hook, which is to Repoll, and fails if it did not. Deadlines bound
+// Unpoll or Repoll runs. While unpolled, reads and writes make their
+// system calls directly; a Read or Write that has to wait calls the wait
+// hook (the event loop's: it takes the session off the loop) and Repolls
+// (unless the hook did), so that a session that ends, closing its sockets
+// without waiting, never puts them back in the poller. Deadlines bound
 // waits only: set while unpolled, they are kept for Repoll, and a Read or
 // Write that need not wait is made whatever they say (the event loop
 // bounds its sessions' time itself).
@@ -363,8 +365,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 			wait()
 			wait = nil // told once per wait
 		}
-		if c.fd.Load() >= 0 {
-			return 0, c.failed("read", errUnpolled, 0)
+		if err := c.Repoll(); err != nil {
+			return 0, err
 		}
 	}
 	o := readOps.Get().(*op)
@@ -402,8 +404,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 			wait()
 			wait = nil // told once per wait
 		}
-		if c.fd.Load() >= 0 {
-			return n, c.failed("write", errUnpolled, 0)
+		if err := c.Repoll(); err != nil {
+			return n, err
 		}
 		done = n
 	}

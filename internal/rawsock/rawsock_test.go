@@ -274,8 +274,14 @@ func TestUnpolled(t *testing.T) {
 			if _, err := io.ReadFull(peer, buf); err != nil || string(buf) != "pong" {
 				t.Fatalf("peer read %q, %v", buf, err)
 			}
-			if _, err := c.Read(buf); !errors.Is(err, errUnpolled) {
-				t.Fatalf("a read that would wait, no hook: %v", err)
+			// Without a hook that puts it back, a read that waits does.
+			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			if _, err := c.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("a read past its deadline, no hook: %v", err)
+			}
+			c.SetReadDeadline(time.Time{})
+			if err := c.Unpoll(); err != nil {
+				t.Fatal(err)
 			}
 			if err := c.CloseWrite(); err != nil {
 				t.Fatal(err)
