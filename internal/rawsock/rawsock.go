@@ -186,7 +186,7 @@ func (c *Conn) Unpoll() error {
 	return nil
 }
 
-// Repoll puts a unpolled socket back in Go's poller, with the deadlines
+// Repoll puts an unpolled socket back in Go's poller, with the deadlines
 // asked for meanwhile.
 func (c *Conn) Repoll() error {
 	c.mu.Lock()
@@ -205,7 +205,7 @@ func (c *Conn) Repoll() error {
 	c.fd.Store(-1)
 	// Deadlines take only in the poller: one that does not take says the
 	// registration failed (epoll_ctl: ENOMEM, ENOSPC at max_user_watches).
-	// The socket can then not wait: the reads and writes that would fail
+	// The socket can then not wait: reads and writes that would, fail
 	// with errRepoll.
 	if err := f.SetReadDeadline(c.rdl); err != nil {
 		c.repollErr.Store(&err)
@@ -481,29 +481,10 @@ func (o *op) read(fd uintptr) bool {
 }
 
 // readNoWait makes one read, whatever it finds (EAGAIN included).
-func (o *op) readNoWait(fd uintptr) {
-	for {
-		o.n, o.errno = rawRead(fd, o.p)
-		if o.errno != syscall.EINTR {
-			return
-		}
-	}
-}
+func (o *op) readNoWait(fd uintptr) { o.n, o.errno = readOnce(fd, o.p) }
 
 // writeNoWait writes until all is written, EAGAIN or an error.
-func (o *op) writeNoWait(fd uintptr) {
-	for o.n < len(o.p) {
-		n, e := rawWrite(fd, o.p[o.n:])
-		switch e {
-		case 0:
-			o.n += n
-		case syscall.EINTR:
-		default:
-			o.errno = e
-			return
-		}
-	}
-}
+func (o *op) writeNoWait(fd uintptr) { o.n, o.errno = writeAll(fd, o.p) }
 
 // write writes until all is written or an error; false (EAGAIN) has the
 // RawConn wait for room.
