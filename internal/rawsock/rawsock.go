@@ -45,9 +45,25 @@ type Conn struct {
 	repollErr atomic.Pointer[error]
 	mu        sync.Mutex // guards h and rc changes, the deadlines and closing
 	h         handle
-	// The deadlines last asked for, given to the next handle (Repoll).
-	rdl, wdl time.Time
-	dyn      dynRawConn
+	// The deadlines last asked for, given to the next handle (Repoll),
+	// and as Unix nanoseconds (0: none) for unpolled reads and writes.
+	rdl, wdl     time.Time
+	rdlNs, wdlNs atomic.Int64
+	dyn          dynRawConn
+}
+
+// unixNano is t for rdlNs and wdlNs.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(t.UnixNano(), 1)
+}
+
+// expired reports whether deadline ns (0: none) has passed.
+func expired(ns *atomic.Int64) bool {
+	d := ns.Load()
+	return d != 0 && time.Now().UnixNano() >= d
 }
 
 // handle is what holds the socket in Go's poller: the wrapped net.Conn,
@@ -114,12 +130,13 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
-// SetReadDeadline bounds the waits of reads (while unpolled, reads do not
-// wait: the deadline is the next handle's).
+// SetReadDeadline sets the read deadline, as a net.Conn's (while unpolled,
+// for reads, and for the handle Repoll makes).
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.rdl = t
+	c.rdlNs.Store(unixNano(t))
 	if c.fd.Load() >= 0 {
 		return nil
 	}
@@ -131,6 +148,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.wdl = t
+	c.wdlNs.Store(unixNano(t))
 	if c.fd.Load() >= 0 {
 		return nil
 	}
@@ -163,10 +181,9 @@ func (c *Conn) setFailed(err error) error {
 // system calls directly; a Read or Write that has to wait calls the wait
 // hook (the event loop's: it takes the session off the loop) and Repolls
 // (unless the hook did), so that a session that ends, closing its sockets
-// without waiting, never puts them back in the poller. Deadlines bound
-// waits only: set while unpolled, they are kept for Repoll, and a Read or
-// Write that need not wait is made whatever they say (the event loop
-// bounds its sessions' time itself).
+// without waiting, never puts them back in the poller. Deadlines hold as
+// on a net.Conn: a Read or Write past its deadline fails (ReadNoWait and
+// WriteNoWait, as always, go by none), and they are kept for Repoll.
 func (c *Conn) Unpoll() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -357,6 +374,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	wait := c.wait
 	if fd := c.fd.Load(); fd >= 0 {
+		if expired(&c.rdlNs) {
+			return 0, c.failed("read", os.ErrDeadlineExceeded, 0)
+		}
 		n, errno := readOnce(uintptr(fd), p)
 		if errno != syscall.EAGAIN {
 			return c.readDone(n, nil, errno)
@@ -396,6 +416,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	beforeWrite()
 	done, wait := 0, c.wait
 	if fd := c.fd.Load(); fd >= 0 {
+		if expired(&c.wdlNs) {
+			return 0, c.failed("write", os.ErrDeadlineExceeded, 0)
+		}
 		n, errno := writeAll(uintptr(fd), p)
 		if errno != syscall.EAGAIN {
 			return n, c.failed("write", nil, errno)

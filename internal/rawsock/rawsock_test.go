@@ -299,6 +299,28 @@ func TestUnpolled(t *testing.T) {
 				t.Fatalf("Write after Close: %v", err)
 			}
 		})
+		t.Run(network+"/deadlines hold", func(t *testing.T) {
+			c, peer := pair(t, network)
+			if err := c.Unpoll(); err != nil {
+				t.Fatal(err)
+			}
+			peer.Write([]byte("unread"))
+			time.Sleep(10 * time.Millisecond)
+			// Past its deadline, a read fails with bytes to read, as
+			// net's does (a lingering close counts on it).
+			c.SetDeadline(time.Unix(1, 0))
+			if _, err := c.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("read past its deadline: %v", err)
+			}
+			if _, err := c.Write([]byte("x")); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("write past its deadline: %v", err)
+			}
+			c.SetDeadline(time.Time{})
+			buf := make([]byte, 6)
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "unread" {
+				t.Fatalf("read %q, %v", buf, err)
+			}
+		})
 		t.Run(network+"/a wait attaches", func(t *testing.T) {
 			c, peer := pair(t, network)
 			hooked := 0
