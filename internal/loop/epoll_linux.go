@@ -148,13 +148,24 @@ func (p *poller) waitOnce(fd uintptr) bool {
 		p.werr = fmt.Errorf("epoll_wait: %w", err)
 		return true
 	}
-	if n == 0 {
-		if !p.open {
-			if err := p.openGate(); err != nil {
-				p.werr = err
-				return true
-			}
+	if n == 0 && !p.open {
+		if beforeOpenGate != nil {
+			beforeOpenGate()
 		}
+		if err := p.openGate(); err != nil {
+			p.werr = err
+			return true
+		}
+		// What became ready while the gate was closed may not be passed
+		// on by opening it: the gate's entry for the loop's epoll set can
+		// still be on the gate's ready list (no one takes the gate's
+		// events), and then epoll_ctl wakes no one. So look once more.
+		if n, err = p.e.Ready(); err != nil && err != syscall.EINTR {
+			p.werr = fmt.Errorf("epoll_wait: %w", err)
+			return true
+		}
+	}
+	if n <= 0 {
 		p.parked = true
 		return false
 	}
@@ -189,9 +200,10 @@ func (p *poller) close() error {
 	return err
 }
 
-// openGate opens the gate, before the loop parks. It passes readiness on
-// at once if a socket became ready since the loop last looked: epoll_ctl
-// polls what it watches.
+// beforeOpenGate, if set (by tests), runs before a closed gate opens.
+var beforeOpenGate func()
+
+// openGate opens the gate, before the loop parks.
 func (p *poller) openGate() error {
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
 	if err := syscall.EpollCtl(p.gate, syscall.EPOLL_CTL_MOD, p.e.FD, &ev); err != nil {

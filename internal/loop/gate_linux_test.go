@@ -54,3 +54,46 @@ func TestGateClosesOnLongRunsAndOpensToPark(t *testing.T) {
 		t.Fatal("a parked loop did not wake for a posted function: its gate stayed closed")
 	}
 }
+
+// What becomes ready while a closed gate is about to open (after the
+// loop found nothing, before it parks) still wakes the loop: opening the
+// gate does not pass it on when the gate's entry is on its ready list
+// already (left there by the wake that brought the loop round), so the
+// loop looks once more.
+func TestReadyWhileGateClosedIsNotLost(t *testing.T) {
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		l.Close()
+		beforeOpenGate = nil
+	}()
+	client, accepted := testenv.SocketPair(t, "tcp")
+	got := make(chan struct{}, 1)
+	if _, err := l.Add(rawConn(t, accepted), func(Events) {
+		var b [16]byte
+		accepted.Read(b[:])
+		got <- struct{}{}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	barrier(l)
+	time.Sleep(20 * time.Millisecond) // parked, the gate open
+	var once sync.Once
+	beforeOpenGate = func() { once.Do(func() { client.Write([]byte("x")) }) }
+	// Closed as a long run closes it; the loop then parks, opening it.
+	closed := make(chan struct{})
+	l.Post(func() {
+		if err := l.impl.closeGate(); err != nil {
+			t.Error(err)
+		}
+		close(closed)
+	})
+	<-closed
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a parked loop never served a socket that became readable as its gate opened")
+	}
+}

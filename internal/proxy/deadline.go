@@ -77,7 +77,11 @@ func (d *deadlines) lingerClose(step time.Duration) {
 	limit := time.Now().Add(10 * step)
 	var discard [2048]byte
 	for {
-		next := time.Now().Add(step)
+		now := time.Now()
+		if !now.Before(limit) {
+			return
+		}
+		next := now.Add(step)
 		if next.After(limit) {
 			next = limit
 		}

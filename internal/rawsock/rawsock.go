@@ -114,10 +114,12 @@ func (c *Conn) Close() error {
 		return c.failed("close", nil, errnoOf(syscall.Close(int(fd))))
 	}
 	if err := c.h.Close(); err != nil {
-		if _, ok := err.(*net.OpError); ok {
-			return err
+		if pe, ok := err.(*os.PathError); ok {
+			// An *os.File's, as net words it (failed would take it for
+			// a use after Close, as closed is set).
+			return &net.OpError{Op: "close", Net: c.network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: pe.Err}
 		}
-		return c.failed("close", err, 0) // an *os.File's
+		return err
 	}
 	return nil
 }
@@ -220,6 +222,7 @@ func (c *Conn) Repoll() error {
 	}
 	c.h, c.rc = f, rc
 	c.fd.Store(-1)
+	c.repollErr.Store(nil)
 	// Deadlines take only in the poller: one that does not take says the
 	// registration failed (epoll_ctl: ENOMEM, ENOSPC at max_user_watches).
 	// The socket can then not wait: reads and writes that would, fail
@@ -385,8 +388,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 			wait()
 			wait = nil // told once per wait
 		}
-		if err := c.Repoll(); err != nil {
-			return 0, err
+		if c.Repoll() != nil {
+			return 0, c.failed("read", errRepoll, 0)
 		}
 	}
 	o := readOps.Get().(*op)
@@ -427,8 +430,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 			wait()
 			wait = nil // told once per wait
 		}
-		if err := c.Repoll(); err != nil {
-			return n, err
+		if c.Repoll() != nil {
+			return n, c.failed("write", errRepoll, 0)
 		}
 		done = n
 	}
