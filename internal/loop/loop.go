@@ -63,7 +63,7 @@ type Loop struct {
 // gateAfter is how long a loop runs without parking before it stops its
 // sockets' readiness from reaching Go's poller (the poller's gate) until
 // it parks again. A keystroke's run is shorter and leaves it open.
-const gateAfter = 20 * time.Microsecond
+const gateAfter = 100 * time.Microsecond
 
 // kickAfter is how long a loop runs without parking before it kicks.
 // Go's network poller wakes a parked goroutine (another loop, a
