@@ -135,26 +135,23 @@ func (c *Conn) SetDeadline(t time.Time) error {
 // SetReadDeadline sets the read deadline, as a net.Conn's (while unpolled,
 // for reads, and for the handle Repoll makes).
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.rdl = t
-	c.rdlNs.Store(unixNano(t))
-	if c.fd.Load() >= 0 {
-		return nil
-	}
-	return c.setFailed(c.h.SetReadDeadline(t))
+	return c.setDeadline(&c.rdl, &c.rdlNs, t, handle.SetReadDeadline)
 }
 
-// SetWriteDeadline bounds the waits of writes, as SetReadDeadline reads'.
+// SetWriteDeadline sets the write deadline, as SetReadDeadline the read one.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
+	return c.setDeadline(&c.wdl, &c.wdlNs, t, handle.SetWriteDeadline)
+}
+
+func (c *Conn) setDeadline(at *time.Time, ns *atomic.Int64, t time.Time, set func(handle, time.Time) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.wdl = t
-	c.wdlNs.Store(unixNano(t))
+	*at = t
+	ns.Store(unixNano(t))
 	if c.fd.Load() >= 0 {
 		return nil
 	}
-	return c.setFailed(c.h.SetWriteDeadline(t))
+	return c.setFailed(set(c.h, t))
 }
 
 // setFailed returns a deadline's error as net words it: an *os.File's
