@@ -213,7 +213,9 @@ func (p *poller) openGate() error {
 	return nil
 }
 
-// closeGate closes the gate while the loop runs (no events watched for).
+// closeGate closes the gate while the loop runs: no events watched for
+// (but the hang-ups and errors epoll always reports, which a ready socket
+// never makes of an epoll set).
 func (p *poller) closeGate() error {
 	if !p.open {
 		return nil

@@ -141,9 +141,11 @@ func (s *Session) enterLoopLocked() error {
 }
 
 // leaveLoopLocked takes the session off the loop; s.mu is held. For
-// pumps (repoll), the sockets go back into Go's poller at once; a session
-// that is ending closes them without, unless it has to wait (rawsock puts
-// a socket back for its first wait).
+// pumps (repoll), the sockets go back into Go's poller at once: off the
+// loop, Stop or finish may close a socket while a pump reads it, and only
+// a polled socket's close waits for the reads under way. A session that
+// is ending, with nothing else using its sockets, closes them without,
+// unless it has to wait (rawsock puts a socket back for its first wait).
 func (s *Session) leaveLoopLocked(repoll bool) {
 	if !s.onLoop {
 		return
@@ -252,7 +254,10 @@ func (s *Session) endOnLoop(e end) {
 		s.mu.Unlock()
 		return
 	}
-	s.leaveLoopLocked(false)
+	// A failed loop runs posted functions (a heartbeat's ping) at once, on
+	// their callers' goroutines, while it hands its sockets Failed: the
+	// sockets go back into the poller, whose close waits for their writes.
+	s.leaveLoopLocked(e.end == EndLoopFailed)
 	s.mu.Unlock()
 	go s.finish(e)
 }

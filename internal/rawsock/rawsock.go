@@ -29,8 +29,11 @@ import (
 // been out of Go's network poller (Unpoll), those of the *os.File that
 // Repoll made for it.
 type Conn struct {
+	// The wrapped connection: its addresses stay, but after Unpoll it is
+	// closed (the socket lives on in fd, then in h): unwrap nothing from
+	// a Conn that may have been unpolled.
 	net.Conn
-	rc syscall.RawConn // the handle's; nil while unpolled
+	rc syscall.RawConn // the handle's (unpolledRawConn while unpolled)
 	// wait, when set, is called before a read or write waits in the
 	// netpoller (internal/loop hands the loop off there).
 	wait func()
@@ -46,30 +49,35 @@ type Conn struct {
 	mu        sync.Mutex // guards h and rc changes, the deadlines and closing
 	h         handle
 	// The deadlines last asked for, given to the next handle (Repoll),
-	// and as Unix nanoseconds (0: none) for unpolled reads and writes.
+	// and as sinceBase's nanoseconds (0: none) for unpolled reads and
+	// writes.
 	rdl, wdl     time.Time
 	rdlNs, wdlNs atomic.Int64
 	dyn          dynRawConn
 }
 
-// unixNano is t for rdlNs and wdlNs.
-func unixNano(t time.Time) int64 {
+// clockBase is when deadlines are counted from, on the monotonic clock
+// (as net's are: a wall clock that jumps moves no deadline).
+var clockBase = time.Now()
+
+// sinceBase is t for rdlNs and wdlNs: nanoseconds from clockBase, at least
+// 1 (one in the past is past), or 0 for none.
+func sinceBase(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
-	return max(t.UnixNano(), 1)
+	return max(int64(t.Sub(clockBase)), 1)
 }
 
 // expired reports whether deadline ns (0: none) has passed.
 func expired(ns *atomic.Int64) bool {
 	d := ns.Load()
-	return d != 0 && time.Now().UnixNano() >= d
+	return d != 0 && int64(time.Since(clockBase)) >= d
 }
 
 // handle is what holds the socket in Go's poller: the wrapped net.Conn,
 // then the *os.File of each Repoll.
 type handle interface {
-	SyscallConn() (syscall.RawConn, error)
 	SetReadDeadline(time.Time) error
 	SetWriteDeadline(time.Time) error
 	Close() error
@@ -147,7 +155,7 @@ func (c *Conn) setDeadline(at *time.Time, ns *atomic.Int64, t time.Time, set fun
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	*at = t
-	ns.Store(unixNano(t))
+	ns.Store(sinceBase(t))
 	if c.fd.Load() >= 0 {
 		return nil
 	}
@@ -196,9 +204,12 @@ func (c *Conn) Unpoll() error {
 	if errno != 0 {
 		return c.failed("dup", nil, errno)
 	}
-	c.h.Close() // the poller lets go; the socket stays open on nfd
-	c.h, c.rc = nil, nil
+	// The poller lets go; the socket stays open on nfd. (Close waits for
+	// I/O under way on the handle: there must be none, see above.)
+	c.h.Close()
+	c.h, c.rc = nil, unpolledRawConn{}
 	c.fd.Store(int32(nfd))
+	c.repollErr.Store(nil)
 	return nil
 }
 
@@ -213,10 +224,7 @@ func (c *Conn) Repoll() error {
 	}
 	// Non-blocking, so os.NewFile registers it with the poller.
 	f := os.NewFile(uintptr(fd), "socket")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return c.failed("repoll", err, 0)
-	}
+	rc, _ := f.SyscallConn() // fails only for a nil file
 	c.h, c.rc = f, rc
 	c.fd.Store(-1)
 	c.repollErr.Store(nil)
@@ -235,8 +243,8 @@ func (c *Conn) Repoll() error {
 // errRepoll: a socket could not go back into Go's poller, and cannot wait.
 var errRepoll = errors.New("socket could not return to the network poller")
 
-// errUnpolled: a read or write had to wait while the socket was out of
-// Go's poller, and the wait hook did not put it back.
+// errUnpolled: the socket's RawConn was asked to wait (Read, Write) while
+// the socket was out of Go's poller.
 var errUnpolled = errors.New("socket is out of the network poller")
 
 // dynRawConn is a Conn's socket as a syscall.RawConn, unpolled or not.
@@ -269,16 +277,23 @@ func (d *dynRawConn) Write(f func(fd uintptr) bool) error {
 	return d.c.rc.Write(f)
 }
 
+// unpolledRawConn is an unpolled Conn's rc: nothing is to use it (reads
+// and writes go to fd), but a use fails rather than panics.
+type unpolledRawConn struct{}
+
+func (unpolledRawConn) Control(func(uintptr)) error    { return errUnpolled }
+func (unpolledRawConn) Read(func(uintptr) bool) error  { return errUnpolled }
+func (unpolledRawConn) Write(func(uintptr) bool) error { return errUnpolled }
+
 // closedHandle is a closed Conn's handle: everything fails.
 type closedHandle struct{}
 
-func (closedHandle) SyscallConn() (syscall.RawConn, error) { return nil, net.ErrClosed }
-func (closedHandle) SetReadDeadline(time.Time) error       { return net.ErrClosed }
-func (closedHandle) SetWriteDeadline(time.Time) error      { return net.ErrClosed }
-func (closedHandle) Close() error                          { return net.ErrClosed }
-func (closedHandle) Control(func(uintptr)) error           { return net.ErrClosed }
-func (closedHandle) Read(func(uintptr) bool) error         { return net.ErrClosed }
-func (closedHandle) Write(func(uintptr) bool) error        { return net.ErrClosed }
+func (closedHandle) SetReadDeadline(time.Time) error  { return net.ErrClosed }
+func (closedHandle) SetWriteDeadline(time.Time) error { return net.ErrClosed }
+func (closedHandle) Close() error                     { return net.ErrClosed }
+func (closedHandle) Control(func(uintptr)) error      { return net.ErrClosed }
+func (closedHandle) Read(func(uintptr) bool) error    { return net.ErrClosed }
+func (closedHandle) Write(func(uintptr) bool) error   { return net.ErrClosed }
 
 func errnoOf(err error) syscall.Errno {
 	if err == nil {
