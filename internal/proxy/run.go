@@ -283,8 +283,8 @@ func (d *direction) other() *direction {
 	return &d.s.fromClient
 }
 
-// init sets the direction up to read c, whose deadlines dl owns; io is c
-// as the pump reads it.
+// init sets the direction up to read c (as rawsock wraps it), whose
+// deadlines dl owns.
 func (d *direction) init(s *Session, sd side, c net.Conn, in *idleConn, dl *deadlines, pump func() end) {
 	d.s, d.side, d.dl, d.pump, d.in = s, sd, dl, pump, in
 	in.conn, in.d = c, d

@@ -263,19 +263,10 @@ func (d *dynRawConn) Control(f func(fd uintptr)) error {
 	return rc.Control(f)
 }
 
-func (d *dynRawConn) Read(f func(fd uintptr) bool) error {
-	if d.c.fd.Load() >= 0 {
-		return errUnpolled
-	}
-	return d.c.rc.Read(f)
-}
-
-func (d *dynRawConn) Write(f func(fd uintptr) bool) error {
-	if d.c.fd.Load() >= 0 {
-		return errUnpolled
-	}
-	return d.c.rc.Write(f)
-}
+// Read and Write wait in Go's poller: unpolled, rc (unpolledRawConn)
+// refuses.
+func (d *dynRawConn) Read(f func(fd uintptr) bool) error  { return d.c.rc.Read(f) }
+func (d *dynRawConn) Write(f func(fd uintptr) bool) error { return d.c.rc.Write(f) }
 
 // unpolledRawConn is an unpolled Conn's rc: nothing is to use it (reads
 // and writes go to fd), but a use fails rather than panics.
