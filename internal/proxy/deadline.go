@@ -77,11 +77,7 @@ func (d *deadlines) lingerClose(step time.Duration) {
 	limit := time.Now().Add(10 * step)
 	var discard [2048]byte
 	for {
-		now := time.Now()
-		if !now.Before(limit) {
-			return
-		}
-		next := now.Add(step)
+		next := time.Now().Add(step)
 		if next.After(limit) {
 			next = limit
 		}
