@@ -250,6 +250,7 @@ func serve(args []string) error {
 		defer auditLog.Close()
 	}
 	m.CountAuditDrops(auditLog.Dropped)
+	m.CountLoopSheds(proxy.SessionsShed)
 	// Shared by the server (X-Forwarded-For) and its listener (PROXY
 	// headers); SIGHUP changes it for both.
 	trusted := server.NewTrustedProxies(cfg.Proxy.TrustedProxies)

@@ -58,6 +58,9 @@ type Loop struct {
 	kick      func()
 	busySince time.Time
 	kickedAt  time.Time
+	// passStart is when the owner's current pass over what its last wait
+	// found began (the owner goroutine only; zero before its first).
+	passStart time.Time
 }
 
 // gateAfter is how long a loop runs without parking before it stops its
@@ -78,6 +81,12 @@ const gateAfter = 100 * time.Microsecond
 // goroutine wake-up on an idle processor. A loop that parks needs no
 // kick: its thread, left without work, waits in the poller itself.
 const kickAfter = 500 * time.Microsecond
+
+// behindAfter is how long a pass over the sockets one wait found ready
+// may run before the loop counts as behind (Behind). A pass of 100
+// keystrokes takes about a millisecond; one of 20 ms keeps the sockets
+// late in it waiting that long.
+const behindAfter = 20 * time.Millisecond
 
 // Events are what a socket is watched for, or found ready for.
 type Events uint8
@@ -213,6 +222,17 @@ func (l *Loop) Handoff() {
 	go l.run(g)
 }
 
+// Behind reports, on the loop, whether its current pass over the sockets
+// found ready has run longer than behindAfter: the sockets later in it
+// wait that long for their turn, because the loop has more to do than one
+// goroutine can, or because Go's scheduler gives it little time (a loop is
+// one goroutine among the process's: with many others ready, TLS sessions
+// or a busy host's, its sockets share one goroutine's turn). What a socket's
+// function may do then is leave the loop for goroutines of its own.
+func (l *Loop) Behind() bool {
+	return !l.passStart.IsZero() && time.Since(l.passStart) > behindAfter
+}
+
 // run is the loop's goroutine of generation gen.
 func (l *Loop) run(gen uint64) {
 	var ready []event
@@ -224,7 +244,9 @@ func (l *Loop) run(gen uint64) {
 			l.fail(err)
 			return
 		}
-		if now := time.Now(); parked || l.busySince.IsZero() {
+		now := time.Now()
+		l.passStart = now
+		if parked || l.busySince.IsZero() {
 			l.busySince, l.kickedAt = now, now
 		} else if busy := now.Sub(l.busySince); busy >= gateAfter {
 			if err := l.impl.closeGate(); err != nil {

@@ -332,3 +332,28 @@ func TestBusyLoopKicksAndParkedLoopDoesNot(t *testing.T) {
 		t.Fatalf("a loop busy for %v kicked %d times, more than once per %v (%d)", busy, n, kickAfter, most)
 	}
 }
+
+// Behind is false early in a pass over ready sockets and true once the
+// pass has run behindAfter.
+func TestBehindOnLongPass(t *testing.T) {
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	type seen struct{ early, late bool }
+	got := make(chan seen, 1)
+	l.Post(func() {
+		early := l.Behind()
+		time.Sleep(behindAfter + 5*time.Millisecond)
+		got <- seen{early, l.Behind()}
+	})
+	select {
+	case s := <-got:
+		if s.early || !s.late {
+			t.Fatalf("Behind: %v at the start of a pass, %v after %v", s.early, s.late, behindAfter+5*time.Millisecond)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the posted function did not run")
+	}
+}

@@ -122,6 +122,18 @@ func (m *Metrics) CountAuditDrops(dropped func() uint64) {
 		func() float64 { return float64(dropped()) }))
 }
 
+// CountLoopSheds exports shed, the number of sessions that left an event
+// loop that was behind, as zun_wsproxy_loop_sessions_shed_total. Call it
+// once.
+func (m *Metrics) CountLoopSheds(shed func() uint64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "zun_wsproxy", Name: "loop_sessions_shed_total",
+		Help: "Sessions moved from an event loop to goroutines of their own because the loop was behind (busy, or given too little processor time)."},
+		func() float64 { return float64(shed()) }))
+}
+
 // Refused counts a request refused before the upgrade.
 func (m *Metrics) Refused(reason string) {
 	if m == nil {

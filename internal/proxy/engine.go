@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -59,6 +60,8 @@ type Loop interface {
 	Add(rc syscall.RawConn, ready func(loop.Events)) (*loop.Reg, error)
 	Post(fn func())
 	Handoff()
+	// Behind: the loop's sockets wait too long for their turn (shed).
+	Behind() bool
 }
 
 // errWouldBlock: on the loop, a direction at a frame boundary has nothing
@@ -198,6 +201,42 @@ func (d *direction) serve() {
 	}
 	s.endOnLoop(e)
 }
+
+// shed takes the session off a loop that is behind (Loop.Behind) onto
+// goroutines of its own, on the loop, between its functions; false if it
+// stays. A loop is one goroutine to Go's scheduler: when the process has
+// many goroutines ready, its sessions share one goroutine's turn, and a
+// loop preempted in a long pass waits in the scheduler's global queue
+// behind them (seen: sessions stalled for 15 s under the race detector,
+// among a test's 600 goroutines). So a socket found ready while the loop
+// is behind is not served inline: its session goes to goroutines, each
+// direction with a turn of its own, and the pass goes on at the cost of
+// a goroutine start. Once both directions are idle (IdleAfter), park
+// takes the session back to a loop. The directions go as beforeWait
+// sends them.
+func (s *Session) shed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.onLoop || s.st.ending() || s.ticking {
+		return false
+	}
+	s.leaveLoopLocked(true)
+	shed.Add(1)
+	for _, d := range []*direction{&s.fromClient, &s.fromContainer} {
+		if d.out.holding() || d.mid || d.readAhead() || !d.waitPollerLocked() {
+			s.pumpsLocked(1)
+			go d.run()
+		}
+	}
+	return true
+}
+
+// shed counts the sessions shed from loops, in the process.
+var shed atomic.Uint64
+
+// SessionsShed is how many times a session left a loop that was behind
+// (shed), in the process: loops too busy, or given too little time.
+func SessionsShed() uint64 { return shed.Load() }
 
 // dropChunk gives back the bulk buffer of a chunk begun inside a frame
 // when the session ends there.
@@ -723,11 +762,14 @@ func (d *direction) ready(ev loop.Events) {
 		d.s.endOnLoop(end{side: proxySide, why: "event loop failed", end: EndLoopFailed, code: websocket.CloseInternalError})
 		return
 	}
+	s := d.s
+	if s.lp.Behind() && s.shed() {
+		return
+	}
 	if ev&loop.Writable == 0 {
 		d.serve()
 		return
 	}
-	s := d.s
 	s.mu.Lock()
 	ok := s.onLoop && !s.st.ending()
 	s.mu.Unlock()

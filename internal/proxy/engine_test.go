@@ -524,3 +524,78 @@ func TestEarlyOutputAfterHandoff(t *testing.T) {
 		})
 	}
 }
+
+// behindLoop is a loop whose Behind says what the test sets.
+type behindLoop struct {
+	*loop.Loop
+	behind atomic.Bool
+}
+
+func (b *behindLoop) Behind() bool { return b.behind.Load() }
+
+// A session on a loop that is behind leaves it for goroutines of its own
+// at its next frame boundary, relays as before there, and goes back to
+// the loop once both directions are idle.
+func TestSessionShedFromLoopBehind(t *testing.T) {
+	t.Parallel()
+	l, err := loop.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := idle.New()
+	t.Cleanup(func() {
+		l.Close()
+		p.Close()
+	})
+	bl := &behindLoop{Loop: l}
+	h := start(t, false, Options{Loop: bl, Poller: p, IdleAfter: 50 * time.Millisecond})
+	s := h.sess
+	onLoop := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.onLoop
+	}
+	roundTrip := func(when string) {
+		t.Helper()
+		h.client.send(t, websocket.OpBinary, []byte("ls\r"))
+		got := make([]byte, 3)
+		h.exec.SetReadDeadline(time.Now().Add(settle))
+		if _, err := io.ReadFull(h.exec, got); err != nil || string(got) != "ls\r" {
+			t.Fatalf("%s: container got %q, %v", when, got, err)
+		}
+		if _, err := h.exec.Write([]byte("out")); err != nil {
+			t.Fatal(err)
+		}
+		h.client.conn.SetReadDeadline(time.Now().Add(settle))
+		if _, err := h.client.r.NextFrame(); err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		if b, err := io.ReadAll(h.client.r); err != nil || string(b) != "out" {
+			t.Fatalf("%s: client got %q, %v", when, b, err)
+		}
+	}
+
+	if !testenv.WaitFor(settle, onLoop) {
+		t.Fatal("the session did not start on the loop")
+	}
+	roundTrip("on the loop")
+	if !onLoop() {
+		t.Fatal("the session left a loop that is not behind")
+	}
+	bl.behind.Store(true)
+	before := SessionsShed()
+	roundTrip("as the loop falls behind")
+	if onLoop() {
+		t.Fatal("the session stayed on a loop that is behind")
+	}
+	if SessionsShed() == before {
+		t.Fatal("the session left the loop uncounted")
+	}
+	roundTrip("off the loop")
+	bl.behind.Store(false)
+	if !testenv.WaitFor(settle, onLoop) {
+		t.Fatal("the idle session did not go back to the loop")
+	}
+	roundTrip("back on the loop")
+	h.running(t, "at the end")
+}

@@ -98,3 +98,4 @@ func (noLoop) Add(syscall.RawConn, func(loop.Events)) (*loop.Reg, error) {
 }
 func (noLoop) Post(fn func()) { fn() }
 func (noLoop) Handoff()       {}
+func (noLoop) Behind() bool   { return false }
