@@ -84,9 +84,12 @@ const kickAfter = 500 * time.Microsecond
 
 // behindAfter is how long a pass over the sockets one wait found ready
 // may run before the loop counts as behind (Behind). A pass of 100
-// keystrokes takes about a millisecond; one of 20 ms keeps the sockets
-// late in it waiting that long.
-const behindAfter = 20 * time.Millisecond
+// keystrokes takes about a millisecond, and a busy host's hiccups stretch
+// one to tens (at 20 ms, most sessions of a 100-session benchmark on a
+// noisy host left their loops, for 5-10% more CPU per message); a pass
+// of 100 ms is a loop starved, its sockets waiting longer than a typist
+// notices.
+const behindAfter = 100 * time.Millisecond
 
 // Events are what a socket is watched for, or found ready for.
 type Events uint8
