@@ -117,9 +117,13 @@ func (m *Metrics) CountAuditDrops(dropped func() uint64) {
 	if m == nil {
 		return
 	}
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "zun_wsproxy", Name: "audit_records_dropped_total",
-		Help: "Audit records that could not be written (a full disk, say) and were dropped."},
-		func() float64 { return float64(dropped()) }))
+	m.countFunc("audit_records_dropped_total", "Audit records that could not be written (a full disk, say) and were dropped.", dropped)
+}
+
+// countFunc registers a counter that reads its value from count.
+func (m *Metrics) countFunc(name, help string, count func() uint64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "zun_wsproxy", Name: name, Help: help},
+		func() float64 { return float64(count()) }))
 }
 
 // CountLoopSheds exports shed, the number of sessions that left an event
@@ -129,9 +133,7 @@ func (m *Metrics) CountLoopSheds(shed func() uint64) {
 	if m == nil {
 		return
 	}
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "zun_wsproxy", Name: "loop_sessions_shed_total",
-		Help: "Sessions moved from an event loop to goroutines of their own because the loop was behind (busy, or given too little processor time)."},
-		func() float64 { return float64(shed()) }))
+	m.countFunc("loop_sessions_shed_total", "Sessions moved from an event loop to goroutines of their own because the loop was behind (busy, or given too little processor time).", shed)
 }
 
 // Refused counts a request refused before the upgrade.

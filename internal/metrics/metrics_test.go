@@ -31,3 +31,17 @@ func TestAuditDropsCounted(t *testing.T) {
 		t.Fatalf("metrics page lacks zun_wsproxy_audit_records_dropped_total 2:\n%s", body)
 	}
 }
+
+// Sessions shed from loops are counted on the metrics page, as the
+// counter it is given reads.
+func TestLoopShedsCounted(t *testing.T) {
+	m := New()
+	var n uint64 = 3
+	m.CountLoopSheds(func() uint64 { return n })
+	w := httptest.NewRecorder()
+	m.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(w.Body)
+	if !strings.Contains(string(body), "\nzun_wsproxy_loop_sessions_shed_total 3\n") {
+		t.Fatalf("metrics page lacks zun_wsproxy_loop_sessions_shed_total 3:\n%s", body)
+	}
+}

@@ -43,6 +43,13 @@ func (c *handoffCounter) Handoff() {
 }
 
 func newHandoffCounter(t *testing.T) (*handoffCounter, *idle.Poller) {
+	l, p := newLoop(t)
+	return &handoffCounter{Loop: l, served: make(chan struct{}, 1)}, p
+}
+
+// newLoop starts a loop and a Poller, both closed when the test ends.
+func newLoop(t *testing.T) (*loop.Loop, *idle.Poller) {
+	t.Helper()
 	l, err := loop.New()
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +59,7 @@ func newHandoffCounter(t *testing.T) (*handoffCounter, *idle.Poller) {
 		l.Close()
 		p.Close()
 	})
-	return &handoffCounter{Loop: l, served: make(chan struct{}, 1)}, p
+	return l, p
 }
 
 // On the loop, output to a client that stops reading is held back (the
@@ -534,19 +541,11 @@ type behindLoop struct {
 func (b *behindLoop) Behind() bool { return b.behind.Load() }
 
 // A session on a loop that is behind leaves it for goroutines of its own
-// at its next frame boundary, relays as before there, and goes back to
-// the loop once both directions are idle.
+// when its socket is next found ready, relays as before there, and goes
+// back to the loop once both directions are idle.
 func TestSessionShedFromLoopBehind(t *testing.T) {
 	t.Parallel()
-	l, err := loop.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := idle.New()
-	t.Cleanup(func() {
-		l.Close()
-		p.Close()
-	})
+	l, p := newLoop(t)
 	bl := &behindLoop{Loop: l}
 	h := start(t, false, Options{Loop: bl, Poller: p, IdleAfter: 50 * time.Millisecond})
 	s := h.sess
