@@ -356,4 +356,15 @@ func TestBehindOnLongPass(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the posted function did not run")
 	}
+	// The next pass starts afresh.
+	next := make(chan bool, 1)
+	l.Post(func() { next <- l.Behind() })
+	select {
+	case behind := <-next:
+		if behind {
+			t.Fatal("Behind: still true in the next pass")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the posted function did not run")
+	}
 }

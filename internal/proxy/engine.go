@@ -206,15 +206,18 @@ func (d *direction) serve() {
 // goroutines of its own, on the loop, between its functions; false if it
 // stays. A loop is one goroutine to Go's scheduler: when the process has
 // many goroutines ready, its sessions share one goroutine's turn, and a
-// loop preempted in a long pass waits in the scheduler's global queue
-// behind them (seen: sessions stalled for 15 s under the race detector,
+// loop preempted in a long pass most likely waits in the scheduler's
+// global queue behind them (seen: sessions stalled for 15 s under the race detector,
 // among a test's 600 goroutines). So a socket found ready while the loop
 // is behind is not served inline: its session goes to goroutines, each
 // direction with a turn of its own, and the pass goes on at the cost of
 // a goroutine start. Once both directions are idle (IdleAfter), park
 // takes the session back to a loop. The directions go as beforeWait
 // sends them.
-func (s *Session) shed() bool {
+//
+// readable is the direction whose socket was found readable (nil if
+// none): it goes on as a pump goroutine at once, not through the Poller.
+func (s *Session) shed(readable *direction) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.onLoop || s.st.ending() || s.ticking {
@@ -223,7 +226,7 @@ func (s *Session) shed() bool {
 	s.leaveLoopLocked(true)
 	shed.Add(1)
 	for _, d := range []*direction{&s.fromClient, &s.fromContainer} {
-		if d.out.holding() || d.mid || d.readAhead() || !d.waitPollerLocked() {
+		if d == readable || d.out.holding() || d.mid || d.readAhead() || !d.waitPollerLocked() {
 			s.pumpsLocked(1)
 			go d.run()
 		}
@@ -763,8 +766,14 @@ func (d *direction) ready(ev loop.Events) {
 		return
 	}
 	s := d.s
-	if s.lp.Behind() && s.shed() {
-		return
+	if s.lp.Behind() {
+		var readable *direction
+		if ev&loop.Readable != 0 {
+			readable = d
+		}
+		if s.shed(readable) {
+			return
+		}
 	}
 	if ev&loop.Writable == 0 {
 		d.serve()
