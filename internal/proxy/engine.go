@@ -45,6 +45,10 @@ import (
 //     (the loop's goroutine itself; the loop hands its work to a new
 //     goroutine, loop.Handoff), with the idle deadline armed, and the
 //     other direction parks on the Poller. Nothing on a loop ever waits.
+//   - loop → goroutines (shed), on the loop: a socket found ready while
+//     the loop is behind (a pass over 100 ms, Loop.Behind) is not served
+//     inline; its session leaves the loop as in a detach, the direction
+//     found readable as a pump goroutine.
 //   - goroutines → loop: a direction that parks while the other is parked
 //     too (and no heartbeat is being sent) takes the session back to the
 //     loop.
@@ -207,8 +211,8 @@ func (d *direction) serve() {
 // stays. A loop is one goroutine to Go's scheduler: when the process has
 // many goroutines ready, its sessions share one goroutine's turn, and a
 // loop preempted in a long pass most likely waits in the scheduler's
-// global queue behind them (seen: sessions stalled for 15 s under the race detector,
-// among a test's 600 goroutines). So a socket found ready while the loop
+// global queue behind them (seen: sessions stalled for 15 s under the
+// race detector, among a test's 600 goroutines). So a socket found ready while the loop
 // is behind is not served inline: its session goes to goroutines, each
 // direction with a turn of its own, and the pass goes on at the cost of
 // a goroutine start. Once both directions are idle (IdleAfter), park
@@ -224,7 +228,7 @@ func (s *Session) shed(readable *direction) bool {
 		return false
 	}
 	s.leaveLoopLocked(true)
-	shed.Add(1)
+	shedCount.Add(1)
 	for _, d := range []*direction{&s.fromClient, &s.fromContainer} {
 		if d == readable || d.out.holding() || d.mid || d.readAhead() || !d.waitPollerLocked() {
 			s.pumpsLocked(1)
@@ -234,12 +238,12 @@ func (s *Session) shed(readable *direction) bool {
 	return true
 }
 
-// shed counts the sessions shed from loops, in the process.
-var shed atomic.Uint64
+// shedCount counts the sessions shed from loops, in the process.
+var shedCount atomic.Uint64
 
 // SessionsShed is how many times a session left a loop that was behind
 // (shed), in the process: loops too busy, or given too little time.
-func SessionsShed() uint64 { return shed.Load() }
+func SessionsShed() uint64 { return shedCount.Load() }
 
 // dropChunk gives back the bulk buffer of a chunk begun inside a frame
 // when the session ends there.
