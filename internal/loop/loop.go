@@ -233,7 +233,7 @@ func (l *Loop) Handoff() {
 // or a busy host's, its sockets share one goroutine's turn). What a socket's
 // function may do then is leave the loop for goroutines of its own.
 func (l *Loop) Behind() bool {
-	return !l.passStart.IsZero() && time.Since(l.passStart) > behindAfter
+	return time.Since(l.passStart) > behindAfter
 }
 
 // run is the loop's goroutine of generation gen.

@@ -212,30 +212,36 @@ func (d *direction) serve() {
 // many goroutines ready, its sessions share one goroutine's turn, and a
 // loop preempted in a long pass most likely waits in the scheduler's
 // global queue behind them (seen: sessions stalled for 15 s under the
-// race detector, among a test's 600 goroutines). So a socket found ready while the loop
-// is behind is not served inline: its session goes to goroutines, each
-// direction with a turn of its own, and the pass goes on at the cost of
-// a goroutine start. Once both directions are idle (IdleAfter), park
-// takes the session back to a loop. The directions go as beforeWait
-// sends them.
+// race detector, among a test's 600 goroutines). So a socket found ready
+// while the loop is behind is not served inline: its session goes to
+// goroutines, each direction with a turn of its own, and the pass goes
+// on at the cost of a goroutine start. Once both directions are idle
+// (IdleAfter), park takes the session back to a loop.
 //
 // readable is the direction whose socket was found readable (nil if
 // none): it goes on as a pump goroutine at once, not through the Poller.
 func (s *Session) shed(readable *direction) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.onLoop || s.st.ending() || s.ticking {
+	if !s.onLoop || s.st.ending() {
 		return false
 	}
 	s.leaveLoopLocked(true)
 	shedCount.Add(1)
-	for _, d := range []*direction{&s.fromClient, &s.fromContainer} {
-		if d == readable || d.out.holding() || d.mid || d.readAhead() || !d.waitPollerLocked() {
-			s.pumpsLocked(1)
-			go d.run()
-		}
-	}
+	s.fromClient.offLoopLocked(&s.fromClient == readable)
+	s.fromContainer.offLoopLocked(&s.fromContainer == readable)
 	return true
+}
+
+// offLoopLocked sends d on, as its session leaves the loop (s.mu held):
+// as a pump goroutine when told to (now), when it has work in hand
+// (bytes its sink holds, a frame begun, input read ahead) or when it
+// cannot park; else parked on the Poller.
+func (d *direction) offLoopLocked(now bool) {
+	if now || d.out.holding() || d.mid || d.readAhead() || !d.waitPollerLocked() {
+		d.s.pumpsLocked(1)
+		go d.run()
+	}
 }
 
 // shedCount counts the sessions shed from loops, in the process.
@@ -328,13 +334,9 @@ func (s *Session) beforeWait() {
 			s.pumpsLocked(1)
 			continue
 		}
-		// A direction whose sink holds bytes runs, to write them.
-		// So does one stopped inside a frame: its pump goes on with it
-		// (and its frame's deadlines).
-		if s.st.ending() || d.out.holding() || d.mid || d.readAhead() || !d.waitPollerLocked() {
-			s.pumpsLocked(1)
-			go d.run()
-		}
+		// A direction stopped inside a frame goes on with it (and its
+		// frame's deadlines); an ending one runs to its end.
+		d.offLoopLocked(s.st.ending())
 	}
 	s.mu.Unlock()
 	if cur != nil {
