@@ -254,11 +254,16 @@ func run(args []string) error {
 		return bench.CPUTime(t.pids) - before
 	}
 	// alternate runs f on every target, rounds times, and keeps medians
-	// (direct, through, ref).
+	// (direct, through, ref). Each round starts one target later than
+	// the round before, so that each takes each place in the order: in a
+	// fixed order the last read less CPU per round trip at one session,
+	// the same build 0.81-0.92x of itself (docs/PERFORMANCE.md).
 	alternate := func(f func(t target) []float64) (med [][]float64) {
 		vals := make([][][]float64, len(targets))
 		for i := 0; i < *rounds; i++ {
-			for k, t := range targets {
+			for n := range targets {
+				k := (i + n) % len(targets)
+				t := targets[k]
 				got := f(t)
 				if *verbose {
 					fmt.Fprintf(os.Stderr, "round %d %s: %v\n", i+1, t.url, got)
