@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -514,7 +515,7 @@ func (s *Session) closeBoth(first end) Result {
 			res.Reason, clientCode, clientReason = "container exited", websocket.CloseNormal, "container exited"
 			res.End = EndContainerExited
 		case first.closed:
-			res.Reason = fmt.Sprintf("container closed the console with code %d", first.code)
+			res.Reason = "container closed the console with code " + strconv.Itoa(first.code)
 			res.End = EndContainerClosed
 			clientCode, clientReason = first.code, "container closed the console"
 			if !websocket.CloseCodeSendable(first.code) {
@@ -531,7 +532,7 @@ func (s *Session) closeBoth(first end) Result {
 		var pe *websocket.ProtocolError
 		switch {
 		case first.closed:
-			res.Reason = fmt.Sprintf("client closed (code %d)", first.code)
+			res.Reason = "client closed (code " + strconv.Itoa(first.code) + ")"
 			res.End = EndClientClosed
 			// Echo the client's code, as RFC 6455 section 5.5.1 suggests.
 			clientCode = first.code
