@@ -255,9 +255,10 @@ func run(args []string) error {
 	}
 	// alternate runs f on every target, rounds times, and keeps medians
 	// (direct, through, ref). Each round starts one target later than
-	// the round before, so that each takes each place in the order: in a
-	// fixed order the last read less CPU per round trip at one session,
-	// the same build 0.81-0.92x of itself (docs/PERFORMANCE.md).
+	// the round before, so that over a multiple of len(targets) rounds
+	// each takes each place in the order: in a fixed order the last read
+	// less CPU per round trip at one session, the same build 0.81-0.92x
+	// of itself (docs/PERFORMANCE.md).
 	alternate := func(f func(t target) []float64) (med [][]float64) {
 		vals := make([][][]float64, len(targets))
 		for i := 0; i < *rounds; i++ {
@@ -377,7 +378,7 @@ func run(args []string) error {
 				note += fmt.Sprintf(" %s %.0f%%", label, 100*share)
 				// A resumed round resumes all but at most the first
 				// session of each worker (its cached ticket may be the
-				// previous target's: the same server name); a full one
+				// target's measured before it: the same server name); a full one
 				// resumes none.
 				full := opened[t.url] - resumed[t.url]
 				if strings.HasPrefix(kind, "resumed") && (full > int64(handshakeWorkers**rounds) || opened[t.url] == 0) || strings.HasPrefix(kind, "full") && share > 0 {

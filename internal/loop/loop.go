@@ -59,7 +59,8 @@ type Loop struct {
 	busySince time.Time
 	kickedAt  time.Time
 	// passStart is when the owner's current pass over what its last wait
-	// found began (the owner goroutine only; zero before its first).
+	// found began (the owner goroutine only; set before any function of
+	// the pass runs).
 	passStart time.Time
 }
 
@@ -232,6 +233,7 @@ func (l *Loop) Handoff() {
 // one goroutine among the process's: with many others ready, TLS sessions
 // or a busy host's, its sockets share one goroutine's turn). What a socket's
 // function may do then is leave the loop for goroutines of its own.
+// Only from a function the loop runs (a socket's, or a posted one).
 func (l *Loop) Behind() bool {
 	return time.Since(l.passStart) > behindAfter
 }
