@@ -185,6 +185,7 @@ func serve(args []string) error {
 	var resolver server.Resolver
 	var tokens *standalone.Service
 	var storePing func(context.Context) error
+	var lookups func() (asked, queries uint64)
 	runtimeURL := cfg.Docker.Endpoint
 	if cfg.Mode == "zun" {
 		db, err := zunsql.Open(cfg.Database.DSN, zunsql.Options{
@@ -195,7 +196,7 @@ func serve(args []string) error {
 		}
 		defer db.Close()
 		resolver = auth.NewAuthorizer(db, auth.Options{TokenTTL: cfg.Proxy.TokenTTL, SingleUse: cfg.Proxy.SingleUseTokens})
-		storePing, runtimeURL = db.Ping, cfg.Docker.APIURL
+		storePing, runtimeURL, lookups = db.Ping, cfg.Docker.APIURL, db.BatchedLookups
 	} else {
 		db, err := openTokens(starting.ctx, cfg, c.dataDir)
 		if err != nil {
@@ -251,6 +252,9 @@ func serve(args []string) error {
 	}
 	m.CountAuditDrops(auditLog.Dropped)
 	m.CountLoopSheds(proxy.SessionsShed)
+	if lookups != nil {
+		m.CountLookups(lookups)
+	}
 	// Shared by the server (X-Forwarded-For) and its listener (PROXY
 	// headers); SIGHUP changes it for both.
 	trusted := server.NewTrustedProxies(cfg.Proxy.TrustedProxies)

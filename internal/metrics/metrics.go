@@ -136,6 +136,18 @@ func (m *Metrics) CountLoopSheds(shed func() uint64) {
 	m.countFunc("loop_sessions_shed_total", "Sessions moved from an event loop to goroutines of their own because the loop was behind (busy, or given too little processor time).", shed)
 }
 
+// CountLookups exports the lookups of containers by uuid in Zun's
+// database and the queries that answered them (lookups arriving together
+// share one) as zun_wsproxy_database_lookups_total and
+// zun_wsproxy_database_lookup_queries_total. Call it once.
+func (m *Metrics) CountLookups(counts func() (asked, queries uint64)) {
+	if m == nil {
+		return
+	}
+	m.countFunc("database_lookups_total", "Containers looked up by uuid in Zun's database.", func() uint64 { n, _ := counts(); return n })
+	m.countFunc("database_lookup_queries_total", "Queries that answered the lookups of containers by uuid: lookups arriving while one is answered share the next.", func() uint64 { _, n := counts(); return n })
+}
+
 // Refused counts a request refused before the upgrade.
 func (m *Metrics) Refused(reason string) {
 	if m == nil {

@@ -45,3 +45,18 @@ func TestLoopShedsCounted(t *testing.T) {
 		t.Fatalf("metrics page lacks zun_wsproxy_loop_sessions_shed_total 3:\n%s", body)
 	}
 }
+
+// Lookups and the queries that answered them are counted on the metrics
+// page, as the function it is given reads.
+func TestLookupsCounted(t *testing.T) {
+	m := New()
+	m.CountLookups(func() (uint64, uint64) { return 12, 5 })
+	w := httptest.NewRecorder()
+	m.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(w.Body)
+	for _, want := range []string{"\nzun_wsproxy_database_lookups_total 12\n", "\nzun_wsproxy_database_lookup_queries_total 5\n"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics page lacks %q:\n%s", want[1:len(want)-1], body)
+		}
+	}
+}

@@ -8,7 +8,7 @@ import (
 
 // Forwarder is a TCP relay under a test's control, to put faults between
 // the proxy and a real component: Freeze stops moving bytes (a network
-// that drops everything), Cut closes every connection and refuses new
+// that drops everything; FreezeOpen those open only), Cut closes every connection and refuses new
 // ones (a dead server), Restore undoes both.
 type Forwarder struct {
 	Addr   string
@@ -18,11 +18,14 @@ type Forwarder struct {
 	mu       sync.Mutex
 	accepted int // connections relayed so far
 	frozen   bool
-	cut      bool
-	conns    []net.Conn
-	wake     *sync.Cond
-	wg       sync.WaitGroup
-	closed   bool
+	// frozenBelow: connections numbered below it (in order accepted)
+	// are frozen.
+	frozenBelow int
+	cut         bool
+	conns       []net.Conn
+	wake        *sync.Cond
+	wg          sync.WaitGroup
+	closed      bool
 }
 
 // NewForwarder relays 127.0.0.1:random to target until tb ends.
@@ -67,16 +70,17 @@ func (f *Forwarder) accept() {
 			continue
 		}
 		f.conns = append(f.conns, c, up)
+		id := f.accepted
 		f.accepted++
 		f.wg.Add(2)
 		f.mu.Unlock()
-		go f.pipe(up, c)
-		go f.pipe(c, up)
+		go f.pipe(up, c, id)
+		go f.pipe(c, up, id)
 	}
 }
 
-// pipe copies src to dst, pausing while frozen.
-func (f *Forwarder) pipe(dst, src net.Conn) {
+// pipe copies src to dst, connection id's bytes, pausing while frozen.
+func (f *Forwarder) pipe(dst, src net.Conn, id int) {
 	defer f.wg.Done()
 	defer dst.Close()
 	defer src.Close()
@@ -84,7 +88,7 @@ func (f *Forwarder) pipe(dst, src net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		f.mu.Lock()
-		for f.frozen && !f.closed && !f.cut {
+		for (f.frozen || id < f.frozenBelow) && !f.closed && !f.cut {
 			f.wake.Wait()
 		}
 		stop := f.closed || f.cut
@@ -117,6 +121,14 @@ func (f *Forwarder) Freeze() {
 	f.mu.Unlock()
 }
 
+// FreezeOpen stops relaying the bytes of the connections open now; those
+// opened later are relayed.
+func (f *Forwarder) FreezeOpen() {
+	f.mu.Lock()
+	f.frozenBelow = f.accepted
+	f.mu.Unlock()
+}
+
 // Cut closes every relayed connection and refuses new ones.
 func (f *Forwarder) Cut() {
 	f.mu.Lock()
@@ -133,7 +145,7 @@ func (f *Forwarder) Cut() {
 // Restore relays again, new connections included.
 func (f *Forwarder) Restore() {
 	f.mu.Lock()
-	f.frozen, f.cut = false, false
+	f.frozen, f.cut, f.frozenBelow = false, false, 0
 	f.wake.Broadcast()
 	f.mu.Unlock()
 }

@@ -35,6 +35,8 @@ type DB struct {
 	// for a connection in database/sql, where only its context would bound
 	// the wait: a lookup waits here instead, at most timeout.
 	slots chan struct{}
+	// byUUID gathers lookups by uuid into shared queries.
+	byUUID uuidBatcher
 }
 
 // Open prepares a pool for dsn (a go-sql-driver/mysql DSN). It does not
@@ -117,16 +119,14 @@ func (d *DB) Ping(ctx context.Context) error {
 // proxy looks them up with an admin context.
 const containerColumns = `SELECT id, uuid, name, container_id, host, websocket_url, websocket_token, updated_at, project_id, user_id FROM container `
 
-// ContainerByUUID returns the container with this uuid.
+// ContainerByUUID returns the container with this uuid. Lookups arriving
+// together share a query (batch.go).
 func (d *DB) ContainerByUUID(ctx context.Context, uuid string) (store.Container, error) {
-	cs, err := d.containers(ctx, containerColumns+`WHERE uuid = ? AND container_type = 0 LIMIT 2`, uuid)
-	if err != nil {
+	c, err := d.containerByUUID(ctx, uuid)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return store.Container{}, fmt.Errorf("look up container by uuid: %w", err)
 	}
-	if len(cs) == 0 {
-		return store.Container{}, fmt.Errorf("container %s: %w", uuid, store.ErrNotFound)
-	}
-	return cs[0], nil
+	return c, err
 }
 
 // ContainersByName returns the containers with this name, oldest first,
@@ -143,13 +143,13 @@ func (d *DB) ContainersByName(ctx context.Context, name string) ([]store.Contain
 	return cs, nil
 }
 
-func (d *DB) containers(ctx context.Context, query string, arg string) ([]store.Container, error) {
+func (d *DB) containers(ctx context.Context, query string, args ...any) ([]store.Container, error) {
 	ctx, done, err := d.lookup(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	rows, err := d.db.QueryContext(ctx, query, arg)
+	rows, err := d.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, d.unavailable(err)
 	}
