@@ -8,8 +8,9 @@ import (
 
 // Forwarder is a TCP relay under a test's control, to put faults between
 // the proxy and a real component: Freeze stops moving bytes (a network
-// that drops everything; FreezeOpen those open only), Cut closes every connection and refuses new
-// ones (a dead server), Restore undoes both.
+// that drops everything; FreezeOpen, on the connections open only), Cut
+// closes every connection and refuses new ones (a dead server), Restore
+// undoes both.
 type Forwarder struct {
 	Addr   string
 	target string

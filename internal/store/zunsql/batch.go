@@ -31,14 +31,14 @@ type uuidBatcher struct {
 	inFlight bool
 	gathered *uuidBatch // lookups waiting for the one in flight; nil if none
 
-	lookups, queries atomic.Uint64 // for metrics: lookups asked, queries sent
+	lookups, queries atomic.Uint64 // for metrics: lookups asked, queries asked
 }
 
 // uuidBatch is one query's lookups: their uuids, and the answer once done
 // is closed.
 type uuidBatch struct {
 	uuids []string
-	sent  chan struct{} // closed when the batch may be sent
+	sent  chan struct{} // closed when the batch is handed the turn
 	done  chan struct{} // closed when rows and err are set
 	rows  []store.Container
 	err   error
@@ -79,8 +79,9 @@ func (d *DB) containerByUUID(ctx context.Context, uuid string) (store.Container,
 	g := b.gathered
 	switch {
 	case g == nil:
-		// The first to wait sends the batch: when the query in flight is
-		// answered (it is handed the batch then), or after maxGatherWait.
+		// The first to wait has the batch sent: when the query in flight
+		// is answered (which hands it the turn), after maxGatherWait, or
+		// when this lookup gives up, whichever comes first.
 		g = &uuidBatch{uuids: make([]string, 1, 8), sent: make(chan struct{}), done: make(chan struct{})}
 		g.uuids[0] = uuid
 		b.gathered = g
@@ -89,33 +90,45 @@ func (d *DB) containerByUUID(ctx context.Context, uuid string) (store.Container,
 		select {
 		case <-g.sent:
 		case <-t.C:
-			b.mu.Lock()
-			if b.gathered == g { // not handed over meanwhile
-				b.gathered = nil
-				close(g.sent)
-			}
-			b.mu.Unlock()
+		case <-ctx.Done():
 		}
 		t.Stop()
-		// Not on this lookup's context alone: the batch answers others.
-		d.sendBatch(context.WithoutCancel(ctx), g)
-		return g.result(uuid)
-	case len(g.uuids) < maxBatch:
-		if !contains(g.uuids, uuid) {
-			g.uuids = append(g.uuids, uuid)
+		b.mu.Lock()
+		if b.gathered == g { // not handed the turn: it goes now anyway
+			b.gathered = nil
 		}
 		b.mu.Unlock()
-		select {
-		case <-g.done:
-			return g.result(uuid)
-		case <-ctx.Done():
-			return store.Container{}, d.unavailable(ctx.Err())
-		}
+		// On a goroutine of its own and no lookup's context: the batch
+		// answers others, and each of them may leave on its own context.
+		// It ends within the query timeout; Close waits for it.
+		d.senders.Add(1)
+		go func() {
+			defer d.senders.Done()
+			d.sendBatch(context.WithoutCancel(ctx), g)
+		}()
+		return d.await(ctx, g, uuid)
+	case contains(g.uuids, uuid):
+		b.mu.Unlock()
+		return d.await(ctx, g, uuid)
+	case len(g.uuids) < maxBatch:
+		g.uuids = append(g.uuids, uuid)
+		b.mu.Unlock()
+		return d.await(ctx, g, uuid)
 	default: // a full batch is gathered: this one goes alone
 		b.mu.Unlock()
 		one := uuidBatch{uuids: []string{uuid}, done: make(chan struct{})}
 		d.runBatch(ctx, &one)
 		return one.result(uuid)
+	}
+}
+
+// await waits for the batch's answer for uuid, or for ctx to end.
+func (d *DB) await(ctx context.Context, batch *uuidBatch, uuid string) (store.Container, error) {
+	select {
+	case <-batch.done:
+		return batch.result(uuid)
+	case <-ctx.Done():
+		return store.Container{}, d.unavailable(ctx.Err())
 	}
 }
 
@@ -136,18 +149,20 @@ func (d *DB) sendBatch(ctx context.Context, batch *uuidBatch) {
 
 // runBatch queries the batch's uuids and closes its done.
 func (d *DB) runBatch(ctx context.Context, batch *uuidBatch) {
+	defer close(batch.done)
 	d.byUUID.queries.Add(1)
 	args := make([]any, len(batch.uuids))
 	for i, u := range batch.uuids {
 		args[i] = u
 	}
 	batch.rows, batch.err = d.containers(ctx, byUUIDQueries[len(batch.uuids)], args...)
-	close(batch.done)
 }
 
 // result is uuid's container among the batch's rows. The comparison is
-// the column's: Zun's tables compare case-insensitively, and a uuid-like
-// parameter is ASCII (auth.IsUUIDLike), where that is strings.EqualFold.
+// the column's for the values it meets: Zun's tables compare
+// case-insensitively, and the uuids Zun stores are canonical (36 ASCII
+// characters), which a lookup's uuid matches, in any collation Zun's
+// tables use, exactly when strings.EqualFold says so.
 func (batch *uuidBatch) result(uuid string) (store.Container, error) {
 	if batch.err != nil {
 		return store.Container{}, batch.err

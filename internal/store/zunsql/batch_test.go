@@ -163,3 +163,47 @@ func TestLookupNotHeldByStuckQuery(t *testing.T) {
 	}
 	t.Logf("lookup behind a stuck one: %v", took)
 }
+
+// Lookups gathered behind a stuck query, the first of them included, give
+// up when their own contexts end (a client gone, a handshake's deadline),
+// not at the query timeout.
+func TestGatheredLookupsLeaveOnTheirContext(t *testing.T) {
+	z := testenv.NewZunDB(t, "zunsql")
+	c := z.InsertContainer(t, testenv.Container{Name: "web", DockerID: "1", Token: testenv.NewUUID()})
+	fwd := testenv.NewForwarder(t, testenv.MySQLAddr)
+	const timeout = 10 * time.Second
+	db, err := Open(strings.Replace(z.DSN(), testenv.MySQLAddr, fwd.Addr, 1), Options{QueryTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	defer fwd.Restore() // before Close, which waits for the queries
+	if _, err := db.ContainerByUUID(context.Background(), c.UUID); err != nil {
+		t.Fatal(err)
+	}
+	fwd.Freeze() // every connection, new ones too
+	go db.ContainerByUUID(context.Background(), c.UUID)
+	for lookups, _ := db.BatchedLookups(); lookups < 2; lookups, _ = db.BatchedLookups() {
+		time.Sleep(time.Millisecond)
+	}
+	const deadline = 100 * time.Millisecond
+	errs := make(chan error, 3)
+	start := time.Now()
+	for i := 0; i < 3; i++ { // the first gathers, the others join it
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			_, err := db.ContainerByUUID(ctx, c.UUID)
+			errs <- err
+		}()
+	}
+	for i := 0; i < 3; i++ {
+		if err := <-errs; !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("lookup behind a stuck query, its context ended: %v, want ErrUnavailable and DeadlineExceeded", err)
+		}
+	}
+	// 2 s more for a busy machine, far below the query timeout.
+	if took := time.Since(start); took > deadline+2*time.Second {
+		t.Errorf("lookups behind a stuck query took %v to leave, want about %v", took, deadline)
+	}
+}

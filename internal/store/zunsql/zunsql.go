@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -35,8 +36,10 @@ type DB struct {
 	// for a connection in database/sql, where only its context would bound
 	// the wait: a lookup waits here instead, at most timeout.
 	slots chan struct{}
-	// byUUID gathers lookups by uuid into shared queries.
-	byUUID uuidBatcher
+	// byUUID gathers lookups by uuid into shared queries; senders are
+	// the goroutines sending gathered ones.
+	byUUID  uuidBatcher
+	senders sync.WaitGroup
 }
 
 // Open prepares a pool for dsn (a go-sql-driver/mysql DSN). It does not
@@ -102,8 +105,12 @@ func (d *DB) lookup(ctx context.Context) (context.Context, func(), error) {
 // Stats reports the connection pool's state.
 func (d *DB) Stats() sql.DBStats { return d.db.Stats() }
 
-// Close closes the pool.
-func (d *DB) Close() error { return d.db.Close() }
+// Close closes the pool, once the queries under way have ended.
+func (d *DB) Close() error {
+	err := d.db.Close()
+	d.senders.Wait()
+	return err
+}
 
 // Ping checks that the database answers.
 func (d *DB) Ping(ctx context.Context) error {
@@ -119,8 +126,9 @@ func (d *DB) Ping(ctx context.Context) error {
 // proxy looks them up with an admin context.
 const containerColumns = `SELECT id, uuid, name, container_id, host, websocket_url, websocket_token, updated_at, project_id, user_id FROM container `
 
-// ContainerByUUID returns the container with this uuid. Lookups arriving
-// together share a query (batch.go).
+// ContainerByUUID returns the container with this uuid, one that
+// auth.IsUUIDLike accepts. Lookups arriving together share a query
+// (batch.go), and so its failure.
 func (d *DB) ContainerByUUID(ctx context.Context, uuid string) (store.Container, error) {
 	c, err := d.containerByUUID(ctx, uuid)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
