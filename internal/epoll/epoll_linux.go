@@ -3,6 +3,7 @@ package epoll
 import (
 	"fmt"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -15,6 +16,8 @@ type Epoll struct {
 	wakeR, wakeW int
 	// Events is the buffer of the instance's one waiting goroutine.
 	Events [128]syscall.EpollEvent
+	// timeout is WaitFor's, kept here so that the call allocates nothing.
+	timeout syscall.Timespec
 }
 
 // New creates an epoll instance (close-on-exec) watching its wake pipe.
@@ -56,6 +59,24 @@ func (e *Epoll) Ctl(op, fd int, events uint32, id uint64) error {
 func (e *Epoll) Ready() (int, error) {
 	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(e.FD),
 		uintptr(unsafe.Pointer(&e.Events[0])), uintptr(len(e.Events)), 0, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// sysEpollPwait2 is epoll_pwait2's number (Linux 5.11), the same on every
+// architecture's table.
+const sysEpollPwait2 = 441
+
+// WaitFor fills Events with what becomes ready within d and returns how
+// many, blocking the calling thread meanwhile (Go's scheduler is told: it
+// may give the goroutine's processor to other work). ENOSYS: the kernel
+// predates epoll_pwait2.
+func (e *Epoll) WaitFor(d time.Duration) (int, error) {
+	e.timeout = syscall.NsecToTimespec(int64(d))
+	n, _, errno := syscall.Syscall6(sysEpollPwait2, uintptr(e.FD),
+		uintptr(unsafe.Pointer(&e.Events[0])), uintptr(len(e.Events)), uintptr(unsafe.Pointer(&e.timeout)), 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/epoll"
 )
@@ -43,6 +44,11 @@ type poller struct {
 	werr   error
 	parked bool // the wait found nothing ready at first, and waited
 	open   bool // the gate passes the loop's readiness on
+	light  bool // the wait may block in epoll_pwait2 for lightWait first
+	// noLight: the kernel has no epoll_pwait2. lightWaits counts the
+	// waits made in it (for tests).
+	noLight    bool
+	lightWaits int
 }
 
 // event is a ready socket: its id and what it is ready for.
@@ -125,8 +131,8 @@ func (p *poller) remove(fd int) { p.e.Remove(fd) }
 
 // wait blocks until sockets are ready and appends them to ready; parked:
 // nothing was ready at first, and the loop waited in Go's poller.
-func (p *poller) wait(ready []event) (_ []event, parked bool, _ error) {
-	p.ready, p.werr, p.parked = ready, nil, false
+func (p *poller) wait(ready []event, light bool) (_ []event, parked bool, _ error) {
+	p.ready, p.werr, p.parked, p.light = ready, nil, false, light && !p.noLight
 	err := p.rc.Read(p.waitFn)
 	ready, werr := p.ready, p.werr
 	p.ready, p.werr = nil, nil
@@ -143,7 +149,30 @@ func (p *poller) waitOnce(fd uintptr) bool {
 		p.werr = ErrClosed
 		return true
 	}
-	n, err := p.e.Ready()
+	var n int
+	var err error
+	if p.light {
+		// Few sockets: wait in the kernel a moment first, as an nginx
+		// worker does, with the gate closed so that no thread idling in
+		// Go's poller is woken too.
+		if err := p.closeGate(); err != nil {
+			p.werr = err
+			return true
+		}
+		start := time.Now()
+		n, err = p.e.WaitFor(lightWait)
+		p.lightWaits++
+		// Parked if it slept: a wait that found sockets ready at once
+		// returns in a microsecond or two. A loop that never sleeps is
+		// busy, and kicks (kickAfter).
+		p.parked = time.Since(start) > lightSlept
+		if err == syscall.ENOSYS {
+			p.noLight = true
+			n, err = p.e.Ready()
+		}
+	} else {
+		n, err = p.e.Ready()
+	}
 	if err != nil && err != syscall.EINTR {
 		p.werr = fmt.Errorf("epoll_wait: %w", err)
 		return true
@@ -199,6 +228,9 @@ func (p *poller) close() error {
 	}
 	return err
 }
+
+// lightSlept is how long a wait in the kernel takes to count as parked.
+const lightSlept = 10 * time.Microsecond
 
 // beforeOpenGate, if set (by tests), runs before a closed gate opens.
 var beforeOpenGate func()
