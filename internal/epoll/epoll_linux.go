@@ -17,7 +17,7 @@ type Epoll struct {
 	// Events is the buffer of the instance's one waiting goroutine.
 	Events [128]syscall.EpollEvent
 	// timeout is WaitFor's, kept here so that the call allocates nothing.
-	timeout syscall.Timespec
+	timeout kernelTimespec
 }
 
 // New creates an epoll instance (close-on-exec) watching its wake pipe.
@@ -65,17 +65,23 @@ func (e *Epoll) Ready() (int, error) {
 	return int(n), nil
 }
 
-// sysEpollPwait2 is epoll_pwait2's number (Linux 5.11), the same on every
-// architecture's table.
-const sysEpollPwait2 = 441
+// kernelTimespec is the kernel's __kernel_timespec, which epoll_pwait2
+// takes on every architecture: 64-bit seconds and nanoseconds, where
+// syscall.Timespec has 32-bit ones on 32-bit platforms.
+type kernelTimespec struct{ sec, nsec int64 }
 
 // WaitFor fills Events with what becomes ready within d and returns how
 // many, blocking the calling thread meanwhile (Go's scheduler is told: it
 // may give the goroutine's processor to other work). ENOSYS: the kernel
-// predates epoll_pwait2.
+// predates epoll_pwait2, or this platform's number for it is not known
+// here; EPERM: a seccomp filter refuses it.
 func (e *Epoll) WaitFor(d time.Duration) (int, error) {
-	e.timeout = syscall.NsecToTimespec(int64(d))
-	n, _, errno := syscall.Syscall6(sysEpollPwait2, uintptr(e.FD),
+	nr := sysEpollPwait2
+	if nr < 0 {
+		return 0, syscall.ENOSYS
+	}
+	e.timeout = kernelTimespec{int64(d / time.Second), int64(d % time.Second)}
+	n, _, errno := syscall.Syscall6(uintptr(nr), uintptr(e.FD),
 		uintptr(unsafe.Pointer(&e.Events[0])), uintptr(len(e.Events)), uintptr(unsafe.Pointer(&e.timeout)), 0, 0)
 	if errno != 0 {
 		return 0, errno

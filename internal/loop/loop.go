@@ -66,6 +66,9 @@ type Loop struct {
 	// found began (the owner goroutine only; set before any function of
 	// the pass runs).
 	passStart time.Time
+	// scheduled is when the owner last went through Go's scheduler
+	// (parked in its poller, or yielded; the owner goroutine only).
+	scheduled time.Time
 }
 
 // gateAfter is how long a loop runs without parking before it stops its
@@ -94,17 +97,22 @@ const kickAfter = 500 * time.Microsecond
 // next keystroke, wakes its own thread directly, without Go's poller
 // noticing the loop's epoll descriptor and readying the loop (four
 // epoll waits per message instead of one). The wait holds the loop's
-// processor meanwhile (the scheduler takes it back only if other work
-// queues on it), hence the bound. Loops with more sockets find more
+// processor meanwhile (the scheduler takes it back only when its monitor
+// finds work queued on it), hence the bound, and the yield below. Loops with more sockets find more
 // ready at each look and park less; there a thread blocked in the kernel
 // cost more than the look (docs/PERFORMANCE.md). Sessions coming and
 // going (set-up under load) make the processor wanted by handshakes on
 // goroutines, and the wait is not made until the loop's sockets have
 // stayed the same for lightSteady.
+//
+// A loop that waits in the kernel and finds its sockets ready each time
+// yields to the scheduler once lightYield has passed since it last went
+// through it.
 const (
 	lightSockets = 4
 	lightWait    = 100 * time.Microsecond
 	lightSteady  = 10 * time.Millisecond
+	lightYield   = 200 * time.Microsecond
 )
 
 // behindAfter is how long a pass over the sockets one wait found ready
@@ -278,14 +286,26 @@ func (l *Loop) run(gen uint64) {
 	var ready []event
 	for {
 		var err error
-		var parked bool
-		ready, parked, err = l.impl.wait(ready[:0], l.light())
+		var parked, inPoller bool
+		light := l.light()
+		if light && l.passStart.Sub(l.scheduled) > lightYield {
+			// A loop that keeps finding its few sockets ready in the
+			// kernel never passes through the scheduler, which would hold
+			// timers and the goroutines queued behind it until Go preempts
+			// it (10 ms): with one processor, everything else.
+			runtime.Gosched()
+			l.scheduled = time.Now()
+		}
+		ready, parked, inPoller, err = l.impl.wait(ready[:0], light)
 		if err != nil {
 			l.fail(err)
 			return
 		}
 		now := time.Now()
 		l.passStart = now
+		if inPoller {
+			l.scheduled = now
+		}
 		if parked || l.busySince.IsZero() {
 			l.busySince, l.kickedAt = now, now
 		} else if busy := now.Sub(l.busySince); busy >= gateAfter {
