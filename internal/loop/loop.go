@@ -98,9 +98,10 @@ const kickAfter = 500 * time.Microsecond
 // noticing the loop's epoll descriptor and readying the loop (four
 // epoll waits per message instead of one). The wait holds the loop's
 // processor meanwhile (the scheduler takes it back only when its monitor
-// finds work queued on it), hence the bound, and the yield below. Loops with more sockets find more
-// ready at each look and park less; there a thread blocked in the kernel
-// cost more than the look (docs/PERFORMANCE.md). Sessions coming and
+// finds work queued on it), hence the bound, and the yield below. Loops
+// with more sockets find more ready at each look and park less; there a
+// thread blocked in the kernel cost more than the look
+// (docs/PERFORMANCE.md). Sessions coming and
 // going (set-up under load) make the processor wanted by handshakes on
 // goroutines, and the wait is not made until the loop's sockets have
 // stayed the same for lightSteady.
