@@ -3,7 +3,6 @@ package epoll
 import (
 	"fmt"
 	"syscall"
-	"time"
 	"unsafe"
 )
 
@@ -16,8 +15,6 @@ type Epoll struct {
 	wakeR, wakeW int
 	// Events is the buffer of the instance's one waiting goroutine.
 	Events [128]syscall.EpollEvent
-	// timeout is WaitFor's, kept here so that the call allocates nothing.
-	timeout kernelTimespec
 }
 
 // New creates an epoll instance (close-on-exec) watching its wake pipe.
@@ -59,30 +56,6 @@ func (e *Epoll) Ctl(op, fd int, events uint32, id uint64) error {
 func (e *Epoll) Ready() (int, error) {
 	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(e.FD),
 		uintptr(unsafe.Pointer(&e.Events[0])), uintptr(len(e.Events)), 0, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
-// kernelTimespec is the kernel's __kernel_timespec, which epoll_pwait2
-// takes on every architecture: 64-bit seconds and nanoseconds, where
-// syscall.Timespec has 32-bit ones on 32-bit platforms.
-type kernelTimespec struct{ sec, nsec int64 }
-
-// WaitFor fills Events with what becomes ready within d and returns how
-// many, blocking the calling thread meanwhile (Go's scheduler is told: it
-// may give the goroutine's processor to other work). ENOSYS: the kernel
-// predates epoll_pwait2, or this platform's number for it is not known
-// here; EPERM: a seccomp filter refuses it.
-func (e *Epoll) WaitFor(d time.Duration) (int, error) {
-	nr := sysEpollPwait2
-	if nr < 0 {
-		return 0, syscall.ENOSYS
-	}
-	e.timeout = kernelTimespec{int64(d / time.Second), int64(d % time.Second)}
-	n, _, errno := syscall.Syscall6(uintptr(nr), uintptr(e.FD),
-		uintptr(unsafe.Pointer(&e.Events[0])), uintptr(len(e.Events)), uintptr(unsafe.Pointer(&e.timeout)), 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}

@@ -5,7 +5,6 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/epoll"
 )
@@ -44,13 +43,6 @@ type poller struct {
 	werr   error
 	parked bool // the wait found nothing ready at first, and waited
 	open   bool // the gate passes the loop's readiness on
-	light  bool // the wait may block in epoll_pwait2 for lightWait first
-	// noLight: epoll_pwait2 is not to be had. lightHits counts the waits
-	// in the kernel that found sockets ready (for tests).
-	noLight   bool
-	lightHits int
-	// inPoller: the wait parked in Go's poller, so the scheduler ran.
-	inPoller bool
 }
 
 // event is a ready socket: its id and what it is ready for.
@@ -132,17 +124,16 @@ func (p *poller) modify(fd int, id uint64, old, ev Events) error {
 func (p *poller) remove(fd int) { p.e.Remove(fd) }
 
 // wait blocks until sockets are ready and appends them to ready; parked:
-// nothing was ready at first, and the loop waited (in the kernel, if
-// light, or) in Go's poller: inPoller.
-func (p *poller) wait(ready []event, light bool) (_ []event, parked, inPoller bool, _ error) {
-	p.ready, p.werr, p.parked, p.inPoller, p.light = ready, nil, false, false, light && !p.noLight
+// nothing was ready at first, and the loop waited in Go's poller.
+func (p *poller) wait(ready []event) (_ []event, parked bool, _ error) {
+	p.ready, p.werr, p.parked = ready, nil, false
 	err := p.rc.Read(p.waitFn)
 	ready, werr := p.ready, p.werr
 	p.ready, p.werr = nil, nil
 	if err != nil {
-		return ready, p.parked, p.inPoller, fmt.Errorf("epoll_wait: %w", err)
+		return ready, p.parked, fmt.Errorf("epoll_wait: %w", err)
 	}
-	return ready, p.parked, p.inPoller, werr
+	return ready, p.parked, werr
 }
 
 // waitOnce asks epoll what is ready, without waiting; false: nothing is,
@@ -152,37 +143,7 @@ func (p *poller) waitOnce(fd uintptr) bool {
 		p.werr = ErrClosed
 		return true
 	}
-	var n int
-	var err error
-	if p.light {
-		// Few sockets: wait in the kernel a moment first, as an nginx
-		// worker does, with the gate closed so that no thread idling in
-		// Go's poller is woken too. Once per wait: if this one ends in
-		// Go's poller, what wakes it there is looked at, not waited for.
-		p.light = false
-		if err := p.closeGate(); err != nil {
-			p.werr = err
-			return true
-		}
-		start := time.Now()
-		n, err = waitInKernel(p.e, lightWait)
-		// Parked if it slept: a wait that found sockets ready at once
-		// returns in a microsecond or two. A loop that never sleeps is
-		// busy, and kicks (kickAfter).
-		p.parked = time.Since(start) > lightSlept
-		switch {
-		case err == nil && n > 0:
-			p.lightHits++
-		case err != nil && err != syscall.EINTR:
-			// No epoll_pwait2: an older kernel (ENOSYS), or a seccomp
-			// filter older than the call (EPERM, as systemd's
-			// SystemCallFilter answers). The loop waits as before.
-			p.noLight = true
-			n, err = p.e.Ready()
-		}
-	} else {
-		n, err = p.e.Ready()
-	}
+	n, err := p.e.Ready()
 	if err != nil && err != syscall.EINTR {
 		p.werr = fmt.Errorf("epoll_wait: %w", err)
 		return true
@@ -205,7 +166,7 @@ func (p *poller) waitOnce(fd uintptr) bool {
 		}
 	}
 	if n <= 0 {
-		p.parked, p.inPoller = true, true
+		p.parked = true
 		return false
 	}
 	for i := range p.e.Events[:n] {
@@ -238,12 +199,6 @@ func (p *poller) close() error {
 	}
 	return err
 }
-
-// waitInKernel is epoll.Epoll.WaitFor; tests put failures in its place.
-var waitInKernel = (*epoll.Epoll).WaitFor
-
-// lightSlept is how long a wait in the kernel takes to count as parked.
-const lightSlept = 10 * time.Microsecond
 
 // beforeOpenGate, if set (by tests), runs before a closed gate opens.
 var beforeOpenGate func()

@@ -18,11 +18,9 @@ type event struct {
 func (*poller) add(int, uint64, Events) error            { return nil }
 func (*poller) modify(int, uint64, Events, Events) error { return nil }
 func (*poller) remove(int)                               {}
-func (*poller) wait(r []event, _ bool) ([]event, bool, bool, error) {
-	return r, false, false, ErrClosed
-}
-func (*poller) interrupt()       {}
-func (*poller) drain()           {}
-func (*poller) stop()            {}
-func (*poller) close() error     { return nil }
-func (*poller) closeGate() error { return nil }
+func (*poller) wait(r []event) ([]event, bool, error)    { return r, false, ErrClosed }
+func (*poller) interrupt()                               {}
+func (*poller) drain()                                   {}
+func (*poller) stop()                                    {}
+func (*poller) close() error                             { return nil }
+func (*poller) closeGate() error                         { return nil }

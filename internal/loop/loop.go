@@ -33,15 +33,11 @@ type Loop struct {
 	// Handoff starts the next one.
 	owner atomic.Uint64
 
-	mu   sync.Mutex
-	regs map[uint64]*Reg
-	// served counts regs, for the owner to read without the lock, and
-	// servedSince is when it last changed (UnixNano).
-	served      atomic.Int32
-	servedSince atomic.Int64
-	next        uint64
-	tasks       []func()
-	spare       []func()
+	mu    sync.Mutex
+	regs  map[uint64]*Reg
+	next  uint64
+	tasks []func()
+	spare []func()
 	// The posted functions runTasks is running, from batchNext on still
 	// to run (the owner goroutine only): a Handoff in one of them gives
 	// the rest to the next owner at once, not when its function returns.
@@ -66,9 +62,6 @@ type Loop struct {
 	// found began (the owner goroutine only; set before any function of
 	// the pass runs).
 	passStart time.Time
-	// scheduled is when the owner last went through Go's scheduler
-	// (parked in its poller, or yielded; the owner goroutine only).
-	scheduled time.Time
 }
 
 // gateAfter is how long a loop runs without parking before it stops its
@@ -89,32 +82,6 @@ const gateAfter = 100 * time.Microsecond
 // goroutine wake-up on an idle processor. A loop that parks needs no
 // kick: its thread, left without work, waits in the poller itself.
 const kickAfter = 500 * time.Microsecond
-
-// A loop serving at most lightSockets sockets (two sessions), the same
-// ones for lightSteady, waits up to lightWait in the kernel itself
-// (epoll_pwait2) before it parks in Go's poller, as an nginx worker waits
-// in epoll_wait: the answer to a keystroke it has just forwarded, or the
-// next keystroke, wakes its own thread directly, without Go's poller
-// noticing the loop's epoll descriptor and readying the loop (four
-// epoll waits per message instead of one). The wait holds the loop's
-// processor meanwhile (the scheduler takes it back only when its monitor
-// finds work queued on it), hence the bound, and the yield below. Loops
-// with more sockets find more ready at each look and park less; there a
-// thread blocked in the kernel cost more than the look
-// (docs/PERFORMANCE.md). Sessions coming and
-// going (set-up under load) make the processor wanted by handshakes on
-// goroutines, and the wait is not made until the loop's sockets have
-// stayed the same for lightSteady.
-//
-// A loop that waits in the kernel and finds its sockets ready each time
-// yields to the scheduler once lightYield has passed since it last went
-// through it.
-const (
-	lightSockets = 4
-	lightWait    = 100 * time.Microsecond
-	lightSteady  = 10 * time.Millisecond
-	lightYield   = 200 * time.Microsecond
-)
 
 // behindAfter is how long a pass over the sockets one wait found ready
 // may run before the loop counts as behind (Behind). A pass of 100
@@ -185,8 +152,6 @@ func (l *Loop) Add(rc syscall.RawConn, ready func(Events)) (*Reg, error) {
 		return nil, addErr
 	}
 	l.regs[r.id] = r
-	l.served.Store(int32(len(l.regs)))
-	l.servedSince.Store(time.Now().UnixNano())
 	return r, nil
 }
 
@@ -200,8 +165,6 @@ func (r *Reg) Remove() {
 		return
 	}
 	delete(l.regs, r.id)
-	l.served.Store(int32(len(l.regs)))
-	l.servedSince.Store(time.Now().UnixNano())
 	if r.watch != 0 {
 		l.impl.remove(r.fd)
 	}
@@ -275,38 +238,19 @@ func (l *Loop) Behind() bool {
 	return time.Since(l.passStart) > behindAfter
 }
 
-// light reports whether the loop serves few sockets, the same ones for
-// a while: then its wait may block in the kernel first.
-func (l *Loop) light() bool {
-	n := l.served.Load()
-	return n > 0 && n <= lightSockets && l.passStart.UnixNano()-l.servedSince.Load() > int64(lightSteady)
-}
-
 // run is the loop's goroutine of generation gen.
 func (l *Loop) run(gen uint64) {
 	var ready []event
 	for {
 		var err error
-		var parked, inPoller bool
-		light := l.light()
-		if light && l.passStart.Sub(l.scheduled) > lightYield {
-			// A loop that keeps finding its few sockets ready in the
-			// kernel never passes through the scheduler, which would hold
-			// timers and the goroutines queued behind it until Go preempts
-			// it (10 ms): with one processor, everything else.
-			runtime.Gosched()
-			l.scheduled = time.Now()
-		}
-		ready, parked, inPoller, err = l.impl.wait(ready[:0], light)
+		var parked bool
+		ready, parked, err = l.impl.wait(ready[:0])
 		if err != nil {
 			l.fail(err)
 			return
 		}
 		now := time.Now()
 		l.passStart = now
-		if inPoller {
-			l.scheduled = now
-		}
 		if parked || l.busySince.IsZero() {
 			l.busySince, l.kickedAt = now, now
 		} else if busy := now.Sub(l.busySince); busy >= gateAfter {
@@ -362,7 +306,6 @@ func (l *Loop) fail(err error) {
 		l.failed, l.closed = err, true
 		regs = l.regs
 		l.regs = make(map[uint64]*Reg)
-		l.served.Store(0)
 	}
 	tasks := l.tasks
 	l.tasks = nil
