@@ -113,6 +113,27 @@ func TestLookupAfterRotationReadsNewToken(t *testing.T) {
 	}
 }
 
+// forwardedDB opens a store on a container's database through a
+// Forwarder, with a query timeout of 10 s, and makes one lookup (so that
+// one connection is open). The Forwarder is restored before the store is
+// closed, which waits for the queries under way.
+func forwardedDB(t *testing.T) (testenv.Container, *testenv.Forwarder, *DB) {
+	t.Helper()
+	z := testenv.NewZunDB(t, "zunsql")
+	c := z.InsertContainer(t, testenv.Container{Name: "web", DockerID: "1", Token: testenv.NewUUID()})
+	fwd := testenv.NewForwarder(t, testenv.MySQLAddr)
+	db, err := Open(strings.Replace(z.DSN(), testenv.MySQLAddr, fwd.Addr, 1), Options{QueryTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	t.Cleanup(fwd.Restore)
+	if _, err := db.ContainerByUUID(context.Background(), c.UUID); err != nil {
+		t.Fatal(err)
+	}
+	return c, fwd, db
+}
+
 func errString(err error) string {
 	if err == nil {
 		return "no error"
@@ -124,19 +145,8 @@ func errString(err error) string {
 // its own after maxGatherWait: one stuck query does not hold up every
 // lookup behind it until the query timeout.
 func TestLookupNotHeldByStuckQuery(t *testing.T) {
-	z := testenv.NewZunDB(t, "zunsql")
-	c := z.InsertContainer(t, testenv.Container{Name: "web", DockerID: "1", Token: testenv.NewUUID()})
-	fwd := testenv.NewForwarder(t, testenv.MySQLAddr)
-	const timeout = 10 * time.Second
-	db, err := Open(strings.Replace(z.DSN(), testenv.MySQLAddr, fwd.Addr, 1), Options{QueryTimeout: timeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	c, fwd, db := forwardedDB(t)
 	ctx := context.Background()
-	if _, err := db.ContainerByUUID(ctx, c.UUID); err != nil { // opens a connection
-		t.Fatal(err)
-	}
 	fwd.FreezeOpen() // that connection stops answering; new ones work
 	defer fwd.Restore()
 	stuck := make(chan error, 1)
@@ -168,19 +178,7 @@ func TestLookupNotHeldByStuckQuery(t *testing.T) {
 // up when their own contexts end (a client gone, a handshake's deadline),
 // not at the query timeout.
 func TestGatheredLookupsLeaveOnTheirContext(t *testing.T) {
-	z := testenv.NewZunDB(t, "zunsql")
-	c := z.InsertContainer(t, testenv.Container{Name: "web", DockerID: "1", Token: testenv.NewUUID()})
-	fwd := testenv.NewForwarder(t, testenv.MySQLAddr)
-	const timeout = 10 * time.Second
-	db, err := Open(strings.Replace(z.DSN(), testenv.MySQLAddr, fwd.Addr, 1), Options{QueryTimeout: timeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	defer fwd.Restore() // before Close, which waits for the queries
-	if _, err := db.ContainerByUUID(context.Background(), c.UUID); err != nil {
-		t.Fatal(err)
-	}
+	c, fwd, db := forwardedDB(t)
 	fwd.Freeze() // every connection, new ones too
 	go db.ContainerByUUID(context.Background(), c.UUID)
 	for lookups, _ := db.BatchedLookups(); lookups < 2; lookups, _ = db.BatchedLookups() {
