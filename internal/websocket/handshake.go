@@ -2,11 +2,13 @@ package websocket
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -19,10 +21,9 @@ const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 // AcceptKey computes Sec-WebSocket-Accept for a Sec-WebSocket-Key.
 func AcceptKey(key string) string {
-	h := sha1.New()
-	h.Write([]byte(key))
-	h.Write([]byte(acceptGUID))
-	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+	var in [64 + len(acceptGUID)]byte
+	sum := sha1.Sum(append(append(in[:0], key...), acceptGUID...))
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
 // HandshakeError is a client opening handshake that cannot be accepted;
@@ -38,10 +39,21 @@ func (e *HandshakeError) Error() string { return e.Reason }
 // lines) contains token, case-insensitively.
 func headerHasToken(h http.Header, name, token string) bool {
 	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
+		if listHasToken(v, token) {
+			return true
+		}
+	}
+	return false
+}
+
+// listHasToken reports whether the comma-separated list v contains token,
+// case-insensitively.
+func listHasToken(v, token string) bool {
+	for v != "" {
+		var t string
+		t, v, _ = strings.Cut(v, ",")
+		if strings.EqualFold(strings.TrimSpace(t), token) {
+			return true
 		}
 	}
 	return false
@@ -133,17 +145,24 @@ func ClientHandshake(conn net.Conn, u *url.URL, header http.Header) ([]byte, err
 	binary.LittleEndian.PutUint64(nonce[8:], rand.Uint64())
 	key := base64.StdEncoding.EncodeToString(nonce[:])
 
-	var b strings.Builder
-	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\n", u.RequestURI(), u.Host)
-	b.WriteString("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n")
-	fmt.Fprintf(&b, "Sec-WebSocket-Key: %s\r\n", key)
+	req := make([]byte, 0, 256)
+	req = append(req, "GET "...)
+	req = append(req, u.RequestURI()...)
+	req = append(req, " HTTP/1.1\r\nHost: "...)
+	req = append(req, u.Host...)
+	req = append(req, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "...)
+	req = append(req, key...)
+	req = append(req, "\r\n"...)
 	for name, vs := range header {
 		for _, v := range vs {
-			fmt.Fprintf(&b, "%s: %s\r\n", name, v)
+			req = append(req, name...)
+			req = append(req, ": "...)
+			req = append(req, v...)
+			req = append(req, "\r\n"...)
 		}
 	}
-	b.WriteString("\r\n")
-	if _, err := conn.Write([]byte(b.String())); err != nil {
+	req = append(req, "\r\n"...)
+	if _, err := conn.Write(req); err != nil {
 		return nil, fmt.Errorf("send websocket handshake: %w", err)
 	}
 	resp, rest, err := ReadUpgradeResponse(conn, func(code int) bool { return code == http.StatusSwitchingProtocols })
@@ -153,45 +172,187 @@ func ClientHandshake(conn net.Conn, u *url.URL, header http.Header) ([]byte, err
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		return nil, &StatusError{Code: resp.StatusCode, Status: resp.Status}
 	}
-	if !headerHasToken(resp.Header, "Upgrade", "websocket") || !headerHasToken(resp.Header, "Connection", "upgrade") {
+	if !resp.HasToken("Upgrade", "websocket") || !resp.HasToken("Connection", "upgrade") {
 		return nil, errors.New("websocket handshake response lacks Upgrade/Connection headers")
 	}
-	if resp.Header.Get("Sec-WebSocket-Accept") != AcceptKey(key) {
+	if resp.Get("Sec-WebSocket-Accept") != AcceptKey(key) {
 		return nil, errors.New("websocket handshake response has a wrong Sec-WebSocket-Accept")
 	}
 	return rest, nil
 }
 
-// responseReaders read the answers to upgrade requests: one per session
-// set up, given back once the answer is read.
-var responseReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1024) }}
-
 // ReadUpgradeResponse reads the HTTP answer to an upgrade request sent on
 // conn and returns it with a copy of the bytes conn sent past it. When
 // upgraded says its status does not take the connection over, the
 // answer's body is read to its end first (within conn's deadline);
-// otherwise what follows the head is in rest, and its body is empty.
-func ReadUpgradeResponse(conn net.Conn, upgraded func(code int) bool) (resp *http.Response, rest []byte, err error) {
-	br := responseReaders.Get().(*bufio.Reader)
-	br.Reset(conn)
-	defer func() {
-		br.Reset(nil)
-		responseReaders.Put(br)
-	}()
-	resp, err = http.ReadResponse(br, nil)
+// otherwise what follows the head is in rest.
+//
+// A plain answer that takes the connection over (Docker's, every session
+// set up) is read into a pooled buffer and looked at where it lies;
+// anything else (a refusal with a body, a head too long or of unusual
+// form) goes through net/http's reader, fed the bytes already read.
+func ReadUpgradeResponse(conn net.Conn, upgraded func(code int) bool) (resp *UpgradeResponse, rest []byte, err error) {
+	bp := headBuffers.Get().(*[headBufferSize]byte)
+	defer headBuffers.Put(bp)
+	buf := bp[:]
+	n, headLen := 0, -1
+	for headLen < 0 && n < len(buf) {
+		m, rerr := conn.Read(buf[n:])
+		n += m
+		headLen = headEnd(buf[:n])
+		if rerr != nil {
+			if n == 0 {
+				return nil, nil, rerr
+			}
+			break // net/http's reader reports what is wrong with the bytes read
+		}
+	}
+	if headLen > 0 {
+		if r, ok := parseUpgradeHead(buf[:headLen]); ok && upgraded(r.StatusCode) {
+			if n > headLen {
+				rest = append([]byte(nil), buf[headLen:n]...)
+			}
+			return r, rest, nil
+		}
+	}
+	return readResponseSlowly(io.MultiReader(bytes.NewReader(buf[:n]), conn), upgraded)
+}
+
+// headBufferSize bounds an answer's head read without net/http: Docker's
+// are about 150 bytes.
+const headBufferSize = 1024
+
+var headBuffers = sync.Pool{New: func() any { return new([headBufferSize]byte) }}
+
+// headEnd returns the length of the head at the start of b, up to and
+// including the empty line that ends it, or -1 if b holds no empty line.
+func headEnd(b []byte) int {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
+		}
+		if i+1 < len(b) && b[i+1] == '\n' {
+			return i + 2
+		}
+		if i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n' {
+			return i + 3
+		}
+	}
+	return -1
+}
+
+// parseUpgradeHead parses a head of the plainest form: an HTTP/1.x status
+// line with a three-digit code, and "Name: value" lines, each ending in
+// CRLF, with token names and no control characters. Anything else is
+// left to net/http (false).
+func parseUpgradeHead(head []byte) (*UpgradeResponse, bool) {
+	s := string(head)
+	line, fields, ok := strings.Cut(s, "\r\n")
+	if !ok || len(line) < 12 || !(strings.HasPrefix(line, "HTTP/1.1 ") || strings.HasPrefix(line, "HTTP/1.0 ")) || (len(line) > 12 && line[12] != ' ') || !validFieldValue(line) {
+		return nil, false
+	}
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return nil, false
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return nil, false
+	}
+	fields = strings.TrimSuffix(fields, "\r\n")
+	for rest := fields; rest != ""; {
+		var f string
+		f, rest, _ = strings.Cut(rest, "\r\n")
+		name, value, ok := strings.Cut(f, ":")
+		if !ok || !validFieldName(name) || !validFieldValue(value) {
+			return nil, false
+		}
+	}
+	return &UpgradeResponse{StatusCode: code, Status: line[9:], fields: fields}, true
+}
+
+func validFieldName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func validFieldValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// readResponseSlowly reads the answer with net/http's reader, from r.
+func readResponseSlowly(r io.Reader, upgraded func(code int) bool) (*UpgradeResponse, []byte, error) {
+	br := bufio.NewReaderSize(r, headBufferSize)
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		return nil, nil, err
 	}
+	ur := &UpgradeResponse{StatusCode: resp.StatusCode, Status: resp.Status, header: resp.Header}
 	if !upgraded(resp.StatusCode) {
 		resp.Body.Close()
-		return resp, nil, nil
+		return ur, nil, nil
 	}
+	var rest []byte
 	if n := br.Buffered(); n > 0 {
 		p, _ := br.Peek(n)
 		rest = append([]byte(nil), p...)
 	}
-	resp.Body = http.NoBody // not the pooled reader, which goes back now
-	return resp, rest, nil
+	return ur, rest, nil
+}
+
+// UpgradeResponse is the head of an answer to an upgrade request.
+type UpgradeResponse struct {
+	StatusCode int
+	Status     string // "101 Switching Protocols"
+	// Its fields: as the lines read (parseUpgradeHead), or as net/http
+	// parsed them.
+	fields string
+	header http.Header
+}
+
+// Get returns the first value of the field name, trimmed, or "".
+func (r *UpgradeResponse) Get(name string) string {
+	if r.header != nil {
+		return r.header.Get(name)
+	}
+	for rest := r.fields; rest != ""; {
+		var f string
+		f, rest, _ = strings.Cut(rest, "\r\n")
+		if n, v, _ := strings.Cut(f, ":"); strings.EqualFold(n, name) {
+			return strings.Trim(v, " \t")
+		}
+	}
+	return ""
+}
+
+// HasToken reports whether the comma-separated field name (across all
+// its lines) contains token, case-insensitively.
+func (r *UpgradeResponse) HasToken(name, token string) bool {
+	if r.header != nil {
+		return headerHasToken(r.header, name, token)
+	}
+	for rest := r.fields; rest != ""; {
+		var f string
+		f, rest, _ = strings.Cut(rest, "\r\n")
+		if n, v, _ := strings.Cut(f, ":"); strings.EqualFold(n, name) && listHasToken(v, token) {
+			return true
+		}
+	}
+	return false
 }
 
 // StatusError is an HTTP answer other than the one a handshake expects.

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // The close codes a close frame may carry (RFC 6455 section 7.4 and the
@@ -173,5 +174,41 @@ func TestClientHandshake(t *testing.T) {
 	u, _ := url.Parse("ws://docker.example/")
 	if _, err := ClientHandshake(client, u, nil); err == nil || !strings.Contains(err.Error(), "send websocket handshake") {
 		t.Errorf("to a closed connection: %v", err)
+	}
+}
+
+// ReadUpgradeResponse returns the status, the fields and the bytes past
+// the head however the head arrives: in pieces, longer than its buffer, in
+// a form only net/http reads.
+func TestReadUpgradeResponse(t *testing.T) {
+	long := "X-Long: " + strings.Repeat("a", 2*headBufferSize) + "\r\n"
+	cases := []struct {
+		name, wire string
+		oneByte    bool
+		status     int
+		accept     string
+		rest       string
+	}{
+		{"docker's attach", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: k=\r\n\r\n\x81\x02hi", false, 101, "k=", "\x81\x02hi"},
+		{"byte by byte", "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: k=\r\n\r\n", true, 101, "k=", ""},
+		{"a long head", "HTTP/1.1 101 Switching Protocols\r\n" + long + "Sec-WebSocket-Accept: k=\r\n\r\n\x81\x02hi", false, 101, "k=", "\x81\x02hi"},
+		{"a folded field", "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: k=\r\nX-A: b\r\n c\r\n\r\nrest", false, 101, "k=", "rest"},
+		{"bare line feeds", "HTTP/1.1 101 Switching Protocols\nSec-WebSocket-Accept: k=\n\nrest", false, 101, "k=", "rest"},
+		{"a refusal with a body", "HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope", false, 404, "", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var r io.Reader = strings.NewReader(c.wire)
+			if c.oneByte {
+				r = iotest.OneByteReader(r)
+			}
+			resp, rest, err := ReadUpgradeResponse(headConn{Reader: r}, func(code int) bool { return code == 101 })
+			if err != nil || resp.StatusCode != c.status || resp.Get("Sec-WebSocket-Accept") != c.accept || string(rest) != c.rest {
+				t.Fatalf("%+v, rest %q, %v", resp, rest, err)
+			}
+		})
+	}
+	if _, _, err := ReadUpgradeResponse(headConn{Reader: strings.NewReader("")}, func(int) bool { return true }); err != io.EOF {
+		t.Errorf("nothing at all: %v", err)
 	}
 }
