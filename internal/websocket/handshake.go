@@ -189,30 +189,33 @@ func ClientHandshake(conn net.Conn, u *url.URL, header http.Header) ([]byte, err
 //
 // A plain answer that takes the connection over (Docker's, every session
 // set up) is read into a pooled buffer and looked at where it lies;
-// anything else (a refusal with a body, a head too long or of unusual
-// form) goes through net/http's reader, fed the bytes already read.
+// anything else (a refusal, a head too long or of another form, a field
+// that bears on the body) goes to net/http's reader as soon as a line
+// shows it, fed the bytes already read: it then reads and fails as it
+// would have alone.
 func ReadUpgradeResponse(conn net.Conn, upgraded func(code int) bool) (resp *UpgradeResponse, rest []byte, err error) {
 	bp := headBuffers.Get().(*[headBufferSize]byte)
 	defer headBuffers.Put(bp)
 	buf := bp[:]
-	n, headLen := 0, -1
-	for headLen < 0 && n < len(buf) {
+	n, idle := 0, 0
+	for n < len(buf) {
 		m, rerr := conn.Read(buf[n:])
 		n += m
-		headLen = headEnd(buf[:n])
-		if rerr != nil {
-			if n == 0 {
-				return nil, nil, rerr
+		if m == 0 && rerr == nil {
+			if idle++; idle < 100 {
+				continue
 			}
-			break // net/http's reader reports what is wrong with the bytes read
+			break // net/http says io.ErrNoProgress
 		}
-	}
-	if headLen > 0 {
-		if r, ok := parseUpgradeHead(buf[:headLen]); ok && upgraded(r.StatusCode) {
-			if n > headLen {
-				rest = append([]byte(nil), buf[headLen:n]...)
+		end, code, verdict := scanHead(buf[:n])
+		if verdict == headPlain && upgraded(code) {
+			if n > end {
+				rest = append([]byte(nil), buf[end:n]...)
 			}
-			return r, rest, nil
+			return &UpgradeResponse{StatusCode: code, Status: string(buf[9:statusEnd(buf)]), fields: string(buf[statusEnd(buf)+2 : end-2])}, rest, nil
+		}
+		if verdict != headIncomplete || rerr != nil {
+			break
 		}
 	}
 	return readResponseSlowly(io.MultiReader(bytes.NewReader(buf[:n]), conn), upgraded)
@@ -224,70 +227,95 @@ const headBufferSize = 1024
 
 var headBuffers = sync.Pool{New: func() any { return new([headBufferSize]byte) }}
 
-// headEnd returns the length of the head at the start of b, up to and
-// including the empty line that ends it, or -1 if b holds no empty line.
-func headEnd(b []byte) int {
-	for i := 0; i < len(b); i++ {
-		if b[i] != '\n' {
-			continue
+// What scanHead makes of the bytes of a head read so far.
+const (
+	headIncomplete = iota // plain so far, not ended yet
+	headPlain             // ended, every line of the plainest form
+	headOther             // for net/http to read
+)
+
+// scanHead looks at the lines of b, the start of an answer's head. A head
+// is plain when it has an HTTP/1.x status line with a three-digit code
+// and "Name: value" fields, each line ending in CRLF, with token names,
+// no control characters, and none of the fields that bear on a body
+// (whose checks are net/http's). For a plain head it returns its length,
+// up to and including the empty line, and its status code.
+func scanHead(b []byte) (end, code int, verdict int) {
+	line := 0
+	for start := 0; ; line++ {
+		i := bytes.IndexByte(b[start:], '\n')
+		if i < 0 {
+			return 0, code, headIncomplete
 		}
-		if i+1 < len(b) && b[i+1] == '\n' {
-			return i + 2
+		l := b[start : start+i]
+		if len(l) == 0 || l[len(l)-1] != '\r' {
+			return 0, code, headOther // a bare LF
 		}
-		if i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n' {
-			return i + 3
+		l = l[:len(l)-1]
+		start += i + 1
+		switch {
+		case line == 0:
+			if code = statusCode(l); code == 0 {
+				return 0, 0, headOther
+			}
+		case len(l) == 0:
+			return start, code, headPlain
+		default:
+			name, value, ok := bytes.Cut(l, []byte{':'})
+			if !ok || !validFieldName(name) || !validFieldValue(value) || bodyField(name) {
+				return 0, code, headOther
+			}
 		}
 	}
-	return -1
 }
 
-// parseUpgradeHead parses a head of the plainest form: an HTTP/1.x status
-// line with a three-digit code, and "Name: value" lines, each ending in
-// CRLF, with token names and no control characters. Anything else is
-// left to net/http (false).
-func parseUpgradeHead(head []byte) (*UpgradeResponse, bool) {
-	s := string(head)
-	line, fields, ok := strings.Cut(s, "\r\n")
-	if !ok || len(line) < 12 || !(strings.HasPrefix(line, "HTTP/1.1 ") || strings.HasPrefix(line, "HTTP/1.0 ")) || (len(line) > 12 && line[12] != ' ') || !validFieldValue(line) {
-		return nil, false
+// statusCode returns the code of a status line of the plainest form, or 0.
+func statusCode(l []byte) int {
+	if len(l) < 12 || !(bytes.HasPrefix(l, []byte("HTTP/1.1 ")) || bytes.HasPrefix(l, []byte("HTTP/1.0 "))) || (len(l) > 12 && l[12] != ' ') || !validFieldValue(l) {
+		return 0
 	}
 	code := 0
-	for _, c := range line[9:12] {
+	for _, c := range l[9:12] {
 		if c < '0' || c > '9' {
-			return nil, false
+			return 0
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 100 {
-		return nil, false
+		return 0
 	}
-	fields = strings.TrimSuffix(fields, "\r\n")
-	for rest := fields; rest != ""; {
-		var f string
-		f, rest, _ = strings.Cut(rest, "\r\n")
-		name, value, ok := strings.Cut(f, ":")
-		if !ok || !validFieldName(name) || !validFieldValue(value) {
-			return nil, false
-		}
-	}
-	return &UpgradeResponse{StatusCode: code, Status: line[9:], fields: fields}, true
+	return code
 }
 
-func validFieldName(name string) bool {
-	if name == "" {
+// statusEnd returns where the status line of a plain head ends (its CR).
+func statusEnd(b []byte) int { return bytes.IndexByte(b, '\r') }
+
+// bodyField reports whether a field bears on the body: net/http checks
+// those even on answers without one.
+func bodyField(name []byte) bool {
+	for _, f := range [...]string{"Content-Length", "Transfer-Encoding", "Trailer"} {
+		if strings.EqualFold(string(name), f) {
+			return true
+		}
+	}
+	return false
+}
+
+func validFieldName(name []byte) bool {
+	if len(name) == 0 {
 		return false
 	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+	for _, c := range name {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
 			return false
 		}
 	}
 	return true
 }
 
-func validFieldValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+func validFieldValue(v []byte) bool {
+	for _, c := range v {
+		if (c < ' ' && c != '\t') || c == 0x7f {
 			return false
 		}
 	}

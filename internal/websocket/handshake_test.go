@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // The close codes a close frame may carry (RFC 6455 section 7.4 and the
@@ -208,7 +209,41 @@ func TestReadUpgradeResponse(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := ReadUpgradeResponse(headConn{Reader: strings.NewReader("")}, func(int) bool { return true }); err != io.EOF {
-		t.Errorf("nothing at all: %v", err)
+	if _, _, err := ReadUpgradeResponse(headConn{Reader: strings.NewReader("")}, func(int) bool { return true }); err != io.ErrUnexpectedEOF {
+		t.Errorf("nothing at all: %v, want net/http's %v", err, io.ErrUnexpectedEOF)
+	}
+	if _, _, err := ReadUpgradeResponse(headConn{Reader: zeroReader{}}, func(int) bool { return true }); err != io.ErrNoProgress {
+		t.Errorf("reads that return nothing: %v, want %v", err, io.ErrNoProgress)
+	}
+
+	// rest is the caller's: the next answer read does not overwrite it.
+	first := "HTTP/1.1 101 Switching Protocols\r\n\r\nfirst"
+	_, rest, _ := ReadUpgradeResponse(headConn{Reader: strings.NewReader(first)}, func(int) bool { return true })
+	ReadUpgradeResponse(headConn{Reader: strings.NewReader("HTTP/1.1 101 Switching Protocols\r\n\r\nXXXXX")}, func(int) bool { return true })
+	if string(rest) != "first" {
+		t.Errorf("rest %q after another answer, want %q", rest, "first")
 	}
 }
+
+// A backend that answers what is not a plain head and then waits gets
+// net/http's error at once, not at the deadline.
+func TestReadUpgradeResponseFailsAtTheBadLine(t *testing.T) {
+	for _, wire := range []string{"SSH-2.0-OpenSSH_9.2\r\n", "HTTP/1.1 101 X\r\nbad line\r\n"} {
+		client, server := net.Pipe()
+		go io.WriteString(server, wire) // and then nothing, with the connection open
+		client.SetDeadline(time.Now().Add(5 * time.Second))
+		start := time.Now()
+		_, _, err := ReadUpgradeResponse(client, func(int) bool { return true })
+		var ne net.Error
+		if err == nil || errors.As(err, &ne) && ne.Timeout() || time.Since(start) > 2*time.Second {
+			t.Errorf("%q: %v after %v, want net/http's error at once", wire, err, time.Since(start))
+		}
+		client.Close()
+		server.Close()
+	}
+}
+
+// zeroReader's reads return nothing and no error.
+type zeroReader struct{}
+
+func (zeroReader) Read([]byte) (int, error) { return 0, nil }
