@@ -255,6 +255,7 @@ func FuzzUpgradeHead(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 101 X\r\nTransfer-Encoding: gzip\r\n\r\n"))
 	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"))
 	f.Add([]byte("HTTP/1.1 101 X\r\nTrailer: Content-Length\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 403 X\r\n\r\nbody"))
 	names := []string{"Upgrade", "Connection", "Sec-WebSocket-Accept", "Content-Type"}
 	f.Fuzz(func(t *testing.T, wire []byte) {
 		upgraded := func(code int) bool { return code == 101 || code == 200 }
@@ -273,8 +274,8 @@ func FuzzUpgradeHead(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got.StatusCode != want.StatusCode {
-			t.Fatalf("%q: status %d, net/http %d", wire, got.StatusCode, want.StatusCode)
+		if got.StatusCode != want.StatusCode || got.Status != want.Status {
+			t.Fatalf("%q: status %d %q, net/http %d %q", wire, got.StatusCode, got.Status, want.StatusCode, want.Status)
 		}
 		for _, n := range names {
 			if got.Get(n) != want.Header.Get(n) {

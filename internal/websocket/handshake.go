@@ -198,8 +198,10 @@ func ReadUpgradeResponse(conn net.Conn, upgraded func(code int) bool) (resp *Upg
 	defer headBuffers.Put(bp)
 	buf := bp[:]
 	n, idle := 0, 0
+	var rerr error
 	for n < len(buf) {
-		m, rerr := conn.Read(buf[n:])
+		var m int
+		m, rerr = conn.Read(buf[n:])
 		n += m
 		if m == 0 && rerr == nil {
 			if idle++; idle < 100 {
@@ -207,6 +209,7 @@ func ReadUpgradeResponse(conn net.Conn, upgraded func(code int) bool) (resp *Upg
 			}
 			break // net/http says io.ErrNoProgress
 		}
+		idle = 0
 		end, code, verdict := scanHead(buf[:n])
 		if verdict == headPlain && upgraded(code) {
 			if n > end {
@@ -218,8 +221,19 @@ func ReadUpgradeResponse(conn net.Conn, upgraded func(code int) bool) (resp *Upg
 			break
 		}
 	}
-	return readResponseSlowly(io.MultiReader(bytes.NewReader(buf[:n]), conn), upgraded)
+	// net/http reads on from the connection, or meets the error this
+	// read met (as it would have).
+	var more io.Reader = conn
+	if rerr != nil {
+		more = errReader{rerr}
+	}
+	return readResponseSlowly(io.MultiReader(bytes.NewReader(buf[:n]), more), upgraded)
 }
+
+// errReader's reads fail with err.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 
 // headBufferSize bounds an answer's head read without net/http: Docker's
 // are about 150 bytes.

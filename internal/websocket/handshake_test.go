@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -212,6 +213,11 @@ func TestReadUpgradeResponse(t *testing.T) {
 	if _, _, err := ReadUpgradeResponse(headConn{Reader: strings.NewReader("")}, func(int) bool { return true }); err != io.ErrUnexpectedEOF {
 		t.Errorf("nothing at all: %v, want net/http's %v", err, io.ErrUnexpectedEOF)
 	}
+	// A reset is reported once; the connection reads as ended after it.
+	reset := io.MultiReader(strings.NewReader("HTTP/1.1 101 Swi"), &onceErr{err: syscall.ECONNRESET})
+	if _, _, err := ReadUpgradeResponse(headConn{Reader: reset}, func(int) bool { return true }); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("a reset inside the head: %v, want the reset", err)
+	}
 	if _, _, err := ReadUpgradeResponse(headConn{Reader: zeroReader{}}, func(int) bool { return true }); err != io.ErrNoProgress {
 		t.Errorf("reads that return nothing: %v, want %v", err, io.ErrNoProgress)
 	}
@@ -247,3 +253,17 @@ func TestReadUpgradeResponseFailsAtTheBadLine(t *testing.T) {
 type zeroReader struct{}
 
 func (zeroReader) Read([]byte) (int, error) { return 0, nil }
+
+// onceErr's first read fails with err, the next ones with io.EOF.
+type onceErr struct {
+	err  error
+	seen bool
+}
+
+func (r *onceErr) Read([]byte) (int, error) {
+	if r.seen {
+		return 0, io.EOF
+	}
+	r.seen = true
+	return 0, r.err
+}
