@@ -360,7 +360,7 @@ func readResponseSlowly(r io.Reader, upgraded func(code int) bool) (*UpgradeResp
 type UpgradeResponse struct {
 	StatusCode int
 	Status     string // "101 Switching Protocols"
-	// Its fields: as the lines read (parseUpgradeHead), or as net/http
+	// Its fields: as the lines read (scanHead), or as net/http
 	// parsed them.
 	fields string
 	header http.Header
