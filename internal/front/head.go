@@ -5,6 +5,8 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/httpsyntax"
 )
 
 // parseHead makes a request of head (a request line and header lines,
@@ -44,11 +46,11 @@ func parseHead(head string, takes func(path string) bool) (*http.Request, bool) 
 			break
 		}
 		colon := strings.IndexByte(line, ':')
-		if colon <= 0 || !validName(line[:colon]) {
+		if colon <= 0 || !httpsyntax.IsToken(line[:colon]) {
 			return nil, false
 		}
 		value := strings.Trim(line[colon+1:], " \t")
-		if !validValue(value) {
+		if !httpsyntax.IsFieldValue(value) {
 			return nil, false
 		}
 		key := textproto.CanonicalMIMEHeaderKey(line[:colon])
@@ -97,31 +99,6 @@ func parseHead(head string, takes func(path string) bool) (*http.Request, bool) 
 func validTarget(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c <= ' ' || c >= 0x7f || c == '#' {
-			return false
-		}
-	}
-	return true
-}
-
-// validName: an RFC 9110 token.
-func validName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validValue: printable ASCII and tabs (net/http takes more, and gets
-// the rest).
-func validValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < ' ' && c != '\t') || c >= 0x7f {
 			return false
 		}
 	}

@@ -9,12 +9,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+
+	"github.com/zun-wsproxy/zun-wsproxy/internal/httpsyntax"
 )
 
 const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -215,7 +218,11 @@ func ReadUpgradeResponse(conn net.Conn, upgraded func(code int) bool) (resp *Upg
 			if n > end {
 				rest = append([]byte(nil), buf[end:n]...)
 			}
-			return &UpgradeResponse{StatusCode: code, Status: string(buf[9:statusEnd(buf)]), fields: string(buf[statusEnd(buf)+2 : end-2])}, rest, nil
+			// One string for the head; the status and the fields are
+			// its parts (the status line holds no CR).
+			head := string(buf[:end])
+			status := strings.IndexByte(head, '\r')
+			return &UpgradeResponse{StatusCode: code, Status: head[9:status], fields: head[status+2 : end-2]}, rest, nil
 		}
 		if verdict != headIncomplete || rerr != nil {
 			break
@@ -276,7 +283,7 @@ func scanHead(b []byte) (end, code int, verdict int) {
 			return start, code, headPlain
 		default:
 			name, value, ok := bytes.Cut(l, []byte{':'})
-			if !ok || !validFieldName(name) || !validFieldValue(value) || bodyField(name) {
+			if !ok || len(name) == 0 || !httpsyntax.IsToken(name) || !httpsyntax.IsFieldValue(value) || bodyField(name) {
 				return 0, code, headOther
 			}
 		}
@@ -285,7 +292,7 @@ func scanHead(b []byte) (end, code int, verdict int) {
 
 // statusCode returns the code of a status line of the plainest form, or 0.
 func statusCode(l []byte) int {
-	if len(l) < 12 || !(bytes.HasPrefix(l, []byte("HTTP/1.1 ")) || bytes.HasPrefix(l, []byte("HTTP/1.0 "))) || (len(l) > 12 && l[12] != ' ') || !validFieldValue(l) {
+	if len(l) < 12 || !(bytes.HasPrefix(l, []byte("HTTP/1.1 ")) || bytes.HasPrefix(l, []byte("HTTP/1.0 "))) || (len(l) > 12 && l[12] != ' ') || !httpsyntax.IsFieldValue(l) {
 		return 0
 	}
 	code := 0
@@ -301,9 +308,6 @@ func statusCode(l []byte) int {
 	return code
 }
 
-// statusEnd returns where the status line of a plain head ends (its CR).
-func statusEnd(b []byte) int { return bytes.IndexByte(b, '\r') }
-
 // bodyField reports whether a field bears on the body: net/http checks
 // those even on answers without one.
 func bodyField(name []byte) bool {
@@ -313,27 +317,6 @@ func bodyField(name []byte) bool {
 		}
 	}
 	return false
-}
-
-func validFieldName(name []byte) bool {
-	if len(name) == 0 {
-		return false
-	}
-	for _, c := range name {
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func validFieldValue(v []byte) bool {
-	for _, c := range v {
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // readResponseSlowly reads the answer with net/http's reader, from r.
@@ -368,15 +351,8 @@ type UpgradeResponse struct {
 
 // Get returns the first value of the field name, trimmed, or "".
 func (r *UpgradeResponse) Get(name string) string {
-	if r.header != nil {
-		return r.header.Get(name)
-	}
-	for rest := r.fields; rest != ""; {
-		var f string
-		f, rest, _ = strings.Cut(rest, "\r\n")
-		if n, v, _ := strings.Cut(f, ":"); strings.EqualFold(n, name) {
-			return strings.Trim(v, " \t")
-		}
+	for v := range r.values(name) {
+		return v
 	}
 	return ""
 }
@@ -384,17 +360,33 @@ func (r *UpgradeResponse) Get(name string) string {
 // HasToken reports whether the comma-separated field name (across all
 // its lines) contains token, case-insensitively.
 func (r *UpgradeResponse) HasToken(name, token string) bool {
-	if r.header != nil {
-		return headerHasToken(r.header, name, token)
-	}
-	for rest := r.fields; rest != ""; {
-		var f string
-		f, rest, _ = strings.Cut(rest, "\r\n")
-		if n, v, _ := strings.Cut(f, ":"); strings.EqualFold(n, name) && listHasToken(v, token) {
+	for v := range r.values(name) {
+		if listHasToken(v, token) {
 			return true
 		}
 	}
 	return false
+}
+
+// values yields the values of the field name, trimmed, in their order.
+func (r *UpgradeResponse) values(name string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		if r.header != nil {
+			for _, v := range r.header.Values(name) {
+				if !yield(v) {
+					return
+				}
+			}
+			return
+		}
+		for rest := r.fields; rest != ""; {
+			var f string
+			f, rest, _ = strings.Cut(rest, "\r\n")
+			if n, v, _ := strings.Cut(f, ":"); strings.EqualFold(n, name) && !yield(strings.Trim(v, " \t")) {
+				return
+			}
+		}
+	}
 }
 
 // StatusError is an HTTP answer other than the one a handshake expects.
