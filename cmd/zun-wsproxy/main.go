@@ -41,6 +41,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/standalone"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/tokendb"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/zunsql"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/workers"
 	"github.com/zun-wsproxy/zun-wsproxy/web"
 )
 
@@ -182,6 +183,11 @@ func serve(args []string) error {
 	}
 	dialer.WatchedAttach(cfg.Proxy.Heartbeat > 0)
 
+	// Sessions' set-up and end, and gathered lookups, run on goroutines
+	// that keep their grown stacks; closed after everything else.
+	pool := workers.New(0)
+	defer pool.Close()
+
 	var resolver server.Resolver
 	var tokens *standalone.Service
 	var storePing func(context.Context) error
@@ -189,7 +195,7 @@ func serve(args []string) error {
 	runtimeURL := cfg.Docker.Endpoint
 	if cfg.Mode == "zun" {
 		db, err := zunsql.Open(cfg.Database.DSN, zunsql.Options{
-			MaxOpen: cfg.Database.MaxOpen, QueryTimeout: cfg.Database.QueryTimeout, Logger: log,
+			MaxOpen: cfg.Database.MaxOpen, QueryTimeout: cfg.Database.QueryTimeout, Logger: log, Workers: pool,
 		})
 		if err != nil {
 			return fmt.Errorf("[database] connection: %w", err)
@@ -293,11 +299,12 @@ func serve(args []string) error {
 		AuthFailureWindow:       live.AuthFailureWindow,
 		RecordingMaxSize:        cfg.RecordingMaxSize,
 		TrustedProxies:          trusted,
+		Workers:                 pool,
 	})
 	addr := net.JoinHostPort(cfg.Proxy.Host, strconv.Itoa(cfg.Proxy.Port))
 	ln, err := server.Listen(addr, server.ListenOptions{
 		TLS: listenTLS, SSLOnly: cfg.Proxy.SSLOnly, FirstByteTimeout: cfg.Proxy.HeaderTimeout,
-		ProxyProtocol: cfg.Proxy.ProxyProtocol, Trusted: trusted, Logger: log, Metrics: m,
+		ProxyProtocol: cfg.Proxy.ProxyProtocol, Trusted: trusted, Logger: log, Metrics: m, Workers: pool,
 	})
 	if err != nil {
 		return fmt.Errorf("[websocket_proxy] listen on %s: %w", addr, err)

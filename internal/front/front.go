@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/workers"
 )
 
 // headSize is the pooled buffer a head is read into: a console handshake
@@ -58,6 +59,9 @@ type Options struct {
 	// MaxHeaderBytes: a longer head goes to net/http, which refuses it.
 	MaxHeaderBytes int
 	Logger         *slog.Logger // default: discard
+	// Workers runs each connection's serving (nil: a goroutine of its
+	// own for each).
+	Workers *workers.Pool
 }
 
 // Listener accepts connections from the listener it wraps, serves the
@@ -165,7 +169,7 @@ func (l *Listener) acceptLoop() {
 		l.active++
 		l.reading[c] = struct{}{}
 		l.mu.Unlock()
-		go l.serve(c)
+		l.opts.Workers.Go(func() { l.serve(c) })
 	}); err != nil {
 		l.Close() // Accept answers net/http's next call with it
 	}

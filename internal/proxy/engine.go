@@ -311,7 +311,7 @@ func (s *Session) endOnLoop(e end) {
 	// sockets go back into the poller, whose close waits for their writes.
 	s.leaveLoopLocked(e.end == EndLoopFailed)
 	s.mu.Unlock()
-	go s.finish(e)
+	s.opts.Workers.Go(func() { s.finish(e) })
 }
 
 // beforeWait is rawsock's wait hook: a read or write of the session is

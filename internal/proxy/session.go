@@ -35,6 +35,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/utf8tail"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/workers"
 )
 
 // Encoding is how the proxy frames container output for the client, chosen
@@ -114,6 +115,9 @@ type Options struct {
 	// recording). Its methods run on the pump goroutines and must not
 	// block for long: they delay the session.
 	Tap Tap
+	// Workers runs the end of a session served on a loop (nil: a
+	// goroutine of its own).
+	Workers *workers.Pool
 }
 
 // Poller calls wake, in a new goroutine, once the socket behind rc is

@@ -13,6 +13,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/metrics"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxyproto"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/workers"
 )
 
 // tlsRecordHandshake is the first byte of every TLS ClientHello.
@@ -41,6 +42,9 @@ type ListenOptions struct {
 	Trusted       *TrustedProxies
 	Logger        *slog.Logger     // default: discard
 	Metrics       *metrics.Metrics // nil: off
+	// Workers runs each connection's first-byte and TLS handshake (nil: a
+	// goroutine of its own for each).
+	Workers *workers.Pool
 }
 
 // Listen opens the proxy's socket on addr.
@@ -74,6 +78,7 @@ func Listen(addr string, opts ListenOptions) (net.Listener, error) {
 		ctx:           ctx,
 		cancel:        cancel,
 		timeout:       opts.FirstByteTimeout,
+		workers:       opts.Workers,
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -92,6 +97,7 @@ type sniffListener struct {
 	log           *slog.Logger
 	metrics       *metrics.Metrics
 	timeout       time.Duration // for the PROXY header and the first byte
+	workers       *workers.Pool
 
 	conns     chan net.Conn
 	done      chan struct{}
@@ -105,7 +111,7 @@ func (l *sniffListener) acceptLoop() {
 	defer l.wg.Done()
 	front.AcceptLoop(l.Listener, l.done, func(c net.Conn) {
 		l.wg.Add(1)
-		go l.sniff(c)
+		l.workers.Go(func() { l.sniff(c) })
 	})
 }
 

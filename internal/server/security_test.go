@@ -356,7 +356,7 @@ func TestSecuritySuite(t *testing.T) {
 	twinExec := d.Exec(p.other.DockerID, "sh")
 	db.InsertExec(t, twinB.ID, twinExec, "twin-exec-token", "tcp://"+testenv.DockerAddr)
 
-	zdb, err := zunsql.Open(db.DSN(), zunsql.Options{})
+	zdb, err := zunsql.Open(db.DSN(), zunsql.Options{Workers: testWorkers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,8 +391,9 @@ func TestSecuritySuite(t *testing.T) {
 		AuthFailureLimit:        20,
 		Engine:                  engine(),
 		AuthFailureWindow:       time.Minute,
+		Workers:                 testWorkers,
 	})
-	ln, err := Listen("127.0.0.1:0", ListenOptions{TLS: cert.TLSConfig(), FirstByteTimeout: 2 * time.Second, ProxyProtocol: true, Trusted: trusted})
+	ln, err := Listen("127.0.0.1:0", ListenOptions{TLS: cert.TLSConfig(), FirstByteTimeout: 2 * time.Second, ProxyProtocol: true, Trusted: trusted, Workers: testWorkers})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/recording"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/websocket"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/workers"
 )
 
 // Resolver turns an authorized request into the console it may open.
@@ -103,6 +104,10 @@ type Options struct {
 	RecordingDir     string
 	RecordInput      bool
 	RecordingMaxSize int64
+	// Workers runs each connection's set-up and each loop session's end
+	// (nil: a goroutine of its own for each). Its owner closes it after
+	// Shutdown.
+	Workers *workers.Pool
 }
 
 // Server serves console connections. It owns the sessions it starts and
@@ -196,6 +201,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		HeaderTimeout:  s.opts.ReadHeaderTimeout,
 		MaxHeaderBytes: s.opts.MaxHeaderBytes,
 		Logger:         s.log,
+		Workers:        s.opts.Workers,
 	})
 	s.mu.Lock()
 	s.fronts = append(s.fronts, fl)
@@ -414,6 +420,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := *s.session.Load()
 	opts.Encoding = encoding
 	opts.Poller = s.poller
+	opts.Workers = s.opts.Workers
 	if lp := s.loop(); lp != nil {
 		opts.Loop = lp
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store/zunsql"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/workers"
 )
 
 func TestMain(m *testing.M) {
@@ -34,8 +35,21 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "-engine %q: loop or goroutines\n", e)
 		os.Exit(2)
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(closingWorkers{m})
 }
+
+// closingWorkers runs the tests, then ends the pool's idle workers before
+// goleak looks for goroutines left.
+type closingWorkers struct{ m *testing.M }
+
+func (c closingWorkers) Run() int {
+	defer testWorkers.Close()
+	return c.m.Run()
+}
+
+// testWorkers is the test servers' pool, as main's is its server's: one
+// for the process.
+var testWorkers = workers.New(0)
 
 // engineFlag: -engine goroutines runs the servers' sessions on the
 // goroutine engine instead of the default event loops.
@@ -49,7 +63,7 @@ func engine() string { return *engineFlag }
 // options first.
 func newServer(t *testing.T, db *testenv.ZunDB, configure ...func(*Options, *ListenOptions)) (*Server, string) {
 	t.Helper()
-	zdb, err := zunsql.Open(db.DSN(), zunsql.Options{})
+	zdb, err := zunsql.Open(db.DSN(), zunsql.Options{Workers: testWorkers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,8 +74,9 @@ func newServer(t *testing.T, db *testenv.ZunDB, configure ...func(*Options, *Lis
 		Origin:   auth.OriginPolicy{BaseScheme: "ws"},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Engine:   engine(),
+		Workers:  testWorkers,
 	}
-	var lopts ListenOptions
+	lopts := ListenOptions{Workers: testWorkers}
 	for _, c := range configure {
 		c(&opts, &lopts)
 	}
@@ -93,12 +108,13 @@ func serveShell(t *testing.T, db string, configure ...func(*Options, *ListenOpti
 	return srv, fmt.Sprintf("ws://%s/?token=%s&uuid=%s", addr, c.Token, c.UUID)
 }
 
-// countGoroutines settles and counts goroutines.
+// countGoroutines settles and counts goroutines, but for the pool's idle
+// workers, which belong to no session.
 func countGoroutines(want int) int {
 	var n int
 	testenv.WaitFor(3*time.Second, func() bool {
 		runtime.GC()
-		n = runtime.NumGoroutine()
+		n = runtime.NumGoroutine() - testWorkers.Idle()
 		return n <= want
 	})
 	return n

@@ -159,8 +159,9 @@ func TestSoak(t *testing.T) {
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Engine:  engine(),
 		Session: proxy.Options{IdleAfter: *soakParkAfter},
+		Workers: testWorkers,
 	})
-	ln, err := Listen("127.0.0.1:0", ListenOptions{})
+	ln, err := Listen("127.0.0.1:0", ListenOptions{Workers: testWorkers})
 	if err != nil {
 		t.Fatal(err)
 	}

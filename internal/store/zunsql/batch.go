@@ -102,10 +102,10 @@ func (d *DB) containerByUUID(ctx context.Context, uuid string) (store.Container,
 		// answers others, and each of them may leave on its own context.
 		// It ends within the query timeout; Close waits for it.
 		d.senders.Add(1)
-		go func() {
+		d.workers.Go(func() {
 			defer d.senders.Done()
 			d.sendBatch(context.WithoutCancel(ctx), g)
-		}()
+		})
 		return d.await(ctx, g, uuid)
 	case contains(g.uuids, uuid):
 		b.mu.Unlock()

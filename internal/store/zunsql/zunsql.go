@@ -18,6 +18,7 @@ import (
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/rawsock"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/store"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/workers"
 )
 
 // Options bound the connection pool and each query.
@@ -25,6 +26,9 @@ type Options struct {
 	MaxOpen      int           // most open connections (0: 55, oslo.db's 5+50)
 	QueryTimeout time.Duration // per lookup (0: 5s)
 	Logger       *slog.Logger  // for the driver's messages (nil: its default, standard error)
+	// Workers sends gathered lookups' queries (nil: a goroutine of its
+	// own for each).
+	Workers *workers.Pool
 }
 
 // DB looks up containers and exec instances in Zun's database.
@@ -40,6 +44,7 @@ type DB struct {
 	// the goroutines sending gathered ones.
 	byUUID  uuidBatcher
 	senders sync.WaitGroup
+	workers *workers.Pool
 }
 
 // Open prepares a pool for dsn (a go-sql-driver/mysql DSN). It does not
@@ -80,7 +85,7 @@ func Open(dsn string, opts Options) (*DB, error) {
 		opts.MaxOpen = 55
 	}
 	store.SizePool(db, opts.MaxOpen)
-	return &DB{db: db, timeout: opts.QueryTimeout, tls: cfg.TLS != nil, slots: make(chan struct{}, opts.MaxOpen)}, nil
+	return &DB{db: db, timeout: opts.QueryTimeout, tls: cfg.TLS != nil, slots: make(chan struct{}, opts.MaxOpen), workers: opts.Workers}, nil
 }
 
 // lookup returns the context for one lookup and the function that ends

@@ -1,0 +1,158 @@
+package workers
+
+import (
+	"bytes"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// goid is the calling goroutine's number, from its stack's first line.
+func goid() int {
+	var b [64]byte
+	line := b[:runtime.Stack(b[:], false)]
+	line = bytes.TrimPrefix(line, []byte("goroutine "))
+	n, _ := strconv.Atoi(string(line[:bytes.IndexByte(line, ' ')]))
+	return n
+}
+
+func TestRunsEveryTask(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pool *Pool
+	}{
+		{"pool", New(4)},
+		{"nil pool", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer tc.pool.Close()
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			ran := map[int]bool{}
+			for i := range 1000 {
+				wg.Add(1)
+				tc.pool.Go(func() {
+					defer wg.Done()
+					mu.Lock()
+					ran[i] = true
+					mu.Unlock()
+				})
+			}
+			wg.Wait()
+			if len(ran) != 1000 {
+				t.Fatalf("%d of 1000 tasks ran", len(ran))
+			}
+		})
+	}
+}
+
+func TestIdleWorkerTakesTheNextTask(t *testing.T) {
+	p := New(1)
+	defer p.Close()
+	first := make(chan int)
+	p.Go(func() { first <- goid() })
+	id := <-first
+	// The worker counts itself idle before it waits: the next task goes
+	// to it once it does.
+	deadline := time.Now().Add(5 * time.Second)
+	for p.idle.Load() != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	for time.Now().Before(deadline) {
+		next := make(chan int)
+		p.Go(func() { next <- goid() })
+		if <-next == id {
+			return
+		}
+		// Counted idle but not yet receiving: the task had a goroutine of
+		// its own. Again.
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("no task ran on the worker that ran the first")
+}
+
+func TestKeepsAtMostMaxIdle(t *testing.T) {
+	p := New(3)
+	defer p.Close()
+	before := runtime.NumGoroutine()
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		p.Go(func() { defer wg.Done(); <-release })
+	}
+	close(release)
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := runtime.NumGoroutine() - before
+		if n <= 3 && p.idle.Load() == 3 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left after 20 tasks (idle %d), want at most 3", n, p.idle.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestCloseEndsIdleWorkers(t *testing.T) {
+	p := New(8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		p.Go(func() { wg.Done() })
+	}
+	wg.Wait()
+	p.Close()
+	p.Close() // twice is fine
+	if err := goleak.Find(); err != nil {
+		t.Fatal(err)
+	}
+	// Tasks still run after Close.
+	done := make(chan struct{})
+	p.Go(func() { close(done) })
+	<-done
+}
+
+// deep needs about n KiB of stack, as a session's set-up does.
+//
+//go:noinline
+func deep(n int) byte {
+	var frame [1024]byte
+	frame[n%len(frame)] = byte(n)
+	if n <= 1 {
+		return frame[0]
+	}
+	return deep(n-1) + frame[n%len(frame)]
+}
+
+var sinkByte byte
+
+// BenchmarkStackGrowth runs tasks that need 12 KiB of stack each, on
+// the pool and on a goroutine of their own.
+func BenchmarkStackGrowth(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		pool *Pool
+	}{
+		{"pool", New(0)},
+		{"go", nil},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			defer bc.pool.Close()
+			done := make(chan byte)
+			b.ReportAllocs()
+			for b.Loop() {
+				bc.pool.Go(func() { done <- deep(12) })
+				sinkByte += <-done
+			}
+		})
+	}
+}
