@@ -345,7 +345,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 not found", http.StatusNotFound)
 		return
 	}
-	growStack()
 	// One id per console request, in every log line about it, in its
 	// audit record and in the X-Session-Id header of a refusal.
 	info = &session{id: newSessionID(), requested: time.Now(), client: s.clientOf(r)}

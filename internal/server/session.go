@@ -106,10 +106,7 @@ func (s *Server) start(ss *session, sess *proxy.Session) {
 	ss.started = time.Now()
 	s.opts.Metrics.SessionStarted(ss.target.Kind.String(), ss.started.Sub(ss.requested))
 	s.logLine(slog.LevelInfo, "session started", ss.attrs(slog.String("subprotocol", ss.subprotocol)))
-	done := func(res proxy.Result) {
-		growStack() // on the pump's goroutine, for release's lines
-		s.release(ss, &res)
-	}
+	done := func(res proxy.Result) { s.release(ss, &res) }
 	// Registered and started under one lock, so stopSessions either sees
 	// the session or it starts in the stopping phase, and ends at once.
 	s.mu.Lock()
