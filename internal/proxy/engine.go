@@ -299,7 +299,7 @@ func (d *direction) lateFrame() {
 	}
 }
 
-// endOnLoop finishes the session from the loop, on a goroutine of its own.
+// endOnLoop finishes the session from the loop, on a worker (off the loop).
 func (s *Session) endOnLoop(e end) {
 	s.mu.Lock()
 	if !s.closingLocked() {

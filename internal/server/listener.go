@@ -86,8 +86,8 @@ func Listen(addr string, opts ListenOptions) (net.Listener, error) {
 }
 
 // sniffListener reads what comes before HTTP on each accepted connection
-// (the PROXY header, the first byte telling TLS from plain) in a goroutine
-// of its own, so a client that sends nothing cannot stall the accept loop.
+// (the PROXY header, the first byte telling TLS from plain) on a worker
+// (a goroutine apart), so a client that sends nothing cannot stall the accept loop.
 type sniffListener struct {
 	net.Listener
 	tls           *tls.Config // nil: plain only

@@ -15,6 +15,7 @@ import (
 	"github.com/zun-wsproxy/zun-wsproxy/internal/console"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/proxy"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/recording"
+	"github.com/zun-wsproxy/zun-wsproxy/internal/workers"
 )
 
 // A console session's lifetime is one state machine (its states and
@@ -106,7 +107,12 @@ func (s *Server) start(ss *session, sess *proxy.Session) {
 	ss.started = time.Now()
 	s.opts.Metrics.SessionStarted(ss.target.Kind.String(), ss.started.Sub(ss.requested))
 	s.logLine(slog.LevelInfo, "session started", ss.attrs(slog.String("subprotocol", ss.subprotocol)))
-	done := func(res proxy.Result) { s.release(ss, &res) }
+	done := func(res proxy.Result) {
+		// On a pump's goroutine or a Stop's as well as on a worker: one
+		// step of stack growth for release's lines, not several.
+		workers.GrowStack()
+		s.release(ss, &res)
+	}
 	// Registered and started under one lock, so stopSessions either sees
 	// the session or it starts in the stopping phase, and ends at once.
 	s.mu.Lock()

@@ -1,20 +1,23 @@
 package workers
 
-// growStack grows the calling goroutine's stack to 16 KiB in one step,
-// where the stack is still shallow: a new worker's first act. A
+// GrowStack grows the calling goroutine's stack to 16 KiB in one step,
+// where the stack is still shallow: a worker does so before each task,
+// and so does code about to go deep on a goroutine not of the pool. A
 // goroutine starts small, and a console handshake (its store lookup, its
 // dial, its log lines) grew it to 16 KiB in three copies, each walking
-// every frame below it, deep in the handshake. The frame of growStack is
-// what the runtime makes room for at once; the copy moves the few frames
-// above it.
+// every frame below it, deep in the handshake. GrowStack's frame is what
+// the runtime makes room for at once; the copy moves the few frames above
+// it. On a stack already grown (the garbage collector shrinks the stacks
+// of goroutines that wait, idle workers' among them) it costs the frame's
+// zeroing.
 //
 //go:noinline
-func growStack() {
+func GrowStack() {
 	var frame [stackReserve]byte
 	touchStack(frame[:])
 }
 
-// stackReserve is growStack's frame: with the frames below it and the
+// stackReserve is GrowStack's frame: with the frames below it and the
 // runtime's guard, a 16 KiB stack.
 const stackReserve = 10 << 10
 

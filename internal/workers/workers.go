@@ -5,14 +5,16 @@
 // SQL, the Docker handshake) grows it to 16 KiB in a few steps, each a
 // copy that walks every frame; measured in the handshakes row, that was
 // ~5% of the proxy's CPU per session. A worker grows its stack to 16 KiB
-// in one step when it starts (stack.go) and keeps it from task to task,
-// so the growth is paid once per worker instead of once per task.
+// in one step before each task (GrowStack): a no-op but for zeroing one
+// frame while the stack is still grown, one shallow copy after the
+// garbage collector has shrunk an idle worker's stack, never the steps
+// deep in a handshake.
 //
 // The pool holds no queue: a task goes to an idle worker if there is one,
 // else to a new goroutine, at once. At most a bound of workers stay idle;
 // the rest end with their task, so an idle proxy holds a few goroutines,
 // whose stacks the garbage collector shrinks as it does any goroutine's,
-// and none per session.
+// and none per session. After Close a task runs on a goroutine of its own.
 package workers
 
 import (
@@ -56,6 +58,9 @@ func (p *Pool) Go(task func()) {
 	select {
 	case p.tasks <- task:
 		return
+	case <-p.quit:
+		go task()
+		return
 	default:
 	}
 	go p.work(task)
@@ -64,8 +69,8 @@ func (p *Pool) Go(task func()) {
 // work runs task, then waits for the next one while fewer than maxIdle
 // others wait, until Close.
 func (p *Pool) work(task func()) {
-	growStack()
 	for {
+		GrowStack()
 		task()
 		task = nil // not kept alive while waiting
 		if p.idle.Add(1) > p.maxIdle {

@@ -5,8 +5,10 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"go.uber.org/goleak"
 )
@@ -119,6 +121,76 @@ func TestCloseEndsIdleWorkers(t *testing.T) {
 	done := make(chan struct{})
 	p.Go(func() { close(done) })
 	<-done
+}
+
+// stackMoved reports whether the calling goroutine's stack was copied
+// (grown) while f ran: a local's address is its place on the stack.
+//
+//go:noinline
+func stackMoved(f func()) bool {
+	var here byte
+	before := uintptr(unsafe.Pointer(&here))
+	f()
+	return uintptr(unsafe.Pointer(&here)) != before
+}
+
+// A task that needs 12 KiB of stack finds it grown, on a new worker and
+// on an idle one whose stack the garbage collector has shrunk; on a
+// goroutine of its own (a nil pool) the stack grows under it, which is
+// what the instrument sees.
+func TestTasksFindTheirStackGrown(t *testing.T) {
+	p := New(1)
+	defer p.Close()
+	moved := func(pool *Pool, collect bool) bool {
+		if collect {
+			runtime.GC() // each cycle halves an idle worker's stack
+			runtime.GC()
+		}
+		ch := make(chan bool)
+		pool.Go(func() { ch <- stackMoved(func() { sinkByte += deep(12) }) })
+		return <-ch
+	}
+	if !moved(nil, false) {
+		t.Fatal("a new goroutine's stack did not grow for a 12 KiB task: the test sees nothing")
+	}
+	if moved(p, false) {
+		t.Error("a new worker's stack grew under its first task")
+	}
+	for i := range 3 {
+		if moved(p, true) {
+			t.Errorf("task %d: the stack grew under it after the garbage collector ran", i)
+		}
+	}
+}
+
+// Tasks given while the pool closes all run, once each.
+func TestGoRacingClose(t *testing.T) {
+	p := New(4)
+	var ran sync.WaitGroup
+	var count atomic.Int64
+	start := make(chan struct{})
+	var givers sync.WaitGroup
+	for range 8 {
+		givers.Add(1)
+		go func() {
+			defer givers.Done()
+			<-start
+			for range 100 {
+				ran.Add(1)
+				p.Go(func() { count.Add(1); ran.Done() })
+			}
+		}()
+	}
+	close(start)
+	p.Close()
+	givers.Wait()
+	ran.Wait()
+	if n := count.Load(); n != 800 {
+		t.Fatalf("%d of 800 tasks ran", n)
+	}
+	if err := goleak.Find(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // deep needs about n KiB of stack, as a session's set-up does.

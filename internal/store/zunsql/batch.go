@@ -98,7 +98,7 @@ func (d *DB) containerByUUID(ctx context.Context, uuid string) (store.Container,
 			b.gathered = nil
 		}
 		b.mu.Unlock()
-		// On a goroutine of its own and no lookup's context: the batch
+		// On a worker (a goroutine apart) and no lookup's context: the batch
 		// answers others, and each of them may leave on its own context.
 		// It ends within the query timeout; Close waits for it.
 		d.senders.Add(1)
