@@ -183,7 +183,7 @@ NGINXCONF
 		for k in $TLS_KEYS; do
 			cat <<SERVER
 	server {
-		listen 127.0.0.1:${NGINX_TLS_PORT[$k]} ssl;
+		listen 127.0.0.1:${NGINX_TLS_PORT[$k]} ssl deferred;
 		ssl_certificate $work/$k.crt;
 		ssl_certificate_key $work/$k.key;
 		ssl_protocols TLSv1.2 TLSv1.3;
@@ -214,8 +214,9 @@ http {
 	fastcgi_temp_path $work/nginx/fastcgi;
 	uwsgi_temp_path $work/nginx/uwsgi;
 	scgi_temp_path $work/nginx/scgi;
+	# deferred: TCP_DEFER_ACCEPT, as the proxy's console port has.
 	server {
-		listen 127.0.0.1:$NGINX_PORT;
+		listen 127.0.0.1:$NGINX_PORT deferred;
 		include $work/nginx-location.conf;
 	}
 $(nginx_tls_servers)

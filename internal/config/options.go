@@ -82,7 +82,7 @@ var options = []option{
 	{section: "websocket_proxy", name: "single_use_tokens", def: "false", kind: boolean{}, dst: func(c *Config) any { return &c.Proxy.SingleUseTokens },
 		doc: "*extension:* Zun mode: clear `websocket_token` / the exec token when a session starts (`UPDATE … WHERE token = ?`, atomic across replicas)"},
 	{section: "websocket_proxy", name: "header_timeout", def: "10", kind: seconds{}, dst: func(c *Config) any { return &c.Proxy.HeaderTimeout },
-		doc: "*extension:* to receive a request's headers (and a TLS connection's first byte). On the token API and metrics listeners too, where it also bounds a request's body and the wait for the next request on a kept-alive connection; also the longest a frame, once begun, may go without a byte of it (then close `1008`)"},
+		doc: "*extension:* to receive a request's headers (and a TLS connection's first byte). On the console port, on Linux, a connection that sends nothing is held by the kernel for a second before this begins (`TCP_DEFER_ACCEPT`). On the token API and metrics listeners too, where it also bounds a request's body and the wait for the next request on a kept-alive connection; also the longest a frame, once begun, may go without a byte of it (then close `1008`)"},
 	{section: "websocket_proxy", name: "max_header_size", def: "16384", kind: integer{1024, 1 << 20}, dst: func(c *Config) any { return &c.Proxy.MaxHeaderBytes },
 		doc: "*extension:* bytes of request headers (then `431`), on every listener"},
 	{section: "websocket_proxy", name: "max_message_size", def: "1048576", kind: integer{0, 1 << 30}, dst: func(c *Config) any { return &c.Proxy.MaxMessageBytes },

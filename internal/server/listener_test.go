@@ -192,6 +192,10 @@ func TestListenerProxyHeaderTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
+	// A byte, for the kernel to hand the connection to the listener
+	// (TCP_DEFER_ACCEPT): one that sends none waits in the kernel, where
+	// the listener's Close drops it without a word.
+	io.WriteString(silent, "PROXY ")
 	done := make(chan struct{})
 	go func() { io.Copy(io.Discard, silent); close(done) }()
 	// Nothing tells when the listener has begun to read the header; if

@@ -2,8 +2,11 @@ package server
 
 import (
 	"crypto/tls"
+	"io"
+	"net"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/zun-wsproxy/zun-wsproxy/internal/front"
 	"github.com/zun-wsproxy/zun-wsproxy/internal/testenv"
@@ -54,5 +57,53 @@ func TestAcceptedConnectionsKeepAlive(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// A connection is handed to the listener when its first byte comes
+// (TCP_DEFER_ACCEPT); one that sends nothing only after deferAccept
+// seconds, and then as any other.
+func TestSilentConnectionsWaitInTheKernel(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0", ListenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan time.Time, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- time.Now()
+			c.Close()
+		}
+	}()
+	dial := func(first string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, first)
+		select {
+		case at := <-accepted:
+			return at.Sub(start)
+		case <-time.After(testenv.Settle):
+			t.Fatalf("%q: not accepted in %v", first, testenv.Settle)
+			return 0
+		}
+	}
+	// The kernel holds a silent one for the whole second, however busy
+	// the machine; a talking one is handed over at once (a bound far
+	// below the second, for a busy machine's scheduling).
+	if d := dial(""); d < 900*time.Millisecond {
+		t.Errorf("a silent connection was accepted after %v, want at least the %ds deferral", d, deferAccept)
+	}
+	if d := dial("G"); d > 500*time.Millisecond {
+		t.Errorf("a connection that sent a byte was accepted after %v, want at once", d)
 	}
 }
