@@ -140,8 +140,10 @@ func TestListenerProxyProtocol(t *testing.T) {
 }
 
 // A header cut short, or none at all, holds a trusted proxy's connection
-// no longer than the first-byte timeout; closing the listener ends the
-// wait at once, and is not counted as a refusal.
+// no longer than the first-byte timeout once the listener has it (one
+// that sends nothing is held by the kernel for deferAccept first);
+// closing the listener ends the wait at once, and is not counted as a
+// refusal.
 func TestListenerProxyHeaderTimeout(t *testing.T) {
 	m := metrics.New()
 	ln, err := Listen("127.0.0.1:0", ListenOptions{ProxyProtocol: true, Trusted: NewTrustedProxies(prefixes("127.0.0.1/32")),

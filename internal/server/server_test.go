@@ -239,8 +239,12 @@ func TestSniffListener(t *testing.T) {
 			fmt.Fprintf(w, "tls=%v", r.TLS != nil)
 		})}
 		go hs.Serve(ln)
-		// A client that never sends a byte must not block others.
+		// A client that never sends a byte must not block others. The
+		// kernel hands it to the listener only after deferAccept
+		// (TCP_DEFER_ACCEPT): wait for that, so that the requests below
+		// come while the listener waits for its first byte.
 		idle, _ := net.Dial("tcp", ln.Addr().String())
+		time.Sleep(deferAccept*time.Second + 500*time.Millisecond)
 		get := func(scheme string) (string, error) {
 			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 			resp, err := client.Get(scheme + "://" + ln.Addr().String() + "/")

@@ -9,7 +9,8 @@ package workers
 // the runtime makes room for at once; the copy moves the few frames above
 // it. On a stack already grown (the garbage collector shrinks the stacks
 // of goroutines that wait, idle workers' among them) it costs the frame's
-// zeroing.
+// zeroing. Call it shallow: its frame on top of deep ones needs a 32 KiB
+// stack.
 //
 //go:noinline
 func GrowStack() {

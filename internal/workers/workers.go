@@ -1,14 +1,15 @@
 // Package workers runs short tasks (a session's set-up, its end, a
 // gathered database query) on goroutines that outlive them.
 //
-// A new goroutine starts on a small stack, and a session's set-up (HTTP,
-// SQL, the Docker handshake) grows it to 16 KiB in a few steps, each a
-// copy that walks every frame; measured in the handshakes row, that was
-// ~5% of the proxy's CPU per session. A worker grows its stack to 16 KiB
-// in one step before each task (GrowStack): a no-op but for zeroing one
-// frame while the stack is still grown, one shallow copy after the
-// garbage collector has shrunk an idle worker's stack, never the steps
-// deep in a handshake.
+// A new goroutine starts on a small stack (Go sizes it by the average in
+// use, which a proxy's many shallow goroutines keep small), and a
+// session's set-up (HTTP, SQL, the Docker handshake) grows it to 16 KiB
+// in a few steps, each a copy that walks every frame; measured in the
+// handshakes row, that was ~5% of the proxy's CPU per session. A worker
+// grows its stack to 16 KiB in one step before each task (GrowStack): a
+// no-op but for zeroing one frame while the stack is still grown, one
+// shallow copy after the garbage collector has shrunk an idle worker's
+// stack, never the steps deep in a handshake.
 //
 // The pool holds no queue: a task goes to an idle worker if there is one,
 // else to a new goroutine, at once. At most a bound of workers stay idle;
