@@ -230,7 +230,12 @@ func (s *Session) finish(first end) {
 	s.fromClient.dropChunk()
 	s.fromContainer.dropChunk()
 	s.backend.Close()
-	if res.ClientCode != 0 {
+	// A client whose close frame a pump read sends nothing more: no input
+	// can be left unread to make the kernel reset the connection, so it
+	// is closed at once, the close frame and the FIN leaving together, as
+	// RFC 6455 section 7.1.1 has the server close first. (On a loop, a
+	// client's answer to the proxy's close is read by lingerClose.)
+	if res.ClientCode != 0 && !s.clientClosed.Load() {
 		s.clientDL.lingerClose(s.opts.CloseTimeout)
 	} else {
 		s.client.Close()

@@ -290,6 +290,10 @@ type Session struct {
 	// data either way, for heartbeats and idle_timeout.
 	clientSeen, backendSeen, dataSeen atomic.Int64
 	clientLive, backendLive           liveness // owned by check
+	// clientClosed: the client's close frame has been read, so it sends
+	// nothing more (RFC 6455 section 5.5.1) and its connection may be
+	// closed without lingering.
+	clientClosed atomic.Bool
 
 	// Every write to each socket (engine.go).
 	clientOut, backendOut sink
@@ -666,6 +670,7 @@ func (s *Session) pumpClient() end {
 			if err != nil {
 				return end{side: clientSide, err: err}
 			}
+			s.clientClosed.Store(true)
 			return end{side: clientSide, closed: true, code: code}
 		case websocket.OpContinuation:
 			if !s.inMessage {

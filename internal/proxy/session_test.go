@@ -632,6 +632,31 @@ func TestAttachClientCloses(t *testing.T) {
 	}
 }
 
+// A client that closed first sends nothing more (RFC 6455 section
+// 5.5.1): once answered, its connection is closed at once, not lingered
+// on until the client closes its end (here: never), and the session ends
+// then. (A client's answer to the proxy's close, on the loop engine, is
+// read by the lingering close itself, which then waits for the client's
+// FIN as before.)
+func TestClientThatClosedIsClosedAtOnce(t *testing.T) {
+	t.Parallel()
+	h := start(t, true, Options{CloseTimeout: time.Minute})
+	h.client.w.WriteClose(websocket.CloseNormal, "")
+	// The proxy's answer, read without the peer's own half-close
+	// (peer.recv's).
+	h.client.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hd, err := h.client.r.NextFrame()
+	if err != nil || hd.Op != websocket.OpClose {
+		t.Fatalf("client got %+v %v, want a close", hd, err)
+	}
+	var ctrl [125]byte
+	h.client.r.ReadControl(ctrl[:])
+	// The client keeps its end open and reads on: the proxy's end closes
+	// (EOF) and the session ends, well within CloseTimeout.
+	assertClosed(t, h.client.conn)
+	h.ended(t)
+}
+
 func TestClientVanishes(t *testing.T) {
 	t.Parallel()
 	h := start(t, true, Options{})
