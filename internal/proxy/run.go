@@ -230,12 +230,14 @@ func (s *Session) finish(first end) {
 	s.fromClient.dropChunk()
 	s.fromContainer.dropChunk()
 	s.backend.Close()
-	// A client whose close frame a pump read sends nothing more: no input
-	// can be left unread to make the kernel reset the connection, so it
-	// is closed at once, the close frame and the FIN leaving together, as
-	// RFC 6455 section 7.1.1 has the server close first. (On a loop, a
-	// client's answer to the proxy's close is read by lingerClose.)
-	if res.ClientCode != 0 && !s.clientClosed.Load() {
+	// A client whose close frame a pump read sends no more data frames
+	// (RFC 6455 section 5.5.1), so nothing it sends can be left unread to
+	// make the kernel reset the connection before the answer is read: it
+	// is closed at once, without waiting for its FIN. Not where the proxy
+	// pings the client: a ping crossing its close is answered with a pong
+	// after it (section 5.5.2). (A client's answer to the proxy's close,
+	// read while its side was parked, is read by lingerClose.)
+	if res.ClientCode != 0 && !(s.clientClosed.Load() && !s.opts.PingClient) {
 		s.clientDL.lingerClose(s.opts.CloseTimeout)
 	} else {
 		s.client.Close()

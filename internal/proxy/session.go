@@ -291,8 +291,8 @@ type Session struct {
 	clientSeen, backendSeen, dataSeen atomic.Int64
 	clientLive, backendLive           liveness // owned by check
 	// clientClosed: the client's close frame has been read, so it sends
-	// nothing more (RFC 6455 section 5.5.1) and its connection may be
-	// closed without lingering.
+	// no more data frames (RFC 6455 section 5.5.1) and its connection may
+	// be closed without lingering (finish).
 	clientClosed atomic.Bool
 
 	// Every write to each socket (engine.go).

@@ -650,10 +650,17 @@ func TestClientThatClosedIsClosedAtOnce(t *testing.T) {
 		t.Fatalf("client got %+v %v, want a close", hd, err)
 	}
 	var ctrl [125]byte
-	h.client.r.ReadControl(ctrl[:])
-	// The client keeps its end open and reads on: the proxy's end closes
-	// (EOF) and the session ends, well within CloseTimeout.
-	assertClosed(t, h.client.conn)
+	pl, _ := h.client.r.ReadControl(ctrl[:])
+	if code, _, _ := websocket.ParseClosePayload(pl); code != websocket.CloseNormal {
+		t.Fatalf("close code %d, want 1000", code)
+	}
+	// The client keeps its end open and reads on: the proxy's end closes,
+	// with a FIN (EOF), not a reset, and the session ends, well within
+	// CloseTimeout.
+	h.client.conn.SetReadDeadline(time.Now().Add(settle))
+	if n, err := h.client.conn.Read(ctrl[:]); n != 0 || err != io.EOF {
+		t.Fatalf("after the close: %d bytes, %v; want EOF", n, err)
+	}
 	h.ended(t)
 }
 
