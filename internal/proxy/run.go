@@ -237,7 +237,7 @@ func (s *Session) finish(first end) {
 	// pings the client: a ping crossing its close is answered with a pong
 	// after it (section 5.5.2). (A client's answer to the proxy's close,
 	// read while its side was parked, is read by lingerClose.)
-	if res.ClientCode != 0 && !(s.clientClosed.Load() && !s.opts.PingClient) {
+	if res.ClientCode != 0 && (s.opts.PingClient || !s.clientClosed.Load()) {
 		s.clientDL.lingerClose(s.opts.CloseTimeout)
 	} else {
 		s.client.Close()
